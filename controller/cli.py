@@ -1,0 +1,513 @@
+"""The ``flagroll`` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import getpass
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from controller import __version__, logs
+from controller.decision import Decision, pause, resume, stop
+from controller.decisionlog import (
+    Context,
+    DecisionLog,
+    follow,
+    last_by_flag,
+    read_records,
+    render,
+    render_all,
+    to_record,
+)
+from controller.durations import format_duration, parse_duration
+from controller.errors import FlagFileError, FlagrollError, UsageError
+from controller.flagd import managed_keys, read_state, write_flag
+from controller.flagstore import FileFlagStore
+from controller.policy import json_schema, pct
+from controller.policyfile import load_paths
+from controller.prometheus import PrometheusClient
+from controller.reconciler import Reconciler, utc_now
+from controller.state import NOT_STARTED, RolloutState
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    value = os.environ.get(name)
+    return value if value else default
+
+
+def _duration_arg(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _flags_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--flags",
+        type=Path,
+        default=_env("FLAGROLL_FLAGS"),
+        metavar="FILE",
+        help="the flagd flag file (JSON) [env FLAGROLL_FLAGS]",
+    )
+
+
+def _decision_log_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--decision-log",
+        type=Path,
+        default=_env("FLAGROLL_DECISION_LOG"),
+        metavar="FILE",
+        help="the decision log (JSON Lines); default: decisions.jsonl beside the flag file "
+        "[env FLAGROLL_DECISION_LOG]",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="flagroll",
+        description="Roll feature flags out step by step, guarded by Prometheus, for OpenFeature/flagd.",
+        epilog="Run 'flagroll COMMAND --help' for a command's options. Docs: README.md.",
+    )
+    parser.add_argument("--version", action="version", version=f"flagroll {__version__}")
+    parser.add_argument(
+        "--log-format",
+        choices=["auto", "json", "console"],
+        default=_env("FLAGROLL_LOG_FORMAT", "auto"),
+        help="log lines as JSON or for a terminal; auto picks console on a terminal "
+        "[env FLAGROLL_LOG_FORMAT]",
+    )
+    parser.add_argument(
+        "--log-level",
+        choices=["debug", "info", "warning", "error"],
+        default=_env("FLAGROLL_LOG_LEVEL", "info"),
+        help="[env FLAGROLL_LOG_LEVEL]",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = commands.add_parser(
+        "validate",
+        help="check policy files; exit 0 if valid, 1 if not",
+        description="Check policy files and directories. Every problem is printed as "
+        "FILE:LINE:COLUMN: FIELD: MESSAGE. Exit 0 when valid, 1 when not.",
+    )
+    p.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="policy files or directories")
+    p.add_argument("--strict", action="store_true", help="treat warnings as errors")
+    p.add_argument("--quiet", action="store_true", help="print problems only")
+    p.set_defaults(handler=cmd_validate)
+
+    p = commands.add_parser(
+        "run",
+        help="reconcile policies against Prometheus and the flag file",
+        description="Each policy is checked at its own interval: Prometheus is queried, a decision "
+        "is taken, the flag file is written atomically and the decision is appended to the log.",
+    )
+    p.add_argument(
+        "--policies",
+        type=Path,
+        default=_env("FLAGROLL_POLICIES"),
+        metavar="DIR",
+        help="directory (or file) of rollout policies [env FLAGROLL_POLICIES]",
+    )
+    _flags_option(p)
+    p.add_argument(
+        "--prometheus",
+        default=_env("FLAGROLL_PROMETHEUS"),
+        metavar="URL",
+        help="Prometheus base URL, e.g. http://prometheus:9090 [env FLAGROLL_PROMETHEUS]",
+    )
+    p.add_argument("--once", action="store_true", help="run one cycle of every policy and exit (CronJob)")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="decide and log to stdout, but write neither the flag file nor the decision log",
+    )
+    _decision_log_option(p)
+    p.add_argument(
+        "--query-timeout",
+        type=_duration_arg,
+        default=_env("FLAGROLL_QUERY_TIMEOUT", "10s"),
+        metavar="DURATION",
+        help="timeout of one Prometheus query (default 10s) [env FLAGROLL_QUERY_TIMEOUT]",
+    )
+    p.add_argument(
+        "--lock-timeout",
+        type=_duration_arg,
+        default="30s",
+        metavar="DURATION",
+        help="how long to wait for another writer's lock (default 30s)",
+    )
+    p.set_defaults(handler=cmd_run)
+
+    p = commands.add_parser(
+        "status",
+        help="a table of every managed flag",
+        description="Percent, step, status, the last decision and its age, for every flag flagroll "
+        "manages in the flag file.",
+    )
+    _flags_option(p)
+    _decision_log_option(p)
+    p.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
+    p.set_defaults(handler=cmd_status)
+
+    p = commands.add_parser(
+        "log",
+        help="read the decision log",
+        description="Decisions rendered for a human: aim, mechanism, why, then the signals and the "
+        "checkpoint.",
+    )
+    _decision_log_option(p)
+    _flags_option(p)
+    p.add_argument("--flag", metavar="KEY", help="only this flag's decisions")
+    p.add_argument(
+        "--action", action="append", metavar="ACTION", help="only these actions (repeatable), e.g. rollback"
+    )
+    p.add_argument("--last", type=int, metavar="N", help="only the last N decisions")
+    p.add_argument("--json", action="store_true", help="print the raw JSON records")
+    p.add_argument("--follow", "-f", action="store_true", help="keep printing decisions as they come")
+    p.set_defaults(handler=cmd_log)
+
+    for name, summary, handler in (
+        ("stop", "roll a flag back to 0 % now and keep it there until resumed", cmd_stop),
+        ("pause", "freeze a rollout at its step (guardrails stay armed)", cmd_pause),
+        ("resume", "unfreeze a paused rollout, or restart a stopped or rolled-back one", cmd_resume),
+    ):
+        p = commands.add_parser(
+            name, help=summary.replace("%", "%%"), description=summary[0].upper() + summary[1:] + "."
+        )
+        p.add_argument("flag", metavar="FLAG", help="the flag key")
+        _flags_option(p)
+        _decision_log_option(p)
+        p.add_argument(
+            "--reason",
+            default="",
+            metavar="TEXT",
+            help="why (required for stop); recorded in the flag's state and the decision log",
+        )
+        p.add_argument(
+            "--actor",
+            default=_env("FLAGROLL_ACTOR"),
+            metavar="NAME",
+            help="who is acting (default: the login name) [env FLAGROLL_ACTOR]",
+        )
+        p.set_defaults(handler=handler)
+
+    p = commands.add_parser(
+        "schema", help="print the policy JSON Schema", description="Print the JSON Schema of a policy."
+    )
+    p.set_defaults(handler=cmd_schema)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    stream = sys.stdout if args.command == "run" else sys.stderr
+    logs.configure(args.log_format, args.log_level, stream)
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    try:
+        return handler(args)
+    except UsageError as exc:
+        print(f"flagroll {args.command}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except FlagrollError as exc:
+        print(f"flagroll {args.command}: {exc}", file=sys.stderr)
+        return EXIT_FAIL
+    except KeyboardInterrupt:
+        return 130
+
+
+def _need(value: Any, option: str, env: str) -> Any:
+    if value is None or value == "":
+        raise UsageError(f"{option} is required (or set {env})")
+    return value
+
+
+def _decision_log_path(args: argparse.Namespace) -> Path:
+    if args.decision_log is not None:
+        return Path(args.decision_log)
+    flags = _need(args.flags, "--flags or --decision-log", "FLAGROLL_FLAGS or FLAGROLL_DECISION_LOG")
+    return Path(flags).with_name("decisions.jsonl")
+
+
+# validate ---------------------------------------------------------------------------------------
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    result = load_paths(args.paths)
+    for issue in result.issues:
+        print(issue)
+    if not args.quiet:
+        for loaded in result.policies:
+            print(
+                f"{loaded.where}: ok: {loaded.policy.name} (flag {loaded.policy.flag_key}, "
+                f"revision {loaded.policy.revision})"
+            )
+        errors, warnings = len(result.errors), len(result.warnings)
+        print(
+            f"{len(result.policies)} valid "
+            f"{'policy' if len(result.policies) == 1 else 'policies'}, {errors} "
+            f"error{'s' * (errors != 1)}, {warnings} warning{'s' * (warnings != 1)}"
+        )
+    if result.errors or (args.strict and result.warnings):
+        return EXIT_FAIL
+    if not result.files:
+        print("no policy files found", file=sys.stderr)
+        return EXIT_FAIL
+    return EXIT_OK
+
+
+# run --------------------------------------------------------------------------------------------
+
+
+def _refuse_git_owned(path: Path) -> None:
+    """flagroll never writes a file that Git tracks: Git would fight it on the next sync."""
+    git = shutil.which("git")
+    if git is None or not path.exists():
+        return
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        done = subprocess.run(
+            [git, "-C", str(path.parent.resolve()), "ls-files", "--error-unmatch", path.name],
+            capture_output=True,
+            timeout=5,
+            check=False,
+        )
+        if done.returncode == 0:
+            raise UsageError(
+                f"{path} is tracked by Git; flagroll does not write files Git owns. Point --flags at "
+                "a file outside the repository (the one flagd reads)"
+            )
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    policies = Path(_need(args.policies, "--policies", "FLAGROLL_POLICIES"))
+    flags = Path(_need(args.flags, "--flags", "FLAGROLL_FLAGS"))
+    url = _need(args.prometheus, "--prometheus", "FLAGROLL_PROMETHEUS")
+    if not policies.exists():
+        raise UsageError(f"--policies {policies}: no such file or directory")
+    if not flags.parent.is_dir():
+        raise UsageError(f"--flags {flags}: directory {flags.parent} does not exist")
+    if not url.startswith(("http://", "https://")):
+        raise UsageError(f"--prometheus {url!r}: give an http:// or https:// URL")
+    _refuse_git_owned(flags)
+    decision_log = None if args.dry_run else DecisionLog(_decision_log_path(args))
+    log = structlog.get_logger("flagroll")
+
+    async def main_loop() -> bool:
+        stop_event = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop_event.set)
+        async with PrometheusClient(url, timeout_seconds=args.query_timeout) as prometheus:
+            reconciler = Reconciler(
+                policies=policies,
+                store=FileFlagStore(flags),
+                prometheus=prometheus,
+                decision_log=decision_log,
+                dry_run=args.dry_run,
+                lock_timeout_seconds=args.lock_timeout,
+                log=log,
+            )
+            log.info(
+                "started",
+                version=__version__,
+                policies=str(policies),
+                flags=str(flags),
+                prometheus=url,
+                once=args.once,
+                dry_run=args.dry_run,
+            )
+            ok = await reconciler.run(once=args.once, stop=stop_event)
+            log.info("stopped", ok=ok)
+            return ok
+
+    ok = asyncio.run(main_loop())
+    return EXIT_OK if ok or not args.once else EXIT_FAIL
+
+
+# status -----------------------------------------------------------------------------------------
+
+
+def _age(since: str | None, now: datetime) -> str:
+    if not since:
+        return "—"
+    try:
+        moment = datetime.fromisoformat(since.replace("Z", "+00:00"))
+    except ValueError:
+        return "?"
+    return format_duration(max(0.0, (now - moment).total_seconds()))
+
+
+def status_rows(flags: Path, decision_log: Path, now: datetime) -> list[dict[str, Any]]:
+    snapshot = FileFlagStore(flags).read()
+    keys = list(managed_keys(snapshot.document))
+    last = last_by_flag(decision_log, keys)
+    rows = []
+    for key in keys:
+        problem = None
+        try:
+            state = read_state(snapshot.document, key)
+        except FlagFileError as exc:
+            problem = str(exc)
+            state = read_state(snapshot.document, key, check_layout=False)
+        if state is None:  # pragma: no cover - managed_keys only yields present flags
+            continue
+        record = last.get(key, {})
+        rows.append(_status_row(key, state, record, problem, now))
+    return rows
+
+
+def _status_row(
+    key: str, state: RolloutState, record: dict[str, Any], problem: str | None, now: datetime
+) -> dict[str, Any]:
+    return {
+        "flag": key,
+        "policy": state.policy,
+        "percent": state.percent,
+        "control_percent": state.control_percent,
+        "step": state.step + 1 if state.step != NOT_STARTED else None,
+        "steps": state.steps,
+        "status": state.status.value,
+        "stale": state.is_stale(now.date()),
+        "review": state.review.isoformat() if state.review else None,
+        "owner": state.owner or None,
+        "revision": state.revision,
+        "reason": state.reason or None,
+        "last_action": record.get("action"),
+        "last_reason": record.get("reason"),
+        "last_decision_at": record.get("time"),
+        "problem": problem,
+    }
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    flags = Path(_need(args.flags, "--flags", "FLAGROLL_FLAGS"))
+    now = utc_now()
+    rows = status_rows(flags, _decision_log_path(args), now)
+    if args.json:
+        print(json.dumps(rows, indent=2, ensure_ascii=False))
+        return EXIT_OK
+    if not rows:
+        print(f"no flags managed by flagroll in {flags}")
+        return EXIT_OK
+    table = [["FLAG", "PERCENT", "STEP", "STATUS", "LAST DECISION", "AGE", "NOTE"]]
+    for row in rows:
+        step = f"{row['step']}/{row['steps']}" if row["step"] is not None else f"-/{row['steps']}"
+        notes = []
+        if row["stale"]:
+            notes.append(f"STALE: review date {row['review']} has passed")
+        if row["problem"]:
+            notes.append(f"PROBLEM: {row['problem']}")
+        if row["reason"] and row["status"] in {"stopped", "paused", "rolled_back"}:
+            notes.append(row["reason"])
+        table.append(
+            [
+                row["flag"],
+                f"{pct(row['percent'])}%",
+                step,
+                row["status"],
+                row["last_action"] or "—",
+                _age(row["last_decision_at"], now),
+                "; ".join(notes),
+            ]
+        )
+    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]) - 1)]
+    for r in table:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[-1])
+    return EXIT_OK
+
+
+# log --------------------------------------------------------------------------------------------
+
+
+def cmd_log(args: argparse.Namespace) -> int:
+    path = _decision_log_path(args)
+
+    def warn(message: str) -> None:
+        print(f"warning: {message}", file=sys.stderr)
+
+    def wanted(record: dict[str, Any]) -> bool:
+        if args.flag and record.get("flag") != args.flag:
+            return False
+        return not (args.action and record.get("action") not in args.action)
+
+    def show(records: Any) -> None:
+        if args.json:
+            for record in records:
+                print(json.dumps(record, ensure_ascii=False), flush=True)
+        else:
+            for text in render_all(records):
+                print(text + "\n", flush=True)
+
+    if args.follow:
+        show(r for r in follow(path, warn=warn) if wanted(r))
+        return EXIT_OK
+    if not path.exists():
+        raise UsageError(f"no decision log at {path}")
+    records = [r for r in read_records(path, warn=warn) if wanted(r)]
+    if args.last is not None:
+        records = records[-args.last :] if args.last > 0 else []
+    show(records)
+    return EXIT_OK
+
+
+# stop / pause / resume --------------------------------------------------------------------------
+
+
+def _human(args: argparse.Namespace, act: Callable[[RolloutState, str, datetime], Decision]) -> int:
+    flags = Path(_need(args.flags, "--flags", "FLAGROLL_FLAGS"))
+    store = FileFlagStore(flags)
+    actor = args.actor or _login()
+    with store.locked(30.0):
+        snapshot = store.read()
+        emergency = act is stop  # stop must work even on a flag whose targeting was hand-edited
+        state = read_state(snapshot.document, args.flag, check_layout=not emergency)
+        if state is None:
+            known = ", ".join(managed_keys(snapshot.document)) or "none"
+            raise UsageError(f"flag {args.flag!r} is not in {flags} (managed flags: {known})")
+        now = utc_now()
+        decision = act(state, args.reason, now)
+        document = write_flag(snapshot.document, args.flag, decision.after, keep_segment=True)
+        store.write(document, snapshot)
+        record = to_record(decision, Context(args.flag, actor=f"human:{actor}"), now)
+        DecisionLog(_decision_log_path(args)).append([record])
+    print(render(record))
+    return EXIT_OK
+
+
+def _login() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    return _human(args, stop)
+
+
+def cmd_pause(args: argparse.Namespace) -> int:
+    return _human(args, pause)
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    return _human(args, resume)
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    print(json.dumps(json_schema(), indent=2, ensure_ascii=False))
+    return EXIT_OK

@@ -1,0 +1,393 @@
+"""Decide what a rollout does next: a pure function of policy, state, readings and ``now``.
+
+The rules, in the order they apply to an active rollout (``progressing``, ``paused`` or ``completed``):
+
+1. A guardrail that **fails** (its bound breached with enough samples) rolls back to 0 %. This holds
+   for ``completed`` rollouts too: their guardrails stay armed while the policy exists.
+2. An **error** (a query could not be answered) follows ``onError``; **no data** (empty, NaN, Inf,
+   too few samples) follows ``onNoData``. Both hold by default, and neither ever advances.
+3. A paused or completed rollout holds. A rollout that has not started yet starts (first step) unless a query
+   errors: flagroll does not expose anyone while it cannot see.
+4. With every check passing, a step advances once its hold has elapsed since its percentage was
+   written. At the end of the last step's hold the checkpoint is judged: ``onPass`` completes or
+   promotes; ``onFail`` rolls back or holds.
+
+A new policy revision first rebases the state (see :func:`rebase`); human commands (stop, pause,
+resume) have their own functions. Nothing here reads a clock or a file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from controller.checks import Check, Readings, checkpoint_checks, guardrail_checks, worst
+from controller.durations import format_duration
+from controller.errors import UsageError
+from controller.policy import Policy, pct
+from controller.queries import PlannedQuery, Source, plan
+from controller.state import ACTIVE, NOT_STARTED, Action, Outcome, RolloutState, Status
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: Action
+    before: RolloutState | None  # None: the flag did not exist yet
+    after: RolloutState
+    reason: str
+    checks: tuple[Check, ...] = ()
+    checkpoint: Outcome | None = None
+    notes: tuple[str, ...] = field(default=())  # e.g. "policy revision changed"
+
+    @property
+    def writes(self) -> bool:
+        """Whether the flag file must change (a hold that changes nothing writes nothing)."""
+        return self.before is None or _material(self.before) != _material(self.after)
+
+    @property
+    def from_percent(self) -> float:
+        return self.before.percent if self.before is not None else 0.0
+
+    @property
+    def to_percent(self) -> float:
+        return self.after.percent
+
+
+def _material(state: RolloutState) -> tuple[object, ...]:
+    return (
+        state.revision,
+        state.status,
+        state.step,
+        state.steps,
+        state.percent,
+        state.control,
+        state.step_started_at,
+        state.owner,
+        state.review,
+        state.reason,
+    )
+
+
+def initial_state(policy: Policy, now: datetime) -> RolloutState:
+    return RolloutState(
+        policy=policy.name,
+        revision=policy.revision,
+        status=Status.PROGRESSING,
+        step=NOT_STARTED,
+        steps=len(policy.spec.steps),
+        percent=0.0,
+        control=policy.spec.control,
+        step_started_at=None,
+        updated_at=now,
+        owner=policy.spec.owner,
+        review=policy.spec.review,
+    )
+
+
+@dataclass(frozen=True)
+class Rebased:
+    state: RolloutState
+    notes: tuple[str, ...] = ()
+    adjusted: bool = False  # exposure lowered to fit the new revision
+
+
+def rebase(policy: Policy, state: RolloutState | None, now: datetime) -> Rebased:
+    """Bring a stored state in line with the current policy revision.
+
+    - no state yet: a new rollout, not started;
+    - rolled back: a new revision restarts the ramp from the first step;
+    - stopped or promoted: unchanged (a stop lasts until a human resumes; promoted is final);
+    - progressing, paused or completed: the rollout continues from the step matching its current
+      percentage; if that is above the new policy's last step, exposure is lowered to it.
+    """
+    if state is None:
+        return Rebased(initial_state(policy, now), ("new rollout",))
+    if state.revision == policy.revision or state.status in {Status.STOPPED, Status.PROMOTED}:
+        return Rebased(state)
+    note = f"policy revision {state.revision} → {policy.revision}"
+    synced = state.moved(
+        policy=policy.name,
+        revision=policy.revision,
+        steps=len(policy.spec.steps),
+        control=policy.spec.control,
+        owner=policy.spec.owner,
+        review=policy.spec.review,
+        updated_at=now,
+    )
+    if state.status is Status.ROLLED_BACK:
+        restarted = synced.moved(
+            status=Status.PROGRESSING, step=NOT_STARTED, percent=0.0, step_started_at=None, reason=""
+        )
+        return Rebased(restarted, (f"{note}: the rolled-back rollout restarts from the first step",))
+    steps = [s.percent for s in policy.spec.steps]
+    status = Status.PROGRESSING if state.status is Status.COMPLETED else state.status
+    if state.percent > steps[-1]:
+        lowered = synced.moved(status=status, step=len(steps) - 1, percent=steps[-1], step_started_at=now)
+        return Rebased(
+            lowered,
+            (
+                f"{note}: exposure lowered from {pct(state.percent)} % to the new last step "
+                f"{pct(steps[-1])} %",
+            ),
+            adjusted=True,
+        )
+    index = max((i for i, p in enumerate(steps) if p <= state.percent), default=NOT_STARTED)
+    continued = synced.moved(status=status, step=index)
+    where = f"step {index + 1}/{len(steps)}" if index >= 0 else "before the first step"
+    return Rebased(continued, (f"{note}: continuing at {pct(state.percent)} % ({where})",))
+
+
+def queries_for(policy: Policy, state: RolloutState, now: datetime) -> list[PlannedQuery]:
+    """What to ask Prometheus this cycle; empty when the rollout is not active."""
+    if state.status not in ACTIVE:
+        return []
+    return plan(policy, with_checkpoint=_checkpoint_due(policy, state, now))
+
+
+def _checkpoint_due(policy: Policy, state: RolloutState, now: datetime) -> bool:
+    last = len(policy.spec.steps) - 1
+    return (
+        state.status is Status.PROGRESSING
+        and state.step == last
+        and state.percent == policy.step_percent(last)
+        and _hold_left(policy, state, now) <= 0
+    )
+
+
+def _hold_left(policy: Policy, state: RolloutState, now: datetime) -> float:
+    if state.step < 0 or state.step_started_at is None:
+        return 0.0
+    hold = policy.spec.steps[state.step].hold_seconds
+    return hold - (now - state.step_started_at).total_seconds()
+
+
+@dataclass(frozen=True)
+class _Context:
+    """What every decision of one evaluation shares."""
+
+    stored: RolloutState | None
+    notes: tuple[str, ...]
+
+    def make(
+        self,
+        action: Action,
+        after: RolloutState,
+        reason: str,
+        checks: Sequence[Check] = (),
+        checkpoint: Outcome | None = None,
+    ) -> Decision:
+        return Decision(action, self.stored, after, reason, tuple(checks), checkpoint, self.notes)
+
+
+def decide(
+    policy: Policy,
+    stored: RolloutState | None,
+    queries: Sequence[PlannedQuery],
+    readings: Readings,
+    now: datetime,
+) -> Decision:
+    """The next move for one rollout. ``queries`` are those :func:`queries_for` planned."""
+    rebased = rebase(policy, stored, now)
+    state = rebased.state
+    ctx = _Context(stored, rebased.notes)
+    if state.status not in ACTIVE:
+        return ctx.make(Action.HOLD, state, f"{state.status.value}: nothing to do")
+
+    spec = policy.spec
+    checks = guardrail_checks(policy, queries, readings)
+    outcome = worst(checks)
+    exposed = state.percent > 0
+
+    if outcome is Outcome.FAIL and exposed:
+        why = f"guardrail failed: {_summary(checks, Outcome.FAIL)}"
+        return ctx.make(Action.ROLLBACK, _rolled_back(state, now, why), why, checks)
+    for bad, policy_says, label in (
+        (Outcome.ERROR, spec.on_error, "onError"),
+        (Outcome.NO_DATA, spec.on_no_data, "onNoData"),
+    ):
+        if outcome is bad and policy_says == "rollback" and exposed:
+            why = f"{bad.value}: {_summary(checks, bad)}; {label}: rollback"
+            return ctx.make(Action.ROLLBACK, _rolled_back(state, now, why), why, checks)
+    if rebased.adjusted:
+        return ctx.make(Action.ADJUST, state, "; ".join(rebased.notes), checks)
+
+    if state.status is Status.COMPLETED:
+        if outcome is not Outcome.PASS:
+            label = "onError" if outcome is Outcome.ERROR else "onNoData"
+            why = f"complete; {outcome.value}: {_summary(checks, outcome)}; {label}: hold"
+            return ctx.make(Action.HOLD, state, why, checks)
+        why = f"complete at {pct(state.percent)} %; all {len(checks)} checks pass (guardrails stay armed)"
+        return ctx.make(Action.HOLD, state, why, checks)
+
+    if state.step == NOT_STARTED:
+        if outcome is Outcome.ERROR:
+            why = f"not starting while a query fails: {_summary(checks, Outcome.ERROR)}"
+            return ctx.make(Action.HOLD, state, why, checks)
+        if outcome is Outcome.FAIL:
+            why = f"not starting: a guardrail fails before anyone is exposed: {_summary(checks, outcome)}"
+            return ctx.make(Action.HOLD, state, why, checks)
+        if state.status is Status.PAUSED:
+            return ctx.make(Action.HOLD, state, _paused(state), checks)
+        why = f"rollout starts: step 1/{len(spec.steps)} at {pct(policy.step_percent(0))} %"
+        return ctx.make(Action.ADVANCE, _at_step(policy, state, 0, now), why, checks)
+
+    if outcome is not Outcome.PASS:
+        label = "onError" if outcome is Outcome.ERROR else "onNoData"
+        why = f"{outcome.value}: {_summary(checks, outcome)}; {label}: hold"
+        return ctx.make(Action.HOLD, state, why, checks)
+    if state.status is Status.PAUSED:
+        return ctx.make(Action.HOLD, state, _paused(state), checks)
+
+    left = _hold_left(policy, state, now)
+    passed = f"all {len(checks)} checks pass"
+    hold = spec.steps[state.step].hold_seconds
+    if left > 0:
+        why = (
+            f"{passed}; {format_duration(left)} of the {format_duration(hold)} hold left at "
+            f"{pct(state.percent)} %"
+        )
+        return ctx.make(Action.HOLD, state, why, checks)
+    if state.step < len(spec.steps) - 1:
+        nxt = state.step + 1
+        why = (
+            f"{passed} and the {format_duration(hold)} hold at {pct(state.percent)} % is over: "
+            f"step {nxt + 1}/{len(spec.steps)} at {pct(policy.step_percent(nxt))} %"
+        )
+        return ctx.make(Action.ADVANCE, _at_step(policy, state, nxt, now), why, checks)
+    return _judge_checkpoint(policy, state, queries, readings, now, checks, ctx)
+
+
+def _judge_checkpoint(
+    policy: Policy,
+    state: RolloutState,
+    queries: Sequence[PlannedQuery],
+    readings: Readings,
+    now: datetime,
+    checks: list[Check],
+    ctx: _Context,
+) -> Decision:
+    spec = policy.spec
+    ramp_done = f"the last step's {format_duration(spec.steps[-1].hold_seconds)} hold is over"
+    if spec.checkpoint is None:
+        why = (
+            f"{ramp_done} with all {len(checks)} checks passing; no checkpoint: rollout complete "
+            f"at {pct(state.percent)} %"
+        )
+        return ctx.make(Action.COMPLETE, _completed(state, now), why, checks)
+    expected = checkpoint_checks(policy, queries, readings)
+    verdict = worst(expected)
+    evidence = checks + expected
+    if verdict is Outcome.PASS:
+        passed = f"{ramp_done}; checkpoint passed ({_summary(expected, Outcome.PASS)})"
+        if spec.checkpoint.on_pass == "promote":
+            after = state.moved(
+                status=Status.PROMOTED, percent=100.0, step_started_at=now, updated_at=now, reason=""
+            )
+            return ctx.make(Action.PROMOTE, after, f"{passed}: promoted to 100 %", evidence, verdict)
+        why = f"{passed}: rollout complete at {pct(state.percent)} %"
+        return ctx.make(Action.COMPLETE, _completed(state, now), why, evidence, verdict)
+    if verdict is Outcome.FAIL:
+        failed = f"checkpoint failed: {_summary(expected, Outcome.FAIL)}"
+        if spec.checkpoint.on_fail == "rollback":
+            why = f"{ramp_done}; {failed}; onFail: rollback"
+            return ctx.make(Action.ROLLBACK, _rolled_back(state, now, failed), why, evidence, verdict)
+        return ctx.make(Action.HOLD, state, f"{ramp_done}; {failed}; onFail: hold", evidence, verdict)
+    policy_says = spec.on_error if verdict is Outcome.ERROR else spec.on_no_data
+    label = "onError" if verdict is Outcome.ERROR else "onNoData"
+    why = f"checkpoint {verdict.value}: {_summary(expected, verdict)}; {label}: {policy_says}"
+    if policy_says == "rollback":
+        return ctx.make(Action.ROLLBACK, _rolled_back(state, now, why), why, evidence, verdict)
+    return ctx.make(Action.HOLD, state, why, evidence, verdict)
+
+
+def _completed(state: RolloutState, now: datetime) -> RolloutState:
+    return state.moved(status=Status.COMPLETED, updated_at=now, reason="")
+
+
+def _at_step(policy: Policy, state: RolloutState, index: int, now: datetime) -> RolloutState:
+    return state.moved(
+        step=index,
+        percent=policy.step_percent(index),
+        step_started_at=now,
+        updated_at=now,
+        reason="",
+    )
+
+
+def _rolled_back(state: RolloutState, now: datetime, why: str) -> RolloutState:
+    return state.moved(
+        status=Status.ROLLED_BACK,
+        step=NOT_STARTED,
+        percent=0.0,
+        step_started_at=now,
+        updated_at=now,
+        reason=why,
+    )
+
+
+def _paused(state: RolloutState) -> str:
+    why = f": {state.reason}" if state.reason else ""
+    return f"paused{why}; guardrails still armed, not advancing"
+
+
+def _summary(checks: Sequence[Check], outcome: Outcome, limit: int = 3) -> str:
+    chosen = [c for c in checks if c.verdict is outcome]
+    if outcome is not Outcome.PASS:
+        chosen = [c for c in chosen if c.kind is not Source.TRAFFIC] or chosen
+    text = "; ".join(c.describe() for c in chosen[:limit])
+    if len(chosen) > limit:
+        text += f"; and {len(chosen) - limit} more"
+    return text
+
+
+# Human commands ---------------------------------------------------------------------------------
+
+
+def stop(state: RolloutState, reason: str, now: datetime) -> Decision:
+    if not reason.strip():
+        raise UsageError("stop needs --reason: say why, for the people reading the log")
+    after = state.moved(
+        status=Status.STOPPED,
+        step=NOT_STARTED,
+        percent=0.0,
+        step_started_at=now,
+        updated_at=now,
+        reason=reason,
+    )
+    return Decision(Action.STOP, state, after, f"stopped by a human: {reason}")
+
+
+def pause(state: RolloutState, reason: str, now: datetime) -> Decision:
+    if state.status is not Status.PROGRESSING:
+        raise UsageError(f"cannot pause a rollout that is {state.status.value}; only a progressing one")
+    after = state.moved(status=Status.PAUSED, updated_at=now, reason=reason)
+    why = f": {reason}" if reason else ""
+    return Decision(Action.PAUSE, state, after, f"paused by a human{why}")
+
+
+def resume(state: RolloutState, reason: str, now: datetime) -> Decision:
+    """Paused: continue at the current step, its hold restarting. Stopped or rolled back: start the
+    ramp again from the first step at the next cycle."""
+    why = f": {reason}" if reason else ""
+    if state.status is Status.PAUSED:
+        after = state.moved(status=Status.PROGRESSING, step_started_at=now, updated_at=now, reason="")
+        return Decision(Action.RESUME, state, after, f"resumed by a human{why}; the step's hold restarts now")
+    if state.status in {Status.STOPPED, Status.ROLLED_BACK}:
+        after = state.moved(
+            status=Status.PROGRESSING,
+            step=NOT_STARTED,
+            percent=0.0,
+            step_started_at=None,
+            updated_at=now,
+            reason="",
+        )
+        return Decision(
+            Action.RESUME,
+            state,
+            after,
+            f"resumed by a human{why}; the ramp restarts from the first step at the next cycle",
+        )
+    raise UsageError(
+        f"cannot resume a rollout that is {state.status.value}; only a paused, stopped or rolled-back one"
+    )

@@ -1,0 +1,314 @@
+"""The flagd flag document: the mirrored layout, and rollout state kept in a flag's metadata.
+
+Pure functions over the parsed JSON document. The layout gives ``fractional`` a constant total weight
+and puts treatment at the bottom, control at the top and everyone else in between::
+
+    {"fractional": [["on", w], ["off", TOTAL - 2w], ["control", w]]}
+
+so a user's bucket never changes arm as ``w`` grows or shrinks. A ``segment`` wraps it in an ``if``
+whose else-branch is ``off``. State lives in the flag's ``metadata`` under ``flagroll.*`` keys (flagd
+allows only strings, numbers and booleans there), so one atomic write commits the percentage and the
+state together. Flags without ``flagroll.policy`` metadata are not flagroll's and are never changed.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any
+
+from controller.errors import FlagFileError, FlagNotManagedError
+from controller.state import NOT_STARTED, RolloutState, Status
+
+SCHEMA_URL = "https://flagd.dev/schema/v0/flags.json"
+TOTAL_WEIGHT = 10_000  # one weight unit is 0.01 % of users
+PREFIX = "flagroll."
+TREATMENT, OFF, CONTROL = "on", "off", "control"
+
+JsonObject = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Layout:
+    """What a managed flag's targeting serves."""
+
+    percent: float
+    control_percent: float
+    segment: Mapping[str, Any] | None
+    has_control: bool  # the control variant is among the buckets (possibly with weight 0)
+
+
+def weight(percent: float) -> int:
+    return round(percent * TOTAL_WEIGHT / 100)
+
+
+def targeting(state: RolloutState, segment: Mapping[str, Any] | None) -> JsonObject:
+    """The targeting rule for the mirrored layout serving ``state``."""
+    on, held = weight(state.percent), weight(state.control_percent)
+    if on + held > TOTAL_WEIGHT:
+        raise ValueError(f"treatment {state.percent} % and control {state.control_percent} % > 100 %")
+    buckets: list[list[Any]] = [[TREATMENT, on], [OFF, TOTAL_WEIGHT - on - held]]
+    if state.control:
+        buckets.append([CONTROL, held])
+    rule: JsonObject = {"fractional": buckets}
+    if segment is not None:
+        return {"if": [copy.deepcopy(dict(segment)), rule, OFF]}
+    return rule
+
+
+def parse_targeting(rule: Any, key: str) -> Layout:
+    """Read back a targeting rule written by :func:`targeting`; anything else is an error."""
+    segment: Mapping[str, Any] | None = None
+    inner = rule
+    if isinstance(rule, dict) and set(rule) == {"if"}:
+        branches = rule["if"]
+        if not (isinstance(branches, list) and len(branches) == 3 and branches[2] == OFF):
+            raise FlagFileError(f"flag {key!r}: targeting 'if' is not flagroll's segment layout")
+        if not isinstance(branches[0], dict):
+            raise FlagFileError(f"flag {key!r}: the segment rule is not a JSONLogic object")
+        segment, inner = branches[0], branches[1]
+    if not (isinstance(inner, dict) and set(inner) == {"fractional"}):
+        raise FlagFileError(f"flag {key!r}: targeting is not flagroll's fractional layout")
+    buckets = inner["fractional"]
+    weights: dict[str, int] = {}
+    if not isinstance(buckets, list):
+        raise FlagFileError(f"flag {key!r}: fractional buckets must be a list")
+    for bucket in buckets:
+        if not (
+            isinstance(bucket, list)
+            and len(bucket) == 2
+            and isinstance(bucket[0], str)
+            and isinstance(bucket[1], int)
+            and not isinstance(bucket[1], bool)
+            and bucket[1] >= 0
+        ):
+            raise FlagFileError(f"flag {key!r}: fractional bucket {bucket!r} is not [variant, weight]")
+        weights[bucket[0]] = bucket[1]
+    order = [b[0] for b in buckets]
+    if order not in ([TREATMENT, OFF], [TREATMENT, OFF, CONTROL]):
+        raise FlagFileError(
+            f"flag {key!r}: fractional buckets must be on, off[, control] in that order, got {order}"
+        )
+    if sum(weights.values()) != TOTAL_WEIGHT:
+        raise FlagFileError(
+            f"flag {key!r}: fractional weights add up to {sum(weights.values())}, not {TOTAL_WEIGHT}"
+        )
+    return Layout(
+        percent=weights[TREATMENT] * 100 / TOTAL_WEIGHT,
+        control_percent=weights.get(CONTROL, 0) * 100 / TOTAL_WEIGHT,
+        segment=segment,
+        has_control=CONTROL in weights,
+    )
+
+
+def empty_document() -> JsonObject:
+    return {"$schema": SCHEMA_URL, "flags": {}}
+
+
+def parse_document(text: str, source: str) -> JsonObject:
+    """Parse flag-file text; the top level must be an object with a ``flags`` object."""
+    if not text.strip():
+        return empty_document()
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise FlagFileError(f"{source}:{exc.lineno}:{exc.colno}: not valid JSON: {exc.msg}") from None
+    except RecursionError:
+        raise FlagFileError(f"{source}: JSON nested too deeply") from None
+    if not isinstance(document, dict):
+        raise FlagFileError(f"{source}: the top level must be a JSON object with 'flags'")
+    flags = document.setdefault("flags", {})
+    if not isinstance(flags, dict):
+        raise FlagFileError(f"{source}: 'flags' must be a JSON object")
+    return document
+
+
+def render_document(document: Mapping[str, Any]) -> str:
+    return json.dumps(document, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+
+
+def is_managed(flag: Any) -> bool:
+    return (
+        isinstance(flag, dict)
+        and isinstance(flag.get("metadata"), dict)
+        and isinstance(flag["metadata"].get(PREFIX + "policy"), str)
+    )
+
+
+def managed_keys(document: Mapping[str, Any]) -> Iterator[str]:
+    for key, flag in document.get("flags", {}).items():
+        if is_managed(flag):
+            yield key
+
+
+def read_state(document: Mapping[str, Any], key: str, *, check_layout: bool = True) -> RolloutState | None:
+    """The rollout state of flag ``key``: None if absent, an error if it is not flagroll's.
+
+    With ``check_layout`` the targeting must serve exactly what the metadata records: a flag edited
+    by hand is reported, not silently overwritten.
+    """
+    flag = document.get("flags", {}).get(key)
+    if flag is None:
+        return None
+    if not is_managed(flag):
+        raise FlagNotManagedError(
+            f"flag {key!r} exists and is not managed by flagroll (no '{PREFIX}policy' metadata); "
+            "flagroll does not take over flags it did not create: remove it from the flag file "
+            "or choose another flag key"
+        )
+    meta = flag["metadata"]
+    state = _state_from_metadata(meta, key)
+    if check_layout:
+        layout = parse_targeting(flag.get("targeting"), key)
+        if not (
+            math.isclose(layout.percent, state.percent, abs_tol=1e-9)
+            and math.isclose(layout.control_percent, state.control_percent, abs_tol=1e-9)
+            and layout.has_control == state.control
+        ):
+            raise FlagFileError(
+                f"flag {key!r} was edited outside flagroll: its targeting serves "
+                f"{layout.percent:g} % (control {layout.control_percent:g} %) but flagroll recorded "
+                f"{state.percent:g} % (control {state.control_percent:g} %); restore the targeting, "
+                "or use 'flagroll stop' to take it to 0 %"
+            )
+    return state
+
+
+def _state_from_metadata(meta: Mapping[str, Any], key: str) -> RolloutState:
+    def get(name: str, kind: type | tuple[type, ...], required: bool = True) -> Any:
+        value = meta.get(PREFIX + name)
+        if value is None:
+            if required:
+                raise FlagFileError(f"flag {key!r}: metadata '{PREFIX}{name}' is missing")
+            return None
+        if isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
+            raise FlagFileError(f"flag {key!r}: metadata '{PREFIX}{name}' has the wrong type")
+        if not isinstance(value, kind):
+            raise FlagFileError(f"flag {key!r}: metadata '{PREFIX}{name}' has the wrong type")
+        return value
+
+    status_text = get("status", str)
+    try:
+        status = Status(status_text)
+    except ValueError:
+        raise FlagFileError(f"flag {key!r}: unknown status {status_text!r}") from None
+    percent = float(get("percent", (int, float)))
+    if not 0 <= percent <= 100:
+        raise FlagFileError(f"flag {key!r}: percent {percent} is outside 0–100")
+    step = get("step", int)
+    steps = get("steps", int)
+    if not NOT_STARTED <= step < max(steps, 1):
+        raise FlagFileError(f"flag {key!r}: step {step} is outside the policy's {steps} steps")
+    review_text = get("review", str, required=False)
+    return RolloutState(
+        policy=get("policy", str),
+        revision=get("revision", str),
+        status=status,
+        step=step,
+        steps=steps,
+        percent=percent,
+        control=get("control", bool),
+        step_started_at=_time(get("stepStartedAt", str, required=False), key),
+        updated_at=_time(get("updatedAt", str), key) or datetime.fromtimestamp(0, UTC),
+        owner=get("owner", str, required=False) or "",
+        review=_date(review_text, key) if review_text else None,
+        reason=get("reason", str, required=False) or "",
+    )
+
+
+def _time(text: str | None, key: str) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise FlagFileError(f"flag {key!r}: {text!r} is not an ISO time") from None
+    if value.tzinfo is None:
+        raise FlagFileError(f"flag {key!r}: time {text!r} has no timezone")
+    return value.astimezone(UTC)
+
+
+def _date(text: str, key: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise FlagFileError(f"flag {key!r}: {text!r} is not an ISO date") from None
+
+
+def _metadata(state: RolloutState) -> JsonObject:
+    meta: JsonObject = {
+        PREFIX + "policy": state.policy,
+        PREFIX + "revision": state.revision,
+        PREFIX + "status": state.status.value,
+        PREFIX + "step": state.step,
+        PREFIX + "steps": state.steps,
+        PREFIX + "percent": _number(state.percent),
+        PREFIX + "control": state.control,
+        PREFIX + "updatedAt": _iso(state.updated_at),
+    }
+    if state.step_started_at is not None:
+        meta[PREFIX + "stepStartedAt"] = _iso(state.step_started_at)
+    if state.owner:
+        meta[PREFIX + "owner"] = state.owner
+    if state.review is not None:
+        meta[PREFIX + "review"] = state.review.isoformat()
+    if state.reason:
+        meta[PREFIX + "reason"] = state.reason
+    return meta
+
+
+def _number(value: float) -> int | float:
+    return int(value) if float(value).is_integer() else value
+
+
+def _iso(moment: datetime) -> str:
+    if moment.tzinfo is None:
+        raise ValueError("naive datetime")
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def write_flag(
+    document: Mapping[str, Any],
+    key: str,
+    state: RolloutState,
+    *,
+    variants: Mapping[str, Any] | None = None,
+    segment: Mapping[str, Any] | None = None,
+    keep_segment: bool = False,
+) -> JsonObject:
+    """A new document with flag ``key`` serving ``state``; every other flag is left as it was.
+
+    ``variants`` and ``segment`` come from the policy; a human command (stop, pause, resume) has no
+    policy at hand and passes ``keep_segment=True`` to reuse what the flag already has.
+    """
+    flags = document.get("flags", {})
+    existing = flags.get(key)
+    if existing is not None and not is_managed(existing):
+        raise FlagNotManagedError(f"flag {key!r} is not managed by flagroll; not writing it")
+    previous: JsonObject = existing if isinstance(existing, dict) else {}
+    if keep_segment:
+        segment = parse_targeting(previous.get("targeting"), key).segment if previous else None
+    if variants is None:
+        old = previous.get("variants", {})
+        variants = {TREATMENT: old.get(TREATMENT, True), OFF: old.get(OFF, False)}
+    served = {TREATMENT: variants[TREATMENT], OFF: variants[OFF]}
+    rule = targeting(state, segment)
+    if state.control:
+        served[CONTROL] = copy.deepcopy(variants[OFF])
+    kept_meta = {k: v for k, v in previous.get("metadata", {}).items() if not k.startswith(PREFIX)}
+    flag: JsonObject = {
+        "state": previous.get("state", "ENABLED"),
+        "variants": copy.deepcopy(served),
+        "defaultVariant": OFF,
+        "targeting": rule,
+        "metadata": {**kept_meta, **_metadata(state)},
+    }
+    new_flags = dict(flags)
+    new_flags[key] = flag
+    new_document = dict(document)
+    new_document["flags"] = new_flags
+    return new_document

@@ -1,0 +1,173 @@
+"""Where flag documents live. The file store writes atomically and takes a lock beside the file.
+
+A write goes to a temporary file in the same directory, is fsynced, given an mtime newer than the old
+file's (flagd's file watcher ignores an older or equal mtime), renamed over the old file with
+``os.replace``, and the directory is fsynced. A reader therefore sees the old file or the new one,
+never a mix, and a crash leaves at most a stray temporary file. Before writing, the new document is
+loaded into the flagd evaluator: flagroll never writes a file flagd cannot load.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from openfeature.contrib.tools.flagd.core import FlagdCore
+
+from controller.errors import FlagFileError, LockTimeoutError, WriteError
+from controller.flagd import parse_document, render_document
+
+MAX_FLAG_FILE_BYTES = 64 * 1024 * 1024
+LOCK_POLL_SECONDS = 0.02
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    document: dict[str, Any]
+    version: str | None  # None: the file did not exist
+
+
+class FlagStore(Protocol):
+    """The seam between the reconciler and wherever flags are kept."""
+
+    @property
+    def location(self) -> str: ...
+
+    def locked(self, timeout_seconds: float) -> contextlib.AbstractContextManager[None]: ...
+
+    def read(self) -> Snapshot: ...
+
+    def write(self, document: Mapping[str, Any], expected: Snapshot) -> None: ...
+
+
+def check_loadable(text: str, source: str) -> None:
+    """Raise if the flagd evaluator would refuse this flag document."""
+    try:
+        FlagdCore().set_flags(text)
+    except Exception as exc:
+        raise FlagFileError(f"{source}: flagd would refuse this document: {exc}") from exc
+
+
+class FileFlagStore:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.lock_path = path.with_name(path.name + ".lock")
+
+    @property
+    def location(self) -> str:
+        return str(self.path)
+
+    def _version(self) -> str | None:
+        try:
+            st = self.path.stat()
+        except FileNotFoundError:
+            return None
+        return f"{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
+
+    def read(self) -> Snapshot:
+        version = self._version()
+        if version is None:
+            return Snapshot(parse_document("", str(self.path)), None)
+        try:
+            with self.path.open("rb") as handle:
+                raw = handle.read(MAX_FLAG_FILE_BYTES + 1)
+        except OSError as exc:
+            raise FlagFileError(f"cannot read {self.path}: {exc.strerror or exc}") from exc
+        if len(raw) > MAX_FLAG_FILE_BYTES:
+            raise FlagFileError(f"{self.path} is larger than {MAX_FLAG_FILE_BYTES} bytes")
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise FlagFileError(f"{self.path} is not UTF-8: {exc}") from None
+        return Snapshot(parse_document(text, str(self.path)), version)
+
+    @contextlib.contextmanager
+    def locked(self, timeout_seconds: float = 30.0) -> Iterator[None]:
+        """Hold an exclusive lock on ``<flag file>.lock`` for the block."""
+        try:
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise WriteError(f"cannot open lock file {self.lock_path}: {exc.strerror or exc}") from exc
+        try:
+            deadline = time.monotonic() + timeout_seconds
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise LockTimeoutError(
+                            f"{self.lock_path} is held by another writer (waited {timeout_seconds:g}s)"
+                        ) from None
+                    time.sleep(LOCK_POLL_SECONDS)
+            try:
+                yield
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+
+    def write(self, document: Mapping[str, Any], expected: Snapshot) -> None:
+        """Replace the file with ``document`` if it still is what ``expected`` read."""
+        text = render_document(document)
+        check_loadable(text, str(self.path))
+        if self._version() != expected.version:
+            raise WriteError(
+                f"{self.path} changed since it was read (edited by someone else?); not overwriting it, "
+                "the next cycle reads it again"
+            )
+        atomic_write(self.path, text)
+
+
+def atomic_write(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` so that readers see either the old or the new content."""
+    directory = path.parent
+    try:
+        old = path.stat()
+    except FileNotFoundError:
+        old = None
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    except OSError as exc:
+        raise WriteError(f"cannot write {path}: {exc.strerror or exc}") from exc
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, (old.st_mode & 0o7777) if old is not None else 0o644)
+        mtime_ns = time.time_ns()
+        if old is not None:
+            mtime_ns = max(mtime_ns, old.st_mtime_ns + 1_000_000)
+        os.utime(tmp, ns=(mtime_ns, mtime_ns))
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise WriteError(f"cannot write {path}: {exc.strerror or exc}; the old file is intact") from exc
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    _fsync_directory(directory)
+
+
+def _fsync_directory(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

@@ -1,0 +1,419 @@
+"""The rollout policy: pydantic models of the YAML contract, semantic rules, revision, JSON Schema.
+
+Shape (types, required fields, unknown fields) is checked by pydantic. Rules that relate several
+fields (steps rise, stay under ``maxPercent``, hold at least one interval, relative bounds need a
+control arm…) live in :func:`semantic_issues`, which returns each problem with the path of the field
+at fault so that the file loader can point at its line. Nothing here reads files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from collections.abc import Callable, Iterator
+from datetime import date
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    JsonValue,
+    WithJsonSchema,
+)
+from pydantic.alias_generators import to_camel
+
+from controller.durations import format_duration, parse_duration
+
+API_VERSION = "flagroll/v1"
+KIND = "RolloutPolicy"
+PLACEHOLDERS = ("variant", "flag")
+PERCENT_RESOLUTION = 0.01  # flagd weights are integers; one weight unit is 0.01 %
+
+Path = tuple[str | int, ...]
+Reporter = Callable[[Path, str], None]
+
+_PLACEHOLDER = re.compile(r"\{\{\s*([^{}]*?)\s*\}\}")
+_FLAG_KEY = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9_.\-]{0,251}[A-Za-z0-9])?$")
+_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9.\-]{0,251}[a-z0-9])?$")
+
+
+def _duration(value: Any) -> float:
+    if isinstance(value, int | float):  # bool is an int too
+        raise ValueError(
+            f"a duration needs a unit: write '{value}s' or '{value}m', not the bare number {value}"
+        )
+    return parse_duration(value)
+
+
+Seconds = Annotated[
+    float,
+    BeforeValidator(_duration),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": r"^(\d+(\.\d+)?(ms|s|m|h|d))+$",
+            "description": "A duration with a unit: 90s, 5m, 1h, 1h30m.",
+        }
+    ),
+]
+
+NonEmptyText = Annotated[str, Field(min_length=1)]
+
+
+class Model(BaseModel):
+    """Strict, immutable, camelCase in YAML."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        alias_generator=to_camel,
+        validate_by_alias=True,
+        validate_by_name=False,
+        serialize_by_alias=True,
+        str_strip_whitespace=True,
+        allow_inf_nan=False,
+    )
+
+
+class Bounds(Model):
+    """Bounds a value must respect. Absolute ones judge the treatment arm; relative ones compare it
+    with the control arm (ratios are fractions of the control value, deltas are in the metric's unit).
+    """
+
+    max: float | None = Field(None, description="Treatment value must be at most this.")
+    min: float | None = Field(None, description="Treatment value must be at least this.")
+    max_increase: float | None = Field(
+        None, ge=0, description="Treatment ≤ control × (1 + maxIncrease). 0.10 = at most 10 % above."
+    )
+    max_decrease: float | None = Field(
+        None, ge=0, le=1, description="Treatment ≥ control × (1 − maxDecrease)."
+    )
+    min_increase: float | None = Field(
+        None, ge=0, description="Treatment ≥ control × (1 + minIncrease): the change must help."
+    )
+    min_decrease: float | None = Field(
+        None, ge=0, le=1, description="Treatment ≤ control × (1 − minDecrease): the change must help."
+    )
+    max_delta: float | None = Field(None, description="Treatment − control ≤ maxDelta.")
+    min_delta: float | None = Field(None, description="Treatment − control ≥ minDelta.")
+
+    def rules(self) -> Iterator[tuple[str, float]]:
+        """The bounds that are set, as (YAML name, number), in a fixed order."""
+        for field_name in BOUND_FIELDS:
+            value = getattr(self, field_name)
+            if value is not None:
+                yield to_camel(field_name), value
+
+
+BOUND_FIELDS = (
+    "max",
+    "min",
+    "max_increase",
+    "max_decrease",
+    "min_increase",
+    "min_decrease",
+    "max_delta",
+    "min_delta",
+)
+RELATIVE_RULES = frozenset(
+    {"maxIncrease", "maxDecrease", "minIncrease", "minDecrease", "maxDelta", "minDelta"}
+)
+
+
+class Step(Model):
+    percent: float = Field(gt=0, le=100, description="Share of users (of the segment) in the treatment arm.")
+    hold_seconds: Seconds = Field(
+        alias="hold", description="How long the step must run, with every guardrail passing."
+    )
+
+
+class Traffic(Model):
+    query: NonEmptyText = Field(
+        description="PromQL giving the number of samples (requests) per arm; use {{variant}}."
+    )
+    min_samples: int = Field(
+        0, ge=0, description="Below this many samples in an arm, its checks are no_data."
+    )
+
+
+class Guardrail(Bounds):
+    name: NonEmptyText
+    query: NonEmptyText = Field(description="PromQL returning one number per arm; use {{variant}}.")
+
+
+class Expectation(Bounds):
+    name: NonEmptyText = Field(description="A guardrail's name (reuses its query) or a new name.")
+    query: str | None = Field(None, min_length=1, description="PromQL, if not a guardrail's.")
+
+
+class Checkpoint(Model):
+    expect: list[Expectation] = Field(min_length=1)
+    on_pass: Literal["complete", "promote"] = "complete"
+    on_fail: Literal["rollback", "hold"] = "rollback"
+
+
+def _default_variants() -> dict[str, JsonValue]:
+    return {"on": True, "off": False}
+
+
+class FlagRef(Model):
+    key: str = Field(description="The flagd flag key.")
+    variants: dict[str, JsonValue] = Field(
+        default_factory=_default_variants,
+        description="Values served to treatment ('on') and everyone else ('off').",
+    )
+
+
+class Spec(Model):
+    owner: NonEmptyText = Field(description="Who can say stop.")
+    aim: NonEmptyText = Field(description="The outcome sought, with numbers.")
+    mechanism: str | None = Field(None, description="We believe X moves Y because Z.")
+    review: date | None = Field(None, description="A partial rollout past this date is stale.")
+    flag: FlagRef
+    segment: dict[str, JsonValue] | None = Field(
+        None, description="JSONLogic rule; users outside it always get 'off'."
+    )
+    control: bool = Field(True, description="Hold out an equal-size control arm.")
+    max_percent: float | None = Field(None, gt=0, le=100, description="Rollout limit.")
+    interval_seconds: Seconds = Field(30.0, alias="interval", description="How often checks run.")
+    steps: list[Step] = Field(min_length=1)
+    traffic: Traffic | None = None
+    guardrails: list[Guardrail] = Field(min_length=1)
+    checkpoint: Checkpoint | None = None
+    on_no_data: Literal["hold", "rollback"] = "hold"
+    on_error: Literal["hold", "rollback"] = "hold"
+
+
+class Metadata(Model):
+    name: str
+    labels: dict[str, str] | None = None
+    annotations: dict[str, str] | None = None
+
+
+class Policy(Model):
+    """One ``kind: RolloutPolicy`` document."""
+
+    api_version: Literal["flagroll/v1"]
+    kind: Literal["RolloutPolicy"]
+    metadata: Metadata
+    spec: Spec
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+    @property
+    def flag_key(self) -> str:
+        return self.spec.flag.key
+
+    @property
+    def revision(self) -> str:
+        return revision_of(self)
+
+    def step_percent(self, index: int) -> float:
+        return self.spec.steps[index].percent
+
+    def guardrail(self, name: str) -> Guardrail | None:
+        return next((g for g in self.spec.guardrails if g.name == name), None)
+
+
+def revision_of(policy: Policy) -> str:
+    """A short hash of the policy's meaning: comments and key order do not change it."""
+    canonical = json.dumps(
+        policy.model_dump(mode="json", exclude_none=True),
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of a policy document, for editors and CI."""
+    schema = Policy.model_json_schema(by_alias=True)
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "flagroll RolloutPolicy"
+    return schema
+
+
+def placeholders(query: str) -> list[str]:
+    return [m.group(1) for m in _PLACEHOLDER.finditer(query)]
+
+
+def semantic_issues(policy: Policy) -> list[tuple[Path, str, str]]:
+    """Rules across fields. Returns (path, message, severity) with severity 'error' or 'warning'."""
+    found: list[tuple[Path, str, str]] = []
+
+    def error(path: Path, message: str) -> None:
+        found.append((path, message, "error"))
+
+    def warning(path: Path, message: str) -> None:
+        found.append((path, message, "warning"))
+
+    spec = policy.spec
+    if not _NAME.match(policy.metadata.name):
+        error(
+            ("metadata", "name"),
+            f"{policy.metadata.name!r} is not a valid name: use lower-case letters, digits, "
+            "'-' and '.', starting and ending with a letter or digit",
+        )
+    if not _FLAG_KEY.match(spec.flag.key):
+        error(
+            ("spec", "flag", "key"),
+            f"{spec.flag.key!r} is not a valid flag key: use letters, digits, '_', '-' and '.', "
+            "starting and ending with a letter or digit",
+        )
+    variant_names = set(spec.flag.variants)
+    if variant_names != {"on", "off"}:
+        error(
+            ("spec", "flag", "variants"),
+            f"variants must be exactly 'on' (treatment) and 'off' (everyone else), got "
+            f"{sorted(variant_names)}; 'control' is added by flagroll and serves the 'off' value",
+        )
+    elif spec.flag.variants["on"] == spec.flag.variants["off"]:
+        warning(("spec", "flag", "variants"), "'on' and 'off' serve the same value")
+    if spec.segment is not None and len(spec.segment) != 1:
+        error(
+            ("spec", "segment"),
+            "a segment is one JSONLogic rule: a mapping with exactly one operator, "
+            'e.g. {"==": [{"var": "segment"}, "S"]}',
+        )
+    if spec.mechanism is None:
+        warning(("spec",), "no 'mechanism': say why the change should move the aim's number")
+    if spec.interval_seconds < 1:
+        error(("spec", "interval"), "the interval must be at least 1s")
+
+    limit = 50.0 if spec.control else 100.0
+    previous = 0.0
+    for i, step in enumerate(spec.steps):
+        path: Path = ("spec", "steps", i)
+        if not _is_multiple(step.percent, PERCENT_RESOLUTION):
+            error((*path, "percent"), f"{pct(step.percent)} is finer than 0.01 %")
+        if step.percent <= previous:
+            error(
+                (*path, "percent"),
+                f"{pct(step.percent)} % does not rise above the previous step ({pct(previous)} %)",
+            )
+        if spec.max_percent is not None and step.percent > spec.max_percent:
+            error(
+                (*path, "percent"),
+                f"{pct(step.percent)} % is above maxPercent {pct(spec.max_percent)} % (the rollout limit)",
+            )
+        elif step.percent > limit:
+            error(
+                (*path, "percent"),
+                f"{pct(step.percent)} % is above 50 %: with an equal control arm, treatment and control "
+                "together cannot exceed 100 % (set control: false to ramp further)",
+            )
+        if step.hold_seconds < spec.interval_seconds:
+            error(
+                (*path, "hold"),
+                f"hold {format_duration(step.hold_seconds)} is shorter than the interval "
+                f"{format_duration(spec.interval_seconds)}: the step could advance unchecked",
+            )
+        previous = step.percent
+
+    if spec.traffic is None:
+        warning(
+            ("spec",),
+            "no 'traffic': checks have no sample count, so a handful of requests can trip or "
+            "pass a guardrail; set traffic.query and traffic.minSamples",
+        )
+    else:
+        _check_query(error, ("spec", "traffic", "query"), spec.traffic.query, needs_variant=True)
+
+    names: dict[str, int] = {}
+    for i, guardrail in enumerate(spec.guardrails):
+        path = ("spec", "guardrails", i)
+        if guardrail.name in names:
+            error(
+                (*path, "name"),
+                f"duplicate guardrail name {guardrail.name!r} (also at guardrails[{names[guardrail.name]}])",
+            )
+        names.setdefault(guardrail.name, i)
+        _check_bounds(error, warning, path, guardrail, guardrail.query, spec.control)
+
+    if spec.checkpoint is not None:
+        if spec.checkpoint.on_pass == "promote" and (spec.max_percent or 100.0) < 100.0:
+            error(
+                ("spec", "checkpoint", "onPass"),
+                f"promote sets the flag to 100 %, above maxPercent {pct(spec.max_percent or 100)} %",
+            )
+        for i, expectation in enumerate(spec.checkpoint.expect):
+            path = ("spec", "checkpoint", "expect", i)
+            query = expectation.query
+            if query is None:
+                referenced = policy.guardrail(expectation.name)
+                if referenced is None:
+                    error(
+                        (*path, "name"),
+                        f"{expectation.name!r} is not a guardrail's name; name one of "
+                        f"{sorted(names)} or give this expectation its own query",
+                    )
+                    continue
+                query = referenced.query
+            _check_bounds(error, warning, path, expectation, query, spec.control)
+    return found
+
+
+def pct(value: float) -> str:
+    """A percentage for messages: ``5``, ``0.5``, ``12.25`` (no trailing ``.0``)."""
+    return f"{value:g}"
+
+
+def _is_multiple(value: float, step: float) -> bool:
+    return math.isclose(round(value / step) * step, value, rel_tol=0, abs_tol=1e-9)
+
+
+def _check_query(error: Reporter, path: Path, query: str, *, needs_variant: bool) -> None:
+    used = placeholders(query)
+    unknown = sorted({p for p in used if p not in PLACEHOLDERS})
+    if unknown:
+        error(
+            path,
+            f"unknown placeholder {{{{{unknown[0]}}}}}; only {{{{variant}}}} and {{{{flag}}}} "
+            "are substituted",
+        )
+    if needs_variant and "variant" not in used:
+        error(
+            path,
+            "the query must contain {{variant}} so that treatment and control are measured apart",
+        )
+
+
+def _check_bounds(
+    error: Reporter, warning: Reporter, path: Path, bounds: Bounds, query: str, control: bool
+) -> None:
+    rules = dict(bounds.rules())
+    if not rules:
+        error(
+            path,
+            "no bound set: give at least one of max, min, maxIncrease, maxDecrease, "
+            "minIncrease, minDecrease, maxDelta, minDelta",
+        )
+    relative = sorted(RELATIVE_RULES & set(rules))
+    if relative and not control:
+        error((*path, relative[0]), f"{relative[0]} compares with the control arm; set control: true")
+    if "max" in rules and "min" in rules and rules["min"] > rules["max"]:
+        error((*path, "min"), f"min {rules['min']} is above max {rules['max']}")
+    own_query = isinstance(bounds, Guardrail) or (
+        isinstance(bounds, Expectation) and bounds.query is not None
+    )
+    query_path: Path = (*path, "query") if own_query else (*path, "name")
+    if own_query:
+        _check_query(error, query_path, query, needs_variant=False)
+    if "variant" in placeholders(query):
+        return
+    if relative:
+        error(
+            query_path,
+            "the query must contain {{variant}} so that treatment and control are measured apart",
+        )
+    elif own_query:
+        warning(
+            query_path,
+            "the query has no {{variant}}: it measures every user, not the treatment arm",
+        )

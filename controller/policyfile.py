@@ -1,0 +1,382 @@
+"""Read policy files: YAML with line numbers, pydantic validation, semantic rules, one issue per mistake.
+
+YAML is read with 1.2-style booleans (only ``true``/``false``), so ``on:`` and ``off:`` stay the
+strings the policy format uses. Duplicate keys are an error, not a silent overwrite. Every issue names
+the file, the line and column of the field at fault, and the field's path (``spec.steps[2].percent``).
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import types
+import typing
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from controller.errors import Issue
+from controller.policy import KIND, Policy, semantic_issues
+
+FieldPath = tuple[str | int, ...]
+Position = tuple[int, int]  # 1-based line and column
+
+POLICY_SUFFIXES = (".yaml", ".yml", ".json")
+MAX_NODES = 100_000  # alias expansion guard: a policy file is small
+MAX_FILE_BYTES = 4 * 1024 * 1024
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader with YAML 1.2 booleans: ``on``/``off``/``yes``/``no`` are strings."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool",
+    re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+    list("tTfF"),
+)
+
+
+@dataclass(frozen=True)
+class LoadedPolicy:
+    policy: Policy
+    file: str
+    line: int
+    warnings: tuple[Issue, ...] = ()
+
+    @property
+    def where(self) -> str:
+        return f"{self.file}:{self.line}"
+
+
+@dataclass
+class PolicySet:
+    """What a set of files holds: the valid policies, and every issue (errors and warnings)."""
+
+    policies: list[LoadedPolicy] = field(default_factory=list)
+    issues: list[Issue] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
+
+    @property
+    def errors(self) -> list[Issue]:
+        return [i for i in self.issues if i.severity == "error"]
+
+    @property
+    def warnings(self) -> list[Issue]:
+        return [i for i in self.issues if i.severity != "error"]
+
+
+class _Document:
+    """A YAML document turned into plain Python, remembering where each value sits."""
+
+    def __init__(self, file: str, root: yaml.Node) -> None:
+        self.file = file
+        self.positions: dict[FieldPath, Position] = {}
+        self.issues: list[Issue] = []
+        self._nodes = 0
+        self._constructor = _Loader("")
+        self.start = _position(root)
+        self.value = self._build(root, ())
+
+    def _build(self, node: yaml.Node, path: FieldPath) -> Any:
+        self._nodes += 1
+        if self._nodes > MAX_NODES:
+            raise _TooLarge(path)
+        self.positions.setdefault(path, _position(node))
+        if isinstance(node, yaml.MappingNode):
+            result: dict[str, Any] = {}
+            for key_node, value_node in node.value:
+                if not isinstance(key_node, yaml.ScalarNode):
+                    self._issue(key_node, path, "a key must be a plain string")
+                    continue
+                key = key_node.value
+                if key in result:
+                    self._issue(key_node, (*path, key), "duplicate key: the same field is given twice")
+                    continue
+                self.positions[(*path, key)] = _position(key_node)
+                result[key] = self._build(value_node, (*path, key))
+            return result
+        if isinstance(node, yaml.SequenceNode):
+            return [self._build(item, (*path, i)) for i, item in enumerate(node.value)]
+        try:
+            return self._constructor.construct_object(node, deep=True)
+        except Exception as exc:  # a scalar yaml cannot build (bad date, unknown tag)
+            self._issue(node, path, f"cannot read this value: {exc}")
+            return None
+
+    def _issue(self, node: yaml.Node, path: FieldPath, message: str) -> None:
+        line, column = _position(node)
+        self.issues.append(Issue(self.file, line, column, render_path(path), message))
+
+    def locate(self, path: FieldPath) -> Position:
+        for cut in range(len(path), -1, -1):
+            found = self.positions.get(path[:cut])
+            if found is not None:
+                return found
+        return self.start
+
+
+class _TooLarge(Exception):
+    def __init__(self, path: FieldPath) -> None:
+        self.path = path
+
+
+def _position(node: yaml.Node) -> Position:
+    mark = node.start_mark
+    return mark.line + 1, mark.column + 1
+
+
+def render_path(path: Iterable[str | int]) -> str:
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + part
+    return out
+
+
+_PYDANTIC_TAG = re.compile(r"[\[\]()]|^(function-|json-or-python|lax-|union|tagged-union|nullable)")
+
+
+def _field_path(loc: Sequence[str | int]) -> FieldPath:
+    return tuple(p for p in loc if isinstance(p, int) or not _PYDANTIC_TAG.search(p))
+
+
+def load_text(text: str, file: str) -> PolicySet:
+    """Parse every document in ``text``; ``file`` is the name used in issues."""
+    result = PolicySet(files=[file])
+    try:
+        loader = _Loader(text)
+        try:
+            while loader.check_node():
+                root = loader.get_node()
+                if root is None:
+                    continue
+                _load_document(root, file, result)
+        finally:
+            loader.dispose()
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else None
+        column = mark.column + 1 if mark else None
+        problem = exc.problem or exc.context or "invalid YAML"
+        result.issues.append(Issue(file, line, column, "", f"YAML syntax error: {problem}"))
+    except yaml.YAMLError as exc:
+        result.issues.append(Issue(file, None, None, "", f"YAML error: {exc}"))
+    result.issues.sort(key=lambda i: (i.line or 0, i.column or 0))
+    return result
+
+
+def _load_document(root: yaml.Node, file: str, result: PolicySet) -> None:
+    line = _position(root)[0]
+    try:
+        document = _Document(file, root)
+    except _TooLarge as exc:
+        result.issues.append(
+            Issue(file, line, None, render_path(exc.path), "document too large (alias expansion?)")
+        )
+        return
+    result.issues.extend(document.issues)
+    already = {issue.field for issue in document.issues}
+    data = document.value
+    if data is None:
+        return
+    if not isinstance(data, dict):
+        result.issues.append(
+            Issue(file, line, 1, "", "a policy document must be a mapping (apiVersion, kind, …)")
+        )
+        return
+    kind = data.get("kind")
+    if kind != KIND:
+        where = document.locate(("kind",))
+        message = (
+            f"unknown kind {kind!r}; this file may hold kind: {KIND}"
+            if kind is not None
+            else f"missing 'kind: {KIND}'"
+        )
+        result.issues.append(Issue(file, where[0], where[1], "kind", message))
+        return
+    try:
+        policy = Policy.model_validate(data)
+    except ValidationError as exc:
+        for error in exc.errors():
+            path = _field_path(error["loc"])
+            if render_path(path) in already:
+                continue  # the YAML reader has already said what is wrong here
+            where = document.locate(path)
+            message = _explain(error, path)
+            result.issues.append(Issue(file, where[0], where[1], render_path(path), message))
+        return
+    if document.issues:
+        return
+    errors: list[Issue] = []
+    warnings: list[Issue] = []
+    for path, message, severity in semantic_issues(policy):
+        where = document.locate(path)
+        issue = Issue(file, where[0], where[1], render_path(path), message, severity)
+        (errors if severity == "error" else warnings).append(issue)
+    result.issues.extend(errors)
+    result.issues.extend(warnings)
+    if not errors:
+        result.policies.append(LoadedPolicy(policy, file, line, tuple(warnings)))
+
+
+def _explain(error: Any, path: FieldPath) -> str:
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        name = str(path[-1]) if path else "?"
+        allowed = _allowed_keys(path[:-1])
+        hint = difflib.get_close_matches(name, allowed, n=1, cutoff=0.6)
+        text = f"unknown field {name!r}"
+        if hint:
+            text += f" (did you mean {hint[0]!r}?)"
+        elif allowed:
+            text += f"; allowed here: {', '.join(allowed)}"
+        return text
+    if kind == "missing":
+        name = str(path[-1]) if path else "?"
+        description = _description(path)
+        if description:
+            return f"missing required field {name!r} ({description[0].lower()}{description[1:-1]})"
+        return f"missing required field {name!r}"
+    message = str(error["msg"])
+    message = message.removeprefix("Value error, ")
+    given = error.get("input")
+    if kind != "value_error" and isinstance(given, str | int | float | bool) and given != "":
+        message += f" (got {given!r})"
+    return message
+
+
+def _model_at(path: FieldPath) -> type[BaseModel] | None:
+    """The model class that validates the mapping at ``path``, if there is one."""
+    current: Any = Policy
+    for part in path:
+        current = _unwrap(current)
+        if isinstance(part, int):
+            args = typing.get_args(current)
+            if typing.get_origin(current) is list and args:
+                current = args[0]
+                continue
+            return None
+        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+            return None
+        fields = {(f.alias or n): f for n, f in current.model_fields.items()}
+        if part not in fields:
+            return None
+        current = fields[part].annotation
+    current = _unwrap(current)
+    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def _unwrap(annotation: Any) -> Any:
+    while True:
+        origin = typing.get_origin(annotation)
+        if origin is typing.Annotated:
+            annotation = typing.get_args(annotation)[0]
+        elif origin in (typing.Union, types.UnionType):
+            options = [a for a in typing.get_args(annotation) if a is not type(None)]
+            if len(options) != 1:
+                return annotation
+            annotation = options[0]
+        else:
+            return annotation
+
+
+def _allowed_keys(path: FieldPath) -> list[str]:
+    model = _model_at(path)
+    if model is None:
+        return []
+    return [f.alias or n for n, f in model.model_fields.items()]
+
+
+def _description(path: FieldPath) -> str | None:
+    model = _model_at(path[:-1])
+    if model is None:
+        return None
+    for name, info in model.model_fields.items():
+        if (info.alias or name) == path[-1]:
+            return info.description
+    return None
+
+
+def load_file(path: Path) -> PolicySet:
+    name = str(path)
+    try:
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            return PolicySet(
+                issues=[Issue(name, None, None, "", f"file is {size} bytes; policy files are small")],
+                files=[name],
+            )
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        return PolicySet(issues=[Issue(name, None, None, "", f"not UTF-8 text: {exc}")], files=[name])
+    except OSError as exc:
+        return PolicySet(
+            issues=[Issue(name, None, None, "", f"cannot read: {exc.strerror or exc}")],
+            files=[name],
+        )
+    return load_text(text, name)
+
+
+def policy_files(paths: Iterable[Path]) -> Iterator[Path]:
+    """Files named by ``paths``; a directory yields its policy files (not hidden, not recursive)."""
+    for path in paths:
+        if path.is_dir():
+            for child in sorted(path.iterdir()):
+                if child.name.startswith(".") or child.suffix not in POLICY_SUFFIXES:
+                    continue
+                if child.is_file():
+                    yield child
+        else:
+            yield path
+
+
+def load_paths(paths: Iterable[Path]) -> PolicySet:
+    """Load files and directories, then reject policies that clash with each other."""
+    combined = PolicySet()
+    for path in policy_files(paths):
+        if not path.exists():
+            combined.issues.append(Issue(str(path), None, None, "", "no such file or directory"))
+            continue
+        loaded = load_file(path)
+        combined.policies.extend(loaded.policies)
+        combined.issues.extend(loaded.issues)
+        combined.files.extend(loaded.files)
+    _reject_clashes(combined)
+    return combined
+
+
+def _reject_clashes(policies: PolicySet) -> None:
+    for label in ("name", "flag key"):
+        groups: dict[str, list[LoadedPolicy]] = {}
+        for loaded in policies.policies:
+            key = loaded.policy.name if label == "name" else loaded.policy.flag_key
+            groups.setdefault(key, []).append(loaded)
+        clashing = {id(p) for group in groups.values() if len(group) > 1 for p in group}
+        for key, group in groups.items():
+            if len(group) < 2:
+                continue
+            for loaded in group:
+                others = ", ".join(o.where for o in group if o is not loaded)
+                field_name = "metadata.name" if label == "name" else "spec.flag.key"
+                policies.issues.append(
+                    Issue(
+                        loaded.file,
+                        loaded.line,
+                        None,
+                        field_name,
+                        f"{label} {key!r} is also used by the policy at {others}; "
+                        "each flag must have exactly one policy",
+                    )
+                )
+        policies.policies = [p for p in policies.policies if id(p) not in clashing]

@@ -1,0 +1,141 @@
+"""Run a local Prometheus as a child process: for the demo, the tests and the benchmarks.
+
+It listens on 127.0.0.1 at a free port, keeps its data in a temporary directory and scrapes the given
+targets every second. It is stopped (TERM, then KILL) and its directory removed on :meth:`stop`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+
+import httpx
+
+from controller.errors import UsageError
+
+INSTALL_HINT = (
+    "Prometheus is not installed. On Debian or Ubuntu: "
+    "sudo apt-get install -y --no-install-recommends prometheus "
+    "(or put a 'prometheus' binary on PATH, or pass --prometheus-binary)"
+)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def find_binary(name: str = "prometheus") -> str:
+    found = shutil.which(name)
+    if found is None:
+        raise UsageError(INSTALL_HINT)
+    return found
+
+
+class PrometheusServer:
+    def __init__(
+        self,
+        targets: Sequence[str],
+        *,
+        scrape_interval_seconds: float = 1.0,
+        binary: str = "prometheus",
+        job: str = "flagroll",
+    ) -> None:
+        self.targets = list(targets)
+        self.scrape_interval_seconds = scrape_interval_seconds
+        self.binary = find_binary(binary)
+        self.job = job
+        self.port = 0
+        self.workdir: Path | None = None
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _config(self) -> str:
+        interval = f"{self.scrape_interval_seconds:g}s"
+        targets = ", ".join(f'"{t}"' for t in self.targets)
+        return (
+            "global:\n"
+            f"  scrape_interval: {interval}\n"
+            f"  evaluation_interval: {interval}\n"
+            "scrape_configs:\n"
+            f"  - job_name: {self.job}\n"
+            f"    scrape_interval: {interval}\n"
+            f"    scrape_timeout: {interval}\n"
+            f"    static_configs:\n      - targets: [{targets}]\n"
+        )
+
+    def start(self, ready_timeout_seconds: float = 30.0) -> PrometheusServer:
+        self.workdir = Path(tempfile.mkdtemp(prefix="flagroll-prometheus-"))
+        config = self.workdir / "prometheus.yml"
+        config.write_text(self._config())
+        self.port = free_port()
+        log = (self.workdir / "prometheus.log").open("wb")
+        self.process = subprocess.Popen(
+            [
+                self.binary,
+                f"--config.file={config}",
+                f"--storage.tsdb.path={self.workdir / 'data'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+                "--log.level=warn",
+                "--storage.tsdb.retention.time=1d",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        log.close()
+        self._wait_ready(ready_timeout_seconds)
+        return self
+
+    def _wait_ready(self, timeout_seconds: float) -> None:
+        deadline = time.monotonic() + timeout_seconds
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                raise RuntimeError(f"prometheus exited early: {self.log_tail()}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{self.url}/-/ready", timeout=1.0).status_code == 200:
+                    return
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"prometheus not ready after {timeout_seconds:g}s: {self.log_tail()}")
+
+    def log_tail(self, lines: int = 20) -> str:
+        if self.workdir is None:
+            return ""
+        path = self.workdir / "prometheus.log"
+        if not path.exists():
+            return ""
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+    def stop(self, timeout_seconds: float = 10.0) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout_seconds)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+        if self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            self.workdir = None
+
+    def __enter__(self) -> PrometheusServer:
+        return self.start()
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()

@@ -1,0 +1,213 @@
+"""The reconciler: load policies, ask Prometheus, decide, write the flag file, log each decision.
+
+One cycle, for the policies that are due:
+
+1. load and validate every policy file (an invalid policy is reported and skipped; its flag is not
+   touched);
+2. read the flag file without the lock, work out each rollout's queries, and run them all
+   concurrently (this is the slow part, so nobody waits on the lock meanwhile);
+3. take the lock, read the flag file again, and decide each rollout whose state is unchanged since
+   step 2 (a rollout that moved meanwhile, say by ``flagroll stop``, is left for the next cycle);
+4. write every change in one atomic write, then append the decision records, then release the lock.
+
+The flag file holds all state, so a cycle can be re-run or run by two processes at once: the lock and
+the re-read make the second one see the first one's step and hold instead of advancing twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from controller.checks import Readings
+from controller.decision import Decision, decide, queries_for, rebase
+from controller.decisionlog import Context, DecisionLog, Record, to_record
+from controller.errors import FlagFileError, FlagrollError, Issue
+from controller.flagd import managed_keys, read_state, write_flag
+from controller.flagstore import FlagStore
+from controller.policyfile import LoadedPolicy, PolicySet, load_paths
+from controller.queries import MetricsSource, PlannedQuery
+from controller.state import ACTIVE, RolloutState
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class CycleResult:
+    records: list[Record] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # flags that could not be reconciled
+    policy_errors: list[Issue] = field(default_factory=list)
+    wrote: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems and not self.policy_errors
+
+
+@dataclass(frozen=True)
+class _Plan:
+    loaded: LoadedPolicy
+    stored: RolloutState | None
+    queries: list[PlannedQuery]
+
+
+class Reconciler:
+    def __init__(
+        self,
+        *,
+        policies: Path,
+        store: FlagStore,
+        prometheus: MetricsSource,
+        decision_log: DecisionLog | None,
+        dry_run: bool = False,
+        lock_timeout_seconds: float = 30.0,
+        clock: Clock = utc_now,
+        log: Any = None,
+    ) -> None:
+        self.policies_path = policies
+        self.store = store
+        self.prometheus = prometheus
+        self.decision_log = decision_log
+        self.dry_run = dry_run
+        self.lock_timeout_seconds = lock_timeout_seconds
+        self.clock = clock
+        self.log = log if log is not None else structlog.get_logger("flagroll")
+        self._reported: set[str] = set()
+
+    # Reporting each distinct problem once keeps a broken policy from flooding the log every cycle.
+    def _once(self, key: str, event: str, **fields: Any) -> None:
+        if key not in self._reported:
+            self._reported.add(key)
+            self.log.error(event, **fields)
+
+    def load_policies(self) -> PolicySet:
+        policies = load_paths([self.policies_path])
+        if not policies.files and not policies.issues:
+            self._once(f"empty:{self.policies_path}", "no_policies", path=str(self.policies_path))
+        for issue in policies.issues:
+            if issue.severity == "error":
+                self._once(f"issue:{issue}", "policy_rejected", issue=str(issue), file=issue.file)
+        return policies
+
+    async def cycle(self, only: set[str] | None = None) -> CycleResult:
+        """One reconciliation of the policies named in ``only`` (all when None)."""
+        result = CycleResult()
+        policies = self.load_policies()
+        result.policy_errors = policies.errors
+        chosen = [p for p in policies.policies if only is None or p.policy.name in only]
+        snapshot = await asyncio.to_thread(self.store.read)
+        now = self.clock()
+        plans: list[_Plan] = []
+        for loaded in chosen:
+            key = loaded.policy.flag_key
+            try:
+                stored = read_state(snapshot.document, key)
+            except FlagFileError as exc:
+                result.problems.append(str(exc))
+                self._once(f"flag:{exc}", "flag_skipped", flag=key, policy=loaded.policy.name, error=str(exc))
+                continue
+            state = rebase(loaded.policy, stored, now).state
+            if state.status not in ACTIVE and state == stored:
+                continue  # stopped, rolled back, completed or promoted, and no new revision
+            plans.append(_Plan(loaded, stored, queries_for(loaded.policy, state, now)))
+        self._report_orphans(snapshot.document, policies)
+        queries = [q for plan in plans for q in plan.queries]
+        readings = await self.prometheus.query_all(queries) if queries else {}
+        await asyncio.to_thread(self._commit, plans, readings, result)
+        for record in result.records:
+            self.log.info("decision", **record)
+        return result
+
+    def _report_orphans(self, document: dict[str, Any], policies: PolicySet) -> None:
+        known = {p.policy.flag_key for p in policies.policies}
+        rejected = {i.file for i in policies.errors}
+        for key in managed_keys(document):
+            if key not in known and not rejected:
+                self._once(
+                    f"orphan:{key}",
+                    "flag_without_policy",
+                    flag=key,
+                    note="managed by flagroll but no policy names it; left as it is",
+                )
+
+    def _commit(self, plans: Sequence[_Plan], readings: Readings, result: CycleResult) -> None:
+        if not plans:
+            return
+        lock = contextlib.nullcontext() if self.dry_run else self.store.locked(self.lock_timeout_seconds)
+        with lock:
+            snapshot = self.store.read()
+            document = snapshot.document
+            now = self.clock()
+            decided: list[tuple[_Plan, Decision]] = []
+            for plan in plans:
+                key = plan.loaded.policy.flag_key
+                try:
+                    fresh = read_state(document, key)
+                except FlagFileError as exc:
+                    result.problems.append(str(exc))
+                    continue
+                if fresh != plan.stored:
+                    self.log.info("flag_changed_during_cycle", flag=key, note="deciding next cycle")
+                    continue
+                decision = decide(plan.loaded.policy, fresh, plan.queries, readings, now)
+                if decision.after.status not in ACTIVE and not decision.writes:
+                    continue  # an inactive rollout with nothing new: no record
+                if decision.writes:
+                    spec = plan.loaded.policy.spec
+                    document = write_flag(
+                        document, key, decision.after, variants=spec.flag.variants, segment=spec.segment
+                    )
+                decided.append((plan, decision))
+            if any(d.writes for _, d in decided) and not self.dry_run:
+                self.store.write(document, snapshot)
+                result.wrote = True
+            records = [
+                to_record(
+                    decision,
+                    Context(plan.loaded.policy.flag_key, policy=plan.loaded.policy, dry_run=self.dry_run),
+                    now,
+                )
+                for plan, decision in decided
+            ]
+            if self.decision_log is not None and not self.dry_run:
+                self.decision_log.append(records)
+            result.records.extend(records)
+
+    async def run(self, *, once: bool = False, stop: asyncio.Event | None = None) -> bool:
+        """Reconcile each policy at its own interval until ``stop`` is set (or once). Returns whether
+        the last cycle had no problems."""
+        stop = stop or asyncio.Event()
+        next_due: dict[str, float] = {}
+        ok = True
+        while not stop.is_set():
+            loop_now = asyncio.get_running_loop().time()
+            policies = self.load_policies().policies
+            due = {p.policy.name for p in policies if next_due.get(p.policy.name, -math.inf) <= loop_now}
+            if once or due:
+                try:
+                    result = await self.cycle(None if once else due)
+                    ok = result.ok
+                except FlagrollError as exc:
+                    ok = False
+                    self.log.error("cycle_failed", error=str(exc), error_type=type(exc).__name__)
+            if once:
+                break
+            for loaded in policies:
+                if loaded.policy.name in due:
+                    next_due[loaded.policy.name] = loop_now + loaded.policy.spec.interval_seconds
+            wait = min(next_due.values(), default=loop_now + 5.0) - asyncio.get_running_loop().time()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=max(0.05, min(wait, 5.0)))
+        return ok

@@ -1,0 +1,71 @@
+"""A rollout's state, as stored in its flag's metadata: the vocabulary shared by every module."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import date, datetime
+from enum import StrEnum
+
+
+class Status(StrEnum):
+    PROGRESSING = "progressing"  # climbing through its steps (or waiting to start: step -1)
+    PAUSED = "paused"  # a human froze progression; guardrails still roll back
+    STOPPED = "stopped"  # a human said stop: 0 % until resumed
+    ROLLED_BACK = "rolled_back"  # a guardrail or checkpoint failed: 0 % until a new revision or resume
+    COMPLETED = "completed"  # ramp finished, checkpoint passed (or none): stays, guardrails armed
+    PROMOTED = "promoted"  # checkpoint passed with onPass: promote: 100 %, final
+
+
+class Action(StrEnum):
+    ADVANCE = "advance"
+    HOLD = "hold"
+    ROLLBACK = "rollback"
+    PROMOTE = "promote"
+    COMPLETE = "complete"
+    ADJUST = "adjust"  # a new policy revision lowered the exposure
+    STOP = "stop"
+    PAUSE = "pause"
+    RESUME = "resume"
+
+
+class Outcome(StrEnum):
+    PASS = "pass"
+    FAIL = "fail"
+    NO_DATA = "no_data"
+    ERROR = "error"
+
+
+NOT_STARTED = -1
+
+# Statuses in which the controller queries Prometheus and may act (a guardrail failure rolls back).
+ACTIVE = frozenset({Status.PROGRESSING, Status.PAUSED, Status.COMPLETED})
+
+
+@dataclass(frozen=True)
+class RolloutState:
+    policy: str
+    revision: str
+    status: Status
+    step: int  # index into the policy's steps; NOT_STARTED before the first one
+    steps: int  # how many steps the policy had when this was written (for display)
+    percent: float  # share of users in the treatment arm
+    control: bool  # whether an equal control arm is held out
+    step_started_at: datetime | None  # when ``percent`` was written; the hold counts from here
+    updated_at: datetime
+    owner: str = ""
+    review: date | None = None
+    reason: str = ""  # why the status last changed (a human's reason for stop/pause)
+
+    @property
+    def control_percent(self) -> float:
+        """The control arm mirrors treatment up to 50 %; a promoted flag has no control arm."""
+        if not self.control or self.percent > 50:
+            return 0.0
+        return self.percent
+
+    def moved(self, **changes: object) -> RolloutState:
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+    def is_stale(self, today: date) -> bool:
+        """Past its review date and still partial: a pilot that nobody has decided on."""
+        return self.review is not None and today > self.review and 0 < self.percent < 100

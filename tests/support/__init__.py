@@ -1,0 +1,1 @@
+"""Real components for tests: a Prometheus server, a synthetic service exporting metrics."""
