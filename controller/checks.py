@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from controller.policy import Bounds, Policy
 from controller.queries import Arm, PlannedQuery, QueryKey, Reading, ReadingKind, Source, arms
@@ -54,27 +55,58 @@ class Check:
     detail: str = ""
     control: ArmEvidence | None = None
 
+    def as_record(self) -> dict[str, Any]:
+        """The check as it is written to the decision log."""
+        return {
+            "name": self.name,
+            "kind": self.kind.value,
+            "rule": self.rule,
+            "limit": self.limit,
+            "arm": self.arm.value,
+            "query": self.query,
+            "value": self.value,
+            "bound": self.bound,
+            "samples": self.samples,
+            "verdict": self.verdict.value,
+            "detail": self.detail or None,
+            "control": None
+            if self.control is None
+            else {
+                "query": self.control.query,
+                "value": self.control.value,
+                "samples": self.control.samples,
+            },
+        }
+
     def describe(self) -> str:
-        """One line for humans: ``error-rate treatment 0.0042 > max 0.001 (n=812): fail``."""
-        head = f"{self.name} {self.arm.value}"
-        if self.value is None:
-            return f"{head}: {self.verdict.value} ({self.detail})"
-        symbol = _SYMBOL[self.rule]
-        if self.verdict is Outcome.FAIL:
-            symbol = {"≤": ">", "≥": "<"}[symbol]
-        bound = fmt(self.bound)
-        rule = self.rule if self.rule in {"max", "min", "minSamples"} else f"{self.rule} {fmt(self.limit)}"
-        text = f"{head} {fmt(self.value)} {symbol} {bound} ({rule}"
-        if self.control is not None and self.control.value is not None:
-            text += f" vs control {fmt(self.control.value)}"
-        if self.samples is not None and self.kind is not Source.TRAFFIC:
-            text += f"; n={fmt(self.samples)}"
-            if self.control is not None and self.control.samples is not None:
-                text += f"/{fmt(self.control.samples)}"
-        text += f"): {self.verdict.value}"
-        if self.detail and self.verdict is not Outcome.PASS:
-            text += f" — {self.detail}"
-        return text
+        return describe(self.as_record())
+
+
+def describe(check: Mapping[str, Any]) -> str:
+    """One line for humans, from a check record: ``error-rate treatment 0.0042 > 0.001 (max; n=812)``,
+    ``p95 treatment 0.24 > 0.22 (maxIncrease 0.1 over control 0.2; n=900/910)``."""
+    head = f"{check.get('name')} {check.get('arm')}"
+    verdict = str(check.get("verdict"))
+    value, rule = check.get("value"), str(check.get("rule"))
+    if value is None or rule not in _SYMBOL:
+        return f"{head}: {verdict} ({check.get('detail') or 'no value'})"
+    symbol = _SYMBOL[rule]
+    if verdict == Outcome.FAIL.value:
+        symbol = {"≤": ">", "≥": "<"}[symbol]
+    how = rule
+    control = check.get("control") or {}
+    if rule not in {"max", "min", "minSamples"}:
+        how = f"{rule} {fmt(check.get('limit'))} over control {fmt(control.get('value'))}"
+    samples = check.get("samples")
+    if samples is not None and check.get("kind") != Source.TRAFFIC.value:
+        how += f"; n={fmt(round(samples))}"
+        if control.get("samples") is not None:
+            how += f"/{fmt(round(control['samples']))}"
+    text = f"{head} {fmt(value)} {symbol} {fmt(check.get('bound'))} ({how})"
+    detail = check.get("detail")
+    if detail and verdict != Outcome.PASS.value:
+        text += f": {detail}"
+    return text
 
 
 def fmt(value: float | None) -> str:

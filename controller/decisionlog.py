@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from controller.checks import Check, fmt
+from controller.checks import describe
 from controller.decision import Decision
 from controller.errors import WriteError
 from controller.policy import Policy, pct
@@ -29,29 +29,6 @@ _TAIL_CHUNK = 64 * 1024
 
 def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def check_record(check: Check) -> Record:
-    return {
-        "name": check.name,
-        "kind": check.kind.value,
-        "rule": check.rule,
-        "limit": check.limit,
-        "arm": check.arm.value,
-        "query": check.query,
-        "value": check.value,
-        "bound": check.bound,
-        "samples": check.samples,
-        "verdict": check.verdict.value,
-        "detail": check.detail or None,
-        "control": None
-        if check.control is None
-        else {
-            "query": check.control.query,
-            "value": check.control.value,
-            "samples": check.control.samples,
-        },
-    }
 
 
 @dataclass(frozen=True)
@@ -82,7 +59,7 @@ def to_record(decision: Decision, context: Context, now: datetime) -> Record:
         "reason": decision.reason,
         "notes": list(decision.notes),
         "checkpoint": decision.checkpoint.value if decision.checkpoint is not None else None,
-        "checks": [check_record(c) for c in decision.checks],
+        "checks": [c.as_record() for c in decision.checks],
         "aim": spec.aim if spec is not None else None,
         "mechanism": spec.mechanism if spec is not None else None,
         "owner": after.owner or None,
@@ -217,23 +194,7 @@ def _wrap(label: str, text: str) -> list[str]:
 
 
 def _check_line(check: Mapping[str, Any]) -> str:
-    verdict = str(check.get("verdict", "?"))
-    name, arm, rule = check.get("name"), check.get("arm"), check.get("rule")
-    value, bound, samples = check.get("value"), check.get("bound"), check.get("samples")
-    if value is None:
-        text = f"{name} ({arm}): {check.get('detail') or 'no value'}"
-    else:
-        text = f"{name} {arm} {fmt(value)} vs {rule} {fmt(bound)}"
-        control = check.get("control") or {}
-        if rule not in {"max", "min", "minSamples"} and control.get("value") is not None:
-            text += f" (control {fmt(control['value'])}, {rule} {fmt(check.get('limit'))})"
-        if samples is not None and check.get("kind") != "traffic":
-            text += f", n={fmt(samples)}"
-            if control.get("samples") is not None:
-                text += f"/{fmt(control['samples'])}"
-        if check.get("detail") and verdict != "pass":
-            text += f" — {check['detail']}"
-    return f"{verdict.upper():<7} {text}"
+    return f"{str(check.get('verdict', '?')).upper():<7} {describe(check)}"
 
 
 def render(record: Mapping[str, Any], *, aim: str | None = None, mechanism: str | None = None) -> str:

@@ -6,8 +6,8 @@ import math
 import re
 
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
-_WHOLE = re.compile(r"(?:\d+(?:\.\d+)?(?:ms|s|m|h|d))+")
+_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h|d)")
+_WHOLE = re.compile(r"(?:[0-9]+(?:\.[0-9]+)?(?:ms|s|m|h|d))+")
 _MAX_SECONDS = 366 * 86400.0
 
 
@@ -24,7 +24,7 @@ def parse_duration(text: str) -> float:
     if not compact:
         raise ValueError("a duration must not be empty; write e.g. '30s' or '5m'")
     if _WHOLE.fullmatch(compact) is None:
-        if re.fullmatch(r"\d+(\.\d+)?", compact):
+        if re.fullmatch(r"[0-9]+(\.[0-9]+)?", compact):
             raise ValueError(f"duration {text!r} has no unit; write e.g. '{compact}s' or '{compact}m'")
         raise ValueError(f"invalid duration {text!r}; use a number and a unit: 90s, 5m, 1h, 1h30m")
     seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in _PART.findall(compact))
@@ -37,6 +37,8 @@ def format_duration(seconds: float) -> str:
     """Render seconds for a human: ``45s``, ``5m``, ``3m12s``, ``1h2m``, ``2d3h``."""
     if seconds < 0:
         return "-" + format_duration(-seconds)
+    if 0 < seconds < 1:
+        return f"{round(seconds * 1000)}ms"
     if seconds < 10 and seconds != int(seconds):
         return f"{seconds:.1f}s"
     total = round(seconds)

@@ -69,7 +69,7 @@ class FileFlagStore:
             st = self.path.stat()
         except FileNotFoundError:
             return None
-        return f"{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
+        return f"{st.st_ino}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}"
 
     def read(self) -> Snapshot:
         version = self._version()

@@ -22,6 +22,8 @@ from pydantic import (
     ConfigDict,
     Field,
     JsonValue,
+    Strict,
+    StrictBool,
     WithJsonSchema,
 )
 from pydantic.alias_generators import to_camel
@@ -42,11 +44,18 @@ _NAME = re.compile(r"^[a-z0-9](?:[a-z0-9.\-]{0,251}[a-z0-9])?$")
 
 
 def _duration(value: Any) -> float:
-    if isinstance(value, int | float):  # bool is an int too
+    if isinstance(value, bool):
+        raise ValueError(f"a duration such as '30s' or '5m' is needed, not {str(value).lower()}")
+    if isinstance(value, int | float):
         raise ValueError(
             f"a duration needs a unit: write '{value}s' or '{value}m', not the bare number {value}"
         )
     return parse_duration(value)
+
+
+# YAML numbers and booleans are told apart: `percent: true` is an error, not 1 %.
+Number = Annotated[float, Strict()]
+Count = Annotated[int, Strict()]
 
 
 Seconds = Annotated[
@@ -84,22 +93,22 @@ class Bounds(Model):
     with the control arm (ratios are fractions of the control value, deltas are in the metric's unit).
     """
 
-    max: float | None = Field(None, description="Treatment value must be at most this.")
-    min: float | None = Field(None, description="Treatment value must be at least this.")
-    max_increase: float | None = Field(
+    max: Number | None = Field(None, description="Treatment value must be at most this.")
+    min: Number | None = Field(None, description="Treatment value must be at least this.")
+    max_increase: Number | None = Field(
         None, ge=0, description="Treatment ≤ control × (1 + maxIncrease). 0.10 = at most 10 % above."
     )
-    max_decrease: float | None = Field(
+    max_decrease: Number | None = Field(
         None, ge=0, le=1, description="Treatment ≥ control × (1 − maxDecrease)."
     )
-    min_increase: float | None = Field(
+    min_increase: Number | None = Field(
         None, ge=0, description="Treatment ≥ control × (1 + minIncrease): the change must help."
     )
-    min_decrease: float | None = Field(
+    min_decrease: Number | None = Field(
         None, ge=0, le=1, description="Treatment ≤ control × (1 − minDecrease): the change must help."
     )
-    max_delta: float | None = Field(None, description="Treatment − control ≤ maxDelta.")
-    min_delta: float | None = Field(None, description="Treatment − control ≥ minDelta.")
+    max_delta: Number | None = Field(None, description="Treatment − control ≤ maxDelta.")
+    min_delta: Number | None = Field(None, description="Treatment − control ≥ minDelta.")
 
     def rules(self) -> Iterator[tuple[str, float]]:
         """The bounds that are set, as (YAML name, number), in a fixed order."""
@@ -125,7 +134,7 @@ RELATIVE_RULES = frozenset(
 
 
 class Step(Model):
-    percent: float = Field(gt=0, le=100, description="Share of users (of the segment) in the treatment arm.")
+    percent: Number = Field(gt=0, le=100, description="Share of users (of the segment) in the treatment arm.")
     hold_seconds: Seconds = Field(
         alias="hold", description="How long the step must run, with every guardrail passing."
     )
@@ -135,7 +144,7 @@ class Traffic(Model):
     query: NonEmptyText = Field(
         description="PromQL giving the number of samples (requests) per arm; use {{variant}}."
     )
-    min_samples: int = Field(
+    min_samples: Count = Field(
         0, ge=0, description="Below this many samples in an arm, its checks are no_data."
     )
 
@@ -177,9 +186,14 @@ class Spec(Model):
     segment: dict[str, JsonValue] | None = Field(
         None, description="JSONLogic rule; users outside it always get 'off'."
     )
-    control: bool = Field(True, description="Hold out an equal-size control arm.")
-    max_percent: float | None = Field(None, gt=0, le=100, description="Rollout limit.")
-    interval_seconds: Seconds = Field(30.0, alias="interval", description="How often checks run.")
+    control: StrictBool = Field(True, description="Hold out an equal-size control arm.")
+    max_percent: Number | None = Field(None, gt=0, le=100, description="Rollout limit.")
+    interval_seconds: Seconds = Field(
+        "30s",  # validated into seconds; the schema shows it as written
+        alias="interval",
+        validate_default=True,
+        description="How often checks run.",
+    )
     steps: list[Step] = Field(min_length=1)
     traffic: Traffic | None = None
     guardrails: list[Guardrail] = Field(min_length=1)

@@ -51,6 +51,10 @@ class LoadedPolicy:
     file: str
     line: int
     warnings: tuple[Issue, ...] = ()
+    positions: dict[FieldPath, Position] = field(default_factory=dict, compare=False, repr=False)
+
+    def position(self, path: FieldPath) -> Position:
+        return self.positions.get(path, (self.line, 1))
 
     @property
     def where(self) -> str:
@@ -82,6 +86,7 @@ class _Document:
         self.positions: dict[FieldPath, Position] = {}
         self.issues: list[Issue] = []
         self._nodes = 0
+        self._open: set[int] = set()  # collections being built: an alias back to one is a loop
         self._constructor = _Loader("")
         self.start = _position(root)
         self.value = self._build(root, ())
@@ -89,8 +94,28 @@ class _Document:
     def _build(self, node: yaml.Node, path: FieldPath) -> Any:
         self._nodes += 1
         if self._nodes > MAX_NODES:
-            raise _TooLarge(path)
+            raise _TooLarge(path, "document too large (alias expansion?)", node)
         self.positions.setdefault(path, _position(node))
+        if isinstance(node, yaml.MappingNode | yaml.SequenceNode):
+            if node.tag not in _PLAIN_COLLECTION_TAGS:
+                self._issue(node, path, f"unsupported tag {node.tag!r}: policies hold plain data")
+                return None
+            if id(node) in self._open:
+                raise _TooLarge(path, "recursive alias: a value contains itself", node)
+            self._open.add(id(node))
+            try:
+                return self._collection(node, path)
+            finally:
+                self._open.discard(id(node))
+        try:
+            return self._constructor.construct_object(node, deep=True)
+        except yaml.MarkedYAMLError as exc:  # an unknown tag, say
+            self._issue(node, path, f"cannot read this value: {exc.problem or exc}")
+        except Exception as exc:  # a scalar yaml cannot build (an impossible date)
+            self._issue(node, path, f"cannot read this value: {exc}")
+        return None
+
+    def _collection(self, node: yaml.MappingNode | yaml.SequenceNode, path: FieldPath) -> Any:
         if isinstance(node, yaml.MappingNode):
             result: dict[str, Any] = {}
             for key_node, value_node in node.value:
@@ -104,13 +129,7 @@ class _Document:
                 self.positions[(*path, key)] = _position(key_node)
                 result[key] = self._build(value_node, (*path, key))
             return result
-        if isinstance(node, yaml.SequenceNode):
-            return [self._build(item, (*path, i)) for i, item in enumerate(node.value)]
-        try:
-            return self._constructor.construct_object(node, deep=True)
-        except Exception as exc:  # a scalar yaml cannot build (bad date, unknown tag)
-            self._issue(node, path, f"cannot read this value: {exc}")
-            return None
+        return [self._build(item, (*path, i)) for i, item in enumerate(node.value)]
 
     def _issue(self, node: yaml.Node, path: FieldPath, message: str) -> None:
         line, column = _position(node)
@@ -125,8 +144,13 @@ class _Document:
 
 
 class _TooLarge(Exception):
-    def __init__(self, path: FieldPath) -> None:
+    def __init__(self, path: FieldPath, message: str, node: yaml.Node) -> None:
         self.path = path
+        self.message = message
+        self.position = _position(node)
+
+
+_PLAIN_COLLECTION_TAGS = frozenset({"tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"})
 
 
 def _position(node: yaml.Node) -> Position:
@@ -144,11 +168,22 @@ def render_path(path: Iterable[str | int]) -> str:
     return out
 
 
-_PYDANTIC_TAG = re.compile(r"[\[\]()]|^(function-|json-or-python|lax-|union|tagged-union|nullable)")
-
-
-def _field_path(loc: Sequence[str | int]) -> FieldPath:
-    return tuple(p for p in loc if isinstance(p, int) or not _PYDANTIC_TAG.search(p))
+def _field_path(loc: Sequence[str | int], data: Any) -> FieldPath:
+    """The part of a pydantic error location that names real keys and indexes in ``data``
+    (pydantic inserts type names such as ``list`` or ``function-before[…]`` between them)."""
+    path: list[str | int] = []
+    current = data
+    for i, part in enumerate(loc):
+        if isinstance(current, dict) and part in current:
+            current = current[part]
+        elif isinstance(current, list) and isinstance(part, int) and 0 <= part < len(current):
+            current = current[part]
+        elif i == len(loc) - 1 and isinstance(current, dict) and isinstance(part, str):
+            pass  # a missing field: named, though not in the data
+        else:
+            continue
+        path.append(part)
+    return tuple(path)
 
 
 def load_text(text: str, file: str) -> PolicySet:
@@ -156,6 +191,10 @@ def load_text(text: str, file: str) -> PolicySet:
     result = PolicySet(files=[file])
     try:
         loader = _Loader(text)
+    except yaml.reader.ReaderError as exc:  # a character YAML does not allow
+        result.issues.append(_reader_issue(text, file, exc))
+        return result
+    try:
         try:
             while loader.check_node():
                 root = loader.get_node()
@@ -170,10 +209,23 @@ def load_text(text: str, file: str) -> PolicySet:
         column = mark.column + 1 if mark else None
         problem = exc.problem or exc.context or "invalid YAML"
         result.issues.append(Issue(file, line, column, "", f"YAML syntax error: {problem}"))
+    except yaml.reader.ReaderError as exc:
+        result.issues.append(_reader_issue(text, file, exc))
     except yaml.YAMLError as exc:
         result.issues.append(Issue(file, None, None, "", f"YAML error: {exc}"))
+    except RecursionError:
+        mark = loader.get_mark()
+        result.issues.append(
+            Issue(file, mark.line + 1, mark.column + 1, "", "YAML nested too deeply to be a policy")
+        )
     result.issues.sort(key=lambda i: (i.line or 0, i.column or 0))
     return result
+
+
+def _reader_issue(text: str, file: str, exc: yaml.reader.ReaderError) -> Issue:
+    line = text.count("\n", 0, exc.position) + 1
+    column = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
+    return Issue(file, line, column, "", f"character {exc.character!r} is not allowed: {exc.reason}")
 
 
 def _load_document(root: yaml.Node, file: str, result: PolicySet) -> None:
@@ -181,9 +233,8 @@ def _load_document(root: yaml.Node, file: str, result: PolicySet) -> None:
     try:
         document = _Document(file, root)
     except _TooLarge as exc:
-        result.issues.append(
-            Issue(file, line, None, render_path(exc.path), "document too large (alias expansion?)")
-        )
+        line, column = exc.position
+        result.issues.append(Issue(file, line, column, render_path(exc.path), exc.message))
         return
     result.issues.extend(document.issues)
     already = {issue.field for issue in document.issues}
@@ -209,7 +260,7 @@ def _load_document(root: yaml.Node, file: str, result: PolicySet) -> None:
         policy = Policy.model_validate(data)
     except ValidationError as exc:
         for error in exc.errors():
-            path = _field_path(error["loc"])
+            path = _field_path(error["loc"], data)
             if render_path(path) in already:
                 continue  # the YAML reader has already said what is wrong here
             where = document.locate(path)
@@ -227,7 +278,7 @@ def _load_document(root: yaml.Node, file: str, result: PolicySet) -> None:
     result.issues.extend(errors)
     result.issues.extend(warnings)
     if not errors:
-        result.policies.append(LoadedPolicy(policy, file, line, tuple(warnings)))
+        result.policies.append(LoadedPolicy(policy, file, line, tuple(warnings), document.positions))
 
 
 def _explain(error: Any, path: FieldPath) -> str:
@@ -330,15 +381,20 @@ def load_file(path: Path) -> PolicySet:
 
 def policy_files(paths: Iterable[Path]) -> Iterator[Path]:
     """Files named by ``paths``; a directory yields its policy files (not hidden, not recursive)."""
+    seen: set[Path] = set()
     for path in paths:
         if path.is_dir():
-            for child in sorted(path.iterdir()):
-                if child.name.startswith(".") or child.suffix not in POLICY_SUFFIXES:
-                    continue
-                if child.is_file():
-                    yield child
+            children = [
+                c
+                for c in sorted(path.iterdir())
+                if not c.name.startswith(".") and c.suffix in POLICY_SUFFIXES and c.is_file()
+            ]
         else:
-            yield path
+            children = [path]
+        for child in children:
+            if child.resolve() not in seen:
+                seen.add(child.resolve())
+                yield child
 
 
 def load_paths(paths: Iterable[Path]) -> PolicySet:
@@ -357,26 +413,27 @@ def load_paths(paths: Iterable[Path]) -> PolicySet:
 
 
 def _reject_clashes(policies: PolicySet) -> None:
-    for label in ("name", "flag key"):
+    clashing: set[int] = set()
+    for label, field_path in (("name", ("metadata", "name")), ("flag key", ("spec", "flag", "key"))):
         groups: dict[str, list[LoadedPolicy]] = {}
         for loaded in policies.policies:
             key = loaded.policy.name if label == "name" else loaded.policy.flag_key
             groups.setdefault(key, []).append(loaded)
-        clashing = {id(p) for group in groups.values() if len(group) > 1 for p in group}
         for key, group in groups.items():
             if len(group) < 2:
                 continue
             for loaded in group:
-                others = ", ".join(o.where for o in group if o is not loaded)
-                field_name = "metadata.name" if label == "name" else "spec.flag.key"
+                clashing.add(id(loaded))
+                others = ", ".join(f"{o.file}:{o.position(field_path)[0]}" for o in group if o is not loaded)
+                line, column = loaded.position(field_path)
                 policies.issues.append(
                     Issue(
                         loaded.file,
-                        loaded.line,
-                        None,
-                        field_name,
+                        line,
+                        column,
+                        render_path(field_path),
                         f"{label} {key!r} is also used by the policy at {others}; "
                         "each flag must have exactly one policy",
                     )
                 )
-        policies.policies = [p for p in policies.policies if id(p) not in clashing]
+    policies.policies = [p for p in policies.policies if id(p) not in clashing]

@@ -52,10 +52,11 @@ def _number(sample: Any) -> Reading:
 
 def parse_response(status_code: int, body: bytes) -> Reading:
     """Judge one ``/api/v1/query`` response. Pure: bytes in, reading out."""
+    unreadable = object()
     try:
         payload: Any = json.loads(body)
     except (ValueError, RecursionError):
-        payload = None
+        payload = unreadable
     if status_code != 200:
         detail = f"HTTP {status_code}"
         if isinstance(payload, dict) and "error" in payload:
@@ -63,12 +64,12 @@ def parse_response(status_code: int, body: bytes) -> Reading:
         elif body:
             detail += f": {_snippet(body)}"
         return Reading.error(detail)
-    if payload is None:
+    if payload is unreadable:
         if not body:
             return Reading.error("empty response body")
         return Reading.error(f"response is not JSON (truncated or HTML?): {_snippet(body)}")
     if not isinstance(payload, dict):
-        return Reading.error("response is not a JSON object")
+        return Reading.error(f"response is not a JSON object: {_snippet(body)}")
     if payload.get("status") != "success":
         return Reading.error(
             f"Prometheus says {payload.get('status')!r}: "
@@ -144,7 +145,7 @@ class PrometheusClient:
                 return Reading.error(f"timed out after {self.timeout_seconds:g}s ({self.url})")
             except httpx.ConnectError as exc:
                 return Reading.error(f"cannot connect to {self.url}: {_reason(exc)}")
-            except httpx.HTTPError as exc:
+            except (httpx.HTTPError, httpx.InvalidURL) as exc:
                 return Reading.error(f"request to {self.url} failed: {type(exc).__name__}: {_reason(exc)}")
 
     async def _post(self, endpoint: str, form: dict[str, str]) -> Reading:
