@@ -210,6 +210,26 @@ def build_parser() -> argparse.ArgumentParser:
         "schema", help="print the policy JSON Schema", description="Print the JSON Schema of a policy."
     )
     p.set_defaults(handler=cmd_schema)
+
+    p = commands.add_parser(
+        "demo",
+        help="watch a real rollout and a rollback, with a local Prometheus (needs 'prometheus')",
+        description="Start a real Prometheus, a demo service evaluating the flag through OpenFeature "
+        "and flagd, and the controller on a demo policy; show the rollout live. The default "
+        "scenario injects a regression at the last step and shows the rollback; 'healthy' ramps "
+        "to completion. Exits 0 when the scenario ends as expected.",
+    )
+    p.add_argument("--scenario", choices=["regression", "healthy"], default="regression")
+    p.add_argument(
+        "--dir",
+        type=Path,
+        metavar="DIR",
+        help="where to leave the flag file and decision log (default: a new temporary directory)",
+    )
+    p.add_argument(
+        "--prometheus-binary", default="prometheus", metavar="PATH", help="the Prometheus server binary"
+    )
+    p.set_defaults(handler=cmd_demo)
     return parser
 
 
@@ -217,7 +237,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     stream = sys.stdout if args.command == "run" else sys.stderr
-    logs.configure(args.log_format, args.log_level, stream)
+    level = "warning" if args.command == "demo" and args.log_level == "info" else args.log_level
+    logs.configure(args.log_format, level, stream)
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
         return handler(args)
@@ -506,6 +527,16 @@ def cmd_pause(args: argparse.Namespace) -> int:
 
 def cmd_resume(args: argparse.Namespace) -> int:
     return _human(args, resume)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from controller.demo.runner import run_demo  # the demo's dependencies load only when asked
+
+    try:
+        return asyncio.run(run_demo(args.scenario, args.dir, args.prometheus_binary, sys.stdout))
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        print("flagroll demo: interrupted; every process it started has been stopped", file=sys.stderr)
+        return 130
 
 
 def cmd_schema(args: argparse.Namespace) -> int:

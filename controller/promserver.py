@@ -94,6 +94,7 @@ class PrometheusServer:
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
+            start_new_session=True,  # a Ctrl-C meant for the parent does not kill it behind its back
         )
         log.close()
         self._wait_ready(ready_timeout_seconds)

@@ -1,0 +1,1 @@
+"""``flagroll demo``: a real Prometheus, a demo service, and the controller, in one command."""

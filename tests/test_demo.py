@@ -1,0 +1,124 @@
+"""``flagroll demo`` end to end: a real Prometheus, the demo service, real flagd evaluation."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from openfeature.contrib.tools.flagd.core import FlagdCore
+from openfeature.evaluation_context import EvaluationContext
+
+from controller.decisionlog import read_records
+from controller.demo.service import FLAG
+from controller.flagd import read_state
+from controller.state import Status
+from tests.support.waiting import wait_for
+
+pytestmark = [pytest.mark.prometheus, pytest.mark.slow]
+
+
+def demo(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "controller", "demo", "--dir", str(tmp_path), *args],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+
+
+def started_pids(output: str) -> list[int]:
+    pids = [int(p) for p in re.findall(r"\(pid (\d+)\)", output)]
+    assert len(pids) == 2, output  # Prometheus and the demo service
+    return pids
+
+
+def alive(pid: int) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "State:\tZ" not in status
+
+
+def exposure(flags: Path, users: int = 2000) -> dict[str, int]:
+    core = FlagdCore()
+    core.set_flags(flags.read_text())
+    counts: dict[str, int] = {}
+    for i in range(users):
+        variant = core.resolve_boolean_value(FLAG, False, EvaluationContext(targeting_key=f"u{i}")).variant
+        counts[str(variant)] = counts.get(str(variant), 0) + 1
+    return counts
+
+
+def test_the_regression_scenario_ramps_then_rolls_back(tmp_path: Path) -> None:
+    done = demo(tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    records = list(read_records(tmp_path / "decisions.jsonl"))
+    moves = [r["action"] for r in records if r["action"] != "hold"]
+    assert moves[:3] == ["advance", "advance", "advance"]
+    assert moves[-1] == "rollback"
+    rollback = records[-1]
+    failed = [c["name"] for c in rollback["checks"] if c["verdict"] == "fail"]
+    assert failed
+    assert all(name in {"error-rate", "p95-latency"} for name in failed)
+    assert failed[0] in rollback["reason"]
+    # The demo explains the rollback and measures how long it took.
+    assert "The decision record that explains it" in done.stdout
+    assert re.search(r"rolled back \d+\.\d+s after the regression started \(measured\)", done.stdout)
+    assert "result: as expected" in done.stdout
+    # Nobody is exposed any more, as the real flagd evaluator reads the file.
+    state = read_state(json.loads((tmp_path / "flags.json").read_text()), FLAG)
+    assert state is not None
+    assert (state.status, state.percent) == (Status.ROLLED_BACK, 0)
+    assert set(exposure(tmp_path / "flags.json")) == {"off"}
+    assert not any(alive(pid) for pid in started_pids(done.stdout))
+
+
+def test_the_healthy_scenario_ramps_to_completion(tmp_path: Path) -> None:
+    done = demo(tmp_path, "--scenario", "healthy")
+    assert done.returncode == 0, done.stdout + done.stderr
+    records = list(read_records(tmp_path / "decisions.jsonl"))
+    assert [r["action"] for r in records if r["action"] != "hold"] == ["advance"] * 3 + ["complete"]
+    assert records[-1]["checkpoint"] == "pass"
+    counts = exposure(tmp_path / "flags.json")
+    assert abs(counts["on"] / 2000 - 0.5) < 0.04
+    assert not any(alive(pid) for pid in started_pids(done.stdout))
+
+
+def test_ctrl_c_stops_every_process_the_demo_started(tmp_path: Path) -> None:
+    out = tmp_path / "out.txt"
+    with out.open("w") as handle:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "controller", "demo", "--dir", str(tmp_path / "demo")],
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+    try:
+        wait_for(
+            lambda: "started the demo service" in out.read_text(), timeout_seconds=60, what="the service"
+        )
+        pids = [int(p) for p in re.findall(r"\(pid (\d+)\)", out.read_text())]
+        assert all(alive(pid) for pid in pids)
+        os.kill(process.pid, signal.SIGINT)
+        code = process.wait(60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert code == 130
+    assert "interrupted" in out.read_text()
+    assert len(pids) == 2
+    assert not any(alive(pid) for pid in pids)
+
+
+def test_without_prometheus_it_says_how_to_install_it(tmp_path: Path) -> None:
+    done = demo(tmp_path, "--prometheus-binary", "/nonexistent/prometheus")
+    assert done.returncode != 0
+    assert "apt-get install -y --no-install-recommends prometheus" in done.stderr
