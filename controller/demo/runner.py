@@ -303,10 +303,9 @@ def _summary(run: Run, directory: Path, out: TextIO) -> int:
     command = _flagroll_command()
     _print(out, f"  try: {command} status --flags {directory / 'flags.json'}")
     _print(out, f"       {command} log --flags {directory / 'flags.json'}")
-    ok = run.outcome == expected
-    _print(
-        out,
-        f"  result: {'as expected' if ok else 'NOT as expected'} "
-        f"(wanted {expected}, got {run.outcome or 'nothing'})",
-    )
+    got = run.outcome or "nothing"
+    if run.scenario == "regression" and run.outcome == "rollback" and run.injected_at is None:
+        got = "a rollback before any regression was injected"
+    ok = got == expected
+    _print(out, f"  result: {'as expected' if ok else 'NOT as expected'} (wanted {expected}, got {got})")
     return 0 if ok else 1
