@@ -123,6 +123,9 @@ def worst(checks: Sequence[Check]) -> Outcome:
     return max((c.verdict for c in checks), key=SEVERITY.__getitem__)
 
 
+RATIO_RULES = frozenset({"maxIncrease", "maxDecrease", "minIncrease", "minDecrease"})
+
+
 def _bound(rule: str, limit: float, control: float) -> float:
     if rule == "maxIncrease":
         return control * (1 + limit)
@@ -280,6 +283,9 @@ def _judge(
     bound: float | None = limit
     if relative:
         bound = None if control is None or control.value is None else _bound(rule, limit, control.value)
+    ratio_without_base = (
+        rule in RATIO_RULES and control is not None and control.value is not None and control.value <= 0
+    )
     problems: list[tuple[Outcome, str]] = []
     for arm, reading in involved:
         # One problem per arm, the most serious: an error, then too little evidence, then no value.
@@ -290,6 +296,14 @@ def _judge(
             problems.append(shortfall)
         elif reading.kind is ReadingKind.NO_DATA:
             problems.append((Outcome.NO_DATA, f"{arm.value}: {reading.detail or 'no data'}"))
+    if ratio_without_base:
+        problems.append(
+            (
+                Outcome.NO_DATA,
+                f"control is {fmt(control.value if control else None)}: a ratio to it cannot judge "
+                "(add maxDelta for an absolute margin)",
+            )
+        )
     if problems:
         outcome = max((o for o, _ in problems), key=SEVERITY.__getitem__)
         return outcome, "; ".join(d for o, d in problems if o is outcome), bound

@@ -147,9 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--lock-timeout",
         type=_duration_arg,
-        default="30s",
+        default=_env("FLAGROLL_LOCK_TIMEOUT", "30s"),
         metavar="DURATION",
-        help="how long to wait for another writer's lock (default 30s)",
+        help="how long to wait for another writer's lock (default 30s) [env FLAGROLL_LOCK_TIMEOUT]",
     )
     p.set_defaults(handler=cmd_run)
 
@@ -348,7 +348,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 version=__version__,
                 policies=str(policies),
                 flags=str(flags),
-                prometheus=url,
+                prometheus=prometheus.url,
                 once=args.once,
                 dry_run=args.dry_run,
             )
@@ -380,16 +380,40 @@ def status_rows(flags: Path, decision_log: Path, now: datetime) -> list[dict[str
     rows = []
     for key in keys:
         problem = None
+        state: RolloutState | None = None
         try:
             state = read_state(snapshot.document, key)
         except FlagFileError as exc:
             problem = str(exc)
-            state = read_state(snapshot.document, key, check_layout=False)
-        if state is None:  # pragma: no cover - managed_keys only yields present flags
-            continue
+            with contextlib.suppress(FlagFileError):
+                state = read_state(snapshot.document, key, check_layout=False)
         record = last.get(key, {})
+        if state is None:  # its state is unreadable: still listed, with the problem
+            rows.append(_unreadable_row(key, record, problem or "no state", now))
+            continue
         rows.append(_status_row(key, state, record, problem, now))
     return rows
+
+
+def _unreadable_row(key: str, record: dict[str, Any], problem: str, now: datetime) -> dict[str, Any]:
+    return {
+        "flag": key,
+        "policy": None,
+        "percent": None,
+        "control_percent": None,
+        "step": None,
+        "steps": None,
+        "status": "unknown",
+        "stale": False,
+        "review": None,
+        "owner": None,
+        "revision": None,
+        "reason": None,
+        "last_action": record.get("action"),
+        "last_reason": record.get("reason"),
+        "last_decision_at": record.get("time"),
+        "problem": problem,
+    }
 
 
 def _status_row(
@@ -427,7 +451,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         return EXIT_OK
     table = [["FLAG", "PERCENT", "STEP", "STATUS", "LAST DECISION", "AGE", "NOTE"]]
     for row in rows:
-        step = f"{row['step']}/{row['steps']}" if row["step"] is not None else f"-/{row['steps']}"
+        step = f"{row['step']}/{row['steps']}" if row["step"] is not None else f"-/{row['steps'] or '?'}"
         notes = []
         if row["stale"]:
             notes.append(f"STALE: review date {row['review']} has passed")
@@ -435,10 +459,13 @@ def cmd_status(args: argparse.Namespace) -> int:
             notes.append(f"PROBLEM: {row['problem']}")
         if row["reason"] and row["status"] in {"stopped", "paused", "rolled_back"}:
             notes.append(row["reason"])
+        last_reason = str(row["last_reason"] or "")
+        if row["last_action"] == "hold" and last_reason and not last_reason.startswith(("all ", "complete")):
+            notes.append(f"held: {last_reason[:120]}{'…' if len(last_reason) > 120 else ''}")
         table.append(
             [
                 row["flag"],
-                f"{pct(row['percent'])}%",
+                f"{pct(row['percent'])}%" if row["percent"] is not None else "?",
                 step,
                 row["status"],
                 row["last_action"] or "—",
@@ -503,7 +530,7 @@ def _human(args: argparse.Namespace, act: Callable[[RolloutState, str, datetime]
         now = utc_now()
         decision = act(state, args.reason, now)
         document = write_flag(snapshot.document, args.flag, decision.after, keep_segment=True)
-        store.write(document, snapshot)
+        store.write(document, snapshot, [args.flag])
         record = to_record(decision, Context(args.flag, actor=f"human:{actor}"), now)
         DecisionLog(_decision_log_path(args)).append([record])
     print(render(record))

@@ -121,6 +121,9 @@ def rebase(policy: Policy, state: RolloutState | None, now: datetime) -> Rebased
         )
         return Rebased(restarted, (f"{note}: the rolled-back rollout restarts from the first step",))
     steps = [s.percent for s in policy.spec.steps]
+    if state.status is Status.COMPLETED and state.percent == steps[-1]:
+        kept = synced.moved(step=len(steps) - 1)
+        return Rebased(kept, (f"{note}: the ramp still ends at {pct(steps[-1])} %; stays complete",))
     status = Status.PROGRESSING if state.status is Status.COMPLETED else state.status
     if state.percent > steps[-1]:
         lowered = synced.moved(status=status, step=len(steps) - 1, percent=steps[-1], step_started_at=now)
@@ -139,26 +142,27 @@ def rebase(policy: Policy, state: RolloutState | None, now: datetime) -> Rebased
 
 
 def queries_for(policy: Policy, state: RolloutState, now: datetime) -> list[PlannedQuery]:
-    """What to ask Prometheus this cycle; empty when the rollout is not active."""
+    """What to ask Prometheus this cycle; empty when the rollout is not active.
+
+    The checkpoint's own queries are asked throughout the last step, not only once its hold is over:
+    the decision is taken after the queries return, and the hold may end in between.
+    """
     if state.status not in ACTIVE:
         return []
-    return plan(policy, with_checkpoint=_checkpoint_due(policy, state, now))
+    at_last_step = state.status is Status.PROGRESSING and state.step == len(policy.spec.steps) - 1
+    return plan(policy, with_checkpoint=at_last_step)
 
 
-def _checkpoint_due(policy: Policy, state: RolloutState, now: datetime) -> bool:
-    last = len(policy.spec.steps) - 1
-    return (
-        state.status is Status.PROGRESSING
-        and state.step == last
-        and state.percent == policy.step_percent(last)
-        and _hold_left(policy, state, now) <= 0
-    )
+def _hold_seconds(policy: Policy, state: RolloutState) -> float:
+    """The hold of the step being served. Exposure below the first step (left by a policy edit)
+    holds as long as the first step before it moves on."""
+    return policy.spec.steps[max(state.step, 0)].hold_seconds
 
 
 def _hold_left(policy: Policy, state: RolloutState, now: datetime) -> float:
-    if state.step < 0 or state.step_started_at is None:
-        return 0.0
-    hold = policy.spec.steps[state.step].hold_seconds
+    hold = _hold_seconds(policy, state)
+    if state.step_started_at is None:  # no clock, no advance: the whole hold is still ahead
+        return hold
     return hold - (now - state.step_started_at).total_seconds()
 
 
@@ -220,7 +224,7 @@ def decide(
         why = f"complete at {pct(state.percent)} %; all {len(checks)} checks pass (guardrails stay armed)"
         return ctx.make(Action.HOLD, state, why, checks)
 
-    if state.step == NOT_STARTED:
+    if state.step == NOT_STARTED and not exposed:
         if outcome is Outcome.ERROR:
             why = f"not starting while a query fails: {_summary(checks, Outcome.ERROR)}"
             return ctx.make(Action.HOLD, state, why, checks)
@@ -241,7 +245,7 @@ def decide(
 
     left = _hold_left(policy, state, now)
     passed = f"all {len(checks)} checks pass"
-    hold = spec.steps[state.step].hold_seconds
+    hold = _hold_seconds(policy, state)
     if left > 0:
         why = (
             f"{passed}; {format_duration(left)} of the {format_duration(hold)} hold left at "

@@ -230,6 +230,13 @@ def render(record: Mapping[str, Any], *, aim: str | None = None, mechanism: str 
         lines.append(f"  Checkpoint {str(checkpoint or 'not judged').upper()}")
         lines += [f"    {_check_line(c)}" for c in expected]
     queries = {c.get("query") for c in checks if c.get("verdict") != "pass" and c.get("query")}
+    queries |= {
+        (c.get("control") or {}).get("query")
+        for c in checks
+        if c.get("verdict") != "pass" and c.get("rule") not in {"max", "min", "minSamples"}
+    }
+    queries.discard(None)
+    queries.discard("")
     for query in sorted(q for q in queries if isinstance(q, str)):
         lines.append(f"    query: {query}")
     return "\n".join(lines)

@@ -44,6 +44,7 @@ class Issue:
     field: str
     message: str
     severity: str = "error"  # "error" or "warning"
+    flag: str | None = None  # the flag key of the policy at fault, when it could be read
 
     def __str__(self) -> str:
         where = self.file

@@ -139,6 +139,11 @@ def is_managed(flag: Any) -> bool:
     )
 
 
+def owners(document: Mapping[str, Any]) -> dict[str, str]:
+    """Which policy rolls out each managed flag, as its metadata says."""
+    return {key: document["flags"][key]["metadata"][PREFIX + "policy"] for key in managed_keys(document)}
+
+
 def managed_keys(document: Mapping[str, Any]) -> Iterator[str]:
     for key, flag in document.get("flags", {}).items():
         if is_managed(flag):
@@ -204,6 +209,7 @@ def _state_from_metadata(meta: Mapping[str, Any], key: str) -> RolloutState:
     if not NOT_STARTED <= step < max(steps, 1):
         raise FlagFileError(f"flag {key!r}: step {step} is outside the policy's {steps} steps")
     review_text = get("review", str, required=False)
+    started = _time(get("stepStartedAt", str, required=step >= 0 or percent > 0), key)
     return RolloutState(
         policy=get("policy", str),
         revision=get("revision", str),
@@ -212,7 +218,7 @@ def _state_from_metadata(meta: Mapping[str, Any], key: str) -> RolloutState:
         steps=steps,
         percent=percent,
         control=get("control", bool),
-        step_started_at=_time(get("stepStartedAt", str, required=False), key),
+        step_started_at=started,
         updated_at=_time(get("updatedAt", str), key) or datetime.fromtimestamp(0, UTC),
         owner=get("owner", str, required=False) or "",
         review=_date(review_text, key) if review_text else None,
@@ -291,7 +297,12 @@ def write_flag(
         raise FlagNotManagedError(f"flag {key!r} is not managed by flagroll; not writing it")
     previous: JsonObject = existing if isinstance(existing, dict) else {}
     if keep_segment:
-        segment = parse_targeting(previous.get("targeting"), key).segment if previous else None
+        try:
+            segment = parse_targeting(previous.get("targeting"), key).segment if previous else None
+        except FlagFileError:
+            if state.percent > 0:
+                raise
+            segment = None  # a hand-edited rule: at 0 % nobody is exposed, with or without it
     if variants is None:
         old = previous.get("variants", {})
         variants = {TREATMENT: old.get(TREATMENT, True), OFF: old.get(OFF, False)}

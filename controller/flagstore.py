@@ -14,7 +14,7 @@ import fcntl
 import os
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -44,15 +44,23 @@ class FlagStore(Protocol):
 
     def read(self) -> Snapshot: ...
 
-    def write(self, document: Mapping[str, Any], expected: Snapshot) -> None: ...
+    def write(self, document: Mapping[str, Any], expected: Snapshot, changed: Collection[str]) -> None: ...
 
 
-def check_loadable(text: str, source: str) -> None:
-    """Raise if the flagd evaluator would refuse this flag document."""
+def check_loadable(document: Mapping[str, Any], keys: Collection[str], source: str) -> None:
+    """Raise if the flagd evaluator would refuse the flags ``keys`` of this document.
+
+    Only the flags flagroll wrote are checked (with the shared ``$evaluators``): a broken flag that
+    somebody else owns must never block a rollback or a stop.
+    """
+    flags = document.get("flags", {})
+    subset = {"flags": {k: flags[k] for k in keys if k in flags}}
+    if "$evaluators" in document:
+        subset["$evaluators"] = document["$evaluators"]
     try:
-        FlagdCore().set_flags(text)
+        FlagdCore().set_flags(render_document(subset))
     except Exception as exc:
-        raise FlagFileError(f"{source}: flagd would refuse this document: {exc}") from exc
+        raise FlagFileError(f"{source}: flagd would refuse {sorted(keys)}: {exc}") from exc
 
 
 class FileFlagStore:
@@ -114,10 +122,14 @@ class FileFlagStore:
         finally:
             os.close(fd)
 
-    def write(self, document: Mapping[str, Any], expected: Snapshot) -> None:
-        """Replace the file with ``document`` if it still is what ``expected`` read."""
-        text = render_document(document)
-        check_loadable(text, str(self.path))
+    def write(self, document: Mapping[str, Any], expected: Snapshot, changed: Collection[str]) -> None:
+        """Replace the file with ``document`` if it still is what ``expected`` read; ``changed`` are
+        the flags flagroll changed, which the flagd evaluator must accept."""
+        try:
+            text = render_document(document)
+        except ValueError as exc:  # a number JSON cannot hold (1e999 read as infinity)
+            raise FlagFileError(f"{self.path}: cannot write the document back: {exc}") from exc
+        check_loadable(document, changed, str(self.path))
         if self._version() != expected.version:
             raise WriteError(
                 f"{self.path} changed since it was read (edited by someone else?); not overwriting it, "

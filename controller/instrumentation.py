@@ -19,6 +19,7 @@ with ids), or the number of series grows with your traffic.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import inspect
@@ -35,6 +36,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
 FLAG_KEY_LABEL = "feature_flag_key"
 VARIANT_LABEL = "feature_flag_result_variant"
 NOT_EVALUATED = "none"
+CLIENT_CLOSED = "499"
 EVALUATION_ERROR = "error"
 DEFAULT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0)
 
@@ -135,13 +137,17 @@ def observe(
     """Time and count one unit of work, labelled with the variant of ``flag_key`` it was served.
 
     The variant is ``variant`` if given, else what :class:`ExposureHook` saw during the block, else
-    ``none``. An exception escaping the block is counted with code ``500`` and re-raised.
+    ``none``. An exception escaping the block is counted with code ``500`` (``499`` when the task was
+    cancelled, as when a client disconnects) and re-raised.
     """
     token = _served.set({})
     observation = Observation()
     started = time.perf_counter()
     try:
         yield observation
+    except asyncio.CancelledError:
+        observation.code = CLIENT_CLOSED  # the client went away: not the service's error
+        raise
     except BaseException:
         observation.code = "500"
         raise

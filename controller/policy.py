@@ -136,7 +136,9 @@ RELATIVE_RULES = frozenset(
 class Step(Model):
     percent: Number = Field(gt=0, le=100, description="Share of users (of the segment) in the treatment arm.")
     hold_seconds: Seconds = Field(
-        alias="hold", description="How long the step must run, with every guardrail passing."
+        alias="hold",
+        description="How long the step runs at least; it then advances at the first cycle in which "
+        "every check passes.",
     )
 
 

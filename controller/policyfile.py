@@ -11,8 +11,8 @@ import difflib
 import re
 import types
 import typing
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -229,23 +229,39 @@ def _reader_issue(text: str, file: str, exc: yaml.reader.ReaderError) -> Issue:
 
 
 def _load_document(root: yaml.Node, file: str, result: PolicySet) -> None:
+    """Judge one document; its issues name the flag it is for, when the flag key can be read."""
+    start = len(result.issues)
+    flag = _judge_document(root, file, result)
+    if flag is not None:
+        result.issues[start:] = [replace(issue, flag=flag) for issue in result.issues[start:]]
+
+
+def _flag_key_of(data: Any) -> str | None:
+    spec = data.get("spec") if isinstance(data, dict) else None
+    flag = spec.get("flag") if isinstance(spec, dict) else None
+    key = flag.get("key") if isinstance(flag, dict) else None
+    return key if isinstance(key, str) and key else None
+
+
+def _judge_document(root: yaml.Node, file: str, result: PolicySet) -> str | None:
     line = _position(root)[0]
     try:
         document = _Document(file, root)
     except _TooLarge as exc:
         line, column = exc.position
         result.issues.append(Issue(file, line, column, render_path(exc.path), exc.message))
-        return
+        return None
     result.issues.extend(document.issues)
     already = {issue.field for issue in document.issues}
     data = document.value
     if data is None:
-        return
+        return None
     if not isinstance(data, dict):
         result.issues.append(
             Issue(file, line, 1, "", "a policy document must be a mapping (apiVersion, kind, …)")
         )
-        return
+        return None
+    flag = _flag_key_of(data)
     kind = data.get("kind")
     if kind != KIND:
         where = document.locate(("kind",))
@@ -255,7 +271,7 @@ def _load_document(root: yaml.Node, file: str, result: PolicySet) -> None:
             else f"missing 'kind: {KIND}'"
         )
         result.issues.append(Issue(file, where[0], where[1], "kind", message))
-        return
+        return flag
     try:
         policy = Policy.model_validate(data)
     except ValidationError as exc:
@@ -266,19 +282,20 @@ def _load_document(root: yaml.Node, file: str, result: PolicySet) -> None:
             where = document.locate(path)
             message = _explain(error, path)
             result.issues.append(Issue(file, where[0], where[1], render_path(path), message))
-        return
+        return flag
     if document.issues:
-        return
+        return flag
     errors: list[Issue] = []
     warnings: list[Issue] = []
     for path, message, severity in semantic_issues(policy):
         where = document.locate(path)
-        issue = Issue(file, where[0], where[1], render_path(path), message, severity)
+        issue = Issue(file, where[0], where[1], render_path(path), message, severity, flag)
         (errors if severity == "error" else warnings).append(issue)
     result.issues.extend(errors)
     result.issues.extend(warnings)
     if not errors:
         result.policies.append(LoadedPolicy(policy, file, line, tuple(warnings), document.positions))
+    return flag
 
 
 def _explain(error: Any, path: FieldPath) -> str:
@@ -397,8 +414,13 @@ def policy_files(paths: Iterable[Path]) -> Iterator[Path]:
                 yield child
 
 
-def load_paths(paths: Iterable[Path]) -> PolicySet:
-    """Load files and directories, then reject policies that clash with each other."""
+def load_paths(paths: Iterable[Path], owners: Mapping[str, str] | None = None) -> PolicySet:
+    """Load files and directories, then reject policies that clash with each other.
+
+    ``owners`` maps flag keys to the policy that already rolls them out (from the flag file): when a
+    second policy for such a flag appears, the newcomer is rejected and the owner keeps its
+    guardrails armed. Without an owner, every policy in a clash is rejected.
+    """
     combined = PolicySet()
     for path in policy_files(paths):
         if not path.exists():
@@ -408,12 +430,12 @@ def load_paths(paths: Iterable[Path]) -> PolicySet:
         combined.policies.extend(loaded.policies)
         combined.issues.extend(loaded.issues)
         combined.files.extend(loaded.files)
-    _reject_clashes(combined)
+    _reject_clashes(combined, owners or {})
     return combined
 
 
-def _reject_clashes(policies: PolicySet) -> None:
-    clashing: set[int] = set()
+def _reject_clashes(policies: PolicySet, owners: Mapping[str, str]) -> None:
+    rejected: set[int] = set()
     for label, field_path in (("name", ("metadata", "name")), ("flag key", ("spec", "flag", "key"))):
         groups: dict[str, list[LoadedPolicy]] = {}
         for loaded in policies.policies:
@@ -422,18 +444,29 @@ def _reject_clashes(policies: PolicySet) -> None:
         for key, group in groups.items():
             if len(group) < 2:
                 continue
+            owner = [p for p in group if owners.get(p.policy.flag_key) == p.policy.name]
+            keeper = owner[0] if len(owner) == 1 and label == "flag key" else None
             for loaded in group:
-                clashing.add(id(loaded))
+                if loaded is keeper:
+                    continue
+                rejected.add(id(loaded))
                 others = ", ".join(f"{o.file}:{o.position(field_path)[0]}" for o in group if o is not loaded)
                 line, column = loaded.position(field_path)
+                why = (
+                    f"flag {key!r} is already rolled out by policy {keeper.policy.name!r} at {others}; "
+                    "this policy is ignored"
+                    if keeper is not None
+                    else f"{label} {key!r} is also used by the policy at {others}; "
+                    "each flag must have exactly one policy"
+                )
                 policies.issues.append(
                     Issue(
                         loaded.file,
                         line,
                         column,
                         render_path(field_path),
-                        f"{label} {key!r} is also used by the policy at {others}; "
-                        "each flag must have exactly one policy",
+                        why,
+                        flag=loaded.policy.flag_key,
                     )
                 )
-    policies.policies = [p for p in policies.policies if id(p) not in clashing]
+    policies.policies = [p for p in policies.policies if id(p) not in rejected]

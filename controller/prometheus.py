@@ -115,7 +115,8 @@ class PrometheusClient:
         transport: httpx.AsyncBaseTransport | None = None,
         verify: bool | str = True,
     ) -> None:
-        self.url = url.rstrip("/")
+        self._base = url.rstrip("/")
+        self.url = redact(self._base)  # what logs and readings show: never a password
         self.timeout_seconds = timeout_seconds
         self._semaphore = asyncio.Semaphore(max_concurrency)
         self._client = httpx.AsyncClient(
@@ -136,7 +137,7 @@ class PrometheusClient:
         await self._client.aclose()
 
     async def query(self, promql: str) -> Reading:
-        endpoint = f"{self.url}/api/v1/query"
+        endpoint = f"{self._base}/api/v1/query"
         form = {"query": promql, "timeout": f"{self.timeout_seconds:g}s"}
         async with self._semaphore:
             try:
@@ -163,6 +164,17 @@ class PrometheusClient:
         answers = await asyncio.gather(*(self.query(promql) for promql in unique))
         by_promql = dict(zip(unique, answers, strict=True))
         return {q.key: by_promql[q.promql] for q in queries}
+
+
+def redact(url: str) -> str:
+    """The URL without a password in its user-info part."""
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, TypeError):
+        return "<invalid URL>"
+    if not parsed.userinfo:
+        return url
+    return str(parsed.copy_with(password=None, username="***"))
 
 
 def _reason(exc: BaseException) -> str:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,12 +30,12 @@ import structlog
 from controller.checks import Readings
 from controller.decision import Decision, decide, queries_for, rebase
 from controller.decisionlog import Context, DecisionLog, Record, to_record
-from controller.errors import FlagFileError, FlagrollError, Issue
-from controller.flagd import managed_keys, read_state, write_flag
+from controller.errors import FlagFileError, FlagrollError, Issue, WriteError
+from controller.flagd import managed_keys, owners, read_state, write_flag
 from controller.flagstore import FlagStore
 from controller.policyfile import LoadedPolicy, PolicySet, load_paths
 from controller.queries import MetricsSource, PlannedQuery
-from controller.state import ACTIVE, RolloutState
+from controller.state import ACTIVE, Action, RolloutState
 
 Clock = Callable[[], datetime]
 
@@ -92,8 +92,9 @@ class Reconciler:
             self._reported.add(key)
             self.log.error(event, **fields)
 
-    def load_policies(self) -> PolicySet:
-        policies = load_paths([self.policies_path])
+    def load_policies(self, document: Mapping[str, Any] | None = None) -> PolicySet:
+        """Load every policy; ``document`` (the flag file) tells which policy owns which flag."""
+        policies = load_paths([self.policies_path], owners(document) if document is not None else None)
         if not policies.files and not policies.issues:
             self._once(f"empty:{self.policies_path}", "no_policies", path=str(self.policies_path))
         for issue in policies.issues:
@@ -104,10 +105,10 @@ class Reconciler:
     async def cycle(self, only: set[str] | None = None) -> CycleResult:
         """One reconciliation of the policies named in ``only`` (all when None)."""
         result = CycleResult()
-        policies = self.load_policies()
+        snapshot = await asyncio.to_thread(self.store.read)
+        policies = self.load_policies(snapshot.document)
         result.policy_errors = policies.errors
         chosen = [p for p in policies.policies if only is None or p.policy.name in only]
-        snapshot = await asyncio.to_thread(self.store.read)
         now = self.clock()
         plans: list[_Plan] = []
         for loaded in chosen:
@@ -123,12 +124,31 @@ class Reconciler:
                 continue  # stopped, rolled back, completed or promoted, and no new revision
             plans.append(_Plan(loaded, stored, queries_for(loaded.policy, state, now)))
         self._report_orphans(snapshot.document, policies)
+        notices = self._unguarded(snapshot.document, policies)
         queries = [q for plan in plans for q in plan.queries]
         readings = await self.prometheus.query_all(queries) if queries else {}
-        await asyncio.to_thread(self._commit, plans, readings, result)
-        for record in result.records:
-            self.log.info("decision", **record)
+        await asyncio.to_thread(self._commit, plans, readings, result, notices)
         return result
+
+    def _unguarded(self, document: Mapping[str, Any], policies: PolicySet) -> dict[str, str]:
+        """Managed flags whose policy was rejected: their guardrails are not evaluated. Each new
+        problem gets one decision record, so that status and the log say so."""
+        guarded = {p.policy.flag_key for p in policies.policies}
+        managed = set(managed_keys(document))
+        problems: dict[str, list[str]] = {}
+        for issue in policies.errors:
+            if issue.flag in managed and issue.flag not in guarded:
+                problems.setdefault(issue.flag, []).append(str(issue))
+        notices = {}
+        for key, issues in problems.items():
+            reason = (
+                f"policy rejected, guardrails NOT evaluated until it is fixed; the flag stays as it is: "
+                f"{'; '.join(issues[:3])}" + (f"; and {len(issues) - 3} more" if len(issues) > 3 else "")
+            )
+            if f"notice:{key}:{reason}" not in self._reported:
+                self._reported.add(f"notice:{key}:{reason}")
+                notices[key] = reason
+        return notices
 
     def _report_orphans(self, document: dict[str, Any], policies: PolicySet) -> None:
         known = {p.policy.flag_key for p in policies.policies}
@@ -142,8 +162,14 @@ class Reconciler:
                     note="managed by flagroll but no policy names it; left as it is",
                 )
 
-    def _commit(self, plans: Sequence[_Plan], readings: Readings, result: CycleResult) -> None:
-        if not plans:
+    def _commit(
+        self,
+        plans: Sequence[_Plan],
+        readings: Readings,
+        result: CycleResult,
+        notices: Mapping[str, str] | None = None,
+    ) -> None:
+        if not plans and not notices:
             return
         lock = contextlib.nullcontext() if self.dry_run else self.store.locked(self.lock_timeout_seconds)
         with lock:
@@ -170,8 +196,15 @@ class Reconciler:
                         document, key, decision.after, variants=spec.flag.variants, segment=spec.segment
                     )
                 decided.append((plan, decision))
-            if any(d.writes for _, d in decided) and not self.dry_run:
-                self.store.write(document, snapshot)
+            held: list[tuple[str, Decision]] = []
+            for key, reason in (notices or {}).items():
+                with contextlib.suppress(FlagFileError):
+                    state = read_state(document, key, check_layout=False)
+                    if state is not None:
+                        held.append((key, Decision(Action.HOLD, state, state, reason)))
+            changed = [plan.loaded.policy.flag_key for plan, d in decided if d.writes]
+            if changed and not self.dry_run:
+                self.store.write(document, snapshot, changed)
                 result.wrote = True
             records = [
                 to_record(
@@ -180,10 +213,18 @@ class Reconciler:
                     now,
                 )
                 for plan, decision in decided
-            ]
-            if self.decision_log is not None and not self.dry_run:
-                self.decision_log.append(records)
+            ] + [to_record(decision, Context(key, dry_run=self.dry_run), now) for key, decision in held]
             result.records.extend(records)
+            # The flag file is written: say so on stdout first, so that a move is never unrecorded
+            # even if the decision log cannot be appended to.
+            for record in records:
+                self.log.info("decision", **record)
+            if self.decision_log is not None and not self.dry_run:
+                try:
+                    self.decision_log.append(records)
+                except WriteError as exc:
+                    self.log.error("decision_log_write_failed", error=str(exc), lost=len(records))
+                    raise
 
     async def run(self, *, once: bool = False, stop: asyncio.Event | None = None) -> bool:
         """Reconcile each policy at its own interval until ``stop`` is set (or once). Returns whether
@@ -193,7 +234,11 @@ class Reconciler:
         ok = True
         while not stop.is_set():
             loop_now = asyncio.get_running_loop().time()
-            policies = self.load_policies().policies
+            try:
+                document = (await asyncio.to_thread(self.store.read)).document
+            except FlagrollError:
+                document = None  # the cycle will say what is wrong with the flag file
+            policies = self.load_policies(document).policies
             due = {p.policy.name for p in policies if next_due.get(p.policy.name, -math.inf) <= loop_now}
             if once or due:
                 try:
@@ -202,8 +247,15 @@ class Reconciler:
                 except FlagrollError as exc:
                     ok = False
                     self.log.error("cycle_failed", error=str(exc), error_type=type(exc).__name__)
+                except Exception as exc:  # a bug must not disarm every guardrail: log it, go on
+                    ok = False
+                    self.log.exception("cycle_crashed", error=str(exc), error_type=type(exc).__name__)
+                    if once:
+                        raise
             if once:
                 break
+            names = {loaded.policy.name for loaded in policies}
+            next_due = {name: due_at for name, due_at in next_due.items() if name in names}
             for loaded in policies:
                 if loaded.policy.name in due:
                     next_due[loaded.policy.name] = loop_now + loaded.policy.spec.interval_seconds

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import subprocess
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -341,3 +343,80 @@ def test_log_renders_for_humans_and_filters(capsys: pytest.CaptureFixture[str], 
     code, _, err = run(capsys, "log", "--decision-log", str(tmp_path / "missing.jsonl"))
     assert code == 2
     assert "no decision log" in err
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        pytest.param(
+            lambda rule: rule["if"][1]["fractional"][0].__setitem__(1, 5000), id="weights-off-total"
+        ),
+        pytest.param(lambda rule: rule.clear() or rule.update({"in": ["x", "y"]}), id="rule-replaced"),
+    ],
+)
+def test_stop_works_on_any_hand_edit(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, edit: Callable[[dict[str, Any]], object]
+) -> None:
+    flags = managed(tmp_path)
+    document = json.loads(flags.read_text())
+    edit(document["flags"]["price-quote-cache"]["targeting"])
+    flags.write_text(json.dumps(document))
+    code, _, err = run(capsys, "stop", "price-quote-cache", "--flags", str(flags), "--reason", "pager")
+    assert code == 0, err
+    written = json.loads(flags.read_text())
+    state = read_state(written, "price-quote-cache")
+    assert state is not None
+    assert (state.percent, state.status) == (0, Status.STOPPED)
+    assert written["flags"]["price-quote-cache"]["targeting"] == {
+        "fractional": [["on", 0], ["off", 10_000], ["control", 0]]
+    }
+
+
+def test_stop_works_beside_a_broken_flag_someone_else_owns(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    flags = managed(tmp_path)
+    document = json.loads(flags.read_text())
+    document["flags"]["banner"]["state"] = "DISABLED_FOR_NOW"
+    flags.write_text(json.dumps(document))
+    code, _, err = run(capsys, "stop", "price-quote-cache", "--flags", str(flags), "--reason", "pager")
+    assert code == 0, err
+    written = json.loads(flags.read_text())
+    assert written["flags"]["banner"]["state"] == "DISABLED_FOR_NOW"
+
+
+def test_status_lists_a_flag_whose_state_is_unreadable_beside_the_others(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    flags = managed(tmp_path)
+    document = json.loads(flags.read_text())
+    broken = json.loads(json.dumps(document["flags"]["price-quote-cache"]))
+    broken["metadata"]["flagroll.stepStartedAt"] = "yesterday"
+    document["flags"]["other-cache"] = broken
+    flags.write_text(json.dumps(document))
+    code, out, _ = run(capsys, "status", "--flags", str(flags), "--json")
+    assert code == 0
+    rows = {row["flag"]: row for row in json.loads(out)}
+    assert rows["price-quote-cache"]["percent"] == 5
+    assert rows["other-cache"]["status"] == "unknown"
+    assert "not an ISO time" in rows["other-cache"]["problem"]
+    code, out, _ = run(capsys, "status", "--flags", str(flags))
+    assert code == 0
+    assert "PROBLEM: flag 'other-cache'" in out
+
+
+def test_status_says_why_a_rollout_is_holding(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    flags = managed(tmp_path)
+    DecisionLog(tmp_path / "decisions.jsonl").append(
+        [
+            {
+                "time": datetime.now(UTC).isoformat(),
+                "flag": "price-quote-cache",
+                "action": "hold",
+                "reason": "no_data: error-rate treatment: no_data (treatment: empty result: no series matched)",
+            }
+        ]
+    )
+    code, out, _ = run(capsys, "status", "--flags", str(flags))
+    assert code == 0
+    assert "held: no_data: error-rate treatment" in out

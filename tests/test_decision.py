@@ -428,3 +428,77 @@ def test_resume_restarts_a_stopped_or_rolled_back_ramp_from_the_first_step() -> 
         assert run(p, resumed, T0).action is Action.ADVANCE
     with pytest.raises(UsageError):
         resume(at_step(p, 0), "", T0)
+
+
+# Found in review -------------------------------------------------------------------------------
+
+
+def test_exposure_left_below_the_first_step_by_an_edit_never_advances_on_missing_data() -> None:
+    p = policy()
+    higher = (
+        load_text(
+            POLICY.replace("{extra}", "").replace("{percent: 1, hold: 5m}", "{percent: 2, hold: 5m}"),
+            "cache.yaml",
+        )
+        .policies[0]
+        .policy
+    )
+    exposed = at_step(p, 0)  # 1 %, below the new first step (2 %)
+    blind = {
+        ("error-rate", Arm.TREATMENT): Reading.no_data("NaN"),
+        ("p95", Arm.TREATMENT): Reading.no_data("empty result"),
+    }
+    assert run(higher, exposed, T0 + timedelta(hours=1), blind).action is Action.HOLD
+    early = run(higher, exposed, T0 + timedelta(minutes=2))
+    assert early.action is Action.HOLD
+    assert "3m of the 5m hold left at 1 %" in early.reason
+    later = run(higher, exposed, T0 + timedelta(minutes=5))
+    assert (later.action, later.to_percent) == (Action.ADVANCE, 2)
+    assert run(higher, exposed, T0, {("error-rate", Arm.TREATMENT): 0.5}).action is Action.ROLLBACK
+
+
+def test_checkpoint_queries_are_asked_throughout_the_last_step() -> None:
+    p = policy(
+        "  checkpoint:\n    expect:\n      - name: conversion\n"
+        '        query: sum(orders{v="{{variant}}"}) / sum(visits{v="{{variant}}"})\n'
+        "        minDelta: 0.01\n"
+    )
+    state = at_step(p, 2)
+    planned = queries_for(p, state, T0 + timedelta(minutes=29, seconds=59))  # hold not yet over
+    assert any(q.key.source is Source.CHECKPOINT for q in planned)
+    values = readings(planned, {("conversion", Arm.TREATMENT): 0.05, ("conversion", Arm.CONTROL): 0.03})
+    decision = decide(p, state, planned, values, T0 + timedelta(minutes=30, seconds=5))
+    assert decision.action is Action.COMPLETE
+    assert decision.checkpoint is Outcome.PASS
+    assert all(c.query for c in decision.checks)
+
+
+def test_a_cosmetic_edit_keeps_a_completed_rollout_complete() -> None:
+    p = with_checkpoint()
+    completed = at_step(p, 2, status=Status.COMPLETED)
+    edited = policy(
+        CHECKPOINT.replace("{on_pass}", "complete").replace("{on_fail}", "rollback")
+        + "  review: 2027-02-01\n"
+    )
+    slower = {("p95", Arm.TREATMENT): 0.195, ("p95", Arm.CONTROL): 0.200}  # would fail the checkpoint
+    decision = run(edited, completed, T0 + timedelta(days=2), slower)
+    assert decision.action is Action.HOLD
+    assert decision.after.status is Status.COMPLETED
+    assert decision.after.revision == edited.revision
+
+
+def test_a_ratio_to_a_zero_control_is_no_data_not_a_failure() -> None:
+    p = policy()
+    zero_control = {("p95", Arm.TREATMENT): 0.010, ("p95", Arm.CONTROL): 0.0}
+    decision = run(p, at_step(p, 1), T0 + timedelta(minutes=1), zero_control)
+    assert decision.action is Action.HOLD
+    check = next(c for c in decision.checks if c.rule == "maxIncrease")
+    assert check.verdict is Outcome.NO_DATA
+    assert "maxDelta" in check.detail
+
+
+def test_a_step_without_its_clock_never_advances() -> None:
+    p = policy()
+    no_clock = at_step(p, 0).moved(step_started_at=None)
+    decision = run(p, no_clock, T0 + timedelta(days=1))
+    assert decision.action is Action.HOLD

@@ -662,3 +662,34 @@ def test_render_tolerates_a_sparse_record() -> None:
 
     assert text.splitlines()[0].split()[1:3] == ["x", "HOLD"]
     assert "Aim" in text
+
+
+def test_render_shows_the_control_query_of_a_failing_relative_check() -> None:
+    record = {
+        "time": "2026-11-21T12:00:00.000Z",
+        "flag": "cache",
+        "action": "rollback",
+        "from_percent": 5,
+        "to_percent": 0,
+        "status": "rolled_back",
+        "reason": "guardrail failed",
+        "checks": [
+            {
+                "name": "p95",
+                "kind": "guardrail",
+                "rule": "maxIncrease",
+                "limit": 0.1,
+                "arm": "treatment",
+                "query": 'q{v="on"}',
+                "value": 0.3,
+                "bound": 0.22,
+                "samples": 500,
+                "verdict": "fail",
+                "detail": None,
+                "control": {"query": 'q{v="control"}', "value": 0.2, "samples": 510},
+            }
+        ],
+    }
+    text = render(record)
+    assert 'query: q{v="on"}' in text
+    assert 'query: q{v="control"}' in text

@@ -198,3 +198,10 @@ def test_corrupt_state_metadata_is_an_error(key: str, value: Any, message: str) 
     document["flags"]["f"]["metadata"][key] = value
     with pytest.raises(FlagFileError, match=message):
         read_state(document, "f", check_layout=False)
+
+
+def test_a_step_without_its_start_time_is_an_error() -> None:
+    document = write_flag(empty_document(), "f", state(5), variants=VARIANTS)
+    del document["flags"]["f"]["metadata"]["flagroll.stepStartedAt"]
+    with pytest.raises(FlagFileError, match="stepStartedAt"):
+        read_state(document, "f")

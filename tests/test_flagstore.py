@@ -237,7 +237,7 @@ def test_write_refuses_a_document_flagd_cannot_load(old_file: Path) -> None:
     }
 
     with pytest.raises(FlagFileError, match="flagd would refuse"):
-        store.write(broken, snapshot)
+        store.write(broken, snapshot, ["x"])
 
     assert old_file.read_bytes() == OLD_TEXT.encode()
     assert old_file.stat().st_mtime_ns == mtime
@@ -251,7 +251,7 @@ def test_write_refuses_when_the_file_changed_since_it_was_read(old_file: Path) -
     old_file.write_text(theirs, encoding="utf-8")
 
     with pytest.raises(WriteError, match="changed since it was read"):
-        store.write(write_flag(snapshot.document, "cache", state()), snapshot)
+        store.write(write_flag(snapshot.document, "cache", state()), snapshot, ["cache"])
 
     assert old_file.read_text(encoding="utf-8") == theirs
 
@@ -263,7 +263,7 @@ def test_write_refuses_when_the_file_appeared_since_it_was_read(tmp_path: Path) 
     path.write_text(OLD_TEXT, encoding="utf-8")
 
     with pytest.raises(WriteError):
-        store.write(write_flag(snapshot.document, "cache", state()), snapshot)
+        store.write(write_flag(snapshot.document, "cache", state()), snapshot, ["cache"])
 
     assert path.read_text(encoding="utf-8") == OLD_TEXT
 
@@ -276,7 +276,7 @@ def test_a_written_flag_reads_back(tmp_path: Path) -> None:
         snapshot.document, "cache", state(5.0), variants={"on": True, "off": False}, segment=None
     )
 
-    store.write(document, snapshot)
+    store.write(document, snapshot, ["cache"])
 
     again = store.read()
     assert again.document == document
@@ -291,13 +291,13 @@ def test_a_written_flag_reads_back(tmp_path: Path) -> None:
 def test_successive_writes_each_need_a_fresh_snapshot(tmp_path: Path) -> None:
     store = FileFlagStore(tmp_path / "flags.json")
     first = store.read()
-    store.write(write_flag(first.document, "cache", state(1.0)), first)
+    store.write(write_flag(first.document, "cache", state(1.0)), first, ["cache"])
     second = store.read()
-    store.write(write_flag(second.document, "cache", state(5.0)), second)
+    store.write(write_flag(second.document, "cache", state(5.0)), second, ["cache"])
 
     assert read_state(store.read().document, "cache") == state(5.0)
     with pytest.raises(WriteError):
-        store.write(write_flag(second.document, "cache", state(10.0)), second)
+        store.write(write_flag(second.document, "cache", state(10.0)), second, ["cache"])
     assert read_state(store.read().document, "cache") == state(5.0)
 
 
@@ -308,7 +308,7 @@ def test_write_keeps_flags_it_does_not_manage(tmp_path: Path) -> None:
     store = FileFlagStore(path)
     snapshot = store.read()
 
-    store.write(write_flag(snapshot.document, "cache", state()), snapshot)
+    store.write(write_flag(snapshot.document, "cache", state()), snapshot, ["cache"])
 
     assert store.read().document["flags"]["theirs"] == foreign
 
@@ -403,3 +403,26 @@ def test_the_lock_is_released_after_the_block(tmp_path: Path) -> None:
         fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
+
+
+def test_a_broken_flag_someone_else_owns_does_not_block_a_write(tmp_path: Path) -> None:
+    path = tmp_path / "flags.json"
+    theirs = {"state": "DISABLED_FOR_NOW", "variants": {"a": 1}, "defaultVariant": "a"}
+    path.write_text(json.dumps({"flags": {"theirs": theirs}}))
+    store = FileFlagStore(path)
+    snapshot = store.read()
+    store.write(write_flag(snapshot.document, "cache", state()), snapshot, ["cache"])
+    written = json.loads(path.read_text())
+    assert written["flags"]["theirs"] == theirs
+    assert "cache" in written["flags"]
+
+
+def test_a_number_json_cannot_hold_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "flags.json"
+    path.write_text(
+        '{"flags": {"theirs": {"state": "ENABLED", "variants": {"a": 1e999}, "defaultVariant": "a"}}}'
+    )
+    store = FileFlagStore(path)
+    snapshot = store.read()
+    with pytest.raises(FlagFileError, match="cannot write the document back"):
+        store.write(write_flag(snapshot.document, "cache", state()), snapshot, ["cache"])

@@ -221,3 +221,18 @@ def test_the_context_manager_and_the_decorator(metrics: tuple[FlagMetrics, Colle
         ("worker/sync", str(expected["u2"])),
         ("worker/async", str(expected["u3"])),
     }
+
+
+def test_a_cancelled_request_is_not_counted_as_a_server_error(
+    metrics: tuple[FlagMetrics, CollectorRegistry],
+) -> None:
+    kit, registry = metrics
+
+    async def abandoned() -> None:
+        with observe(kit, FLAG, "/checkout", variant="on"):
+            raise asyncio.CancelledError
+
+    with pytest.raises(asyncio.CancelledError):
+        asyncio.run(abandoned())
+    codes = {labels["code"] for labels, value in samples(registry, "http_server_requests_total") if value}
+    assert codes == {"499"}

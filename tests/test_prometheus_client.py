@@ -613,3 +613,17 @@ def test_query_all_keeps_at_most_max_concurrency_queries_in_flight() -> None:
     assert route.call_count == 7
     assert all(r == Reading.of(1.0) for r in readings.values())
     assert peak == 2
+
+
+def test_a_password_in_the_url_never_reaches_a_reading() -> None:
+    url = f"http://reader:s3cret@127.0.0.1:{free_port()}"
+
+    async def ask() -> Reading:
+        async with PrometheusClient(url, timeout_seconds=2) as client:
+            assert "s3cret" not in client.url
+            return await client.query("up")
+
+    reading = asyncio.run(ask())
+    assert reading.kind is ReadingKind.ERROR
+    assert "s3cret" not in reading.detail
+    assert "127.0.0.1" in reading.detail

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from controller.decision import stop
 from controller.decisionlog import DecisionLog, read_records
@@ -233,7 +234,7 @@ def test_a_stop_during_the_queries_is_never_lost(env: Environment) -> None:
             document = write_flag(
                 snapshot.document, "cache", stop(state, "pager", T0).after, keep_segment=True
             )
-            store.write(document, snapshot)
+            store.write(document, snapshot, ["cache"])
 
     env.metrics.during = human_says_stop
     records = env.cycle()
@@ -244,7 +245,7 @@ def test_a_stop_during_the_queries_is_never_lost(env: Environment) -> None:
 
 
 class BrokenDisk(FileFlagStore):
-    def write(self, document: Mapping[str, Any], expected: Snapshot) -> None:
+    def write(self, document: Mapping[str, Any], expected: Snapshot, changed: Collection[str]) -> None:
         raise WriteError(f"cannot write {self.path}: No space left on device; the old file is intact")
 
 
@@ -288,3 +289,62 @@ def test_run_once_reports_problems_and_the_loop_stops_on_request(env: Environmen
     (env.policies / "cache.yaml").write_text(text.replace("hold: 1m", "hold: 1s"))
     asyncio.run(loop_until_three_cycles())
     assert len(env.actions()) >= 4
+
+
+def test_a_rejected_policy_leaves_a_record_saying_its_guardrails_are_off(env: Environment) -> None:
+    env.cycle()
+    broken = POLICY.format(name="cache", key="cache").replace("max: 0.01", "max: lots")
+    env.add_policy("cache", "cache", broken)
+    env.clock.now += timedelta(minutes=2)
+    running = env.reconciler()
+    asyncio.run(running.cycle())
+    asyncio.run(running.cycle())  # a running controller records the same problem once
+    records = [r for r in read_records(env.log) if r["flag"] == "cache"]
+    assert [r["action"] for r in records] == ["advance", "hold"]
+    assert "guardrails NOT evaluated" in str(records[-1]["reason"])
+    assert "spec.guardrails[0].max" in str(records[-1]["reason"])
+    assert env.percent() == 1
+
+
+def test_a_second_policy_for_a_running_flag_does_not_disarm_the_first(env: Environment) -> None:
+    env.cycle()
+    env.add_policy("cache-copy", "cache")
+    env.metrics.answer = failing
+    result = asyncio.run(env.reconciler().cycle())
+    assert [i.field for i in result.policy_errors] == ["spec.flag.key"]
+    assert "already rolled out by policy 'cache'" in result.policy_errors[0].message
+    assert [r["action"] for r in result.records] == ["rollback"]
+    assert env.percent() == 0
+
+
+def test_a_move_is_on_stdout_even_when_the_decision_log_cannot_be_written(env: Environment) -> None:
+    env.log.mkdir()  # a directory where the log should be: appends fail
+    with capture_logs() as logs, pytest.raises(WriteError):
+        env.cycle()
+    assert env.percent() == 1
+    events = [entry["event"] for entry in logs]
+    assert events.index("decision") < events.index("decision_log_write_failed")
+    decision = next(entry for entry in logs if entry["event"] == "decision")
+    assert (decision["action"], decision["to_percent"]) == ("advance", 1)
+
+
+def test_the_loop_survives_an_unexpected_error_and_forgets_removed_policies(env: Environment) -> None:
+    calls = 0
+
+    async def flaky(queries: Sequence[PlannedQuery]) -> dict[QueryKey, Reading]:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("a bug")
+        if calls == 3:
+            stop_event.set()
+        return {q.key: healthy(q.promql) for q in queries}
+
+    stop_event = asyncio.Event()
+    env.metrics.query_all = flaky  # type: ignore[method-assign]
+    text = (env.policies / "cache.yaml").read_text().replace("interval: 10s", "interval: 1s")
+    (env.policies / "cache.yaml").write_text(text.replace("hold: 1m", "hold: 1s"))
+    with capture_logs() as logs:
+        asyncio.run(asyncio.wait_for(env.reconciler().run(stop=stop_event), timeout=30))
+    assert "cycle_crashed" in [entry["event"] for entry in logs]
+    assert calls == 3

@@ -37,6 +37,9 @@ from controller.instrumentation import (
 FLAG = "price-quote-cache"
 ROUTE = "/price/quote"
 USERS = 20_000
+ERROR_RATIO = 0.001  # both paths, normally
+REGRESSION_ERROR_RATIO = 0.2  # the treatment path, once the regression is injected
+REGRESSION_LATENCY_SECONDS = 0.2
 
 
 class Behaviour:
@@ -49,15 +52,15 @@ class Behaviour:
     def treatment(self) -> tuple[float, bool]:
         """Latency (seconds) and whether it fails, on the cached path."""
         latency = self.random.lognormvariate(-3.4, 0.35)  # median ≈ 33 ms
-        failed = self.random.random() < 0.004
+        failed = self.random.random() < ERROR_RATIO
         if self.regression:
-            latency += 0.2
-            failed = self.random.random() < 0.2
+            latency += REGRESSION_LATENCY_SECONDS
+            failed = self.random.random() < REGRESSION_ERROR_RATIO
         return latency, failed
 
     def baseline(self) -> tuple[float, bool]:
         """Latency and failure on the database path (control and everyone else)."""
-        return self.random.lognormvariate(-2.5, 0.35), self.random.random() < 0.004  # median ≈ 82 ms
+        return self.random.lognormvariate(-2.5, 0.35), self.random.random() < ERROR_RATIO  # median ≈ 82 ms
 
 
 def make_app(behaviour: Behaviour) -> Any:
