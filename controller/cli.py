@@ -37,6 +37,7 @@ from controller.flagd import managed_keys, read_state, write_flag
 from controller.flagstore import FileFlagStore
 from controller.policy import json_schema, pct
 from controller.policyfile import load_paths
+from controller.promauth import load_auth
 from controller.prometheus import PrometheusClient
 from controller.reconciler import Reconciler, utc_now
 from controller.state import NOT_STARTED, RolloutState
@@ -74,6 +75,49 @@ def _decision_log_option(parser: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="the decision log (JSON Lines); default: decisions.jsonl beside the flag file "
         "[env FLAGROLL_DECISION_LOG]",
+    )
+
+
+def _prometheus_auth_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "Prometheus authentication",
+        "Secrets are read from files (e.g. a mounted Secret) or the environment, never from arguments, "
+        "and never appear in logs or decision records. TLS certificates are verified by default.",
+    )
+    group.add_argument(
+        "--prometheus-bearer-token-file",
+        default=_env("FLAGROLL_PROMETHEUS_BEARER_TOKEN_FILE"),
+        metavar="FILE",
+        help="send 'Authorization: Bearer <token>' with the token in FILE "
+        "[env FLAGROLL_PROMETHEUS_BEARER_TOKEN_FILE, or the token itself in "
+        "FLAGROLL_PROMETHEUS_BEARER_TOKEN]",
+    )
+    group.add_argument(
+        "--prometheus-username",
+        default=_env("FLAGROLL_PROMETHEUS_USERNAME"),
+        metavar="NAME",
+        help="basic auth user name [env FLAGROLL_PROMETHEUS_USERNAME]",
+    )
+    group.add_argument(
+        "--prometheus-password-file",
+        default=_env("FLAGROLL_PROMETHEUS_PASSWORD_FILE"),
+        metavar="FILE",
+        help="basic auth password in FILE "
+        "[env FLAGROLL_PROMETHEUS_PASSWORD_FILE, or the password itself in FLAGROLL_PROMETHEUS_PASSWORD]",
+    )
+    group.add_argument(
+        "--prometheus-ca-file",
+        default=_env("FLAGROLL_PROMETHEUS_CA_FILE"),
+        metavar="FILE",
+        help="PEM bundle of the CAs that signed Prometheus's certificate (default: the system's) "
+        "[env FLAGROLL_PROMETHEUS_CA_FILE]",
+    )
+    group.add_argument(
+        "--prometheus-insecure-skip-verify",
+        action="store_true",
+        default=_env("FLAGROLL_PROMETHEUS_INSECURE_SKIP_VERIFY", "") in {"1", "true", "yes"},
+        help="do not verify Prometheus's TLS certificate (not for production) "
+        "[env FLAGROLL_PROMETHEUS_INSECURE_SKIP_VERIFY=true]",
     )
 
 
@@ -151,6 +195,15 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DURATION",
         help="how long to wait for another writer's lock (default 30s) [env FLAGROLL_LOCK_TIMEOUT]",
     )
+    p.add_argument(
+        "--shutdown-timeout",
+        type=_duration_arg,
+        default=_env("FLAGROLL_SHUTDOWN_TIMEOUT", "10s"),
+        metavar="DURATION",
+        help="on SIGTERM or SIGINT, how long the cycle in progress may take to finish before it is "
+        "abandoned (default 10s; nothing half-written is ever left) [env FLAGROLL_SHUTDOWN_TIMEOUT]",
+    )
+    _prometheus_auth_options(p)
     p.set_defaults(handler=cmd_run)
 
     p = commands.add_parser(
@@ -325,15 +378,28 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not url.startswith(("http://", "https://")):
         raise UsageError(f"--prometheus {url!r}: give an http:// or https:// URL")
     _refuse_git_owned(flags)
+    auth = load_auth(
+        bearer_token_file=args.prometheus_bearer_token_file,
+        username=args.prometheus_username,
+        password_file=args.prometheus_password_file,
+        ca_file=args.prometheus_ca_file,
+        insecure_skip_verify=args.prometheus_insecure_skip_verify,
+    )
     decision_log = None if args.dry_run else DecisionLog(_decision_log_path(args))
     log = structlog.get_logger("flagroll")
 
     async def main_loop() -> bool:
         stop_event = asyncio.Event()
         loop = asyncio.get_running_loop()
+
+        def on_signal(sig: signal.Signals) -> None:
+            if not stop_event.is_set():
+                log.info("shutting_down", signal=sig.name, shutdown_timeout_seconds=args.shutdown_timeout)
+            stop_event.set()
+
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop_event.set)
-        async with PrometheusClient(url, timeout_seconds=args.query_timeout) as prometheus:
+            loop.add_signal_handler(sig, on_signal, sig)
+        async with PrometheusClient(url, timeout_seconds=args.query_timeout, auth=auth) as prometheus:
             reconciler = Reconciler(
                 policies=policies,
                 store=FileFlagStore(flags),
@@ -349,15 +415,43 @@ def cmd_run(args: argparse.Namespace) -> int:
                 policies=str(policies),
                 flags=str(flags),
                 prometheus=prometheus.url,
+                prometheus_auth=auth.describe(),
                 once=args.once,
                 dry_run=args.dry_run,
             )
-            ok = await reconciler.run(once=args.once, stop=stop_event)
+            ok = await run_until_stopped(reconciler, stop_event, args.once, args.shutdown_timeout, log)
             log.info("stopped", ok=ok)
             return ok
 
     ok = asyncio.run(main_loop())
     return EXIT_OK if ok or not args.once else EXIT_FAIL
+
+
+async def run_until_stopped(
+    reconciler: Reconciler, stop_event: asyncio.Event, once: bool, shutdown_timeout_seconds: float, log: Any
+) -> bool:
+    """Run the loop; once ``stop_event`` is set, give the cycle in progress ``shutdown_timeout_seconds``
+    to finish, then abandon it. Abandoning is safe at any point: queries are simply dropped, and a
+    flag-file write is atomic (a write already under way is completed, never cut in half)."""
+    task = asyncio.create_task(reconciler.run(once=once, stop=stop_event))
+    stopping = asyncio.create_task(stop_event.wait())
+    await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    if not task.done():
+        try:
+            return await asyncio.wait_for(asyncio.shield(task), shutdown_timeout_seconds)
+        except TimeoutError:
+            reconciler.abandon()
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            log.warning(
+                "cycle_abandoned",
+                note=f"the cycle in progress did not finish within {shutdown_timeout_seconds:g}s; its "
+                "queries were dropped and its decisions not taken (a write already under way completes)",
+            )
+            return False
+    return task.result()
 
 
 # status -----------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ trying again can help::
     └── TemporaryError              the world may change: the next cycle tries again
         ├── LockTimeoutError        another writer held the lock for too long
         ├── WriteError              the flag file or decision log could not be written
+        ├── CycleAbandoned          shutting down: a cycle gave up waiting for the lock
         └── QueryError              Prometheus could not answer (never raised into a decision:
                                     the client turns it into an ``error`` outcome)
 """
@@ -75,6 +76,10 @@ class FlagNotManagedError(FlagFileError):
 
 class UsageError(PermanentError):
     """A command was called with arguments that cannot work."""
+
+
+class CycleAbandoned(TemporaryError):
+    """The controller is shutting down: a cycle that had not started writing gave up."""
 
 
 class LockTimeoutError(TemporaryError):

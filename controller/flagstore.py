@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import glob
 import os
 import tempfile
 import time
@@ -135,7 +136,15 @@ class FileFlagStore:
                 f"{self.path} changed since it was read (edited by someone else?); not overwriting it, "
                 "the next cycle reads it again"
             )
+        self._sweep_leftovers()
         atomic_write(self.path, text)
+
+    def _sweep_leftovers(self) -> None:
+        """Remove temporary files left by a writer that was killed mid-write. Called with the lock
+        held, so no live writer of this file can own one."""
+        for leftover in self.path.parent.glob(f".{glob.escape(self.path.name)}.*.tmp"):
+            with contextlib.suppress(OSError):
+                leftover.unlink()
 
 
 def atomic_write(path: Path, text: str) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 
+from controller.promauth import PrometheusAuth
 from controller.queries import PlannedQuery, QueryKey, Reading
 
 MAX_BODY_BYTES = 8 * 1024 * 1024
@@ -111,19 +112,21 @@ class PrometheusClient:
         *,
         timeout_seconds: float = 10.0,
         max_concurrency: int = 8,
+        auth: PrometheusAuth | None = None,
         headers: Mapping[str, str] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
-        verify: bool | str = True,
     ) -> None:
+        auth = auth or PrometheusAuth()
         self._base = url.rstrip("/")
         self.url = redact(self._base)  # what logs and readings show: never a password
         self.timeout_seconds = timeout_seconds
         self._semaphore = asyncio.Semaphore(max_concurrency)
         self._client = httpx.AsyncClient(
             timeout=httpx.Timeout(timeout_seconds),
-            headers=dict(headers or {}),
+            headers={**(headers or {}), **auth.headers()},
+            auth=auth.httpx_auth(),
             transport=transport,
-            verify=verify,
+            verify=auth.ssl_context(),
             follow_redirects=False,
         )
 

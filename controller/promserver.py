@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -49,18 +50,26 @@ class PrometheusServer:
         scrape_interval_seconds: float = 1.0,
         binary: str = "prometheus",
         job: str = "flagroll",
+        web_config: str | None = None,
+        ready_auth: tuple[str, str] | None = None,
+        ready_verify: ssl.SSLContext | bool = True,
+        port: int = 0,
     ) -> None:
         self.targets = list(targets)
+        self.web_config = web_config  # YAML for --web.config.file (TLS, basic auth): for tests
+        self.ready_auth = ready_auth
+        self.ready_verify = ready_verify
         self.scrape_interval_seconds = scrape_interval_seconds
         self.binary = find_binary(binary)
         self.job = job
-        self.port = 0
+        self.port = port  # 0: pick a free port at start
         self.workdir: Path | None = None
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        scheme = "https" if self.web_config and "tls_server_config" in self.web_config else "http"
+        return f"{scheme}://127.0.0.1:{self.port}"
 
     def _config(self) -> str:
         interval = f"{self.scrape_interval_seconds:g}s"
@@ -77,11 +86,19 @@ class PrometheusServer:
         )
 
     def start(self, ready_timeout_seconds: float = 30.0) -> PrometheusServer:
-        self.workdir = Path(tempfile.mkdtemp(prefix="flagroll-prometheus-"))
+        """Start (or, after :meth:`pause`, start again on the same port with the same data)."""
+        if self.workdir is None:
+            self.workdir = Path(tempfile.mkdtemp(prefix="flagroll-prometheus-"))
         config = self.workdir / "prometheus.yml"
         config.write_text(self._config())
-        self.port = free_port()
-        log = (self.workdir / "prometheus.log").open("wb")
+        extra = []
+        if self.web_config is not None:
+            web = self.workdir / "web.yml"
+            web.write_text(self.web_config)
+            extra.append(f"--web.config.file={web}")
+        if not self.port:
+            self.port = free_port()
+        log = (self.workdir / "prometheus.log").open("ab")
         self.process = subprocess.Popen(
             [
                 self.binary,
@@ -90,6 +107,7 @@ class PrometheusServer:
                 f"--web.listen-address=127.0.0.1:{self.port}",
                 "--log.level=warn",
                 "--storage.tsdb.retention.time=1d",
+                *extra,
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -97,7 +115,11 @@ class PrometheusServer:
             start_new_session=True,  # a Ctrl-C meant for the parent does not kill it behind its back
         )
         log.close()
-        self._wait_ready(ready_timeout_seconds)
+        try:
+            self._wait_ready(ready_timeout_seconds)
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def _wait_ready(self, timeout_seconds: float) -> None:
@@ -106,7 +128,10 @@ class PrometheusServer:
             if self.process is not None and self.process.poll() is not None:
                 raise RuntimeError(f"prometheus exited early: {self.log_tail()}")
             with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{self.url}/-/ready", timeout=1.0).status_code == 200:
+                answer = httpx.get(
+                    f"{self.url}/-/ready", timeout=1.0, auth=self.ready_auth, verify=self.ready_verify
+                )
+                if answer.status_code == 200:
                     return
             time.sleep(0.1)
         self.stop()
@@ -120,7 +145,8 @@ class PrometheusServer:
             return ""
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
-    def stop(self, timeout_seconds: float = 10.0) -> None:
+    def pause(self, timeout_seconds: float = 10.0) -> None:
+        """Stop the process but keep its port and data, so that :meth:`start` brings it back."""
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
             try:
@@ -129,6 +155,9 @@ class PrometheusServer:
                 self.process.kill()
                 self.process.wait()
         self.process = None
+
+    def stop(self, timeout_seconds: float = 10.0) -> None:
+        self.pause(timeout_seconds)
         if self.workdir is not None:
             shutil.rmtree(self.workdir, ignore_errors=True)
             self.workdir = None

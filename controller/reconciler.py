@@ -19,7 +19,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-from collections.abc import Callable, Mapping, Sequence
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,8 +31,15 @@ import structlog
 
 from controller.checks import Readings
 from controller.decision import Decision, decide, queries_for, rebase
-from controller.decisionlog import Context, DecisionLog, Record, to_record
-from controller.errors import FlagFileError, FlagrollError, Issue, WriteError
+from controller.decisionlog import Context, DecisionLog, Record, last_by_flag, to_record
+from controller.errors import (
+    CycleAbandoned,
+    FlagFileError,
+    FlagrollError,
+    Issue,
+    LockTimeoutError,
+    WriteError,
+)
 from controller.flagd import managed_keys, owners, read_state, write_flag
 from controller.flagstore import FlagStore
 from controller.policyfile import LoadedPolicy, PolicySet, load_paths
@@ -38,10 +47,24 @@ from controller.queries import MetricsSource, PlannedQuery
 from controller.state import ACTIVE, Action, RolloutState
 
 Clock = Callable[[], datetime]
+LOCK_SLICE_SECONDS = 0.25
 
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+def _recorded_since(record: Record | None, updated_at: datetime) -> bool:
+    if record is None:
+        return False
+    try:
+        logged = datetime.fromisoformat(str(record.get("time", "")).replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    # Records carry milliseconds; the flag file's time may carry more.
+    return logged.tzinfo is not None and logged >= updated_at.replace(
+        microsecond=updated_at.microsecond // 1000 * 1000
+    )
 
 
 @dataclass
@@ -85,6 +108,36 @@ class Reconciler:
         self.clock = clock
         self.log = log if log is not None else structlog.get_logger("flagroll")
         self._reported: set[str] = set()
+        self._abandon = threading.Event()
+        self._log_checked = False
+
+    def abandon(self) -> None:
+        """Shutting down: a cycle still waiting for the lock gives up; one already writing finishes."""
+        self._abandon.set()
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """The store's lock, waited for in short slices so that :meth:`abandon` is heard."""
+        deadline = time.monotonic() + self.lock_timeout_seconds
+        while True:
+            if self._abandon.is_set():
+                raise CycleAbandoned("shutting down")
+            slice_seconds = max(0.0, min(LOCK_SLICE_SECONDS, deadline - time.monotonic()))
+            try:
+                lock = self.store.locked(slice_seconds)
+                lock.__enter__()
+            except LockTimeoutError:
+                if time.monotonic() >= deadline:
+                    raise LockTimeoutError(
+                        f"{self.store.location}: another writer held the lock for more than "
+                        f"{self.lock_timeout_seconds:g}s"
+                    ) from None
+                continue
+            break
+        try:
+            yield
+        finally:
+            lock.__exit__(None, None, None)
 
     # Reporting each distinct problem once keeps a broken policy from flooding the log every cycle.
     def _once(self, key: str, event: str, **fields: Any) -> None:
@@ -171,11 +224,12 @@ class Reconciler:
     ) -> None:
         if not plans and not notices:
             return
-        lock = contextlib.nullcontext() if self.dry_run else self.store.locked(self.lock_timeout_seconds)
+        lock = contextlib.nullcontext() if self.dry_run else self._locked()
         with lock:
             snapshot = self.store.read()
             document = snapshot.document
             now = self.clock()
+            recovered = self._lost_records(document)
             decided: list[tuple[_Plan, Decision]] = []
             for plan in plans:
                 key = plan.loaded.policy.flag_key
@@ -214,6 +268,7 @@ class Reconciler:
                 )
                 for plan, decision in decided
             ] + [to_record(decision, Context(key, dry_run=self.dry_run), now) for key, decision in held]
+            records = recovered + records
             result.records.extend(records)
             # The flag file is written: say so on stdout first, so that a move is never unrecorded
             # even if the decision log cannot be appended to.
@@ -225,6 +280,38 @@ class Reconciler:
                 except WriteError as exc:
                     self.log.error("decision_log_write_failed", error=str(exc), lost=len(records))
                     raise
+
+    def _lost_records(self, document: Mapping[str, Any]) -> list[Record]:
+        """Once per process, under the lock: a flag whose file state is newer than its last decision
+        record was changed by a process that died between writing the flag file and appending the
+        record. Say so in the log, with the state the flag file holds, so that no move goes unrecorded.
+        """
+        if self._log_checked or self.decision_log is None or self.dry_run:
+            return []
+        self._log_checked = True
+        keys = list(managed_keys(document))
+        try:
+            last = last_by_flag(self.decision_log.path, keys)
+        except OSError as exc:
+            self.log.error("decision_log_unreadable", path=str(self.decision_log.path), error=str(exc))
+            return []
+        lost: list[Record] = []
+        for key in keys:
+            try:
+                state = read_state(document, key, check_layout=False)
+            except FlagFileError:
+                continue
+            if state is None or _recorded_since(last.get(key), state.updated_at):
+                continue
+            reason = (
+                f"the flag file shows a change at {state.updated_at.isoformat()} that has no decision "
+                "record (the process that made it stopped before logging it, or the log was rotated); "
+                "this is the state the flag file holds"
+            )
+            decision = Decision(Action.RECOVER, state, state, reason)
+            lost.append(to_record(decision, Context(key), state.updated_at))
+            self.log.warning("decision_record_recovered", flag=key, updated_at=state.updated_at.isoformat())
+        return lost
 
     async def run(self, *, once: bool = False, stop: asyncio.Event | None = None) -> bool:
         """Reconcile each policy at its own interval until ``stop`` is set (or once). Returns whether

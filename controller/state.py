@@ -26,6 +26,7 @@ class Action(StrEnum):
     STOP = "stop"
     PAUSE = "pause"
     RESUME = "resume"
+    RECOVER = "recover"  # the flag file holds a change whose decision record was lost (a crash)
 
 
 class Outcome(StrEnum):

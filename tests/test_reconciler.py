@@ -348,3 +348,36 @@ def test_the_loop_survives_an_unexpected_error_and_forgets_removed_policies(env:
         asyncio.run(asyncio.wait_for(env.reconciler().run(stop=stop_event), timeout=30))
     assert "cycle_crashed" in [entry["event"] for entry in logs]
     assert calls == 3
+
+
+def test_a_change_whose_record_was_lost_in_a_crash_is_recorded_once_by_the_next_controller(
+    env: Environment,
+) -> None:
+    env.cycle()  # the rollout starts: 1 %
+    env.log.unlink()  # as if the process died after writing the flag file, before appending
+    env.clock.now += timedelta(seconds=10)
+    reconciler = env.reconciler()
+    with capture_logs() as logs:
+        records = asyncio.run(reconciler.cycle()).records
+    assert [r["action"] for r in records] == ["recover", "hold"]
+    recovered = records[0]
+    assert recovered["to_percent"] == 1.0
+    assert recovered["time"] == "2026-11-21T12:00:00.000Z"  # when the flag file changed
+    assert "no decision record" in str(recovered["reason"])
+    assert [e["event"] for e in logs if e["log_level"] == "warning"] == ["decision_record_recovered"]
+    assert [r["action"] for r in read_records(env.log)] == ["recover", "hold"]
+    env.clock.now += timedelta(seconds=10)
+    assert [r["action"] for r in asyncio.run(reconciler.cycle()).records] == ["hold"]
+    assert [r["action"] for r in env.cycle()] == ["hold"]  # a fresh process finds nothing missing
+
+
+def test_leftover_temporary_files_of_a_killed_writer_are_swept_by_the_next_write(env: Environment) -> None:
+    env.cycle()
+    leftover = env.flags.parent / ".flags.json.abc123.tmp"
+    leftover.write_text('{"half": ')
+    unrelated = env.flags.parent / ".other.json.abc123.tmp"
+    unrelated.write_text("{}")
+    env.clock.now += timedelta(minutes=1)
+    assert [r["action"] for r in env.cycle()] == ["advance"]
+    assert not leftover.exists()
+    assert unrelated.exists()
