@@ -157,7 +157,10 @@ def atomic_write(path: Path, text: str) -> None:
     try:
         fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
     except OSError as exc:
-        raise WriteError(f"cannot write {path}: {exc.strerror or exc}") from exc
+        raise WriteError(
+            f"cannot write {path}: cannot create a file in {directory}: {exc.strerror or exc}; "
+            "the old file is intact"
+        ) from exc
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:

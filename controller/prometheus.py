@@ -141,7 +141,8 @@ class PrometheusClient:
 
     async def query(self, promql: str) -> Reading:
         endpoint = f"{self._base}/api/v1/query"
-        form = {"query": promql, "timeout": f"{self.timeout_seconds:g}s"}
+        # Prometheus durations take whole numbers of a unit: "2.5s" is refused, "2500ms" is not.
+        form = {"query": promql, "timeout": f"{max(1, round(self.timeout_seconds * 1000))}ms"}
         async with self._semaphore:
             try:
                 return await asyncio.wait_for(self._post(endpoint, form), self.timeout_seconds + 1)

@@ -48,6 +48,7 @@ from controller.state import ACTIVE, Action, RolloutState
 
 Clock = Callable[[], datetime]
 LOCK_SLICE_SECONDS = 0.25
+MAX_UNLOGGED_RECORDS = 10_000  # records kept in memory while the decision log cannot be written
 
 
 def utc_now() -> datetime:
@@ -110,6 +111,7 @@ class Reconciler:
         self._reported: set[str] = set()
         self._abandon = threading.Event()
         self._log_checked = False
+        self._unlogged: list[Record] = []
 
     def abandon(self) -> None:
         """Shutting down: a cycle still waiting for the lock gives up; one already writing finishes."""
@@ -119,6 +121,7 @@ class Reconciler:
     def _locked(self) -> Iterator[None]:
         """The store's lock, waited for in short slices so that :meth:`abandon` is heard."""
         deadline = time.monotonic() + self.lock_timeout_seconds
+        waited = False
         while True:
             if self._abandon.is_set():
                 raise CycleAbandoned("shutting down")
@@ -127,6 +130,9 @@ class Reconciler:
                 lock = self.store.locked(slice_seconds)
                 lock.__enter__()
             except LockTimeoutError:
+                if not waited:
+                    waited = True
+                    self.log.info("waiting_for_lock", flags=self.store.location)
                 if time.monotonic() >= deadline:
                     raise LockTimeoutError(
                         f"{self.store.location}: another writer held the lock for more than "
@@ -222,7 +228,7 @@ class Reconciler:
         result: CycleResult,
         notices: Mapping[str, str] | None = None,
     ) -> None:
-        if not plans and not notices:
+        if not plans and not notices and not self._unlogged:
             return
         lock = contextlib.nullcontext() if self.dry_run else self._locked()
         with lock:
@@ -275,11 +281,29 @@ class Reconciler:
             for record in records:
                 self.log.info("decision", **record)
             if self.decision_log is not None and not self.dry_run:
-                try:
-                    self.decision_log.append(records)
-                except WriteError as exc:
-                    self.log.error("decision_log_write_failed", error=str(exc), lost=len(records))
-                    raise
+                self._append(self.decision_log, records)
+
+    def _append(self, decision_log: DecisionLog, records: Sequence[Record]) -> None:
+        """Append, together with any records an earlier cycle could not append (disk full, read-only):
+        a record is kept in memory until it is in the log, so none is lost while the process lives."""
+        batch = [*self._unlogged, *records]
+        if not batch:
+            return
+        try:
+            decision_log.append(batch)
+        except WriteError as exc:
+            self._unlogged = batch[-MAX_UNLOGGED_RECORDS:]
+            self.log.error(
+                "decision_log_write_failed",
+                error=str(exc),
+                pending=len(self._unlogged),
+                dropped=len(batch) - len(self._unlogged),
+                note="each record is on stdout; pending ones are appended once the log is writable",
+            )
+            raise
+        if self._unlogged:
+            self.log.info("decision_log_caught_up", appended=len(self._unlogged))
+        self._unlogged = []
 
     def _lost_records(self, document: Mapping[str, Any]) -> list[Record]:
         """Once per process, under the lock: a flag whose file state is newer than its last decision

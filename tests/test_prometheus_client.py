@@ -384,7 +384,7 @@ def test_query_posts_the_promql_as_a_form_to_the_query_endpoint() -> None:
     assert request.url == ENDPOINT
     assert request.headers["content-type"] == "application/x-www-form-urlencoded"
     form = parse_qs(request.content.decode(), strict_parsing=True)
-    assert form == {"query": [promql], "timeout": ["2.5s"]}
+    assert form == {"query": [promql], "timeout": ["2500ms"]}
 
 
 def test_query_sends_configured_headers() -> None:
