@@ -12,6 +12,11 @@ One cycle, for the policies that are due:
 
 The flag file holds all state, so a cycle can be re-run or run by two processes at once: the lock and
 the re-read make the second one see the first one's step and hold instead of advancing twice.
+
+A store without a lock (Kubernetes) refuses a write when the object changed since step 3's read
+(``WriteConflictError``); step 3 then starts again from a fresh read, so a rollout that moved meanwhile
+is left alone and the others are decided from what is there now. With a ``leader`` (a Lease), only
+the leader runs cycles, and every write first checks that it still leads.
 """
 
 from __future__ import annotations
@@ -23,14 +28,21 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
 from controller.checks import Readings
 from controller.decision import Decision, decide, queries_for, rebase
 from controller.decisionlog import Context, DecisionLog, Record, to_record
-from controller.errors import FlagFileError, FlagrollError, Issue, WriteError
+from controller.errors import (
+    FlagFileError,
+    FlagrollError,
+    Issue,
+    LeadershipLostError,
+    WriteConflictError,
+    WriteError,
+)
 from controller.flagd import managed_keys, owners, read_state, write_flag
 from controller.flagstore import FlagStore
 from controller.policyfile import LoadedPolicy, PolicySet, load_paths
@@ -38,6 +50,14 @@ from controller.queries import MetricsSource, PlannedQuery
 from controller.state import ACTIVE, Action, RolloutState
 
 Clock = Callable[[], datetime]
+CONFLICT_ATTEMPTS = 5  # reads and decisions per commit when the store keeps changing under us
+NOT_LEADER_WAIT_SECONDS = 1.0
+
+
+class Leadership(Protocol):
+    """Who may write: consulted before each cycle and before each write."""
+
+    def is_leader(self) -> bool: ...
 
 
 def utc_now() -> datetime:
@@ -75,6 +95,7 @@ class Reconciler:
         lock_timeout_seconds: float = 30.0,
         clock: Clock = utc_now,
         log: Any = None,
+        leader: Leadership | None = None,
     ) -> None:
         self.policies_path = policies
         self.store = store
@@ -85,6 +106,7 @@ class Reconciler:
         self.clock = clock
         self.log = log if log is not None else structlog.get_logger("flagroll")
         self._reported: set[str] = set()
+        self.leader = leader
 
     # Reporting each distinct problem once keeps a broken policy from flooding the log every cycle.
     def _once(self, key: str, event: str, **fields: Any) -> None:
@@ -171,6 +193,24 @@ class Reconciler:
     ) -> None:
         if not plans and not notices:
             return
+        problems = len(result.problems)
+        for attempt in range(1, CONFLICT_ATTEMPTS + 1):
+            try:
+                self._commit_once(plans, readings, result, notices)
+                return
+            except WriteConflictError as exc:
+                del result.problems[problems:]
+                if attempt == CONFLICT_ATTEMPTS:
+                    raise
+                self.log.info("flag_store_conflict", error=str(exc), note="reading again and deciding again")
+
+    def _commit_once(
+        self,
+        plans: Sequence[_Plan],
+        readings: Readings,
+        result: CycleResult,
+        notices: Mapping[str, str] | None,
+    ) -> None:
         lock = contextlib.nullcontext() if self.dry_run else self.store.locked(self.lock_timeout_seconds)
         with lock:
             snapshot = self.store.read()
@@ -204,6 +244,8 @@ class Reconciler:
                         held.append((key, Decision(Action.HOLD, state, state, reason)))
             changed = [plan.loaded.policy.flag_key for plan, d in decided if d.writes]
             if changed and not self.dry_run:
+                if self.leader is not None and not self.leader.is_leader():
+                    raise LeadershipLostError(f"not the leader any more; not writing {self.store.location}")
                 self.store.write(document, snapshot, changed)
                 result.wrote = True
             records = [
@@ -233,6 +275,16 @@ class Reconciler:
         next_due: dict[str, float] = {}
         ok = True
         while not stop.is_set():
+            if self.leader is not None and not self.leader.is_leader():
+                if "follower" not in self._reported:
+                    self._reported.add("follower")
+                    self.log.info("not_leader", note="another replica leads; waiting for the Lease")
+                if once:
+                    break
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=NOT_LEADER_WAIT_SECONDS)
+                continue
+            self._reported.discard("follower")
             loop_now = asyncio.get_running_loop().time()
             try:
                 document = (await asyncio.to_thread(self.store.read)).document
