@@ -12,7 +12,7 @@ import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ from controller.decision import Decision, pause, resume, stop
 from controller.decisionlog import (
     Context,
     DecisionLog,
+    Record,
     follow,
     last_by_flag,
     read_records,
@@ -32,9 +33,10 @@ from controller.decisionlog import (
     to_record,
 )
 from controller.durations import format_duration, parse_duration
-from controller.errors import FlagFileError, FlagrollError, UsageError
+from controller.errors import FlagFileError, FlagrollError, UsageError, WriteConflictError
 from controller.flagd import managed_keys, read_state, write_flag
-from controller.flagstore import FileFlagStore
+from controller.flagstore import FileFlagStore, FlagStore
+from controller.kube import options as kube_options
 from controller.policy import json_schema, pct
 from controller.policyfile import load_paths
 from controller.promauth import load_auth
@@ -204,6 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
         "abandoned (default 10s; nothing half-written is ever left) [env FLAGROLL_SHUTDOWN_TIMEOUT]",
     )
     _prometheus_auth_options(p)
+    kube_options.add_store_options(p)
+    kube_options.add_leader_option(p)
     p.set_defaults(handler=cmd_run)
 
     p = commands.add_parser(
@@ -215,6 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     _flags_option(p)
     _decision_log_option(p)
     p.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
+    kube_options.add_store_options(p)
     p.set_defaults(handler=cmd_status)
 
     p = commands.add_parser(
@@ -257,6 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
             metavar="NAME",
             help="who is acting (default: the login name) [env FLAGROLL_ACTOR]",
         )
+        kube_options.add_store_options(p)
         p.set_defaults(handler=handler)
 
     p = commands.add_parser(
@@ -318,6 +324,20 @@ def _decision_log_path(args: argparse.Namespace) -> Path:
     return Path(flags).with_name("decisions.jsonl")
 
 
+def _open_store(args: argparse.Namespace) -> FlagStore:
+    """The flag file, or the ConfigMap / FeatureFlag named by the Kubernetes options."""
+    if kube_options.uses_kubernetes(args) and args.flag_store != "file":
+        return kube_options.open_store(args)
+    return FileFlagStore(Path(_need(args.flags, "--flags", "FLAGROLL_FLAGS")))
+
+
+def _optional_decision_log(args: argparse.Namespace) -> Path | None:
+    """With a Kubernetes store and no --decision-log, decisions go to stdout only."""
+    if args.flag_store != "file" and args.decision_log is None:
+        return None
+    return _decision_log_path(args)
+
+
 # validate ---------------------------------------------------------------------------------------
 
 
@@ -369,15 +389,15 @@ def _refuse_git_owned(path: Path) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     policies = Path(_need(args.policies, "--policies", "FLAGROLL_POLICIES"))
-    flags = Path(_need(args.flags, "--flags", "FLAGROLL_FLAGS"))
+    kubernetes = kube_options.uses_kubernetes(args)
+    flags = Path(_need(args.flags, "--flags", "FLAGROLL_FLAGS")) if args.flag_store == "file" else None
     url = _need(args.prometheus, "--prometheus", "FLAGROLL_PROMETHEUS")
     if not policies.exists():
         raise UsageError(f"--policies {policies}: no such file or directory")
-    if not flags.parent.is_dir():
+    if flags is not None and not flags.parent.is_dir():
         raise UsageError(f"--flags {flags}: directory {flags.parent} does not exist")
     if not url.startswith(("http://", "https://")):
         raise UsageError(f"--prometheus {url!r}: give an http:// or https:// URL")
-    _refuse_git_owned(flags)
     auth = load_auth(
         bearer_token_file=args.prometheus_bearer_token_file,
         username=args.prometheus_username,
@@ -385,8 +405,17 @@ def cmd_run(args: argparse.Namespace) -> int:
         ca_file=args.prometheus_ca_file,
         insecure_skip_verify=args.prometheus_insecure_skip_verify,
     )
-    decision_log = None if args.dry_run else DecisionLog(_decision_log_path(args))
     log = structlog.get_logger("flagroll")
+    client = kube_options.connect(args) if kubernetes else None
+    store: FlagStore
+    if flags is not None:
+        _refuse_git_owned(flags)
+        store = FileFlagStore(flags)
+    else:
+        store = kube_options.open_store(args, client)
+    elector = kube_options.open_elector(args, client, log) if args.leader_election_lease else None
+    log_path = _optional_decision_log(args)
+    decision_log = None if args.dry_run or log_path is None else DecisionLog(log_path)
 
     async def main_loop() -> bool:
         stop_event = asyncio.Event()
@@ -402,24 +431,26 @@ def cmd_run(args: argparse.Namespace) -> int:
         async with PrometheusClient(url, timeout_seconds=args.query_timeout, auth=auth) as prometheus:
             reconciler = Reconciler(
                 policies=policies,
-                store=FileFlagStore(flags),
+                store=store,
                 prometheus=prometheus,
                 decision_log=decision_log,
                 dry_run=args.dry_run,
                 lock_timeout_seconds=args.lock_timeout,
                 log=log,
+                leader=elector,
             )
             log.info(
                 "started",
                 version=__version__,
                 policies=str(policies),
-                flags=str(flags),
+                flags=store.location,
                 prometheus=prometheus.url,
                 prometheus_auth=auth.describe(),
                 once=args.once,
                 dry_run=args.dry_run,
             )
-            ok = await run_until_stopped(reconciler, stop_event, args.once, args.shutdown_timeout, log)
+            async with _leading(elector, once=args.once):
+                ok = await run_until_stopped(reconciler, stop_event, args.once, args.shutdown_timeout, log)
             log.info("stopped", ok=ok)
             return ok
 
@@ -454,6 +485,27 @@ async def run_until_stopped(
     return task.result()
 
 
+@contextlib.asynccontextmanager
+async def _leading(elector: Any, *, once: bool) -> AsyncIterator[None]:
+    """Run the Lease elector beside the loop (one attempt with --once); give the Lease up after."""
+    if elector is None:
+        yield
+        return
+    done = asyncio.Event()
+    renewing = None
+    if once:
+        await asyncio.to_thread(elector.try_acquire_or_renew)
+    else:
+        renewing = asyncio.create_task(elector.run(done))
+    try:
+        yield
+    finally:
+        done.set()
+        if renewing is not None:
+            await renewing
+        await asyncio.to_thread(elector.release)
+
+
 # status -----------------------------------------------------------------------------------------
 
 
@@ -467,10 +519,10 @@ def _age(since: str | None, now: datetime) -> str:
     return format_duration(max(0.0, (now - moment).total_seconds()))
 
 
-def status_rows(flags: Path, decision_log: Path, now: datetime) -> list[dict[str, Any]]:
-    snapshot = FileFlagStore(flags).read()
+def status_rows(store: FlagStore, decision_log: Path | None, now: datetime) -> list[dict[str, Any]]:
+    snapshot = store.read()
     keys = list(managed_keys(snapshot.document))
-    last = last_by_flag(decision_log, keys)
+    last = last_by_flag(decision_log, keys) if decision_log is not None else {}
     rows = []
     for key in keys:
         problem = None
@@ -534,14 +586,14 @@ def _status_row(
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    flags = Path(_need(args.flags, "--flags", "FLAGROLL_FLAGS"))
+    store = _open_store(args)
     now = utc_now()
-    rows = status_rows(flags, _decision_log_path(args), now)
+    rows = status_rows(store, _optional_decision_log(args), now)
     if args.json:
         print(json.dumps(rows, indent=2, ensure_ascii=False))
         return EXIT_OK
     if not rows:
-        print(f"no flags managed by flagroll in {flags}")
+        print(f"no flags managed by flagroll in {store.location}")
         return EXIT_OK
     table = [["FLAG", "PERCENT", "STEP", "STATUS", "LAST DECISION", "AGE", "NOTE"]]
     for row in rows:
@@ -610,25 +662,46 @@ def cmd_log(args: argparse.Namespace) -> int:
 # stop / pause / resume --------------------------------------------------------------------------
 
 
+HUMAN_CONFLICT_ATTEMPTS = 5
+
+
 def _human(args: argparse.Namespace, act: Callable[[RolloutState, str, datetime], Decision]) -> int:
-    flags = Path(_need(args.flags, "--flags", "FLAGROLL_FLAGS"))
-    store = FileFlagStore(flags)
+    store = _open_store(args)
+    log_path = _optional_decision_log(args)
     actor = args.actor or _login()
+    for attempt in range(1, HUMAN_CONFLICT_ATTEMPTS + 1):
+        try:
+            record = _human_once(args, act, store, actor, log_path)
+            break
+        except WriteConflictError:  # someone wrote in between: act again on what is there now
+            if attempt == HUMAN_CONFLICT_ATTEMPTS:
+                raise
+    print(render(record))
+    return EXIT_OK
+
+
+def _human_once(
+    args: argparse.Namespace,
+    act: Callable[[RolloutState, str, datetime], Decision],
+    store: FlagStore,
+    actor: str,
+    log_path: Path | None,
+) -> Record:
     with store.locked(30.0):
         snapshot = store.read()
         emergency = act is stop  # stop must work even on a flag whose targeting was hand-edited
         state = read_state(snapshot.document, args.flag, check_layout=not emergency)
         if state is None:
             known = ", ".join(managed_keys(snapshot.document)) or "none"
-            raise UsageError(f"flag {args.flag!r} is not in {flags} (managed flags: {known})")
+            raise UsageError(f"flag {args.flag!r} is not in {store.location} (managed flags: {known})")
         now = utc_now()
         decision = act(state, args.reason, now)
         document = write_flag(snapshot.document, args.flag, decision.after, keep_segment=True)
         store.write(document, snapshot, [args.flag])
         record = to_record(decision, Context(args.flag, actor=f"human:{actor}"), now)
-        DecisionLog(_decision_log_path(args)).append([record])
-    print(render(record))
-    return EXIT_OK
+        if log_path is not None:
+            DecisionLog(log_path).append([record])
+        return record
 
 
 def _login() -> str:

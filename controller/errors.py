@@ -12,7 +12,10 @@ trying again can help::
     └── TemporaryError              the world may change: the next cycle tries again
         ├── LockTimeoutError        another writer held the lock for too long
         ├── WriteError              the flag file or decision log could not be written
+        │   └── WriteConflictError  the flag store changed between read and write: read again,
+        │                           decide again (a Kubernetes 409); nothing was overwritten
         ├── CycleAbandoned          shutting down: a cycle gave up waiting for the lock
+        ├── LeadershipLostError     this replica no longer holds the leader Lease: it must not write
         └── QueryError              Prometheus could not answer (never raised into a decision:
                                     the client turns it into an ``error`` outcome)
 """
@@ -92,3 +95,12 @@ class WriteError(TemporaryError):
 
 class QueryError(TemporaryError):
     """Prometheus could not answer a query."""
+
+
+class WriteConflictError(WriteError):
+    """The flag store changed between our read and our write (a Kubernetes 409 Conflict): nothing was
+    written; read again and decide again from what is there now."""
+
+
+class LeadershipLostError(TemporaryError):
+    """This replica no longer holds the leader Lease, so it must not write; another replica leads."""

@@ -12,6 +12,11 @@ One cycle, for the policies that are due:
 
 The flag file holds all state, so a cycle can be re-run or run by two processes at once: the lock and
 the re-read make the second one see the first one's step and hold instead of advancing twice.
+
+A store without a lock (Kubernetes) refuses a write when the object changed since step 3's read
+(``WriteConflictError``); step 3 then starts again from a fresh read, so a rollout that moved meanwhile
+is left alone and the others are decided from what is there now. With a ``leader`` (a Lease), only
+the leader runs cycles, and every write first checks that it still leads.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
@@ -37,7 +42,9 @@ from controller.errors import (
     FlagFileError,
     FlagrollError,
     Issue,
+    LeadershipLostError,
     LockTimeoutError,
+    WriteConflictError,
     WriteError,
 )
 from controller.flagd import managed_keys, owners, read_state, write_flag
@@ -49,6 +56,14 @@ from controller.state import ACTIVE, Action, RolloutState
 Clock = Callable[[], datetime]
 LOCK_SLICE_SECONDS = 0.25
 MAX_UNLOGGED_RECORDS = 10_000  # records kept in memory while the decision log cannot be written
+CONFLICT_ATTEMPTS = 5  # reads and decisions per commit when the store keeps changing under us
+NOT_LEADER_WAIT_SECONDS = 1.0
+
+
+class Leadership(Protocol):
+    """Who may write: consulted before each cycle and before each write."""
+
+    def is_leader(self) -> bool: ...
 
 
 def utc_now() -> datetime:
@@ -99,6 +114,7 @@ class Reconciler:
         lock_timeout_seconds: float = 30.0,
         clock: Clock = utc_now,
         log: Any = None,
+        leader: Leadership | None = None,
     ) -> None:
         self.policies_path = policies
         self.store = store
@@ -109,6 +125,7 @@ class Reconciler:
         self.clock = clock
         self.log = log if log is not None else structlog.get_logger("flagroll")
         self._reported: set[str] = set()
+        self.leader = leader
         self._abandon = threading.Event()
         self._log_checked = False
         self._unlogged: list[Record] = []
@@ -230,6 +247,24 @@ class Reconciler:
     ) -> None:
         if not plans and not notices and not self._unlogged:
             return
+        problems = len(result.problems)
+        for attempt in range(1, CONFLICT_ATTEMPTS + 1):
+            try:
+                self._commit_once(plans, readings, result, notices)
+                return
+            except WriteConflictError as exc:
+                del result.problems[problems:]
+                if attempt == CONFLICT_ATTEMPTS:
+                    raise
+                self.log.info("flag_store_conflict", error=str(exc), note="reading again and deciding again")
+
+    def _commit_once(
+        self,
+        plans: Sequence[_Plan],
+        readings: Readings,
+        result: CycleResult,
+        notices: Mapping[str, str] | None,
+    ) -> None:
         lock = contextlib.nullcontext() if self.dry_run else self._locked()
         with lock:
             snapshot = self.store.read()
@@ -264,6 +299,8 @@ class Reconciler:
                         held.append((key, Decision(Action.HOLD, state, state, reason)))
             changed = [plan.loaded.policy.flag_key for plan, d in decided if d.writes]
             if changed and not self.dry_run:
+                if self.leader is not None and not self.leader.is_leader():
+                    raise LeadershipLostError(f"not the leader any more; not writing {self.store.location}")
                 self.store.write(document, snapshot, changed)
                 result.wrote = True
             records = [
@@ -275,6 +312,7 @@ class Reconciler:
                 for plan, decision in decided
             ] + [to_record(decision, Context(key, dry_run=self.dry_run), now) for key, decision in held]
             records = recovered + records
+            self._log_checked = True  # past the write: a conflict retry would have checked again
             result.records.extend(records)
             # The flag file is written: say so on stdout first, so that a move is never unrecorded
             # even if the decision log cannot be appended to.
@@ -306,13 +344,13 @@ class Reconciler:
         self._unlogged = []
 
     def _lost_records(self, document: Mapping[str, Any]) -> list[Record]:
-        """Once per process, under the lock: a flag whose file state is newer than its last decision
-        record was changed by a process that died between writing the flag file and appending the
-        record. Say so in the log, with the state the flag file holds, so that no move goes unrecorded.
+        """Once per process (checked again until a commit gets past its write), under the lock: a flag
+        whose file state is newer than its last decision record was changed by a process that died
+        between writing the flag file and appending the record. Say so in the log, with the state the
+        flag file holds, so that no move goes unrecorded.
         """
         if self._log_checked or self.decision_log is None or self.dry_run:
             return []
-        self._log_checked = True
         keys = list(managed_keys(document))
         try:
             last = last_by_flag(self.decision_log.path, keys)
@@ -344,6 +382,16 @@ class Reconciler:
         next_due: dict[str, float] = {}
         ok = True
         while not stop.is_set():
+            if self.leader is not None and not self.leader.is_leader():
+                if "follower" not in self._reported:
+                    self._reported.add("follower")
+                    self.log.info("not_leader", note="another replica leads; waiting for the Lease")
+                if once:
+                    break
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=NOT_LEADER_WAIT_SECONDS)
+                continue
+            self._reported.discard("follower")
             loop_now = asyncio.get_running_loop().time()
             try:
                 document = (await asyncio.to_thread(self.store.read)).document

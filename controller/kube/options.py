@@ -1,0 +1,123 @@
+"""The command-line options of the Kubernetes stores and leader election, and what they build.
+
+Importing this module is cheap: the Kubernetes client loads only when a Kubernetes store or a Lease
+is actually asked for, so ``flagroll validate`` and the file store never pay for it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from controller.errors import UsageError
+
+if TYPE_CHECKING:
+    from lightkube import Client
+
+    from controller.flagstore import FlagStore
+    from controller.kube.lease import LeaseElector
+
+STORES = ("file", "configmap", "featureflag")
+DEFAULT_CONFIGMAP_KEY = "flags.flagd.json"
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    value = os.environ.get(name)
+    return value if value else default
+
+
+def add_store_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("Kubernetes flag stores")
+    group.add_argument(
+        "--flag-store",
+        choices=STORES,
+        default=_env("FLAGROLL_FLAG_STORE", "file"),
+        help="where the flags live: the --flags file (default), a ConfigMap key, or an OpenFeature "
+        "Operator FeatureFlag (core.openfeature.dev/v1beta1) [env FLAGROLL_FLAG_STORE]",
+    )
+    group.add_argument(
+        "--flag-object",
+        default=_env("FLAGROLL_FLAG_OBJECT"),
+        metavar="NAMESPACE/NAME",
+        help="the ConfigMap or FeatureFlag to manage (NAME alone: the pod's or the kubeconfig "
+        "context's namespace) [env FLAGROLL_FLAG_OBJECT]",
+    )
+    group.add_argument(
+        "--configmap-key",
+        default=_env("FLAGROLL_CONFIGMAP_KEY", DEFAULT_CONFIGMAP_KEY),
+        metavar="KEY",
+        help=f"the ConfigMap key holding the flagd JSON (default {DEFAULT_CONFIGMAP_KEY}) "
+        "[env FLAGROLL_CONFIGMAP_KEY]",
+    )
+    group.add_argument(
+        "--kubeconfig",
+        type=Path,
+        default=_kubeconfig_from_env(),
+        metavar="FILE",
+        help="kubeconfig file; without it, the pod's service account in a cluster, else "
+        "~/.kube/config [env KUBECONFIG]",
+    )
+
+
+def add_leader_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--leader-election-lease",
+        default=_env("FLAGROLL_LEADER_ELECTION_LEASE"),
+        metavar="NAMESPACE/NAME",
+        help="run several replicas: only the holder of this coordination.k8s.io Lease reconciles; "
+        "identity from env POD_NAME, else the host name [env FLAGROLL_LEADER_ELECTION_LEASE]",
+    )
+
+
+def _kubeconfig_from_env() -> Path | None:
+    """KUBECONFIG may list several files; flagroll uses the first that exists."""
+    value = _env("KUBECONFIG")
+    if value is None:
+        return None
+    paths = [Path(p).expanduser() for p in value.split(os.pathsep) if p]
+    return next((p for p in paths if p.is_file()), paths[0] if paths else None)
+
+
+def uses_kubernetes(args: argparse.Namespace) -> bool:
+    if args.flag_store not in STORES:
+        raise UsageError(f"--flag-store {args.flag_store!r}: choose one of {', '.join(STORES)}")
+    return bool(args.flag_store != "file" or getattr(args, "leader_election_lease", None))
+
+
+def connect(args: argparse.Namespace) -> Client:
+    from controller.kube.client import connect as connect_client
+
+    return connect_client(args.kubeconfig)
+
+
+def open_store(args: argparse.Namespace, client: Client | None = None) -> FlagStore:
+    from controller.kube.client import default_namespace
+    from controller.kube.objects import parse_ref
+    from controller.kube.stores import open_store as open_kube_store
+
+    if not args.flag_object:
+        raise UsageError(
+            f"--flag-store {args.flag_store} needs --flag-object NAMESPACE/NAME (or FLAGROLL_FLAG_OBJECT)"
+        )
+    if args.flag_store == "configmap" and not args.configmap_key:
+        raise UsageError("--configmap-key must not be empty")
+    client = client if client is not None else connect(args)
+    ref = parse_ref(args.flag_object, "--flag-object", default_namespace(client))
+    return open_kube_store(args.flag_store, client, ref, args.configmap_key)
+
+
+def identity() -> str:
+    return _env("POD_NAME") or socket.gethostname()
+
+
+def open_elector(args: argparse.Namespace, client: Client | None, log: Any) -> LeaseElector:
+    from controller.kube.client import default_namespace
+    from controller.kube.lease import LeaseElector
+    from controller.kube.objects import parse_ref
+
+    client = client if client is not None else connect(args)
+    ref = parse_ref(args.leader_election_lease, "--leader-election-lease", default_namespace(client))
+    return LeaseElector(client, ref, identity(), log=log)

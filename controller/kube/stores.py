@@ -1,0 +1,211 @@
+"""Flag stores kept in Kubernetes: a ConfigMap key, or an OpenFeature Operator ``FeatureFlag``.
+
+Both implement :class:`controller.flagstore.FlagStore` with optimistic concurrency instead of a lock:
+
+- ``read()`` returns the document and the object's ``resourceVersion`` as the snapshot's version;
+- ``write(document, expected, changed)`` replaces (HTTP PUT) the object exactly as ``expected`` read
+  it, with only the flag document changed, carrying ``expected.version`` as its resourceVersion. If
+  anyone wrote the object since, the API server answers 409 and nothing is overwritten:
+  :class:`~controller.errors.WriteConflictError` tells the caller to read again and decide again
+  from what is there now (the reconciler and the human commands do);
+- ``locked()`` takes no lock. Its block is the read-decide-write unit whose write only lands if
+  nothing changed since the read in the block: a lock that is checked at the end rather than held
+  throughout. (Leader election, not this, keeps two controllers from deciding at once.)
+
+``changed`` names the flags flagroll changed: they must load in the flagd evaluator before anything is
+sent, and in a ConfigMap only their text is replaced, so every other flag keeps its bytes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from collections import OrderedDict
+from collections.abc import Collection, Iterator, Mapping
+from typing import Any
+
+from lightkube import Client
+from lightkube.generic_resource import create_namespaced_resource
+from lightkube.resources.core_v1 import ConfigMap
+
+from controller.errors import FlagFileError, WriteConflictError
+from controller.flagd import parse_document, render_document
+from controller.flagstore import Snapshot, check_loadable
+from controller.kube.errors import KubeRejectedError, api_call
+from controller.kube.jsontext import splice_flags
+from controller.kube.objects import ObjectRef
+from controller.kube.options import DEFAULT_CONFIGMAP_KEY
+
+FEATUREFLAG_GROUP, FEATUREFLAG_VERSION = "core.openfeature.dev", "v1beta1"
+FeatureFlag = create_namespaced_resource(
+    FEATUREFLAG_GROUP, FEATUREFLAG_VERSION, "FeatureFlag", "featureflags"
+)
+_REMEMBERED = 8  # objects kept by resourceVersion, for the write that follows a read
+
+
+class _KubeFlagStore:
+    """What both stores share: the snapshot bookkeeping and the optimistic write."""
+
+    resource = ""  # the RBAC spelling, named in a 403
+
+    def __init__(self, client: Client, ref: ObjectRef) -> None:
+        self.client = client
+        self.ref = ref
+        self._seen: OrderedDict[str, Any] = OrderedDict()
+
+    @property
+    def location(self) -> str:
+        raise NotImplementedError
+
+    @contextlib.contextmanager
+    def locked(self, timeout_seconds: float = 30.0) -> Iterator[None]:
+        """No lock: the write in this block carries the resourceVersion read in it (see the module)."""
+        yield
+
+    def read(self) -> Snapshot:
+        with api_call("get", self.resource, self.ref):
+            obj = self._get()
+        version = obj.metadata.resourceVersion if obj.metadata is not None else None
+        if not version:
+            raise FlagFileError(f"{self.location}: the API server sent no resourceVersion")
+        document = self._document(obj)
+        self._seen[version] = obj
+        while len(self._seen) > _REMEMBERED:
+            self._seen.popitem(last=False)
+        return Snapshot(document, version)
+
+    def write(self, document: Mapping[str, Any], expected: Snapshot, changed: Collection[str]) -> None:
+        """Replace the object read as ``expected`` with ``document`` in it, if nobody wrote it since."""
+        try:
+            render_document(document)
+        except ValueError as exc:  # a number JSON cannot hold (1e999 read as infinity)
+            raise FlagFileError(f"{self.location}: cannot write the document back: {exc}") from exc
+        check_loadable(document, changed, self.location)
+        obj = self._seen.get(expected.version or "")
+        if obj is None:
+            raise WriteConflictError(
+                f"{self.location}: version {expected.version} was not read here; read it again"
+            )
+        updated = self._updated(copy.deepcopy(obj), document, changed)
+        self._check_kept(updated, document, changed)
+        with api_call("update", self.resource, self.ref):
+            stored = self.client.replace(updated)
+        version = stored.metadata.resourceVersion if stored.metadata is not None else None
+        if version:  # what we wrote is the next snapshot's base if it is read again unchanged
+            self._seen[version] = stored
+
+    def _check_kept(self, updated: Any, document: Mapping[str, Any], changed: Collection[str]) -> None:
+        """Subclasses may ask the server whether it would keep what flagroll writes."""
+
+    def _get(self) -> Any:
+        raise NotImplementedError
+
+    def _document(self, obj: Any) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _updated(self, obj: Any, document: Mapping[str, Any], changed: Collection[str]) -> Any:
+        raise NotImplementedError
+
+
+class ConfigMapFlagStore(_KubeFlagStore):
+    """The flagd document as text under one key of a ConfigMap (flagd reads it as a mounted file).
+
+    Other keys, ``binaryData``, labels and annotations are sent back as read. A missing key reads
+    as an empty document and is added by the first write; a missing ConfigMap is an error (create
+    it, and mount it into flagd, first).
+    """
+
+    resource = "configmaps"
+
+    def __init__(self, client: Client, ref: ObjectRef, key: str = DEFAULT_CONFIGMAP_KEY) -> None:
+        super().__init__(client, ref)
+        self.key = key
+
+    @property
+    def location(self) -> str:
+        return f"configmap {self.ref} key {self.key}"
+
+    def _get(self) -> Any:
+        return self.client.get(ConfigMap, self.ref.name, namespace=self.ref.namespace)
+
+    def _document(self, obj: Any) -> dict[str, Any]:
+        if self.key in (obj.binaryData or {}):
+            raise FlagFileError(f"{self.location}: the key is binaryData; flagd needs the JSON as text data")
+        return parse_document((obj.data or {}).get(self.key, ""), self.location)
+
+    def _updated(self, obj: Any, document: Mapping[str, Any], changed: Collection[str]) -> Any:
+        old = (obj.data or {}).get(self.key, "")
+        text = splice_flags(old, document, changed) if old.strip() else render_document(document)
+        obj.data = {**(obj.data or {}), self.key: text}
+        return obj
+
+
+class FeatureFlagStore(_KubeFlagStore):
+    """The flags under ``spec.flagSpec`` of an OpenFeature Operator ``FeatureFlag``
+    (``core.openfeature.dev/v1beta1``), which flagd reads through its Kubernetes sync.
+
+    ``spec.flagSpec`` holds ``flags`` (each with ``state``, ``variants``, ``defaultVariant``,
+    ``targeting`` and ``metadata``) and optionally ``metadata`` and ``$evaluators``. flagroll keeps a
+    rollout's state in its flag's ``metadata``, which the CRD keeps only since the operator's API
+    v0.2.46: the first write of each process is a server-side dry run, and if the server would drop
+    any of it, nothing is written and the error says so.
+    """
+
+    resource = f"featureflags.{FEATUREFLAG_GROUP}"
+
+    def __init__(self, client: Client, ref: ObjectRef) -> None:
+        super().__init__(client, ref)
+        self._kept_checked = False
+
+    @property
+    def location(self) -> str:
+        return f"featureflag {self.ref} spec.flagSpec"
+
+    def _get(self) -> Any:
+        return self.client.get(FeatureFlag, self.ref.name, namespace=self.ref.namespace)
+
+    def _document(self, obj: Any) -> dict[str, Any]:
+        spec = obj.get("spec") or {}
+        flag_spec = spec.get("flagSpec") if isinstance(spec, dict) else None
+        if flag_spec is None:
+            flag_spec = {}
+        if not isinstance(flag_spec, dict):
+            raise FlagFileError(f"{self.location}: must be an object")
+        document = copy.deepcopy(flag_spec)
+        if not isinstance(document.setdefault("flags", {}), dict):
+            raise FlagFileError(f"{self.location}: 'flags' must be an object")
+        return document
+
+    def _updated(self, obj: Any, document: Mapping[str, Any], changed: Collection[str]) -> Any:
+        spec = obj.get("spec")
+        if not isinstance(spec, dict):
+            spec = obj["spec"] = {}
+        # "$schema" belongs to flag files; the CRD has no such field.
+        spec["flagSpec"] = {k: copy.deepcopy(v) for k, v in document.items() if k != "$schema"}
+        return obj
+
+    def _check_kept(self, updated: Any, document: Mapping[str, Any], changed: Collection[str]) -> None:
+        if self._kept_checked or not changed:
+            return
+        with api_call("update", self.resource, self.ref):
+            echoed = self.client.replace(updated, dry_run=True)
+        flags = ((echoed.get("spec") or {}).get("flagSpec") or {}).get("flags") or {}
+        for key in changed:
+            if flags.get(key) != document["flags"][key]:
+                raise KubeRejectedError(
+                    f"{self.location}: the FeatureFlag CRD in this cluster would not keep flag {key!r} as "
+                    f"written (sent {document['flags'][key]!r}, it would store {flags.get(key)!r}); flagroll "
+                    "keeps rollout state in spec.flagSpec.flags.*.metadata, which the OpenFeature "
+                    "Operator's CRD keeps since API v0.2.46: upgrade the CRD. Nothing was written"
+                )
+        self._kept_checked = True
+
+
+def open_store(
+    kind: str, client: Client, ref: ObjectRef, configmap_key: str
+) -> ConfigMapFlagStore | FeatureFlagStore:
+    if kind == "configmap":
+        return ConfigMapFlagStore(client, ref, configmap_key)
+    if kind == "featureflag":
+        return FeatureFlagStore(client, ref)
+    raise ValueError(f"unknown Kubernetes flag store {kind!r}")
