@@ -33,6 +33,7 @@ from controller.decisionlog import (
     to_record,
 )
 from controller.durations import format_duration, parse_duration
+from controller.endpoints import Endpoints, parse_listen
 from controller.errors import FlagFileError, FlagrollError, UsageError, WriteConflictError
 from controller.flagd import managed_keys, read_state, write_flag
 from controller.flagstore import FileFlagStore, FlagStore
@@ -43,6 +44,7 @@ from controller.promauth import load_auth
 from controller.prometheus import PrometheusClient
 from controller.reconciler import Reconciler, utc_now
 from controller.state import NOT_STARTED, RolloutState
+from controller.telemetry import Telemetry
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
@@ -204,6 +206,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DURATION",
         help="on SIGTERM or SIGINT, how long the cycle in progress may take to finish before it is "
         "abandoned (default 10s; nothing half-written is ever left) [env FLAGROLL_SHUTDOWN_TIMEOUT]",
+    )
+    p.add_argument(
+        "--listen",
+        default=_env("FLAGROLL_LISTEN"),
+        metavar="HOST:PORT",
+        help="serve /healthz, /readyz and /metrics here, e.g. 0.0.0.0:8080 (default: off) "
+        "[env FLAGROLL_LISTEN]",
     )
     _prometheus_auth_options(p)
     kube_options.add_store_options(p)
@@ -416,6 +425,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     elector = kube_options.open_elector(args, client, log) if args.leader_election_lease else None
     log_path = _optional_decision_log(args)
     decision_log = None if args.dry_run or log_path is None else DecisionLog(log_path)
+    telemetry = Telemetry()
+    endpoints = Endpoints(telemetry, *parse_listen(args.listen)) if args.listen else None
 
     async def main_loop() -> bool:
         stop_event = asyncio.Event()
@@ -438,6 +449,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 lock_timeout_seconds=args.lock_timeout,
                 log=log,
                 leader=elector,
+                observer=telemetry,
             )
             log.info(
                 "started",
@@ -446,6 +458,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 flags=store.location,
                 prometheus=prometheus.url,
                 prometheus_auth=auth.describe(),
+                listen=f"{endpoints.address[0]}:{endpoints.address[1]}" if endpoints else None,
                 once=args.once,
                 dry_run=args.dry_run,
             )
@@ -454,7 +467,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             log.info("stopped", ok=ok)
             return ok
 
-    ok = asyncio.run(main_loop())
+    with endpoints if endpoints is not None else contextlib.nullcontext():
+        ok = asyncio.run(main_loop())
     return EXIT_OK if ok or not args.once else EXIT_FAIL
 
 

@@ -63,6 +63,8 @@ def to_record(decision: Decision, context: Context, now: datetime) -> Record:
         "aim": spec.aim if spec is not None else None,
         "mechanism": spec.mechanism if spec is not None else None,
         "owner": after.owner or None,
+        "review": after.review.isoformat() if after.review is not None else None,
+        "stale": after.is_stale(now.date()),
         "actor": context.actor,
         "dry_run": context.dry_run,
     }

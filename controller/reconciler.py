@@ -50,7 +50,7 @@ from controller.errors import (
 from controller.flagd import managed_keys, owners, read_state, write_flag
 from controller.flagstore import FlagStore
 from controller.policyfile import LoadedPolicy, PolicySet, load_paths
-from controller.queries import MetricsSource, PlannedQuery
+from controller.queries import MetricsSource, PlannedQuery, ReadingKind
 from controller.state import ACTIVE, Action, RolloutState
 
 Clock = Callable[[], datetime]
@@ -58,6 +58,24 @@ LOCK_SLICE_SECONDS = 0.25
 MAX_UNLOGGED_RECORDS = 10_000  # records kept in memory while the decision log cannot be written
 CONFLICT_ATTEMPTS = 5  # reads and decisions per commit when the store keeps changing under us
 NOT_LEADER_WAIT_SECONDS = 1.0
+
+
+class CycleObserver(Protocol):
+    """Told about every cycle (metrics, health): see :class:`controller.telemetry.Telemetry`."""
+
+    def beat(self) -> None: ...
+
+    def cycle_done(
+        self,
+        records: Sequence[Record],
+        *,
+        ok: bool,
+        policy_errors: int,
+        prometheus_answered: bool,
+        duration_seconds: float,
+    ) -> None: ...
+
+    def cycle_failed(self, duration_seconds: float) -> None: ...
 
 
 class Leadership(Protocol):
@@ -89,6 +107,7 @@ class CycleResult:
     problems: list[str] = field(default_factory=list)  # flags that could not be reconciled
     policy_errors: list[Issue] = field(default_factory=list)
     wrote: bool = False
+    prometheus_answered: bool = True  # False when every query of the cycle was an error
 
     @property
     def ok(self) -> bool:
@@ -115,6 +134,7 @@ class Reconciler:
         clock: Clock = utc_now,
         log: Any = None,
         leader: Leadership | None = None,
+        observer: CycleObserver | None = None,
     ) -> None:
         self.policies_path = policies
         self.store = store
@@ -126,6 +146,7 @@ class Reconciler:
         self.log = log if log is not None else structlog.get_logger("flagroll")
         self._reported: set[str] = set()
         self.leader = leader
+        self.observer = observer
         self._abandon = threading.Event()
         self._log_checked = False
         self._unlogged: list[Record] = []
@@ -203,6 +224,8 @@ class Reconciler:
         notices = self._unguarded(snapshot.document, policies)
         queries = [q for plan in plans for q in plan.queries]
         readings = await self.prometheus.query_all(queries) if queries else {}
+        if readings:
+            result.prometheus_answered = any(r.kind is not ReadingKind.ERROR for r in readings.values())
         await asyncio.to_thread(self._commit, plans, readings, result, notices)
         return result
 
@@ -382,6 +405,8 @@ class Reconciler:
         next_due: dict[str, float] = {}
         ok = True
         while not stop.is_set():
+            if self.observer is not None:
+                self.observer.beat()
             if self.leader is not None and not self.leader.is_leader():
                 if "follower" not in self._reported:
                     self._reported.add("follower")
@@ -400,14 +425,25 @@ class Reconciler:
             policies = self.load_policies(document).policies
             due = {p.policy.name for p in policies if next_due.get(p.policy.name, -math.inf) <= loop_now}
             if once or due:
+                started = time.monotonic()
                 try:
                     result = await self.cycle(None if once else due)
                     ok = result.ok
+                    if self.observer is not None:
+                        self.observer.cycle_done(
+                            result.records,
+                            ok=ok,
+                            policy_errors=len(result.policy_errors),
+                            prometheus_answered=result.prometheus_answered,
+                            duration_seconds=time.monotonic() - started,
+                        )
                 except FlagrollError as exc:
                     ok = False
+                    self._failed(started)
                     self.log.error("cycle_failed", error=str(exc), error_type=type(exc).__name__)
                 except Exception as exc:  # a bug must not disarm every guardrail: log it, go on
                     ok = False
+                    self._failed(started)
                     self.log.exception("cycle_crashed", error=str(exc), error_type=type(exc).__name__)
                     if once:
                         raise
@@ -422,3 +458,7 @@ class Reconciler:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=max(0.05, min(wait, 5.0)))
         return ok
+
+    def _failed(self, started: float) -> None:
+        if self.observer is not None:
+            self.observer.cycle_failed(time.monotonic() - started)

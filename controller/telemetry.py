@@ -1,0 +1,156 @@
+"""flagroll's own metrics and health, fed by the reconciler after every cycle.
+
+Metric names (a public contract: alerting rules and dashboards use them):
+
+==============================================  =========  ==========================================
+``flagroll_flag_percent{flag}``                 gauge      treatment percent after the last decision
+``flagroll_rollout_status{flag,status}``        gauge      1 for the rollout's current status, else 0
+``flagroll_rollout_stale{flag}``                gauge      1 while partial past the policy's review date
+``flagroll_decisions_total{flag,action}``       counter    decisions taken (holds included)
+``flagroll_guardrail_value{flag,guardrail,rule}`` gauge    the treatment value a guardrail rule judged
+``flagroll_guardrail_bound{flag,guardrail,rule}`` gauge    the bound it was judged against
+``flagroll_cycle_duration_seconds``             histogram  wall time of a reconciliation cycle
+``flagroll_cycles_total{result}``               counter    cycles by result: ``ok`` or ``failed``
+``flagroll_last_cycle_success_timestamp_seconds`` gauge    unix time of the last cycle without problems
+``flagroll_query_errors_total{flag}``           counter    checks whose Prometheus answer was an error
+``flagroll_policy_errors``                      gauge      policy problems (errors) at the last load
+==============================================  =========  ==========================================
+
+Health: the loop is *alive* while it has been heard from recently (:meth:`Telemetry.beat`), and
+*ready* once a cycle has loaded the policies and Prometheus has answered (or nothing needed asking).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+STATUSES = ("progressing", "paused", "stopped", "rolled_back", "completed", "promoted")
+CYCLE_BUCKETS_SECONDS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+ALIVE_WITHIN_SECONDS = 120.0  # the loop wakes at least every 5 s; a cycle may wait on timeouts
+
+
+class Telemetry:
+    def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._heard = clock()
+        self._ready = False
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.percent = Gauge(
+            "flagroll_flag_percent", "Treatment percent after the last decision", ["flag"], registry=r
+        )
+        self.status = Gauge(
+            "flagroll_rollout_status", "1 for the rollout's current status", ["flag", "status"], registry=r
+        )
+        self.stale = Gauge(
+            "flagroll_rollout_stale", "1 while partial past the review date", ["flag"], registry=r
+        )
+        self.decisions = Counter("flagroll_decisions", "Decisions taken", ["flag", "action"], registry=r)
+        self.guardrail_value = Gauge(
+            "flagroll_guardrail_value",
+            "Treatment value a guardrail rule judged",
+            ["flag", "guardrail", "rule"],
+            registry=r,
+        )
+        self.guardrail_bound = Gauge(
+            "flagroll_guardrail_bound",
+            "Bound a guardrail rule was judged against",
+            ["flag", "guardrail", "rule"],
+            registry=r,
+        )
+        self.cycle_duration = Histogram(
+            "flagroll_cycle_duration_seconds",
+            "Wall time of a reconciliation cycle",
+            buckets=CYCLE_BUCKETS_SECONDS,
+            registry=r,
+        )
+        self.cycles = Counter("flagroll_cycles", "Cycles by result", ["result"], registry=r)
+        self.last_success = Gauge(
+            "flagroll_last_cycle_success_timestamp_seconds",
+            "Unix time of the last cycle without problems",
+            registry=r,
+        )
+        self.query_errors = Counter(
+            "flagroll_query_errors", "Checks whose Prometheus answer was an error", ["flag"], registry=r
+        )
+        self.policy_errors = Gauge("flagroll_policy_errors", "Policy problems at the last load", registry=r)
+        for result in ("ok", "failed"):
+            self.cycles.labels(result)
+
+    # -- health -------------------------------------------------------------------------------------
+
+    def beat(self) -> None:
+        with self._lock:
+            self._heard = self._clock()
+
+    @property
+    def alive(self) -> bool:
+        with self._lock:
+            return self._clock() - self._heard <= ALIVE_WITHIN_SECONDS
+
+    @property
+    def ready(self) -> bool:
+        with self._lock:
+            return self._ready
+
+    # -- cycles -------------------------------------------------------------------------------------
+
+    def cycle_failed(self, duration_seconds: float) -> None:
+        self.cycle_duration.observe(duration_seconds)
+        self.cycles.labels("failed").inc()
+        self.beat()
+
+    def cycle_done(
+        self,
+        records: Iterable[Mapping[str, Any]],
+        *,
+        ok: bool,
+        policy_errors: int,
+        prometheus_answered: bool,
+        duration_seconds: float,
+    ) -> None:
+        self.cycle_duration.observe(duration_seconds)
+        self.cycles.labels("ok" if ok else "failed").inc()
+        self.policy_errors.set(policy_errors)
+        if ok:
+            self.last_success.set(self._clock())
+        for record in records:
+            self._record(record)
+        with self._lock:
+            if prometheus_answered:
+                self._ready = True
+            self._heard = self._clock()
+
+    def _record(self, record: Mapping[str, Any]) -> None:
+        flag = str(record.get("flag", ""))
+        action = str(record.get("action", ""))
+        self.decisions.labels(flag, action).inc()
+        if isinstance(record.get("to_percent"), int | float):
+            self.percent.labels(flag).set(float(record["to_percent"]))
+        status = record.get("status")
+        if status in STATUSES:
+            for name in STATUSES:
+                self.status.labels(flag, name).set(1.0 if name == status else 0.0)
+        if isinstance(record.get("stale"), bool):
+            self.stale.labels(flag).set(1.0 if record["stale"] else 0.0)
+        for check in record.get("checks") or []:
+            if not isinstance(check, Mapping):
+                continue
+            if check.get("verdict") == "error":
+                self.query_errors.labels(flag).inc()
+            if check.get("kind") != "guardrail":
+                continue
+            labels = (flag, str(check.get("name", "")), str(check.get("rule", "")))
+            if isinstance(check.get("value"), int | float):
+                self.guardrail_value.labels(*labels).set(float(check["value"]))
+            if isinstance(check.get("bound"), int | float):
+                self.guardrail_bound.labels(*labels).set(float(check["bound"]))
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
