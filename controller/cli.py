@@ -38,6 +38,7 @@ from controller.errors import FlagFileError, FlagrollError, UsageError, WriteCon
 from controller.flagd import managed_keys, read_state, write_flag
 from controller.flagstore import FileFlagStore, FlagStore
 from controller.kube import options as kube_options
+from controller.notify import Notifier, events_from, parse_targets
 from controller.policy import json_schema, pct
 from controller.policyfile import load_paths
 from controller.promauth import load_auth
@@ -122,6 +123,33 @@ def _prometheus_auth_options(parser: argparse.ArgumentParser) -> None:
         default=_env("FLAGROLL_PROMETHEUS_INSECURE_SKIP_VERIFY", "") in {"1", "true", "yes"},
         help="do not verify Prometheus's TLS certificate (not for production) "
         "[env FLAGROLL_PROMETHEUS_INSECURE_SKIP_VERIFY=true]",
+    )
+
+
+def _env_list(name: str) -> list[str]:
+    return [item for item in (os.environ.get(name) or "").replace(",", " ").split() if item]
+
+
+def _notify_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "Notifications",
+        "On rollback, stop, completion, a stale rollout and a rejected policy. Webhook URLs often hold "
+        "secrets: prefer the environment variables (space- or comma-separated lists) to arguments.",
+    )
+    group.add_argument(
+        "--notify-webhook",
+        action="append",
+        default=_env_list("FLAGROLL_NOTIFY_WEBHOOK"),
+        metavar="URL",
+        help="POST each event as JSON to URL (repeatable) [env FLAGROLL_NOTIFY_WEBHOOK]",
+    )
+    group.add_argument(
+        "--notify-slack",
+        action="append",
+        default=_env_list("FLAGROLL_NOTIFY_SLACK"),
+        metavar="URL",
+        help="POST each event to a Slack-compatible incoming webhook (repeatable) "
+        "[env FLAGROLL_NOTIFY_SLACK]",
     )
 
 
@@ -215,6 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
         "[env FLAGROLL_LISTEN]",
     )
     _prometheus_auth_options(p)
+    _notify_options(p)
     kube_options.add_store_options(p)
     kube_options.add_leader_option(p)
     p.set_defaults(handler=cmd_run)
@@ -272,6 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
             help="who is acting (default: the login name) [env FLAGROLL_ACTOR]",
         )
         kube_options.add_store_options(p)
+        _notify_options(p)
         p.set_defaults(handler=handler)
 
     p = commands.add_parser(
@@ -426,6 +456,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     log_path = _optional_decision_log(args)
     decision_log = None if args.dry_run or log_path is None else DecisionLog(log_path)
     telemetry = Telemetry()
+    targets = parse_targets(args.notify_webhook, args.notify_slack)
+    notifier = Notifier(targets, log=log).start() if targets else None
     endpoints = Endpoints(telemetry, *parse_listen(args.listen)) if args.listen else None
 
     async def main_loop() -> bool:
@@ -449,7 +481,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 lock_timeout_seconds=args.lock_timeout,
                 log=log,
                 leader=elector,
-                observer=telemetry,
+                observer=_Observers(telemetry, notifier),
             )
             log.info(
                 "started",
@@ -467,9 +499,46 @@ def cmd_run(args: argparse.Namespace) -> int:
             log.info("stopped", ok=ok)
             return ok
 
-    with endpoints if endpoints is not None else contextlib.nullcontext():
-        ok = asyncio.run(main_loop())
+    try:
+        with endpoints if endpoints is not None else contextlib.nullcontext():
+            ok = asyncio.run(main_loop())
+    finally:
+        if notifier is not None:
+            notifier.close()
     return EXIT_OK if ok or not args.once else EXIT_FAIL
+
+
+class _Observers:
+    """Each cycle goes to the metrics and, when configured, to the notifier (which never blocks)."""
+
+    def __init__(self, telemetry: Telemetry, notifier: Notifier | None) -> None:
+        self.telemetry = telemetry
+        self.notifier = notifier
+
+    def beat(self) -> None:
+        self.telemetry.beat()
+
+    def cycle_done(
+        self,
+        records: Sequence[Record],
+        *,
+        ok: bool,
+        policy_errors: int,
+        prometheus_answered: bool,
+        duration_seconds: float,
+    ) -> None:
+        self.telemetry.cycle_done(
+            records,
+            ok=ok,
+            policy_errors=policy_errors,
+            prometheus_answered=prometheus_answered,
+            duration_seconds=duration_seconds,
+        )
+        if self.notifier is not None:
+            self.notifier.records(records)
+
+    def cycle_failed(self, duration_seconds: float) -> None:
+        self.telemetry.cycle_failed(duration_seconds)
 
 
 async def run_until_stopped(
@@ -691,6 +760,14 @@ def _human(args: argparse.Namespace, act: Callable[[RolloutState, str, datetime]
             if attempt == HUMAN_CONFLICT_ATTEMPTS:
                 raise
     print(render(record))
+    targets = parse_targets(args.notify_webhook, args.notify_slack)
+    if targets:
+        notifier = Notifier(targets, log=structlog.get_logger("flagroll"), attempts=3)
+        try:
+            for event in events_from([record]):
+                notifier.send_now(event)
+        finally:
+            notifier.close()
     return EXIT_OK
 
 

@@ -26,6 +26,8 @@ Warn = Callable[[str], None]
 
 _TAIL_CHUNK = 64 * 1024
 
+POLICY_REJECTED_PREFIX = "policy rejected"  # the reason of the record saying a policy was rejected
+
 
 def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

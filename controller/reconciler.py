@@ -36,7 +36,14 @@ import structlog
 
 from controller.checks import Readings
 from controller.decision import Decision, decide, queries_for, rebase
-from controller.decisionlog import Context, DecisionLog, Record, last_by_flag, to_record
+from controller.decisionlog import (
+    POLICY_REJECTED_PREFIX,
+    Context,
+    DecisionLog,
+    Record,
+    last_by_flag,
+    to_record,
+)
 from controller.errors import (
     CycleAbandoned,
     FlagFileError,
@@ -241,7 +248,8 @@ class Reconciler:
         notices = {}
         for key, issues in problems.items():
             reason = (
-                f"policy rejected, guardrails NOT evaluated until it is fixed; the flag stays as it is: "
+                f"{POLICY_REJECTED_PREFIX}, guardrails NOT evaluated until it is fixed; "
+                "the flag stays as it is: "
                 f"{'; '.join(issues[:3])}" + (f"; and {len(issues) - 3} more" if len(issues) > 3 else "")
             )
             if f"notice:{key}:{reason}" not in self._reported:
