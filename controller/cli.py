@@ -34,13 +34,13 @@ from controller.decisionlog import (
 )
 from controller.durations import format_duration, parse_duration
 from controller.endpoints import Endpoints, parse_listen
-from controller.errors import FlagFileError, FlagrollError, UsageError, WriteConflictError
+from controller.errors import FlagFileError, FlagrollError, Issue, UsageError, WriteConflictError
 from controller.flagd import managed_keys, read_state, write_flag
 from controller.flagstore import FileFlagStore, FlagStore
 from controller.kube import options as kube_options
 from controller.notify import Notifier, events_from, parse_targets
 from controller.policy import json_schema, pct
-from controller.policyfile import load_paths
+from controller.policyfile import PolicySet, load_paths
 from controller.promauth import load_auth
 from controller.prometheus import PrometheusClient
 from controller.reconciler import Reconciler, utc_now
@@ -184,6 +184,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="policy files or directories")
     p.add_argument("--strict", action="store_true", help="treat warnings as errors")
     p.add_argument("--quiet", action="store_true", help="print problems only")
+    p.add_argument(
+        "--format",
+        choices=["text", "json", "github"],
+        default="text",
+        help="text (default); json (one object: valid, policies, issues); github (workflow annotations "
+        "on the offending line of a pull request)",
+    )
     p.set_defaults(handler=cmd_validate)
 
     p = commands.add_parser(
@@ -382,6 +389,16 @@ def _optional_decision_log(args: argparse.Namespace) -> Path | None:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     result = load_paths(args.paths)
+    failed = bool(result.errors or (args.strict and result.warnings) or not result.files)
+    if args.format == "json":
+        print(json.dumps(validation_report(result, valid=not failed), indent=2))
+        return EXIT_FAIL if failed else EXIT_OK
+    if args.format == "github":
+        for issue in result.issues:
+            print(github_annotation(issue, strict=args.strict))
+        if not result.files:
+            print("::error title=flagroll validate::no policy files found")
+        return EXIT_FAIL if failed else EXIT_OK
     for issue in result.issues:
         print(issue)
     if not args.quiet:
@@ -402,6 +419,53 @@ def cmd_validate(args: argparse.Namespace) -> int:
         print("no policy files found", file=sys.stderr)
         return EXIT_FAIL
     return EXIT_OK
+
+
+def validation_report(result: PolicySet, *, valid: bool) -> dict[str, Any]:
+    return {
+        "valid": valid,
+        "policies": [
+            {
+                "file": loaded.where,
+                "name": loaded.policy.name,
+                "flag": loaded.policy.flag_key,
+                "revision": loaded.policy.revision,
+            }
+            for loaded in result.policies
+        ],
+        "issues": [
+            {
+                "file": issue.file,
+                "line": issue.line,
+                "column": issue.column,
+                "field": issue.field,
+                "message": issue.message,
+                "severity": issue.severity,
+            }
+            for issue in result.issues
+        ],
+    }
+
+
+def _escape_data(text: str) -> str:
+    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def _escape_property(text: str) -> str:
+    return _escape_data(text).replace(":", "%3A").replace(",", "%2C")
+
+
+def github_annotation(issue: Issue, *, strict: bool = False) -> str:
+    """A workflow command that puts the issue on the offending line of a pull request's diff."""
+    level = "error" if issue.severity == "error" or strict else "warning"
+    props = [f"file={_escape_property(issue.file)}"]
+    if issue.line is not None:
+        props.append(f"line={issue.line}")
+        if issue.column is not None:
+            props.append(f"col={issue.column}")
+    props.append(f"title={_escape_property('flagroll validate: ' + (issue.field or 'policy'))}")
+    message = f"{issue.field}: {issue.message}" if issue.field else issue.message
+    return f"::{level} {','.join(props)}::{_escape_data(message)}"
 
 
 # run --------------------------------------------------------------------------------------------

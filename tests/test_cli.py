@@ -89,6 +89,60 @@ def test_validate_strict_fails_on_warnings(capsys: pytest.CaptureFixture[str], t
     assert run(capsys, "validate", "--strict", str(policy))[0] == 1
 
 
+def _broken(tmp_path: Path) -> tuple[Path, int]:
+    bad = tmp_path / "bad, policy.yaml"
+    text = (EXAMPLES / "price-quote-cache.yaml").read_text()
+    bad.write_text(text.replace("maxPercent: 10", "maxPercent: 4"))
+    line = next(i for i, t in enumerate(text.splitlines(), 1) if "{percent: 5, hold: 10m}" in t)
+    return bad, line
+
+
+def test_validate_json_lists_policies_and_issues(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code, out, _ = run(capsys, "validate", "--format", "json", str(EXAMPLES))
+    assert code == 0
+    report = json.loads(out)
+    assert report["valid"] is True
+    assert {p["flag"] for p in report["policies"]} == {"price-quote-cache", "onboarding-checklist-prompt"}
+    bad, line = _broken(tmp_path)
+    code, out, _ = run(capsys, "validate", "--format", "json", str(bad))
+    assert code == 1
+    report = json.loads(out)
+    assert report["valid"] is False
+    issue = next(i for i in report["issues"] if i["field"] == "spec.steps[1].percent")
+    assert issue == {
+        "file": str(bad),
+        "line": line,
+        "column": issue["column"],
+        "field": "spec.steps[1].percent",
+        "message": issue["message"],
+        "severity": "error",
+    }
+    assert issue["message"].startswith("5 % is above maxPercent 4 %")
+
+
+def test_validate_github_annotates_the_offending_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    bad, line = _broken(tmp_path)
+    code, out, _ = run(capsys, "validate", "--format", "github", str(bad))
+    assert code == 1
+    annotation = next(a for a in out.splitlines() if "steps[1].percent" in a)
+    escaped_file = str(bad).replace(",", "%2C")  # properties escape commas and colons
+    assert annotation.startswith(f"::error file={escaped_file},line={line},col=")
+    assert "::spec.steps[1].percent: 5 %25 is above maxPercent 4 %25" in annotation
+
+
+def test_github_annotations_escape_line_breaks_and_percent() -> None:
+    from controller.cli import github_annotation
+    from controller.errors import Issue
+
+    issue = Issue("a:b.yaml", 3, None, "spec.aim", "first\nsecond 100%", severity="warning")
+    assert github_annotation(issue) == (
+        "::warning file=a%3Ab.yaml,line=3,title=flagroll validate%3A spec.aim::spec.aim: first%0Asecond 100%25"
+    )
+    assert github_annotation(issue, strict=True).startswith("::error ")
+
+
 def test_schema_is_json(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "schema")
     assert code == 0
