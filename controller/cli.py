@@ -35,7 +35,8 @@ from controller.decisionlog import (
 from controller.durations import format_duration, parse_duration
 from controller.endpoints import Endpoints, parse_listen
 from controller.errors import FlagFileError, FlagrollError, Issue, UsageError, WriteConflictError
-from controller.flagd import managed_keys, read_state, write_flag
+from controller.explain import explain
+from controller.flagd import managed_keys, owners, read_state, write_flag
 from controller.flagstore import FileFlagStore, FlagStore
 from controller.kube import options as kube_options
 from controller.notify import Notifier, events_from, parse_targets
@@ -266,6 +267,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
     kube_options.add_store_options(p)
     p.set_defaults(handler=cmd_status)
+
+    p = commands.add_parser(
+        "explain",
+        help="a rollout's story: aim, steps taken, the last checks, what must change to advance",
+        description="The rollout of FLAG in plain language: aim and mechanism, the steps taken with "
+        "times, the current state, every check of the last decision (value, bound, samples per arm, "
+        "verdict), what would have to change for it to advance, and the PromQL of every check.",
+    )
+    p.add_argument("flag", metavar="FLAG", help="the flag key")
+    _flags_option(p)
+    _decision_log_option(p)
+    p.add_argument(
+        "--policies",
+        type=Path,
+        default=_env("FLAGROLL_POLICIES"),
+        metavar="DIR",
+        help="the policies (optional: adds the step holds) [env FLAGROLL_POLICIES]",
+    )
+    kube_options.add_store_options(p)
+    p.set_defaults(handler=cmd_explain)
 
     p = commands.add_parser(
         "log",
@@ -770,6 +791,34 @@ def cmd_status(args: argparse.Namespace) -> int:
     for r in table:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[-1])
     return EXIT_OK
+
+
+# explain ----------------------------------------------------------------------------------------
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    store = _open_store(args)
+    document = store.read().document
+    state = read_state(document, args.flag, check_layout=False)
+    if state is None:
+        known = ", ".join(managed_keys(document)) or "none"
+        raise UsageError(f"flag {args.flag!r} is not in {store.location} (managed flags: {known})")
+    log_path = _optional_decision_log(args)
+    records = (
+        [r for r in read_records(log_path, _warn) if r.get("flag") == args.flag]
+        if log_path is not None
+        else []
+    )
+    policy = None
+    if args.policies is not None:
+        loaded = load_paths([args.policies], owners(document))
+        policy = next((p.policy for p in loaded.policies if p.policy.flag_key == args.flag), None)
+    print(explain(args.flag, state, records, policy, utc_now()))
+    return EXIT_OK
+
+
+def _warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
 
 
 # log --------------------------------------------------------------------------------------------

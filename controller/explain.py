@@ -1,0 +1,157 @@
+"""``flagroll explain FLAG``: a rollout's story for on-call, in plain language.
+
+From the flag's state, its decision records and (when given) its policy: the aim and mechanism, the
+steps taken with their times, where it stands now, every check of the last decision with value,
+bound, samples per arm and verdict, what would have to change for it to advance, and the exact PromQL
+of every check, ready to paste into Prometheus. Pure: text in, text out; ``now`` is passed in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from controller.checks import describe, fmt
+from controller.durations import format_duration
+from controller.policy import Policy, pct
+from controller.state import RolloutState, Status
+
+MOVES = {"advance", "rollback", "stop", "resume", "pause", "promote", "complete", "adjust", "recover"}
+_OPPOSITE = {"max": "≤", "maxIncrease": "≤", "maxDelta": "≤", "min": "≥", "minIncrease": "≥", "minDelta": "≥"}
+
+
+def _when(text: Any, now: datetime) -> str:
+    try:
+        moment = datetime.fromisoformat(str(text).replace("Z", "+00:00"))
+    except ValueError:
+        return str(text)
+    seconds = (now - moment).total_seconds()
+    ago = (
+        f"{format_duration(round(seconds))} ago" if seconds >= 0 else f"in {format_duration(round(-seconds))}"
+    )
+    return f"{moment.strftime('%Y-%m-%d %H:%M:%SZ')} ({ago})"
+
+
+def _step(state: RolloutState) -> str:
+    return "not started" if state.step < 0 else f"step {state.step + 1}/{state.steps}"
+
+
+def explain(
+    flag: str,
+    state: RolloutState,
+    records: Sequence[Mapping[str, Any]],
+    policy: Policy | None,
+    now: datetime,
+) -> str:
+    last = records[-1] if records else None
+    lines = [
+        f"{flag}: {state.status.value}, {_step(state)} at {pct(state.percent)} % "
+        f"(control {pct(state.control_percent)} %), policy {state.policy} rev {state.revision}"
+    ]
+    spec = policy.spec if policy is not None else None
+    aim = spec.aim if spec is not None else (last or {}).get("aim")
+    mechanism = spec.mechanism if spec is not None else (last or {}).get("mechanism")
+    lines.append(f"  Aim        {aim or '—'}")
+    lines.append(f"  Mechanism  {mechanism or '—'}")
+    owner = f"  Owner      {state.owner or '—'}"
+    if state.review is not None:
+        owner += f"; review {state.review.isoformat()}"
+        if state.is_stale(now.date()):
+            owner += " — STALE: still partial past its review date; decide: promote, change or stop"
+    lines.append(owner)
+    if state.reason:
+        lines.append(f"  Note       {state.reason}")
+
+    moves = [r for r in records if r.get("action") in MOVES]
+    lines.append("")
+    lines.append("Steps taken")
+    if not moves:
+        lines.append("  none recorded")
+    for record in moves[-20:]:
+        lines.append(
+            f"  {_when(record.get('time'), now):<36} {record.get('action')!s:<9}"
+            f"{pct(record.get('from_percent') or 0)} % → {pct(record.get('to_percent') or 0)} %"
+            f"  {record.get('reason', '')}"
+        )
+    if len(moves) > 20:
+        lines.append(f"  (and {len(moves) - 20} earlier; flagroll log --flag {flag} shows them all)")
+
+    lines.append("")
+    if last is None:
+        lines.append("Last decision: none recorded (no decision log, or the log was rotated)")
+        return "\n".join(lines)
+    lines.append(f"Last decision  {str(last.get('action')).upper()} {_when(last.get('time'), now)}")
+    lines.append(f"  Why        {last.get('reason', '')}")
+    checks = [c for c in last.get("checks") or [] if isinstance(c, Mapping)]
+    for check in checks:
+        lines.append(f"  {str(check.get('verdict', '?')).upper():<8} {describe(check)}")
+
+    lines.append("")
+    lines.append("To advance")
+    lines += [f"  - {item}" for item in _what_must_change(flag, state, checks, policy, now)]
+
+    queries = _queries(checks)
+    if queries:
+        lines.append("")
+        lines.append("PromQL (paste into Prometheus)")
+        for label, query in queries:
+            lines.append(f"  {label}:")
+            lines.append(f"    {query}")
+    return "\n".join(lines)
+
+
+def _what_must_change(
+    flag: str, state: RolloutState, checks: Sequence[Mapping[str, Any]], policy: Policy | None, now: datetime
+) -> list[str]:
+    resume = f"`flagroll resume {flag}`"
+    if state.status is Status.STOPPED:
+        return [f"it was stopped by a human; {resume} restarts the ramp from the first step"]
+    if state.status is Status.ROLLED_BACK:
+        return [f"it was rolled back; it restarts on a new policy revision or {resume}"]
+    if state.status is Status.PAUSED:
+        return [f"it is paused by a human; {resume} continues at this step (its hold restarts)"]
+    if state.status in {Status.COMPLETED, Status.PROMOTED}:
+        return [f"nothing: the ramp is {state.status.value} (guardrails stay armed)"]
+    needs = []
+    for check in checks:
+        verdict = check.get("verdict")
+        name, arm = check.get("name"), check.get("arm")
+        if verdict == "fail":
+            symbol = _OPPOSITE.get(str(check.get("rule")), "within")
+            needs.append(
+                f"{name} ({arm}) must be {symbol} {fmt(check.get('bound'))} ({check.get('rule')}); "
+                f"it is {fmt(check.get('value'))}"
+            )
+        elif verdict == "no_data":
+            needs.append(f"{name} ({arm}) needs data: {check.get('detail') or 'no value'}")
+        elif verdict == "error":
+            needs.append(f"{name} ({arm}) needs Prometheus to answer: {check.get('detail') or 'error'}")
+        elif check.get("kind") == "traffic" and verdict != "pass":
+            needs.append(f"{name} ({arm}) needs {fmt(check.get('bound'))} samples")
+    if policy is not None and state.steps and state.step < len(policy.spec.steps):
+        step = policy.spec.steps[max(state.step, 0)]
+        if state.step_started_at is not None:
+            left = step.hold_seconds - (now - state.step_started_at).total_seconds()
+            if left > 0:
+                needs.append(
+                    f"the {format_duration(step.hold_seconds)} hold at {pct(state.percent)} % must pass: "
+                    f"{format_duration(round(left))} left"
+                )
+    if state.step + 1 >= state.steps and state.steps:
+        needs.append("this is the last step: next comes the checkpoint and completion, not another step")
+    return needs or ["nothing: every check passed and the hold is over; it advances at the next cycle"]
+
+
+def _queries(checks: Sequence[Mapping[str, Any]]) -> list[tuple[str, str]]:
+    seen: set[str] = set()
+    found = []
+    for check in checks:
+        for label, query in (
+            (f"{check.get('name')} ({check.get('arm')})", check.get("query")),
+            (f"{check.get('name')} (control)", (check.get("control") or {}).get("query")),
+        ):
+            if isinstance(query, str) and query not in seen:
+                seen.add(query)
+                found.append((label, query))
+    return found

@@ -1,0 +1,97 @@
+"""`flagroll explain FLAG`: the story of a rollout from its real flag file and decision log."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from controller import cli
+from controller.queries import Reading
+from tests.test_reconciler import T0, Environment, failing, healthy
+
+
+def _explain(env: Environment, capsys: pytest.CaptureFixture[str], *extra: str) -> str:
+    capsys.readouterr()  # the cycles' own log lines
+    code = cli.main(["explain", "cache", "--flags", str(env.flags), "--decision-log", str(env.log), *extra])
+    assert code == 0
+    return capsys.readouterr().out
+
+
+@pytest.fixture
+def env(tmp_path: object, monkeypatch: pytest.MonkeyPatch) -> Environment:
+    from pathlib import Path
+
+    environment = Environment(Path(str(tmp_path)))
+    monkeypatch.setattr(cli, "utc_now", lambda: environment.clock.now)
+    return environment
+
+
+def test_a_rollout_on_hold_says_what_must_change(
+    env: Environment, capsys: pytest.CaptureFixture[str]
+) -> None:
+    env.cycle()  # starts at 1 %
+    env.clock.now += timedelta(minutes=1)
+    env.cycle()  # advances to 5 %
+    env.clock.now += timedelta(seconds=20)
+    env.metrics.answer = lambda promql: (
+        Reading.of(5.0) if promql.startswith("sum(requests") else healthy(promql)
+    )
+    env.cycle()  # too little traffic: holds
+    out = _explain(env, capsys, "--policies", str(env.policies))
+    assert out.startswith("cache: progressing, step 2/2 at 5 % (control 5 %)")
+    assert "Aim        Cut p95 from 450ms to 250ms." in out
+    assert "Mechanism  A cache removes repeated I/O." in out
+    steps = out.split("Steps taken")[1].split("Last decision")[0]
+    assert "advance  0 % → 1 %" in steps
+    assert "advance  1 % → 5 %" in steps
+    assert "(20s ago)" in steps
+    assert "Last decision  HOLD" in out
+    assert "NO_DATA  traffic control 5" in out
+    must = out.split("To advance")[1].split("PromQL")[0]
+    assert "traffic (treatment) needs data: treatment has 5 of 10 samples (5 missing)" in must
+    assert "the 1m hold at 5 % must pass: 40s left" in must
+    assert "this is the last step" in must
+    promql = out.split("PromQL (paste into Prometheus)")[1]
+    assert 'sum(errors{v="on",flag="cache"})' in promql
+    assert 'sum(errors{v="control",flag="cache"})' in promql
+
+
+def test_a_failing_guardrail_names_the_bound_it_must_meet(
+    env: Environment, capsys: pytest.CaptureFixture[str]
+) -> None:
+    env.cycle()
+    env.metrics.answer = failing
+    env.clock.now += timedelta(seconds=10)
+    env.cycle()  # rolled back
+    out = _explain(env, capsys)
+    assert out.startswith("cache: rolled_back, not started at 0 %")
+    assert "Last decision  ROLLBACK" in out
+    assert "FAIL     errors treatment 0.5 > 0.01" in out
+    assert "restarts on a new policy revision or `flagroll resume cache`" in out
+
+
+def test_without_a_decision_log_it_still_tells_the_state(
+    env: Environment, capsys: pytest.CaptureFixture[str]
+) -> None:
+    env.cycle()
+    env.log.unlink()
+    out = _explain(env, capsys)
+    assert "Last decision: none recorded" in out
+    assert "Steps taken\n  none recorded" in out
+
+
+def test_an_unknown_flag_is_a_usage_error_naming_the_managed_ones(
+    env: Environment, capsys: pytest.CaptureFixture[str]
+) -> None:
+    env.cycle()
+    capsys.readouterr()
+    code = cli.main(["explain", "nope", "--flags", str(env.flags)])
+    assert code == 2
+    assert "managed flags: cache" in capsys.readouterr().err
+
+
+def test_times_are_shown_with_their_age(env: Environment, capsys: pytest.CaptureFixture[str]) -> None:
+    env.cycle()
+    env.clock.now = T0 + timedelta(hours=2)
+    assert "2026-11-21 12:00:00Z (2h ago)" in _explain(env, capsys)
