@@ -215,6 +215,8 @@ def render(record: Mapping[str, Any], *, aim: str | None = None, mechanism: str 
         extra.append(f"by {record['actor']}")
     if record.get("dry_run"):
         extra.append("DRY RUN")
+    if record.get("stale"):
+        extra.append(f"STALE: past its review date {record.get('review')}")
     if extra:
         head += "  (" + ", ".join(extra) + ")"
     lines = [head]

@@ -693,3 +693,16 @@ def test_render_shows_the_control_query_of_a_failing_relative_check() -> None:
     text = render(record)
     assert 'query: q{v="on"}' in text
     assert 'query: q{v="control"}' in text
+
+
+def test_render_says_when_a_rollout_is_stale() -> None:
+    record = {
+        "time": "t",
+        "flag": "f",
+        "action": "hold",
+        "status": "progressing",
+        "stale": True,
+        "review": "2026-10-01",
+    }
+    assert "STALE: past its review date 2026-10-01" in render(record).splitlines()[0]
+    assert "STALE" not in render({**record, "stale": False})

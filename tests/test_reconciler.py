@@ -381,3 +381,13 @@ def test_leftover_temporary_files_of_a_killed_writer_are_swept_by_the_next_write
     assert [r["action"] for r in env.cycle()] == ["advance"]
     assert not leftover.exists()
     assert unrelated.exists()
+
+
+def test_a_rollout_partial_past_its_review_date_is_recorded_stale(env: Environment) -> None:
+    text = POLICY.format(name="cache", key="cache").replace(
+        "  interval: 10s\n", "  interval: 10s\n  review: 2026-11-20\n"
+    )
+    env.add_policy("cache", "cache", text)
+    records = env.cycle()
+    assert records[0]["review"] == "2026-11-20"
+    assert records[0]["stale"] is True  # at 1 % on 2026-11-21, after its review date
