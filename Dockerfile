@@ -10,6 +10,8 @@
 ARG BASE_IMAGE=docker.io/library/python:3.11-slim-bookworm
 
 FROM ${BASE_IMAGE} AS build
+# Marks this stage's images, so that scripts/image-test can remove them after the build.
+LABEL io.flagroll.build-stage="true"
 # A CA bundle for pip, when the build needs one mounted from the host (empty: the base's own).
 ARG PIP_CERT=
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PYTHONDONTWRITEBYTECODE=1
