@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import os
 import re
 import shlex
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,9 +28,12 @@ import jsonschema
 import pytest
 import yaml
 from kubernetes_validate import utils as kubernetes_validate
+from openfeature.contrib.tools.flagd.core import FlagdCore
 
-from controller.cli import build_parser
+from controller.cli import build_parser, main
+from controller.flagd import managed_keys
 from controller.policyfile import load_paths
+from controller.promserver import PrometheusServer
 
 ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "charts" / "flagroll"
@@ -406,6 +411,14 @@ def test_sidecar_mode_shares_the_flag_file_with_flagd(chart: helm_python.Chart) 
     assert service_ports == {"http-metrics", "grpc-flagd", "http-ofrep"}
 
 
+def test_flagroll_file_is_flagd_last_source_so_its_flags_win(chart: helm_python.Chart) -> None:
+    extra = ["file:/etc/flagd/static.json", "core.openfeature.dev/apps/static-flags"]
+    values = merge(MODES["sidecar"], {"sidecar": {"flagd": {"extraUris": extra}}})
+    flagd = container(pod_spec(render(chart, values)), "flagd")
+    uris = [a.removeprefix("--uri=") for a in flagd["args"] if a.startswith("--uri=")]
+    assert uris == [*extra, "file:/var/lib/flagroll/flags.json"]
+
+
 def test_sidecar_volume_can_be_a_persistent_volume_claim(chart: helm_python.Chart) -> None:
     spec = pod_spec(render(chart, MODES["sidecar-pvc"]))
     volume = {v["name"]: v for v in spec["volumes"]}["flags"]
@@ -415,8 +428,6 @@ def test_sidecar_volume_can_be_a_persistent_volume_claim(chart: helm_python.Char
 def test_the_seed_container_creates_an_empty_flag_document_only_when_missing(
     chart: helm_python.Chart, tmp_path: Path
 ) -> None:
-    import subprocess
-
     seed = container(pod_spec(render(chart, MODES["sidecar"])), "flagroll-seed-flags")
     flag_file = tmp_path / "flags.json"
     env = {"PATH": os.environ["PATH"], "FLAG_FILE": str(flag_file)}
@@ -802,3 +813,38 @@ def test_the_readme_install_lines_render_valid_objects(
             )
     assert modes == {"sidecar", "deployment", "cronjob"}
     assert len(lines) == 4
+
+
+def test_a_sidecar_cycle_with_the_rendered_arguments_writes_the_seeded_file(
+    chart: helm_python.Chart, tmp_path: Path, prometheus: PrometheusServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The sidecar pod's hand-off, outside Kubernetes: the seed container's document, the policies
+    ConfigMap laid out as the kubelet mounts it, and flagroll run with the rendered arguments (paths
+    moved under tmp_path, the real Prometheus of the test session, options this branch's CLI lacks
+    left out) for one cycle. The file it writes is what flagd's evaluator then loads."""
+    objects = render(chart, merge(MODES["sidecar"], {"prometheus": {"url": prometheus.url}}))
+    spec = pod_spec(objects)
+    mounts = {"/var/lib/flagroll": tmp_path / "flags", "/etc/flagroll/policies": tmp_path / "policies"}
+    for directory in mounts.values():
+        directory.mkdir()
+    policies = find(objects, "ConfigMap", f"{FULLNAME}-policies")[0]
+    for name, text in policies["data"].items():
+        (mounts["/etc/flagroll/policies"] / name).write_text(text, encoding="utf-8")
+
+    def local(arg: str) -> str:
+        for mounted, here in mounts.items():
+            arg = arg.replace(mounted, str(here))
+        return arg
+
+    seed = container(spec, "flagroll-seed-flags")
+    env = {"PATH": os.environ["PATH"], **{e["name"]: local(e["value"]) for e in seed["env"]}}
+    subprocess.run(seed["command"], env=env, check=True)
+
+    later = CONTRACT_RUN_OPTIONS  # options this branch's CLI may not have yet
+    args = [local(a) for a in container(spec, "flagroll")["args"] if a.partition("=")[0] not in later]
+    assert main([*args, "--once"]) == 0, capsys.readouterr()
+    document = json.loads((mounts["/var/lib/flagroll"] / "flags.json").read_text(encoding="utf-8"))
+    assert sorted(managed_keys(document)) == ["onboarding-checklist-prompt", "price-quote-cache"]
+    FlagdCore().set_flags(json.dumps(document))  # flagd's evaluator accepts what flagroll wrote
+    records = (mounts["/var/lib/flagroll"] / "decisions.jsonl").read_text(encoding="utf-8").splitlines()
+    assert len(records) == 2  # the decision log lands beside the flag file, on the shared volume

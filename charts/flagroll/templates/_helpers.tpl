@@ -259,10 +259,11 @@ app.kubernetes.io/component: {{ .Values.mode }}
     - --port={{ .Values.sidecar.flagd.ports.evaluation }}
     - --management-port={{ .Values.sidecar.flagd.ports.management }}
     - --ofrep-port={{ .Values.sidecar.flagd.ports.ofrep }}
-    - --uri=file:{{ .Values.sidecar.mountPath }}/{{ .Values.sidecar.flagFile }}
     {{- range .Values.sidecar.flagd.extraUris }}
     - --uri={{ . }}
     {{- end }}
+    {{- /* Last: flagd lets a later source win a duplicated flag key, and flagroll's flags must win. */}}
+    - --uri=file:{{ .Values.sidecar.mountPath }}/{{ .Values.sidecar.flagFile }}
     {{- range .Values.sidecar.flagd.extraArgs }}
     - {{ . | quote }}
     {{- end }}
