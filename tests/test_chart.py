@@ -572,7 +572,7 @@ def test_rbac_grants_only_the_configmap_it_writes(chart: helm_python.Chart) -> N
                 "apiGroups": [""],
                 "resources": ["configmaps"],
                 "resourceNames": ["flagd-flags"],
-                "verbs": ["get", "update", "patch"],
+                "verbs": ["get", "update"],
             }
         ]
     }
@@ -589,7 +589,7 @@ def test_rbac_for_a_featureflag_elsewhere_and_a_lease(chart: helm_python.Chart) 
                 "apiGroups": ["coordination.k8s.io"],
                 "resources": ["leases"],
                 "resourceNames": [FULLNAME],
-                "verbs": ["get", "update", "patch"],
+                "verbs": ["get", "update"],
             },
             {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
         ],
@@ -598,7 +598,7 @@ def test_rbac_for_a_featureflag_elsewhere_and_a_lease(chart: helm_python.Chart) 
                 "apiGroups": ["core.openfeature.dev"],
                 "resources": ["featureflags"],
                 "resourceNames": ["checkout-flags"],
-                "verbs": ["get", "update", "patch"],
+                "verbs": ["get", "update"],
             }
         ],
     }
@@ -619,7 +619,7 @@ def test_no_rule_lists_watches_or_deletes(chart: helm_python.Chart) -> None:
     for mode, values in MODES.items():
         for role_rules in rules(render(chart, values)).values():
             for rule in role_rules:
-                assert set(rule["verbs"]) <= {"get", "update", "patch", "create"}, mode
+                assert set(rule["verbs"]) <= {"get", "update", "create"}, mode
                 assert "*" not in rule["resources"], mode
 
 

@@ -349,5 +349,5 @@ annotations:
   resources: ["configmaps"]
 {{- end }}
   resourceNames: [{{ .Values.flagStore.name | quote }}]
-  verbs: ["get", "update", "patch"]
+  verbs: ["get", "update"]
 {{- end }}
