@@ -4,7 +4,7 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 
-.PHONY: setup prometheus demo test lint clean
+.PHONY: setup prometheus demo test lint image-test clean
 
 $(BIN)/flagroll: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,9 @@ lint: $(BIN)/flagroll
 
 test: setup lint
 	$(BIN)/pytest
+
+image-test:
+	scripts/image-test
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
