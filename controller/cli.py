@@ -40,7 +40,9 @@ from controller.flagd import managed_keys, owners, read_state, write_flag
 from controller.flagstore import FileFlagStore, FlagStore
 from controller.kube import options as kube_options
 from controller.notify import Notifier, events_from, parse_targets
+from controller.overlay import OverlayStore
 from controller.policy import json_schema, pct
+from controller.policydiff import effect, field_changes
 from controller.policyfile import PolicySet, load_paths
 from controller.promauth import load_auth
 from controller.prometheus import PrometheusClient
@@ -70,6 +72,30 @@ def _flags_option(parser: argparse.ArgumentParser) -> None:
         default=_env("FLAGROLL_FLAGS"),
         metavar="FILE",
         help="the flagd flag file (JSON) [env FLAGROLL_FLAGS]",
+    )
+
+
+def _overlay_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "Git owns the base, flagroll owns the override",
+        "Keep flag definitions in files Git owns (never written by flagroll); flagroll writes only its "
+        "flags to --flags, which flagd lists last among its sources. See docs/gitops.md.",
+    )
+    group.add_argument(
+        "--base",
+        action="append",
+        type=Path,
+        default=[Path(p) for p in _env_list("FLAGROLL_BASE")],
+        metavar="FILE",
+        help="a Git-owned flagd file, read and never written (repeatable) [env FLAGROLL_BASE]",
+    )
+    group.add_argument(
+        "--merged",
+        type=Path,
+        default=_env("FLAGROLL_MERGED"),
+        metavar="FILE",
+        help="also write the bases overlaid with flagroll's flags here, for single-file readers "
+        "[env FLAGROLL_MERGED]",
     )
 
 
@@ -252,6 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _prometheus_auth_options(p)
     _notify_options(p)
+    _overlay_options(p)
     kube_options.add_store_options(p)
     kube_options.add_leader_option(p)
     p.set_defaults(handler=cmd_run)
@@ -267,6 +294,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
     kube_options.add_store_options(p)
     p.set_defaults(handler=cmd_status)
+
+    p = commands.add_parser(
+        "diff",
+        help="what a policy edit changes, and what it would do to the running rollout",
+        description="Compare two versions of policy files (e.g. the main branch's and a pull request's): "
+        "the fields that change, the new revision, and, with --flags, what the controller would do to "
+        "each running rollout (continue from its step, lower exposure, restart a rolled-back one). Exit 0 "
+        "when NEW is valid, 1 when not.",
+    )
+    p.add_argument("old", type=Path, metavar="OLD", help="the policy file (or directory) as it is now")
+    p.add_argument("new", type=Path, metavar="NEW", help="the policy file (or directory) as edited")
+    _flags_option(p)
+    kube_options.add_store_options(p)
+    p.set_defaults(handler=cmd_diff)
 
     p = commands.add_parser(
         "explain",
@@ -330,6 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
         )
         kube_options.add_store_options(p)
         _notify_options(p)
+        _overlay_options(p)
         p.set_defaults(handler=handler)
 
     p = commands.add_parser(
@@ -395,7 +437,15 @@ def _open_store(args: argparse.Namespace) -> FlagStore:
     """The flag file, or the ConfigMap / FeatureFlag named by the Kubernetes options."""
     if kube_options.uses_kubernetes(args) and args.flag_store != "file":
         return kube_options.open_store(args)
-    return FileFlagStore(Path(_need(args.flags, "--flags", "FLAGROLL_FLAGS")))
+    return _file_store(Path(_need(args.flags, "--flags", "FLAGROLL_FLAGS")), args)
+
+
+def _file_store(flags: Path, args: argparse.Namespace) -> FlagStore:
+    bases = getattr(args, "base", None) or []
+    merged = getattr(args, "merged", None)
+    if not bases and merged is None:
+        return FileFlagStore(flags)
+    return OverlayStore(flags, bases, merged)
 
 
 def _optional_decision_log(args: argparse.Namespace) -> Path | None:
@@ -534,7 +584,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     store: FlagStore
     if flags is not None:
         _refuse_git_owned(flags)
-        store = FileFlagStore(flags)
+        if args.merged is not None:
+            _refuse_git_owned(args.merged)
+        store = _file_store(flags, args)
     else:
         store = kube_options.open_store(args, client)
     elector = kube_options.open_elector(args, client, log) if args.leader_election_lease else None
@@ -791,6 +843,39 @@ def cmd_status(args: argparse.Namespace) -> int:
     for r in table:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[-1])
     return EXIT_OK
+
+
+# diff -------------------------------------------------------------------------------------------
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    old = {p.policy.name: p.policy for p in load_paths([args.old]).policies}
+    loaded = load_paths([args.new])
+    for issue in loaded.issues:
+        print(issue)
+    document = None
+    if args.flags is not None or args.flag_store != "file":
+        document = _open_store(args).read().document
+    now = utc_now()
+    for item in loaded.policies:
+        new = item.policy
+        print(f"policy {new.name} (flag {new.flag_key}), revision {new.revision}")
+        before = old.get(new.name)
+        if before is None:
+            print("  new policy")
+        else:
+            changes = field_changes(before, new)
+            print(f"  revision {before.revision} → {new.revision}" if changes else "  no change in meaning")
+            for line in changes:
+                print(f"  {line}")
+        if document is not None:
+            state = read_state(document, new.flag_key, check_layout=False)
+            print("  effect on the running rollout:")
+            for line in effect(new, state, now):
+                print(f"    {line}")
+    for name in sorted(old.keys() - {p.policy.name for p in loaded.policies}):
+        print(f"policy {name}: removed (its flag is left as it is and reported as without a policy)")
+    return EXIT_FAIL if loaded.errors else EXIT_OK
 
 
 # explain ----------------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import structlog
 
@@ -83,6 +83,13 @@ class CycleObserver(Protocol):
     ) -> None: ...
 
     def cycle_failed(self, duration_seconds: float) -> None: ...
+
+
+@runtime_checkable
+class Refreshing(Protocol):
+    """A store with derived output to keep current between writes (the merged file of an overlay)."""
+
+    def refresh(self, *, force: bool = False) -> bool: ...
 
 
 class Leadership(Protocol):
@@ -425,6 +432,7 @@ class Reconciler:
                     await asyncio.wait_for(stop.wait(), timeout=NOT_LEADER_WAIT_SECONDS)
                 continue
             self._reported.discard("follower")
+            await self._refresh()
             loop_now = asyncio.get_running_loop().time()
             try:
                 document = (await asyncio.to_thread(self.store.read)).document
@@ -470,3 +478,17 @@ class Reconciler:
     def _failed(self, started: float) -> None:
         if self.observer is not None:
             self.observer.cycle_failed(time.monotonic() - started)
+
+    async def _refresh(self) -> None:
+        if self.dry_run or not isinstance(self.store, Refreshing):
+            return
+        try:
+            if await asyncio.to_thread(self.store.refresh):
+                self.log.info("merged_file_written", flags=self.store.location)
+            self._reported.discard("refresh")
+        except FlagrollError as exc:
+            if "refresh" not in self._reported:
+                self._reported.add("refresh")
+                self.log.error(
+                    "merged_file_not_written", error=str(exc), note="the old merged file is intact"
+                )

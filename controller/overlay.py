@@ -1,0 +1,106 @@
+"""Git owns the base, flagroll owns the override.
+
+In this mode the flag definitions stay in files that Git owns (``--base``; flagroll reads them and
+never writes them), and flagroll writes only the flags it manages to its own override file
+(``--flags``), which flagd lists last among its sources (for a key defined twice, flagd serves the
+later source's definition). For readers that take a single file, ``--merged FILE`` is also written:
+every base flag, overlaid with flagroll's (flagroll's wins on a shared key), and the bases'
+``$evaluators``. The merged file is rewritten whenever the override changes and whenever a base
+changes (a Git sync), checked every loop iteration; a base that is not valid flagd JSON leaves the
+merged file as it was and is reported.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from controller.errors import FlagFileError, FlagrollError, UsageError
+from controller.flagd import empty_document, is_managed, parse_document, render_document
+from controller.flagstore import FileFlagStore, Snapshot, atomic_write
+
+
+def merge(bases: Sequence[Mapping[str, Any]], override: Mapping[str, Any]) -> dict[str, Any]:
+    """What flagd would serve from ``bases`` followed by ``override``: later sources win per key."""
+    merged = empty_document()
+    evaluators: dict[str, Any] = {}
+    for document in [*bases, override]:
+        merged["flags"].update(document.get("flags", {}))
+        if isinstance(document.get("$evaluators"), dict):
+            evaluators.update(document["$evaluators"])
+    if evaluators:
+        merged["$evaluators"] = evaluators
+    return merged
+
+
+class OverlayStore:
+    """A :class:`FileFlagStore` on the override file, with read-only bases and an optional merged file.
+
+    The protocol's ``read`` returns the override document (where flagroll's state lives); the bases
+    only matter to the merged file and to the check that flagroll never takes over a base flag by
+    accident (a managed flag shadowing a base flag of the same key is the point of the mode; an
+    unmanaged override flag is left alone as always).
+    """
+
+    def __init__(self, override: Path, bases: Sequence[Path], merged: Path | None) -> None:
+        paths = [p.resolve() for p in [override, *bases, *([merged] if merged else [])]]
+        if len(set(paths)) != len(paths):
+            raise UsageError(
+                "--flags, --base and --merged must be different files: flagroll never writes a base"
+            )
+        self.override = FileFlagStore(override)
+        self.bases = list(bases)
+        self.merged = merged
+        self._merged_from: tuple[str | None, ...] | None = None
+
+    @property
+    def location(self) -> str:
+        return self.override.location
+
+    def locked(self, timeout_seconds: float) -> contextlib.AbstractContextManager[None]:
+        return self.override.locked(timeout_seconds)
+
+    def read(self) -> Snapshot:
+        return self.override.read()
+
+    def write(self, document: Mapping[str, Any], expected: Snapshot, changed: Collection[str]) -> None:
+        self.override.write(document, expected, changed)
+        # The override is written: that is the decision. A merged file that cannot follow (a broken
+        # base) is reported by the loop's next refresh; it must not undo the record of the write.
+        with contextlib.suppress(FlagrollError):
+            self.refresh(force=True)
+
+    def _versions(self) -> tuple[str | None, ...]:
+        return tuple(FileFlagStore(p)._version() for p in [self.override.path, *self.bases])
+
+    def _read_bases(self) -> Iterator[dict[str, Any]]:
+        for path in self.bases:
+            try:
+                text = path.read_text(encoding="utf-8")
+            except FileNotFoundError:
+                raise FlagFileError(f"--base {path}: no such file") from None
+            except (OSError, UnicodeDecodeError) as exc:
+                raise FlagFileError(f"--base {path}: cannot read: {exc}") from None
+            yield parse_document(text, str(path))
+
+    def refresh(self, *, force: bool = False) -> bool:
+        """Rewrite the merged file if the override or a base changed since it was last written.
+        Returns whether it wrote. Raises FlagFileError (the old merged file intact) for a bad base."""
+        if self.merged is None:
+            return False
+        versions = self._versions()
+        if not force and versions == self._merged_from and self.merged.exists():
+            return False
+        bases = list(self._read_bases())
+        override = self.override.read().document
+        for key, flag in override.get("flags", {}).items():
+            if not is_managed(flag) and any(key in base.get("flags", {}) for base in bases):
+                raise FlagFileError(
+                    f"{self.override.path}: flag {key!r} is defined in a base and in the override without "
+                    "flagroll state; remove it from one of them"
+                )
+        atomic_write(self.merged, render_document(merge(bases, override)))
+        self._merged_from = versions
+        return True

@@ -1,0 +1,66 @@
+"""``flagroll diff OLD NEW``: what a policy edit changes, and what it would do to a running rollout.
+
+Pure: two policies (and optionally the flag's current state) in, lines out. The effect on a running
+rollout is computed by the same :func:`controller.decision.rebase` the controller uses, so the
+preview cannot disagree with what will happen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
+
+from controller.decision import rebase
+from controller.policy import Policy, pct
+from controller.state import RolloutState, Status
+
+
+def _flatten(value: Any, path: str = "") -> Iterator[tuple[str, Any]]:
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            yield from _flatten(inner, f"{path}.{key}" if path else str(key))
+    elif isinstance(value, list):
+        for index, inner in enumerate(value):
+            yield from _flatten(inner, f"{path}[{index}]")
+    else:
+        yield path, value
+
+
+def field_changes(old: Policy, new: Policy) -> list[str]:
+    """Every field that differs, as ``path: old → new`` (``+``/``-`` for added and removed ones)."""
+    before = dict(_flatten(old.model_dump(mode="json", by_alias=True, exclude_none=True)))
+    after = dict(_flatten(new.model_dump(mode="json", by_alias=True, exclude_none=True)))
+    lines = []
+    for path in sorted(before.keys() | after.keys()):
+        if path not in after:
+            lines.append(f"- {path}: {before[path]!r}")
+        elif path not in before:
+            lines.append(f"+ {path}: {after[path]!r}")
+        elif before[path] != after[path]:
+            lines.append(f"~ {path}: {before[path]!r} → {after[path]!r}")
+    return lines
+
+
+def effect(new: Policy, state: RolloutState | None, now: datetime) -> list[str]:
+    """What the controller would do with the running rollout once NEW is in place."""
+    if state is None:
+        return ["the flag has no rollout yet: NEW starts one at its first step"]
+    now_at = f"{state.status.value} at {pct(state.percent)} %"
+    if state.revision == new.revision:
+        return [f"same revision {new.revision} (comments or layout only): nothing changes ({now_at})"]
+    if state.status is Status.STOPPED:
+        return [f"stopped by a human: nothing changes until `flagroll resume`; then NEW applies ({now_at})"]
+    if state.status is Status.PROMOTED:
+        return [f"promoted, which is final: nothing changes ({now_at})"]
+    rebased = rebase(new, state, now)
+    after = rebased.state
+    lines = list(rebased.notes) or [f"policy revision {state.revision} → {after.revision}"]
+    step = "not started" if after.step < 0 else f"step {after.step + 1}/{after.steps}"
+    lines.append(
+        f"afterwards: {after.status.value}, {step} at {pct(after.percent)} % "
+        f"(now {state.status.value} at {pct(state.percent)} %)"
+    )
+    if after.percent < state.percent:
+        lines.append(f"exposure is LOWERED from {pct(state.percent)} % to {pct(after.percent)} % (adjust)")
+    return lines

@@ -1,0 +1,155 @@
+"""Git owns the base, flagroll owns the override: the base is never written, the override holds only
+flagroll's flags, and the merged file serves what flagd would serve from base then override (checked
+with the real flagd evaluator)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from openfeature.contrib.tools.flagd.core import FlagdCore
+from openfeature.evaluation_context import EvaluationContext
+from structlog.testing import capture_logs
+
+from controller import cli
+from controller.decisionlog import DecisionLog
+from controller.errors import FlagFileError, UsageError
+from controller.overlay import OverlayStore, merge
+from controller.reconciler import Reconciler
+from tests.test_reconciler import Environment
+
+BASE: dict[str, Any] = {
+    "$evaluators": {"internal": {"in": ["@example.com", {"var": "email"}]}},
+    "flags": {
+        "cache": {"state": "ENABLED", "variants": {"on": True, "off": False}, "defaultVariant": "off"},
+        "dark-mode": {"state": "ENABLED", "variants": {"on": True, "off": False}, "defaultVariant": "on"},
+    },
+}
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_merge_lets_later_sources_win_per_key_and_keeps_evaluators() -> None:
+    override = {"flags": {"cache": {"state": "ENABLED", "variants": {"x": 1}, "defaultVariant": "x"}}}
+    merged = merge([BASE], override)
+    assert merged["flags"]["cache"] == override["flags"]["cache"]
+    assert merged["flags"]["dark-mode"] == BASE["flags"]["dark-mode"]
+    assert merged["$evaluators"] == BASE["$evaluators"]
+
+
+class Overlay:
+    def __init__(self, env: Environment) -> None:
+        self.env = env
+        root = env.flags.parent
+        self.base = root / "base.json"
+        self.base.write_text(json.dumps(BASE, indent=2))
+        self.merged = root / "merged.json"
+
+    def store(self) -> OverlayStore:
+        return OverlayStore(self.env.flags, [self.base], self.merged)
+
+    def run_once(self) -> None:
+        reconciler = Reconciler(
+            policies=self.env.policies,
+            store=self.store(),
+            prometheus=self.env.metrics,
+            decision_log=DecisionLog(self.env.log),
+            clock=self.env.clock,
+        )
+        asyncio.run(reconciler.run(once=True))
+
+    def evaluate(self, key: str, user: str = "u1") -> Any:
+        core = FlagdCore()
+        core.set_flags(self.merged.read_text())
+        return core.resolve_boolean_value(key, False, EvaluationContext(targeting_key=user)).value
+
+
+@pytest.fixture
+def overlay(tmp_path: Path) -> Overlay:
+    return Overlay(Environment(tmp_path))
+
+
+def test_the_base_is_never_written_and_the_override_holds_only_flagrolls_flags(overlay: Overlay) -> None:
+    before = _digest(overlay.base)
+    overlay.run_once()
+    overlay.env.clock.now += timedelta(minutes=1)
+    overlay.run_once()
+    assert _digest(overlay.base) == before
+    override = json.loads(overlay.env.flags.read_text())
+    assert list(override["flags"]) == ["cache"]
+    assert override["flags"]["cache"]["metadata"]["flagroll.percent"] == 5
+    merged = json.loads(overlay.merged.read_text())
+    assert set(merged["flags"]) == {"cache", "dark-mode"}
+    assert merged["flags"]["cache"] == override["flags"]["cache"]  # flagroll's definition wins
+    assert overlay.evaluate("dark-mode") is True  # served from the base
+    served = [overlay.evaluate("cache", f"user-{n}") for n in range(2000)]
+    assert 0.02 < sum(served) / len(served) < 0.08  # 5 % treatment, through the real evaluator
+
+
+def test_a_git_sync_of_the_base_refreshes_the_merged_file_without_a_decision(overlay: Overlay) -> None:
+    overlay.run_once()
+    base = json.loads(overlay.base.read_text())
+    base["flags"]["dark-mode"]["defaultVariant"] = "off"
+    overlay.base.write_text(json.dumps(base))
+    store = overlay.store()
+    assert store.refresh() is True
+    assert overlay.evaluate("dark-mode") is False
+    assert store.refresh() is False  # nothing changed since
+
+
+def test_a_broken_base_leaves_the_merged_file_intact_and_is_reported(overlay: Overlay) -> None:
+    overlay.run_once()
+    merged_before = overlay.merged.read_bytes()
+    overlay.base.write_text('{"flags": ')
+    with pytest.raises(FlagFileError, match=r"base\.json"):
+        overlay.store().refresh(force=True)
+    assert overlay.merged.read_bytes() == merged_before
+    overlay.env.clock.now += timedelta(minutes=1)
+    with capture_logs() as logs:
+        overlay.run_once()  # the rollout goes on in the override file
+    assert json.loads(overlay.env.flags.read_text())["flags"]["cache"]["metadata"]["flagroll.percent"] == 5
+    assert [e["event"] for e in logs if e["log_level"] == "error"] == ["merged_file_not_written"]
+
+
+def test_an_unmanaged_flag_in_both_base_and_override_is_refused(overlay: Overlay) -> None:
+    overlay.env.flags.write_text(json.dumps({"flags": {"dark-mode": BASE["flags"]["dark-mode"]}}))
+    with pytest.raises(FlagFileError, match="'dark-mode' is defined in a base and in the override"):
+        overlay.store().refresh()
+
+
+def test_the_override_base_and_merged_must_be_different_files(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="must be different files"):
+        OverlayStore(tmp_path / "a.json", [tmp_path / "a.json"], None)
+    with pytest.raises(UsageError, match="must be different files"):
+        OverlayStore(tmp_path / "a.json", [tmp_path / "b.json"], tmp_path / "b.json")
+
+
+def test_an_on_call_stop_updates_the_merged_file_too(
+    overlay: Overlay, capsys: pytest.CaptureFixture[str]
+) -> None:
+    overlay.run_once()
+    code = cli.main(
+        [
+            "stop",
+            "cache",
+            "--reason",
+            "5xx",
+            "--flags",
+            str(overlay.env.flags),
+            "--base",
+            str(overlay.base),
+            "--merged",
+            str(overlay.merged),
+        ]
+    )
+    assert code == 0
+    merged = json.loads(overlay.merged.read_text())
+    assert merged["flags"]["cache"]["metadata"]["flagroll.status"] == "stopped"
+    assert not any(overlay.evaluate("cache", f"user-{n}") for n in range(500))
