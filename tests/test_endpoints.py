@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -158,37 +159,28 @@ spec:
 """
 
 
-@pytest.fixture
-def controller(tmp_path: Path, prometheus: PrometheusServer) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+@contextlib.contextmanager
+def _listening(tmp_path: Path, prometheus_url: str) -> Iterator[str]:
+    """`flagroll run --listen` as a child process; yields the address it serves."""
     (tmp_path / "policies").mkdir()
     (tmp_path / "policies" / "p.yaml").write_text(POLICY)
     port = free_port()
+    command = [sys.executable, "-m", "controller", "--log-format", "json", "run"]
+    command += ["--policies", str(tmp_path / "policies"), "--flags", str(tmp_path / "flags.json")]
+    command += ["--prometheus", prometheus_url, "--listen", f"127.0.0.1:{port}"]
     with (tmp_path / "out").open("wb") as out:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "controller",
-                "--log-format",
-                "json",
-                "run",
-                "--policies",
-                str(tmp_path / "policies"),
-                "--flags",
-                str(tmp_path / "flags.json"),
-                "--prometheus",
-                prometheus.url,
-                "--listen",
-                f"127.0.0.1:{port}",
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
     try:
-        yield process, f"127.0.0.1:{port}"
+        yield f"127.0.0.1:{port}"
     finally:
         process.terminate()
         process.wait(30)
+
+
+@pytest.fixture
+def controller(tmp_path: Path, prometheus: PrometheusServer) -> Iterator[str]:
+    with _listening(tmp_path, prometheus.url) as address:
+        yield address
 
 
 def _get(url: str) -> httpx.Response | None:
@@ -200,8 +192,8 @@ def _get(url: str) -> httpx.Response | None:
 
 @pytest.mark.prometheus
 @pytest.mark.slow
-def test_a_real_prometheus_scrapes_the_controller(controller: tuple[subprocess.Popen[bytes], str]) -> None:
-    _, address = controller
+def test_a_real_prometheus_scrapes_the_controller(controller: str) -> None:
+    address = controller
 
     def ready_answer() -> httpx.Response | None:
         response = _get(f"http://{address}/readyz")
@@ -233,31 +225,8 @@ def test_a_real_prometheus_scrapes_the_controller(controller: tuple[subprocess.P
 
 @pytest.mark.slow
 def test_not_ready_while_prometheus_is_unreachable(tmp_path: Path) -> None:
-    (tmp_path / "policies").mkdir()
-    (tmp_path / "policies" / "p.yaml").write_text(POLICY)
-    port = free_port()
-    with (tmp_path / "out").open("wb") as out:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "controller",
-                "--log-format",
-                "json",
-                "run",
-                "--policies",
-                str(tmp_path / "policies"),
-                "--flags",
-                str(tmp_path / "flags.json"),
-                "--prometheus",
-                f"http://127.0.0.1:{free_port()}",
-                "--listen",
-                f"127.0.0.1:{port}",
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    try:
+    with _listening(tmp_path, f"http://127.0.0.1:{free_port()}") as address:
+        port = address.rsplit(":", 1)[1]
 
         def erred() -> httpx.Response | None:
             response = _get(f"http://127.0.0.1:{port}/metrics")
@@ -273,6 +242,3 @@ def test_not_ready_while_prometheus_is_unreachable(tmp_path: Path) -> None:
         healthz = _get(f"http://127.0.0.1:{port}/healthz")
         assert healthz is not None
         assert healthz.status_code == 200
-    finally:
-        process.terminate()
-        process.wait(30)
