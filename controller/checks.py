@@ -114,6 +114,7 @@ class Check:
     verdict: Outcome
     detail: str = ""
     control: ArmEvidence | None = None
+    metric: str | None = None  # errorRatio or latency: judged by a confidence sequence
     sequential: SequentialEvidence | None = None
     sample_ratio: SampleRatioEvidence | None = None
 
@@ -139,6 +140,8 @@ class Check:
                 "samples": self.control.samples,
             },
         }
+        if self.metric is not None:
+            record["metric"] = self.metric
         if self.sequential is not None:
             record["sequential"] = asdict(self.sequential)
         if self.sample_ratio is not None:
@@ -154,8 +157,8 @@ def describe(check: Mapping[str, Any]) -> str:
     ``p95 treatment 0.24 > 0.22 (maxIncrease 0.1 over control 0.2; n=900/910)``."""
     head = f"{check.get('name')} {check.get('arm')}"
     verdict = str(check.get("verdict"))
-    if isinstance(check.get("sequential"), dict):
-        return _describe_sequential(check, check["sequential"])
+    if isinstance(check.get("sequential"), dict) or check.get("metric") is not None:
+        return _describe_sequential(check, check.get("sequential") or {})
     if isinstance(check.get("sample_ratio"), dict):
         return _describe_sample_ratio(check, check["sample_ratio"])
     value, rule = check.get("value"), str(check.get("rule"))
@@ -187,7 +190,7 @@ def _signed(value: Any) -> str:
 def _describe_sequential(check: Mapping[str, Any], seq: Mapping[str, Any]) -> str:
     """``error-ratio treatment 0.021 vs control 0.0098 (maxDelta 0.002; n=6000/6012 over 10m):
     exceeds the tolerated 0.0118 by ≥ +0.0031 (99.5 % confidence sequence; ln LR 8.8 ≥ 5.3)``."""
-    t, c = seq.get("treatment") or {}, seq.get("control") or {}
+    control = check.get("control") or {}
     window = seq.get("window_seconds")
     span = f" over {format_duration(float(window))}" if isinstance(window, int | float) else ""
     what = f"{check.get('rule')} {fmt(check.get('limit'))}"
@@ -195,10 +198,12 @@ def _describe_sequential(check: Mapping[str, Any], seq: Mapping[str, Any]) -> st
         what = f"share slower than {format_duration(float(seq['slower_than_seconds']))}; {what}"
     head = (
         f"{check.get('name')} treatment {fmt(check.get('value'))} vs control "
-        f"{fmt((check.get('control') or {}).get('value'))} ({what}; "
-        f"n={fmt(_rounded(t.get('samples')))}/{fmt(_rounded(c.get('samples')))}{span})"
+        f"{fmt(control.get('value'))} ({what}; "
+        f"n={fmt(_rounded(check.get('samples')))}/{fmt(_rounded(control.get('samples')))}{span})"
     )
     verdict = str(check.get("verdict"))
+    if not seq:  # not compared: too few samples, no data, an error
+        return f"{head}: {verdict}: {check.get('detail') or 'no comparison'}"
     alpha = seq.get("alpha")
     level = f"{fmt(100 * (1 - alpha))} %" if isinstance(alpha, int | float) else "?"
     statistic = f"ln LR {fmt(seq.get('log_likelihood_ratio'))}"
@@ -674,6 +679,7 @@ def _sequential_check(
         bound=None,
         samples=treatment.samples if treatment else None,
         verdict=Outcome.NO_DATA,
+        metric=guardrail.kind,
         control=ArmEvidence(
             control.events_query if control else "",
             control.events / control.samples if control and control.samples > 0 else None,

@@ -356,6 +356,11 @@ def test_too_few_samples_is_no_data_and_says_how_many_are_missing() -> None:
     errors = by_name(decision, "errors")
     assert errors.verdict is Outcome.NO_DATA
     assert errors.detail == "control has 320 of 500 samples (180 missing)"
+    assert errors.describe() == (
+        "errors treatment 0.01 vs control 0.1906 (maxDelta 0.001; n=6000/320): "
+        "no_data: control has 320 of 500 samples (180 missing)"
+    )
+    assert errors.as_record()["metric"] == "errorRatio"
 
 
 def test_too_few_samples_holds_even_a_bad_looking_treatment() -> None:
