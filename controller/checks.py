@@ -7,12 +7,25 @@ bounds (``max``, ``min``) judge the treatment arm; relative ones compare it with
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from controller.policy import Bounds, Policy
-from controller.queries import Arm, PlannedQuery, QueryKey, Reading, ReadingKind, Source, arms
+from controller import sequential, srm
+from controller.durations import format_duration
+from controller.policy import Bounds, Guardrail, Policy
+from controller.queries import (
+    SAMPLE_RATIO,
+    Arm,
+    Part,
+    PlannedQuery,
+    QueryKey,
+    Reading,
+    ReadingKind,
+    Source,
+    arms,
+)
 from controller.state import Outcome
 
 Readings = Mapping[QueryKey, Reading]
@@ -41,6 +54,53 @@ class ArmEvidence:
 
 
 @dataclass(frozen=True)
+class ArmCount:
+    """One arm's counts behind a sequential check: bad requests and all requests."""
+
+    events: float
+    samples: float
+    events_query: str
+    samples_query: str
+
+
+@dataclass(frozen=True)
+class SequentialEvidence:
+    """What a confidence-sequence check saw and concluded, for the decision record."""
+
+    method: str
+    metric: str  # errorRatio or latency
+    window_seconds: int
+    treatment: ArmCount
+    control: ArmCount
+    difference: float  # treatment share − control share
+    tolerated: float  # the treatment share the rule tolerates, at the control's estimate
+    excess: float  # treatment share − tolerated
+    excess_lower: float  # anytime-valid lower bound of the excess: above 0 fails
+    log_likelihood_ratio: float  # the mSPRT statistic, ln M⁺ at zero excess
+    threshold: float  # ln(1/alpha)
+    alpha: float  # this rule's share of the budget
+    alpha_total: float  # statistics.alpha: the whole rollout's false-rollback budget
+    comparisons: int  # rules sharing it (Bonferroni)
+    variance_inflation: float
+    expected_samples: int
+    slower_than_seconds: float | None = None
+
+
+@dataclass(frozen=True)
+class SampleRatioEvidence:
+    method: str
+    window_seconds: int
+    treatment: float
+    control: float
+    share: float  # observed treatment share of exposures
+    designed_share: float
+    log_bayes_factor: float
+    threshold: float  # ln(1/alpha)
+    alpha: float
+    mismatch: bool
+
+
+@dataclass(frozen=True)
 class Check:
     name: str
     kind: Source
@@ -54,10 +114,13 @@ class Check:
     verdict: Outcome
     detail: str = ""
     control: ArmEvidence | None = None
+    metric: str | None = None  # errorRatio or latency: judged by a confidence sequence
+    sequential: SequentialEvidence | None = None
+    sample_ratio: SampleRatioEvidence | None = None
 
     def as_record(self) -> dict[str, Any]:
         """The check as it is written to the decision log."""
-        return {
+        record = {
             "name": self.name,
             "kind": self.kind.value,
             "rule": self.rule,
@@ -77,6 +140,13 @@ class Check:
                 "samples": self.control.samples,
             },
         }
+        if self.metric is not None:
+            record["metric"] = self.metric
+        if self.sequential is not None:
+            record["sequential"] = asdict(self.sequential)
+        if self.sample_ratio is not None:
+            record["sample_ratio"] = asdict(self.sample_ratio)
+        return record
 
     def describe(self) -> str:
         return describe(self.as_record())
@@ -87,6 +157,10 @@ def describe(check: Mapping[str, Any]) -> str:
     ``p95 treatment 0.24 > 0.22 (maxIncrease 0.1 over control 0.2; n=900/910)``."""
     head = f"{check.get('name')} {check.get('arm')}"
     verdict = str(check.get("verdict"))
+    if isinstance(check.get("sequential"), dict) or check.get("metric") is not None:
+        return _describe_sequential(check, check.get("sequential") or {})
+    if isinstance(check.get("sample_ratio"), dict):
+        return _describe_sample_ratio(check, check["sample_ratio"])
     value, rule = check.get("value"), str(check.get("rule"))
     if value is None or rule not in _SYMBOL:
         return f"{head}: {verdict} ({check.get('detail') or 'no value'})"
@@ -107,6 +181,68 @@ def describe(check: Mapping[str, Any]) -> str:
     if detail and verdict != Outcome.PASS.value:
         text += f": {detail}"
     return text
+
+
+def _signed(value: Any) -> str:
+    return ("+" if isinstance(value, int | float) and value > 0 else "") + fmt(value)
+
+
+def _describe_sequential(check: Mapping[str, Any], seq: Mapping[str, Any]) -> str:
+    """``error-ratio treatment 0.021 vs control 0.0098 (maxDelta 0.002; n=6000/6012 over 10m):
+    exceeds the tolerated 0.0118 by ≥ +0.0031 (99.5 % confidence sequence; ln LR 8.8 ≥ 5.3)``."""
+    control = check.get("control") or {}
+    window = seq.get("window_seconds")
+    span = f" over {format_duration(float(window))}" if isinstance(window, int | float) else ""
+    what = f"{check.get('rule')} {fmt(check.get('limit'))}"
+    if seq.get("slower_than_seconds") is not None:
+        what = f"share slower than {format_duration(float(seq['slower_than_seconds']))}; {what}"
+    head = (
+        f"{check.get('name')} treatment {fmt(check.get('value'))} vs control "
+        f"{fmt(control.get('value'))} ({what}; "
+        f"n={fmt(_rounded(check.get('samples')))}/{fmt(_rounded(control.get('samples')))}{span})"
+    )
+    verdict = str(check.get("verdict"))
+    if not seq:  # not compared: too few samples, no data, an error
+        return f"{head}: {verdict}: {check.get('detail') or 'no comparison'}"
+    alpha = seq.get("alpha")
+    level = f"{fmt(100 * (1 - alpha))} %" if isinstance(alpha, int | float) else "?"
+    statistic = f"ln LR {fmt(seq.get('log_likelihood_ratio'))}"
+    threshold = fmt(seq.get("threshold"))
+    if verdict == Outcome.FAIL.value:
+        text = (
+            f"{head}: exceeds the tolerated {fmt(seq.get('tolerated'))} by ≥ "
+            f"{_signed(seq.get('excess_lower'))} ({level} confidence sequence; {statistic} ≥ {threshold})"
+        )
+    else:
+        text = (
+            f"{head}: no credible excess over the tolerated {fmt(seq.get('tolerated'))} "
+            f"(lower bound {_signed(seq.get('excess_lower'))} ≤ 0 at {level}; {statistic} < {threshold})"
+        )
+    detail = check.get("detail")
+    if detail and verdict != Outcome.PASS.value:
+        text += f"; {verdict}: {detail}"
+    return text
+
+
+def _describe_sample_ratio(check: Mapping[str, Any], ratio: Mapping[str, Any]) -> str:
+    share = ratio.get("share")
+    designed = ratio.get("designed_share")
+    head = (
+        f"{check.get('name')} treatment {fmt(_percent(share))} % of exposures, designed "
+        f"{fmt(_percent(designed))} % (n={fmt(_rounded(ratio.get('treatment')))}/"
+        f"{fmt(_rounded(ratio.get('control')))}; ln BF {fmt(ratio.get('log_bayes_factor'))} "
+        f"{'≥' if ratio.get('mismatch') else '<'} {fmt(ratio.get('threshold'))})"
+    )
+    detail = check.get("detail")
+    return f"{head}: {detail}" if detail else head
+
+
+def _percent(value: Any) -> float | None:
+    return 100 * value if isinstance(value, int | float) else None
+
+
+def _rounded(value: Any) -> float | None:
+    return float(round(value)) if isinstance(value, int | float) else None
 
 
 def fmt(value: float | None) -> str:
@@ -316,7 +452,13 @@ def _judge(
 
 def guardrail_checks(policy: Policy, queries: Sequence[PlannedQuery], readings: Readings) -> list[Check]:
     checks = traffic_checks(policy, queries, readings)
+    ratio = sample_ratio_check(policy, queries, readings)
+    if ratio is not None:
+        checks.append(ratio)
     for guardrail in policy.spec.guardrails:
+        if guardrail.sequential:
+            checks.extend(sequential_checks(policy, queries, readings, guardrail))
+            continue
         checks.extend(
             bound_checks(
                 policy,
@@ -328,7 +470,262 @@ def guardrail_checks(policy: Policy, queries: Sequence[PlannedQuery], readings: 
                 reading_key=QueryKey(Source.GUARDRAIL, guardrail.name, Arm.TREATMENT),
             )
         )
+    if ratio is not None and ratio.sample_ratio is not None and ratio.sample_ratio.mismatch:
+        checks = [_distrusted(c) for c in checks]
     return checks
+
+
+def sample_ratio_mismatch(checks: Sequence[Check]) -> Check | None:
+    """The sample-ratio check, if it found the split broken."""
+    return next(
+        (c for c in checks if c.sample_ratio is not None and c.sample_ratio.mismatch),
+        None,
+    )
+
+
+def _compares_arms(check: Check) -> bool:
+    return check.sequential is not None or (
+        check.kind is not Source.TRAFFIC and check.sample_ratio is None and check.rule not in {"max", "min"}
+    )
+
+
+def _distrusted(check: Check) -> Check:
+    """A comparison with control while the split is broken: not judged."""
+    if not _compares_arms(check) or check.verdict is Outcome.ERROR:
+        return check
+    return replace(
+        check,
+        verdict=Outcome.ERROR,
+        detail="not judged: sample ratio mismatch, the arms are not comparable"
+        + (f" (it would be {check.verdict.value})" if check.verdict in {Outcome.PASS, Outcome.FAIL} else ""),
+    )
+
+
+def _window(queries: Sequence[PlannedQuery], key: QueryKey) -> int | None:
+    return next((q.window_seconds for q in queries if q.key == key), None)
+
+
+def _count(reading: Reading, arm: Arm, what: str) -> tuple[float | None, tuple[Outcome, str] | None]:
+    """A count from a reading, or why there is none."""
+    if reading.kind is ReadingKind.ERROR:
+        return None, (Outcome.ERROR, f"{arm.value} {what}: {reading.detail}")
+    if reading.kind is ReadingKind.NO_DATA or reading.value is None:
+        return None, (Outcome.NO_DATA, f"{arm.value} {what}: {reading.detail or 'no data'}")
+    return max(reading.value, 0.0), None
+
+
+def _worst_problem(problems: Sequence[tuple[Outcome, str]]) -> tuple[Outcome, str]:
+    outcome = max((o for o, _ in problems), key=SEVERITY.__getitem__)
+    return outcome, "; ".join(d for o, d in problems if o is outcome)
+
+
+def sample_ratio_check(policy: Policy, queries: Sequence[PlannedQuery], readings: Readings) -> Check | None:
+    """The exposure split against the designed 1:1, when ``statistics.exposure`` is set."""
+    stats = policy.statistics
+    if stats.exposure is None or not policy.spec.control:
+        return None
+    evidence = _Evidence(policy, queries, readings)
+    t_key = QueryKey(Source.EXPOSURE, SAMPLE_RATIO, Arm.TREATMENT)
+    c_key = QueryKey(Source.EXPOSURE, SAMPLE_RATIO, Arm.CONTROL)
+    base = Check(
+        name=SAMPLE_RATIO,
+        kind=Source.EXPOSURE,
+        rule="sampleRatio",
+        limit=stats.sample_ratio_alpha,
+        arm=Arm.TREATMENT,
+        query=evidence.promql.get(t_key, ""),
+        value=None,
+        bound=0.5,
+        samples=None,
+        verdict=Outcome.NO_DATA,
+        detail="",
+        control=ArmEvidence(evidence.promql.get(c_key, ""), None, None),
+    )
+    window = _window(queries, t_key)
+    treatment, t_problem = _count(evidence.reading(t_key), Arm.TREATMENT, "exposures")
+    control, c_problem = _count(evidence.reading(c_key), Arm.CONTROL, "exposures")
+    problems = [p for p in (t_problem, c_problem) if p is not None]
+    if window is None:  # asked only to learn whether Prometheus answers
+        errors = [p for p in problems if p[0] is Outcome.ERROR]
+        verdict, detail = _worst_problem(errors or [(Outcome.NO_DATA, "nobody is exposed yet")])
+        return replace(base, verdict=verdict, detail=detail)
+    if problems or treatment is None or control is None:
+        verdict, detail = _worst_problem(problems)
+        return replace(base, samples=treatment, verdict=verdict, detail=detail)
+    result = srm.check(
+        treatment, control, alpha=stats.sample_ratio_alpha, variance_inflation=stats.variance_inflation
+    )
+    ratio = SampleRatioEvidence(
+        method=srm.METHOD,
+        window_seconds=window,
+        treatment=treatment,
+        control=control,
+        share=result.share,
+        designed_share=result.designed_share,
+        log_bayes_factor=result.log_bayes_factor,
+        threshold=result.threshold,
+        alpha=result.alpha,
+        mismatch=result.mismatch,
+    )
+    detail = ""
+    verdict = Outcome.PASS
+    if result.mismatch:
+        verdict = Outcome.ERROR
+        detail = (
+            "sample ratio mismatch: the arms' exposures depart from the designed 1:1 split beyond "
+            "chance, so assignment or metric collection is broken and no comparison with control "
+            "can be trusted"
+        )
+    return replace(
+        base,
+        value=result.share,
+        samples=treatment,
+        verdict=verdict,
+        detail=detail,
+        control=ArmEvidence(base.control.query if base.control else "", 1 - result.share, control),
+        sample_ratio=ratio,
+    )
+
+
+def sequential_checks(
+    policy: Policy, queries: Sequence[PlannedQuery], readings: Readings, guardrail: Guardrail
+) -> list[Check]:
+    """One check per rule of an errorRatio or latency guardrail, judged with a confidence sequence."""
+    evidence = _Evidence(policy, queries, readings)
+    bad_part = Part.EVENTS if guardrail.error_ratio is not None else Part.FAST
+
+    def key(arm: Arm, part: Part) -> QueryKey:
+        return QueryKey(Source.GUARDRAIL, guardrail.name, arm, part)
+
+    minimum = guardrail.min_samples
+    if minimum is None:
+        minimum = policy.spec.traffic.min_samples if policy.spec.traffic is not None else 0
+    window = _window(queries, key(Arm.TREATMENT, Part.TOTAL))
+    counts: dict[Arm, ArmCount] = {}
+    problems: list[tuple[Outcome, str]] = []
+    for arm in (Arm.TREATMENT, Arm.CONTROL):
+        if window is None:  # asked only to learn whether Prometheus answers
+            problems.extend(
+                _count(evidence.reading(key(arm, part)), arm, part.value)[1] or (Outcome.NO_DATA, "")
+                for part in (bad_part, Part.TOTAL)
+            )
+            problems = [p for p in problems if p[0] is Outcome.ERROR]
+            continue
+        bad_reading = evidence.reading(key(arm, bad_part))
+        bad, bad_problem = _count(bad_reading, arm, "errors" if bad_part is Part.EVENTS else "fast requests")
+        total, total_problem = _count(evidence.reading(key(arm, Part.TOTAL)), arm, "requests")
+        if (
+            bad_part is Part.FAST
+            and bad_reading.kind is ReadingKind.NO_DATA
+            and total is not None
+            and total > 0
+        ):
+            # Requests were counted, yet no series has the bucket: the bound is not a bucket edge.
+            bad_problem = _not_a_bucket_edge(guardrail, arm)
+        if bad_problem is None and total_problem is None and bad is not None and total is not None:
+            events = max(total - bad, 0.0) if bad_part is Part.FAST else min(bad, total)
+            counts[arm] = ArmCount(
+                events,
+                total,
+                evidence.promql.get(key(arm, bad_part), ""),
+                evidence.promql.get(key(arm, Part.TOTAL), ""),
+            )
+            if total < max(minimum, 1):
+                problems.append(
+                    (
+                        Outcome.NO_DATA,
+                        f"{arm.value} has {fmt(round(total, 1))} of {max(minimum, 1)} samples "
+                        f"({fmt(round(max(minimum, 1) - total, 1))} missing)",
+                    )
+                )
+        else:
+            problems.extend(p for p in (bad_problem, total_problem) if p is not None)
+    if window is None and not problems:
+        problems.append((Outcome.NO_DATA, "nobody is exposed yet"))
+    checks = []
+    for rule, limit in guardrail.rules():
+        checks.append(_sequential_check(policy, guardrail, rule, limit, window, counts, problems))
+    return checks
+
+
+def _not_a_bucket_edge(guardrail: Guardrail, arm: Arm) -> tuple[Outcome, str]:
+    bound = guardrail.latency.slower_than_seconds if guardrail.latency else math.nan
+    return (
+        Outcome.ERROR,
+        f"{arm.value}: requests were counted but no series has the bucket le={bound:g}: slowerThan "
+        f"{format_duration(bound)} is not one of the histogram's bucket edges; use an edge the "
+        "service exports",
+    )
+
+
+def _sequential_check(
+    policy: Policy,
+    guardrail: Guardrail,
+    rule: str,
+    limit: float,
+    window: int | None,
+    counts: Mapping[Arm, ArmCount],
+    problems: Sequence[tuple[Outcome, str]],
+) -> Check:
+    treatment, control = counts.get(Arm.TREATMENT), counts.get(Arm.CONTROL)
+    check = Check(
+        name=guardrail.name,
+        kind=Source.GUARDRAIL,
+        rule=rule,
+        limit=limit,
+        arm=Arm.TREATMENT,
+        query=treatment.events_query if treatment else "",
+        value=treatment.events / treatment.samples if treatment and treatment.samples > 0 else None,
+        bound=None,
+        samples=treatment.samples if treatment else None,
+        verdict=Outcome.NO_DATA,
+        metric=guardrail.kind,
+        control=ArmEvidence(
+            control.events_query if control else "",
+            control.events / control.samples if control and control.samples > 0 else None,
+            control.samples if control else None,
+        ),
+    )
+    if problems or treatment is None or control is None or window is None:
+        verdict, detail = _worst_problem(problems or [(Outcome.NO_DATA, "no counts")])
+        return replace(check, verdict=verdict, detail=detail)
+    stats = policy.statistics
+    result = sequential.compare(
+        sequential.ArmCounts(treatment.events, treatment.samples),
+        sequential.ArmCounts(control.events, control.samples),
+        rule=rule,
+        limit=limit,
+        alpha=policy.comparison_alpha(guardrail),
+        expected_samples=stats.expected_samples,
+        variance_inflation=stats.variance_inflation,
+    )
+    evidence = SequentialEvidence(
+        method=sequential.METHOD,
+        metric=guardrail.kind,
+        window_seconds=window,
+        treatment=treatment,
+        control=control,
+        difference=result.treatment_share - result.control_share,
+        tolerated=result.tolerated,
+        excess=result.excess,
+        excess_lower=result.excess_lower,
+        log_likelihood_ratio=result.log_likelihood_ratio,
+        threshold=result.threshold,
+        alpha=result.alpha,
+        alpha_total=stats.alpha,
+        comparisons=policy.comparisons,
+        variance_inflation=stats.variance_inflation,
+        expected_samples=stats.expected_samples,
+        slower_than_seconds=guardrail.latency.slower_than_seconds if guardrail.latency else None,
+    )
+    return replace(
+        check,
+        value=result.treatment_share,
+        bound=result.tolerated,
+        verdict=Outcome.FAIL if result.fails else Outcome.PASS,
+        control=ArmEvidence(control.events_query, result.control_share, control.samples),
+        sequential=evidence,
+    )
 
 
 def checkpoint_checks(policy: Policy, queries: Sequence[PlannedQuery], readings: Readings) -> list[Check]:

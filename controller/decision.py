@@ -18,11 +18,19 @@ resume) have their own functions. Nothing here reads a clock or a file.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from controller.checks import Check, Readings, checkpoint_checks, guardrail_checks, worst
+from controller.checks import (
+    Check,
+    Readings,
+    checkpoint_checks,
+    guardrail_checks,
+    sample_ratio_mismatch,
+    worst,
+)
 from controller.durations import format_duration
 from controller.errors import UsageError
 from controller.policy import Policy, pct
@@ -66,6 +74,7 @@ def _material(state: RolloutState) -> tuple[object, ...]:
         state.owner,
         state.review,
         state.reason,
+        state.exposed_since,
     )
 
 
@@ -117,7 +126,12 @@ def rebase(policy: Policy, state: RolloutState | None, now: datetime) -> Rebased
     )
     if state.status is Status.ROLLED_BACK:
         restarted = synced.moved(
-            status=Status.PROGRESSING, step=NOT_STARTED, percent=0.0, step_started_at=None, reason=""
+            status=Status.PROGRESSING,
+            step=NOT_STARTED,
+            percent=0.0,
+            step_started_at=None,
+            reason="",
+            exposed_since=None,
         )
         return Rebased(restarted, (f"{note}: the rolled-back rollout restarts from the first step",))
     steps = [s.percent for s in policy.spec.steps]
@@ -150,7 +164,17 @@ def queries_for(policy: Policy, state: RolloutState, now: datetime) -> list[Plan
     if state.status not in ACTIVE:
         return []
     at_last_step = state.status is Status.PROGRESSING and state.step == len(policy.spec.steps) - 1
-    return plan(policy, with_checkpoint=at_last_step)
+    return plan(policy, with_checkpoint=at_last_step, window_seconds=exposure_window_seconds(state, now))
+
+
+def exposure_window_seconds(state: RolloutState, now: datetime) -> int | None:
+    """How long the arms have been exposed, in whole seconds (at least 1): the ``increase()`` range
+    of the counts that errorRatio and latency guardrails and the sample-ratio check compare. None
+    when nobody is exposed."""
+    since = state.counting_since
+    if since is None:
+        return None
+    return max(1, math.ceil((now - since).total_seconds()))
 
 
 def _hold_seconds(policy: Policy, state: RolloutState) -> float:
@@ -206,6 +230,14 @@ def decide(
     if outcome is Outcome.FAIL and exposed:
         why = f"guardrail failed: {_summary(checks, Outcome.FAIL)}"
         return ctx.make(Action.ROLLBACK, _rolled_back(state, now, why), why, checks)
+    mismatch = sample_ratio_mismatch(checks)
+    if mismatch is not None and exposed:
+        # Neither onError nor onNoData applies: flagroll cannot tell whether the change is at fault.
+        why = (
+            f"hold: {mismatch.describe()}; comparisons with control are not judged until the split "
+            "is fixed (neither advancing nor rolling back)"
+        )
+        return ctx.make(Action.HOLD, state, why, checks)
     for bad, policy_says, label in (
         (Outcome.ERROR, spec.on_error, "onError"),
         (Outcome.NO_DATA, spec.on_no_data, "onNoData"),
@@ -310,12 +342,14 @@ def _completed(state: RolloutState, now: datetime) -> RolloutState:
 
 
 def _at_step(policy: Policy, state: RolloutState, index: int, now: datetime) -> RolloutState:
+    exposed_since = state.exposed_since if state.percent > 0 else now
     return state.moved(
         step=index,
         percent=policy.step_percent(index),
         step_started_at=now,
         updated_at=now,
         reason="",
+        exposed_since=exposed_since,
     )
 
 
@@ -327,6 +361,7 @@ def _rolled_back(state: RolloutState, now: datetime, why: str) -> RolloutState:
         step_started_at=now,
         updated_at=now,
         reason=why,
+        exposed_since=None,
     )
 
 
@@ -358,6 +393,7 @@ def stop(state: RolloutState, reason: str, now: datetime) -> Decision:
         step_started_at=now,
         updated_at=now,
         reason=reason,
+        exposed_since=None,
     )
     return Decision(Action.STOP, state, after, f"stopped by a human: {reason}")
 
@@ -385,6 +421,7 @@ def resume(state: RolloutState, reason: str, now: datetime) -> Decision:
             step_started_at=None,
             updated_at=now,
             reason="",
+            exposed_since=None,
         )
         return Decision(
             Action.RESUME,

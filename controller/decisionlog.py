@@ -241,6 +241,12 @@ def render(record: Mapping[str, Any], *, aim: str | None = None, mechanism: str 
         for c in checks
         if c.get("verdict") != "pass" and c.get("rule") not in {"max", "min", "minSamples"}
     }
+    for check in checks:
+        counts = check.get("sequential")
+        if check.get("verdict") != "pass" and isinstance(counts, dict):
+            for arm in ("treatment", "control"):
+                arm_counts = counts.get(arm) or {}
+                queries |= {arm_counts.get("events_query"), arm_counts.get("samples_query")}
     queries.discard(None)
     queries.discard("")
     for query in sorted(q for q in queries if isinstance(q, str)):

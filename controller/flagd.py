@@ -223,6 +223,7 @@ def _state_from_metadata(meta: Mapping[str, Any], key: str) -> RolloutState:
         owner=get("owner", str, required=False) or "",
         review=_date(review_text, key) if review_text else None,
         reason=get("reason", str, required=False) or "",
+        exposed_since=_time(get("exposedSince", str, required=False), key),
     )
 
 
@@ -258,6 +259,8 @@ def _metadata(state: RolloutState) -> JsonObject:
     }
     if state.step_started_at is not None:
         meta[PREFIX + "stepStartedAt"] = _iso(state.step_started_at)
+    if state.exposed_since is not None:
+        meta[PREFIX + "exposedSince"] = _iso(state.exposed_since)
     if state.owner:
         meta[PREFIX + "owner"] = state.owner
     if state.review is not None:

@@ -151,9 +151,108 @@ class Traffic(Model):
     )
 
 
+class ErrorRatio(Model):
+    """Errors over requests per arm, from two counters, compared with the control arm sequentially."""
+
+    errors: NonEmptyText = Field(
+        description="Counter selector of failed requests, e.g. "
+        'http_server_requests_total{code=~"5..",feature_flag_result_variant="{{variant}}"}.'
+    )
+    requests: NonEmptyText = Field(
+        description="Counter selector of all requests, e.g. "
+        'http_server_requests_total{feature_flag_result_variant="{{variant}}"}.'
+    )
+
+
+class Latency(Model):
+    """The share of requests slower than a bound per arm, read from a histogram's bucket at that
+    bound, compared with the control arm sequentially ("p95 ≤ 300 ms" is "≤ 5 % slower than 300 ms")."""
+
+    histogram: NonEmptyText = Field(
+        description="Histogram base name and labels, without _bucket/_count, e.g. "
+        'http_server_request_duration_seconds{feature_flag_result_variant="{{variant}}"}.'
+    )
+    slower_than_seconds: Seconds = Field(
+        alias="slowerThan",
+        description="The latency bound; it must be one of the histogram's bucket edges (le).",
+    )
+
+
 class Guardrail(Bounds):
     name: NonEmptyText
-    query: NonEmptyText = Field(description="PromQL returning one number per arm; use {{variant}}.")
+    query: NonEmptyText | None = Field(
+        None, description="PromQL returning one number per arm; use {{variant}}."
+    )
+    error_ratio: ErrorRatio | None = Field(
+        None, description="Judge the error ratio treatment vs control with a confidence sequence."
+    )
+    latency: Latency | None = Field(
+        None,
+        description="Judge the share of slow requests treatment vs control with a confidence sequence.",
+    )
+    min_samples: Count | None = Field(
+        None,
+        ge=0,
+        description="errorRatio and latency guardrails: requests each arm needs before it is judged "
+        "(default: traffic.minSamples).",
+    )
+    alpha_weight: Number | None = Field(
+        None,
+        alias="alphaWeight",
+        gt=0,
+        le=1000,
+        description="errorRatio and latency guardrails: this guardrail's weight in the split of "
+        "statistics.alpha (default 1 each): a weight of 3 next to a 1 gives it 3/4 of the budget.",
+    )
+
+    @property
+    def sequential(self) -> bool:
+        """Judged by the anytime-valid comparison of counts (errorRatio, latency), not a query."""
+        return self.error_ratio is not None or self.latency is not None
+
+    @property
+    def kind(self) -> str:
+        return "errorRatio" if self.error_ratio is not None else "latency" if self.latency else "query"
+
+
+SEQUENTIAL_RULES = ("maxDelta", "maxIncrease")
+
+
+class Statistics(Model):
+    """How errorRatio and latency guardrails are judged, and the sample-ratio check."""
+
+    alpha: Number = Field(
+        0.01,
+        gt=0,
+        le=0.2,
+        description="False-rollback budget for the whole rollout: every look, every errorRatio and "
+        "latency guardrail (split evenly between them).",
+    )
+    expected_samples: Count = Field(
+        2000,
+        ge=1,
+        description="Requests per arm at which the confidence sequence is tightest.",
+    )
+    variance_inflation: Number = Field(
+        1.0,
+        ge=1,
+        le=1000,
+        description="Variance multiplier (≥ 1) for requests that are not independent, e.g. many "
+        "requests per user; also divides exposures in the sample-ratio check.",
+    )
+    exposure: NonEmptyText | None = Field(
+        None,
+        description="Counter selector of flag evaluations per arm for the sample-ratio check, e.g. "
+        'feature_flag_evaluations_total{feature_flag_key="{{flag}}",'
+        'feature_flag_result_variant="{{variant}}"}.',
+    )
+    sample_ratio_alpha: Number = Field(
+        0.001,
+        gt=0,
+        le=0.2,
+        description="How unlikely under the designed 1:1 split an exposure split must be to hold the "
+        "rollout as a sample-ratio mismatch.",
+    )
 
 
 class Expectation(Bounds):
@@ -199,6 +298,9 @@ class Spec(Model):
     steps: list[Step] = Field(min_length=1)
     traffic: Traffic | None = None
     guardrails: list[Guardrail] = Field(min_length=1)
+    statistics: Statistics | None = Field(
+        None, description="Settings of errorRatio and latency guardrails and the sample-ratio check."
+    )
     checkpoint: Checkpoint | None = None
     on_no_data: Literal["hold", "rollback"] = "hold"
     on_error: Literal["hold", "rollback"] = "hold"
@@ -235,6 +337,25 @@ class Policy(Model):
 
     def guardrail(self, name: str) -> Guardrail | None:
         return next((g for g in self.spec.guardrails if g.name == name), None)
+
+    @property
+    def statistics(self) -> Statistics:
+        """The statistics settings, defaults filled in."""
+        return self.spec.statistics or _DEFAULT_STATISTICS
+
+    @property
+    def comparisons(self) -> int:
+        """How many sequential rules share the false-rollback budget."""
+        return sum(1 for g in self.spec.guardrails if g.sequential for _ in g.rules())
+
+    def comparison_alpha(self, guardrail: Guardrail) -> float:
+        """A sequential rule's share of ``statistics.alpha``: a weighted Bonferroni split (every rule
+        of a guardrail gets its ``alphaWeight``, 1 by default), so the shares add up to the budget."""
+        total = sum(g.alpha_weight or 1.0 for g in self.spec.guardrails if g.sequential for _ in g.rules())
+        return self.statistics.alpha * (guardrail.alpha_weight or 1.0) / max(1.0, total)
+
+
+_DEFAULT_STATISTICS = Statistics.model_validate({})
 
 
 def revision_of(policy: Policy) -> str:
@@ -333,11 +454,12 @@ def semantic_issues(policy: Policy) -> list[tuple[Path, str, str]]:
         previous = step.percent
 
     if spec.traffic is None:
-        warning(
-            ("spec",),
-            "no 'traffic': checks have no sample count, so a handful of requests can trip or "
-            "pass a guardrail; set traffic.query and traffic.minSamples",
-        )
+        if not all(g.sequential for g in spec.guardrails):
+            warning(
+                ("spec",),
+                "no 'traffic': checks have no sample count, so a handful of requests can trip or "
+                "pass a guardrail; set traffic.query and traffic.minSamples",
+            )
     else:
         _check_query(error, ("spec", "traffic", "query"), spec.traffic.query, needs_variant=True)
 
@@ -350,7 +472,40 @@ def semantic_issues(policy: Policy) -> list[tuple[Path, str, str]]:
                 f"duplicate guardrail name {guardrail.name!r} (also at guardrails[{names[guardrail.name]}])",
             )
         names.setdefault(guardrail.name, i)
-        _check_bounds(error, warning, path, guardrail, guardrail.query, spec.control)
+        given = [
+            k
+            for k, v in (
+                ("query", guardrail.query),
+                ("errorRatio", guardrail.error_ratio),
+                ("latency", guardrail.latency),
+            )
+            if v is not None
+        ]
+        if len(given) != 1:
+            error(
+                path if not given else (*path, given[1]),
+                "give exactly one of query (judged against its bounds), errorRatio or latency "
+                "(judged treatment vs control with a confidence sequence)"
+                + (f", not {' and '.join(given)}" if given else ""),
+            )
+            continue
+        if guardrail.query is not None:
+            if guardrail.min_samples is not None:
+                error(
+                    (*path, "minSamples"),
+                    "minSamples on a guardrail applies to errorRatio and latency guardrails; "
+                    "a query guardrail uses traffic.minSamples",
+                )
+            if guardrail.alpha_weight is not None:
+                error(
+                    (*path, "alphaWeight"),
+                    "alphaWeight splits statistics.alpha between errorRatio and latency guardrails; "
+                    "a query guardrail has no false-rollback budget",
+                )
+            _check_bounds(error, warning, path, guardrail, guardrail.query, spec.control)
+        else:
+            _check_sequential(error, path, guardrail, spec.control)
+    _check_statistics(error, warning, policy)
 
     if spec.checkpoint is not None:
         if spec.checkpoint.on_pass == "promote" and (spec.max_percent or 100.0) < 100.0:
@@ -368,6 +523,13 @@ def semantic_issues(policy: Policy) -> list[tuple[Path, str, str]]:
                         (*path, "name"),
                         f"{expectation.name!r} is not a guardrail's name; name one of "
                         f"{sorted(names)} or give this expectation its own query",
+                    )
+                    continue
+                if referenced.query is None:
+                    error(
+                        (*path, "name"),
+                        f"{expectation.name!r} is a {referenced.kind} guardrail, judged with a "
+                        "confidence sequence; give this expectation its own query",
                     )
                     continue
                 query = referenced.query
@@ -433,3 +595,89 @@ def _check_bounds(
             query_path,
             "the query has no {{variant}}: it measures every user, not the treatment arm",
         )
+
+
+_SELECTOR = re.compile(r"^[A-Za-z_:][A-Za-z0-9_:]*\s*(\{[^{}]*\})?$")
+_HISTOGRAM_SUFFIXES = ("_bucket", "_count", "_sum")
+
+
+def _check_selector(error: Reporter, path: Path, selector: str, what: str) -> None:
+    """A counter selector ``name{labels}``: flagroll wraps it in ``sum(increase(…[Ns]))``."""
+    _check_query(error, path, selector, needs_variant=True)
+    plain = _PLACEHOLDER.sub("x", selector)
+    if not _SELECTOR.match(plain):
+        error(
+            path,
+            f"{what} must be a metric selector such as "
+            'http_server_requests_total{feature_flag_result_variant="{{variant}}"}: '
+            "flagroll adds sum(increase(…[window])) itself; no functions, ranges or operators",
+        )
+
+
+def _check_sequential(error: Reporter, path: Path, guardrail: Guardrail, control: bool) -> None:
+    kind = guardrail.kind
+    if not control:
+        error((*path, kind), f"{kind} compares the treatment arm with the control arm; set control: true")
+    rules = dict(guardrail.rules())
+    for rule in rules:
+        if rule not in SEQUENTIAL_RULES:
+            error(
+                (*path, rule),
+                f"{rule} does not apply to a {kind} guardrail, which compares the share of bad "
+                "requests with the control arm: use maxDelta (tolerated rise of the share, e.g. "
+                "0.002) or maxIncrease (tolerated relative rise, e.g. 0.1)",
+            )
+    if not rules:
+        error(
+            path,
+            f"no bound set: a {kind} guardrail needs maxDelta (tolerated rise of the share, e.g. "
+            "0.002; 0 tolerates none) or maxIncrease (tolerated relative rise, e.g. 0.1)",
+        )
+    delta = rules.get("maxDelta")
+    if delta is not None and not 0 <= delta < 1:
+        error((*path, "maxDelta"), f"maxDelta is a share between 0 and 1, got {delta}")
+    if guardrail.error_ratio is not None:
+        ratio = guardrail.error_ratio
+        _check_selector(error, (*path, kind, "errors"), ratio.errors, "errors")
+        _check_selector(error, (*path, kind, "requests"), ratio.requests, "requests")
+        if ratio.errors == ratio.requests:
+            error((*path, kind, "errors"), "errors and requests are the same selector")
+    if guardrail.latency is not None:
+        latency = guardrail.latency
+        _check_selector(error, (*path, kind, "histogram"), latency.histogram, "histogram")
+        name = latency.histogram.split("{", 1)[0].strip()
+        if name.endswith(_HISTOGRAM_SUFFIXES):
+            base = name.rsplit("_", 1)[0]
+            error(
+                (*path, kind, "histogram"),
+                f"give the histogram's base name ({base}): flagroll reads {base}_bucket and {base}_count",
+            )
+        if latency.slower_than_seconds <= 0:
+            error((*path, kind, "slowerThan"), "the latency bound must be above 0")
+
+
+def _check_statistics(error: Reporter, warning: Reporter, policy: Policy) -> None:
+    spec = policy.spec
+    sequential = [g for g in spec.guardrails if g.sequential]
+    stats = spec.statistics
+    if stats is None:
+        if sequential:
+            warning(
+                ("spec",),
+                "errorRatio/latency guardrails without 'statistics': alpha 0.01 is assumed and the "
+                "sample ratio is not checked; set statistics.exposure to the flag-evaluation counter",
+            )
+        return
+    path: Path = ("spec", "statistics")
+    if stats.exposure is not None:
+        if not spec.control:
+            error((*path, "exposure"), "the sample-ratio check needs a control arm; set control: true")
+        _check_selector(error, (*path, "exposure"), stats.exposure, "exposure")
+    elif sequential:
+        warning(
+            path,
+            "no exposure: the sample ratio is not checked, so a broken assignment or metric "
+            "pipeline can go unnoticed; set exposure to the flag-evaluation counter",
+        )
+    if not sequential and stats.exposure is None:
+        warning(path, "no errorRatio or latency guardrail and no exposure: statistics has no effect")

@@ -7,6 +7,7 @@ values escaped for a PromQL label matcher; nothing in a policy is ever evaluated
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ from enum import StrEnum
 from typing import Protocol
 
 from controller.flagd import CONTROL, TREATMENT
-from controller.policy import Policy
+from controller.policy import Guardrail, Policy
 
 _PLACEHOLDER = re.compile(r"\{\{\s*(variant|flag)\s*\}\}")
 
@@ -32,6 +33,16 @@ class Source(StrEnum):
     TRAFFIC = "traffic"
     GUARDRAIL = "guardrail"
     CHECKPOINT = "checkpoint"
+    EXPOSURE = "exposure"
+
+
+class Part(StrEnum):
+    """Which count of a sequential guardrail a query gives (a plain query has no part)."""
+
+    WHOLE = ""
+    EVENTS = "events"  # bad requests (errors) since exposure began
+    FAST = "fast"  # requests at or under the latency bound (the histogram bucket) since exposure began
+    TOTAL = "total"  # all requests since exposure began
 
 
 @dataclass(frozen=True, order=True)
@@ -39,12 +50,14 @@ class QueryKey:
     source: Source
     name: str
     arm: Arm
+    part: Part = Part.WHOLE
 
 
 @dataclass(frozen=True)
 class PlannedQuery:
     key: QueryKey
     promql: str
+    window_seconds: int | None = None  # the increase() range of a count since exposure began
 
 
 class ReadingKind(StrEnum):
@@ -88,20 +101,92 @@ def arms(control: bool) -> tuple[Arm, ...]:
     return (Arm.TREATMENT, Arm.CONTROL) if control else (Arm.TREATMENT,)
 
 
-def plan(policy: Policy, *, with_checkpoint: bool) -> list[PlannedQuery]:
-    """Every query the policy needs this cycle, one per arm."""
+SAMPLE_RATIO = "sample-ratio"  # the name of the exposure check
+
+
+def _le_values(bound: float) -> list[str]:
+    """How clients spell a bucket edge in ``le``: Python's client writes ``0.3`` and ``1.0``,
+    Go's ``0.3`` and ``1``; both (and exponent forms) are matched."""
+    spellings = {repr(float(bound)), f"{bound:g}"}
+    if float(bound).is_integer():
+        spellings.add(str(int(bound)))
+    return sorted(spellings)
+
+
+def le_matcher(bound: float) -> str:
+    """A PromQL matcher for the bucket whose upper edge is ``bound`` seconds."""
+    alternatives = "|".join(re.escape(v).replace("\\", "\\\\") for v in _le_values(bound))
+    return f'le=~"{alternatives}"'
+
+
+def with_suffix(selector: str, suffix: str, extra_matcher: str = "") -> str:
+    """``name{labels}`` → ``name<suffix>{labels,extra}`` (for a histogram's series)."""
+    name, brace, labels = selector.partition("{")
+    labels = labels.strip()
+    inner = labels[:-1].strip().rstrip(",").strip() if brace else ""
+    matchers = ", ".join(m for m in (inner, extra_matcher) if m)
+    return f"{name.strip()}{suffix}{{{matchers}}}"
+
+
+def counted(selector: str, window_seconds: int) -> str:
+    """The increase of a counter selector over the exposure window, summed over its series."""
+    return f"sum(increase({selector}[{window_seconds}s]))"
+
+
+def sequential_templates(guardrail: Guardrail, window_seconds: int) -> list[tuple[Part, str]]:
+    """The count queries (templates, per arm) an errorRatio or latency guardrail needs."""
+    if guardrail.error_ratio is not None:
+        return [
+            (Part.EVENTS, counted(guardrail.error_ratio.errors, window_seconds)),
+            (Part.TOTAL, counted(guardrail.error_ratio.requests, window_seconds)),
+        ]
+    if guardrail.latency is not None:
+        histogram = guardrail.latency.histogram
+        bucket = with_suffix(histogram, "_bucket", le_matcher(guardrail.latency.slower_than_seconds))
+        return [
+            (Part.FAST, counted(bucket, window_seconds)),
+            (Part.TOTAL, counted(with_suffix(histogram, "_count"), window_seconds)),
+        ]
+    return []
+
+
+def plan(policy: Policy, *, with_checkpoint: bool, window_seconds: int | None = None) -> list[PlannedQuery]:
+    """Every query the policy needs this cycle, one per arm.
+
+    ``window_seconds`` is how long the arms have been exposed; the counts of errorRatio and latency
+    guardrails and of the sample-ratio check are taken over it. With None (nobody exposed yet) the
+    same counts are asked over one interval, only to learn whether Prometheus answers: flagroll does
+    not start a rollout while it cannot see. Their planned ``window_seconds`` is then None.
+    """
     spec = policy.spec
-    templates: list[tuple[Source, str, str]] = []
+    counted_seconds = window_seconds or max(1, math.ceil(spec.interval_seconds))
+    templates: list[tuple[Source, str, str, Part]] = []
     if spec.traffic is not None:
-        templates.append((Source.TRAFFIC, "traffic", spec.traffic.query))
-    templates.extend((Source.GUARDRAIL, g.name, g.query) for g in spec.guardrails)
+        templates.append((Source.TRAFFIC, "traffic", spec.traffic.query, Part.WHOLE))
+    for guardrail in spec.guardrails:
+        if guardrail.query is not None:
+            templates.append((Source.GUARDRAIL, guardrail.name, guardrail.query, Part.WHOLE))
+        else:
+            templates.extend(
+                (Source.GUARDRAIL, guardrail.name, template, part)
+                for part, template in sequential_templates(guardrail, counted_seconds)
+            )
+    exposure = spec.statistics.exposure if spec.statistics is not None else None
+    if exposure is not None and spec.control:
+        templates.append((Source.EXPOSURE, SAMPLE_RATIO, counted(exposure, counted_seconds), Part.WHOLE))
     if with_checkpoint and spec.checkpoint is not None:
         templates.extend(
-            (Source.CHECKPOINT, e.name, e.query) for e in spec.checkpoint.expect if e.query is not None
+            (Source.CHECKPOINT, e.name, e.query, Part.WHOLE)
+            for e in spec.checkpoint.expect
+            if e.query is not None
         )
     return [
-        PlannedQuery(QueryKey(source, name, arm), render(template, flag=policy.flag_key, arm=arm))
-        for source, name, template in templates
+        PlannedQuery(
+            QueryKey(source, name, arm, part),
+            render(template, flag=policy.flag_key, arm=arm),
+            window_seconds if part is not Part.WHOLE or source is Source.EXPOSURE else None,
+        )
+        for source, name, template, part in templates
         for arm in arms(spec.control)
     ]
 

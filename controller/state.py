@@ -56,6 +56,9 @@ class RolloutState:
     owner: str = ""
     review: date | None = None
     reason: str = ""  # why the status last changed (a human's reason for stop/pause)
+    # When the first step's percentage was written: the start of the arms' exposure, from which the
+    # errorRatio and latency guardrails count. None at 0 % and in states written before it existed.
+    exposed_since: datetime | None = None
 
     @property
     def control_percent(self) -> float:
@@ -63,6 +66,14 @@ class RolloutState:
         if not self.control or self.percent > 50:
             return 0.0
         return self.percent
+
+    @property
+    def counting_since(self) -> datetime | None:
+        """Where the arms' cumulative counts start: the exposure start, else (a state written
+        before flagroll recorded it) the current step's start; None when nobody is exposed."""
+        if self.percent <= 0:
+            return None
+        return self.exposed_since or self.step_started_at
 
     def moved(self, **changes: object) -> RolloutState:
         return replace(self, **changes)  # type: ignore[arg-type]

@@ -1,0 +1,182 @@
+"""Anytime-valid comparison of a rate between the treatment and control arms.
+
+The controller looks at every interval, so a fixed-sample test would cry wolf: it is re-run at every
+look and its false alarms add up. This module uses a **confidence sequence** instead (Howard,
+Ramdas, McAuliffe and Sekhon, *Annals of Statistics* 2021; the asymptotic form of Waudby-Smith et
+al.): a lower confidence bound that holds at *all* looks simultaneously with probability ≥ 1 − α,
+so looking as often as one likes costs nothing. Equivalently it is an mSPRT (Johari, Pekelis and
+Walsh): the guardrail fails when a mixture likelihood ratio exceeds ``1 / α``.
+
+The quantity judged is the **excess** of the treatment share over what the policy tolerates:
+
+- ``maxDelta δ``:     excess = p_t − p_c − δ
+- ``maxIncrease x``:  excess = p_t − (1 + x) · p_c
+
+where p is the share of bad requests (errors, or requests slower than a latency bound) in an arm.
+The guardrail fails when the anytime-valid lower bound of the excess is above zero.
+
+The statistic: with k = 1 (delta) or 1 + x (increase), one treatment request and one control
+request form a pair whose difference ``D = X_t − k X_c`` has variance
+``σ² = p_t(1 − p_t) + k² p_c(1 − p_c)``. The counts give the estimate and its variance
+``v = p_t(1 − p_t)/n_t + k² p_c(1 − p_c)/n_c`` (times a variance-inflation factor φ ≥ 1 for
+requests that are not independent); ``V = σ²/v`` is the number of effective pairs and
+``S = V · excess / σ`` the standardised sum. A one-sided (half-normal) mixture of the Gaussian
+likelihood ratios over the effect, with mixing precision ρ (in pairs), is the test martingale
+
+    M⁺ = 2 · sqrt(ρ / (V + ρ)) · exp(S² / (2 (V + ρ))) · Φ(S / sqrt(V + ρ))
+
+and the guardrail fails when ``M⁺ ≥ 1/α``. ρ sets where the boundary is tightest; it is chosen
+from an expected number of samples per arm with the rule GrowthBook uses. Shares in the variance
+are smoothed (``(e + ½)/(n + 1)``) so that an arm with no bad request yet does not claim zero
+variance. Pure Python: the ``math`` module only.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+_LOG_2 = math.log(2.0)
+_SQRT_2 = math.sqrt(2.0)
+_LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
+
+METHOD = "confidence sequence (one-sided normal mixture)"
+
+
+def log_normal_cdf(x: float) -> float:
+    """``ln Φ(x)``, accurate far into the lower tail."""
+    if x > -30.0:
+        return math.log(0.5 * math.erfc(-x / _SQRT_2))
+    # Asymptotic series of Mills' ratio: Φ(x) ≈ φ(x)/|x| · (1 − 1/x² + 3/x⁴).
+    return -0.5 * x * x - math.log(-x) - _LOG_SQRT_2PI + math.log1p(-1.0 / (x * x) + 3.0 / x**4)
+
+
+def log_mixture_ratio(s: float, v: float, rho: float) -> float:
+    """``ln M⁺``: the one-sided normal-mixture likelihood ratio of a standardised sum ``s`` after
+    ``v`` units of intrinsic time (effective pairs), with mixing precision ``rho``."""
+    if v < 0 or rho <= 0:
+        raise ValueError(f"need v ≥ 0 and rho > 0, got v={v}, rho={rho}")
+    w = v + rho
+    return _LOG_2 + 0.5 * math.log(rho / w) + s * s / (2.0 * w) + log_normal_cdf(s / math.sqrt(w))
+
+
+def boundary(v: float, rho: float, alpha: float) -> float:
+    """The standardised sum ``s*`` at which ``ln M⁺(s*, v) = ln(1/α)``: crossing it fails the test.
+
+    ``M⁺`` rises with ``s``. The two-sided normal-mixture boundary at α is an upper bracket (there
+    ``M⁺`` already exceeds the symmetric mixture, which equals ``1/α``); at 2α a lower one.
+    """
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+    w = v + rho
+    target = -math.log(alpha)
+    high = math.sqrt(w * math.log(w / (rho * alpha * alpha)))
+    low = math.sqrt(w * max(0.0, math.log(w / (rho * 4.0 * alpha * alpha))))
+    for _ in range(60):
+        middle = 0.5 * (low + high)
+        if log_mixture_ratio(middle, v, rho) < target:
+            low = middle
+        else:
+            high = middle
+        if high - low <= 1e-10 * high:
+            break
+    return high
+
+
+def mixing_precision(expected_samples: float, alpha: float) -> float:
+    """ρ (in pairs) that makes the boundary tightest near ``expected_samples`` per arm:
+    ``ρ = 2 S / (2 ln(1/α) + ln(1 + 2 ln(1/α)))`` (the rule GrowthBook uses, with σ² = 1 because
+    the sum is standardised)."""
+    if expected_samples <= 0:
+        raise ValueError(f"expected_samples must be positive, got {expected_samples}")
+    log_inverse = -math.log(alpha)
+    return 2.0 * expected_samples / (2.0 * log_inverse + math.log1p(2.0 * log_inverse))
+
+
+@dataclass(frozen=True)
+class ArmCounts:
+    """Bad events and all events (requests) of one arm since its exposure began."""
+
+    events: float
+    total: float
+
+    @property
+    def share(self) -> float:
+        return self.events / self.total if self.total > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The evidence behind one look at one rule."""
+
+    treatment_share: float
+    control_share: float
+    tolerated: float  # the treatment share the rule tolerates, at the control's point estimate
+    excess: float  # estimate of p_t − tolerated (its sign says which side of the bound it is)
+    excess_lower: float  # anytime-valid lower confidence bound of the excess
+    log_likelihood_ratio: float  # ln M⁺ at zero excess
+    threshold: float  # ln(1/α): the statistic at or above it fails
+    alpha: float
+    effective_pairs: float  # V: effective treatment/control pairs (after variance inflation)
+    rho: float
+
+    @property
+    def fails(self) -> bool:
+        return self.log_likelihood_ratio >= self.threshold
+
+
+def _smoothed(arm: ArmCounts) -> float:
+    return (arm.events + 0.5) / (arm.total + 1.0)
+
+
+def compare(
+    treatment: ArmCounts,
+    control: ArmCounts,
+    *,
+    rule: str,
+    limit: float,
+    alpha: float,
+    expected_samples: float,
+    variance_inflation: float = 1.0,
+) -> Comparison:
+    """Judge ``treatment`` against ``control`` under ``rule`` (``maxDelta`` or ``maxIncrease``).
+
+    Both arms need ``total > 0``; events are clamped to ``[0, total]`` (Prometheus's ``increase``
+    extrapolates, so a count can be fractional or a hair above its total).
+    """
+    if rule == "maxDelta":
+        factor, delta = 1.0, limit
+    elif rule == "maxIncrease":
+        factor, delta = 1.0 + limit, 0.0
+    else:
+        raise ValueError(f"a rate comparison takes maxDelta or maxIncrease, not {rule!r}")
+    if treatment.total <= 0 or control.total <= 0:
+        raise ValueError("both arms need at least one sample")
+    if variance_inflation < 1:
+        raise ValueError(f"variance_inflation must be ≥ 1, got {variance_inflation}")
+    treatment = ArmCounts(min(max(treatment.events, 0.0), treatment.total), treatment.total)
+    control = ArmCounts(min(max(control.events, 0.0), control.total), control.total)
+    p_t, p_c = _smoothed(treatment), _smoothed(control)
+    var_t = p_t * (1.0 - p_t)
+    var_c = factor * factor * p_c * (1.0 - p_c)
+    sigma2 = var_t + var_c
+    variance = variance_inflation * (var_t / treatment.total + var_c / control.total)
+    pairs = sigma2 / variance
+    sigma = math.sqrt(sigma2)
+    tolerated = factor * control.share + delta
+    excess = treatment.share - tolerated
+    rho = mixing_precision(expected_samples, alpha)
+    statistic = log_mixture_ratio(pairs * excess / sigma, pairs, rho)
+    lower = excess - boundary(pairs, rho, alpha) * sigma / pairs
+    return Comparison(
+        treatment_share=treatment.share,
+        control_share=control.share,
+        tolerated=tolerated,
+        excess=excess,
+        excess_lower=lower,
+        log_likelihood_ratio=statistic,
+        threshold=-math.log(alpha),
+        alpha=alpha,
+        effective_pairs=pairs,
+        rho=rho,
+    )

@@ -1,0 +1,246 @@
+"""The statistics behind errorRatio/latency guardrails and the sample-ratio check, checked against
+independent computations (scipy, numerical integration, textbook formulas) and by simulation."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy import integrate, special, stats
+
+from controller import sequential, srm
+from controller.sequential import ArmCounts, compare
+
+
+@pytest.mark.parametrize("x", [-45.0, -38.0, -30.5, -29.5, -8.0, -1.0, 0.0, 0.5, 3.0, 9.0])
+def test_log_normal_cdf_matches_scipy_far_into_the_tail(x: float) -> None:
+    assert sequential.log_normal_cdf(x) == pytest.approx(stats.norm.logcdf(x), rel=1e-9, abs=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("s", "v", "rho"), [(0.0, 50.0, 10.0), (3.0, 100.0, 20.0), (-4.0, 400.0, 30.0), (40.0, 900.0, 100.0)]
+)
+def test_the_mixture_ratio_is_the_integral_of_likelihood_ratios_over_a_half_normal_prior(
+    s: float, v: float, rho: float
+) -> None:
+    prior_density = 2 * math.sqrt(rho / (2 * math.pi))
+
+    def integrand(lam: float) -> float:
+        return math.exp(lam * s - lam * lam * v / 2 - rho * lam * lam / 2) * prior_density
+
+    peak = max(s, 0.0) / (v + rho)
+    width = 12 / math.sqrt(v + rho)
+    value, _ = integrate.quad(integrand, 0, peak + width, points=[peak], limit=200)
+    assert sequential.log_mixture_ratio(s, v, rho) == pytest.approx(math.log(value), rel=1e-7, abs=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("v", "rho", "alpha"), [(10.0, 5.0, 0.05), (5000.0, 300.0, 0.005), (1e6, 1e3, 0.001)]
+)
+def test_the_boundary_is_where_the_ratio_reaches_one_over_alpha(v: float, rho: float, alpha: float) -> None:
+    b = sequential.boundary(v, rho, alpha)
+    assert sequential.log_mixture_ratio(b, v, rho) == pytest.approx(math.log(1 / alpha), abs=1e-8)
+    # Between the two-sided normal-mixture boundaries at 2α and at α (Robbins' closed form).
+    two_sided = math.sqrt((v + rho) * math.log((v + rho) / (rho * alpha**2)))
+    loose = math.sqrt((v + rho) * math.log((v + rho) / (rho * (2 * alpha) ** 2)))
+    assert loose <= b <= two_sided
+
+
+def test_mixing_precision_follows_the_expected_sample_rule() -> None:
+    # ρ = 2S / (2 ln(1/α) + ln(1 + 2 ln(1/α))) for S = 1000, α = 0.05.
+    assert sequential.mixing_precision(1000, 0.05) == pytest.approx(
+        2000 / (2 * math.log(20) + math.log(1 + 2 * math.log(20)))
+    )
+
+
+def test_a_comparison_recomputed_independently_with_scipy() -> None:
+    treatment, control = ArmCounts(130, 6000), ArmCounts(61, 6010)
+    result = compare(
+        treatment,
+        control,
+        rule="maxIncrease",
+        limit=0.2,
+        alpha=0.005,
+        expected_samples=3000,
+        variance_inflation=1.5,
+    )
+    # Independent computation: smoothed shares, pair variance, effective pairs, half-normal mixture.
+    k = 1.2
+    pt, pc = 130.5 / 6001, 61.5 / 6011
+    sigma2 = pt * (1 - pt) + k * k * pc * (1 - pc)
+    variance = 1.5 * (pt * (1 - pt) / 6000 + k * k * pc * (1 - pc) / 6010)
+    pairs = sigma2 / variance
+    excess = 130 / 6000 - k * 61 / 6010
+    s = pairs * excess / math.sqrt(sigma2)
+    rho = 2 * 3000 / (2 * math.log(200) + math.log(1 + 2 * math.log(200)))
+    w = pairs + rho
+    expected = math.log(2) + 0.5 * math.log(rho / w) + s * s / (2 * w) + special.log_ndtr(s / math.sqrt(w))
+    assert result.excess == pytest.approx(excess)
+    assert result.effective_pairs == pytest.approx(pairs)
+    assert result.log_likelihood_ratio == pytest.approx(expected, rel=1e-10)
+    assert result.tolerated == pytest.approx(k * 61 / 6010)
+    # The lower bound is where the test at that excess would sit exactly on the boundary.
+    at_lower = pairs * (excess - result.excess_lower) / math.sqrt(sigma2)
+    assert sequential.log_mixture_ratio(at_lower, pairs, rho) == pytest.approx(math.log(200), abs=1e-7)
+    assert result.fails == (result.excess_lower > 0)
+
+
+def test_a_doubled_error_ratio_fails_and_equal_ratios_pass() -> None:
+    doubled = compare(
+        ArmCounts(120, 6000),
+        ArmCounts(60, 6000),
+        rule="maxDelta",
+        limit=0.0,
+        alpha=0.005,
+        expected_samples=2000,
+    )
+    same = compare(
+        ArmCounts(60, 6000),
+        ArmCounts(60, 6000),
+        rule="maxDelta",
+        limit=0.0,
+        alpha=0.005,
+        expected_samples=2000,
+    )
+    assert doubled.fails
+    assert doubled.excess_lower > 0
+    assert not same.fails
+    assert same.excess_lower < 0 < same.threshold
+
+
+def test_a_wider_tolerance_never_fails_where_a_narrower_one_passes() -> None:
+    counts = (ArmCounts(95, 5000), ArmCounts(50, 5000))
+    verdicts = [
+        compare(*counts, rule="maxDelta", limit=delta, alpha=0.01, expected_samples=2000).fails
+        for delta in (0.0, 0.002, 0.004, 0.006, 0.01)
+    ]
+    assert verdicts == sorted(verdicts, reverse=True)
+    assert verdicts[0]
+    assert not verdicts[-1]
+
+
+def test_variance_inflation_makes_the_test_more_cautious() -> None:
+    counts = (ArmCounts(110, 6000), ArmCounts(60, 6000))
+    plain = compare(*counts, rule="maxDelta", limit=0.0, alpha=0.01, expected_samples=2000)
+    inflated = compare(
+        *counts, rule="maxDelta", limit=0.0, alpha=0.01, expected_samples=2000, variance_inflation=4
+    )
+    assert plain.fails
+    assert not inflated.fails
+    assert inflated.effective_pairs == pytest.approx(plain.effective_pairs / 4)
+
+
+def test_counts_from_extrapolated_increases_are_clamped() -> None:
+    result = compare(
+        ArmCounts(101.3, 100.2),
+        ArmCounts(-0.4, 100.0),
+        rule="maxDelta",
+        limit=0.0,
+        alpha=0.01,
+        expected_samples=100,
+    )
+    assert result.treatment_share == 1.0
+    assert result.control_share == 0.0
+
+
+def test_rules_other_than_delta_and_increase_are_refused() -> None:
+    with pytest.raises(ValueError, match="maxDelta or maxIncrease"):
+        compare(ArmCounts(1, 10), ArmCounts(1, 10), rule="max", limit=0.1, alpha=0.01, expected_samples=10)
+
+
+def _aa_crossings(
+    paths: int,
+    looks: int,
+    requests_per_look: float,
+    error_ratio: float,
+    alpha: float,
+    regression: float = 1.0,
+) -> list[int | None]:
+    """Run the real comparison at every look of simulated A/A (or regressed) rollouts; return the
+    look at which each path first failed, or None."""
+    rng = np.random.default_rng(7)
+    first: list[int | None] = []
+    for _ in range(paths):
+        n = rng.poisson(requests_per_look, size=(looks, 2)).cumsum(axis=0)
+        per_look = np.diff(np.vstack([[0, 0], n]), axis=0)
+        errors = np.column_stack(
+            [
+                rng.binomial(per_look[:, 0], error_ratio * regression),
+                rng.binomial(per_look[:, 1], error_ratio),
+            ]
+        ).cumsum(axis=0)
+        crossed = None
+        for look in range(looks):
+            result = compare(
+                ArmCounts(float(errors[look, 0]), float(n[look, 0])),
+                ArmCounts(float(errors[look, 1]), float(n[look, 1])),
+                rule="maxDelta",
+                limit=0.0,
+                alpha=alpha,
+                expected_samples=2000,
+            )
+            if result.fails:
+                crossed = look
+                break
+        first.append(crossed)
+    return first
+
+
+def test_looking_at_every_interval_keeps_false_failures_under_alpha() -> None:
+    # 1,000 healthy rollouts, 60 looks each (30 minutes at 30 s), 10 requests/s per arm, 1 % errors.
+    # A fixed-sample z-test at the same alpha, re-run at every look, fails about 7 % of them; the
+    # confidence sequence must stay under alpha.
+    crossings = _aa_crossings(1000, 60, 300, 0.01, alpha=0.01)
+    false_failures = sum(1 for c in crossings if c is not None)
+    assert false_failures / len(crossings) <= 0.01
+
+
+def test_a_doubled_error_ratio_is_caught_within_the_rollout() -> None:
+    crossings = _aa_crossings(100, 60, 300, 0.01, alpha=0.01, regression=2.0)
+    caught = [c for c in crossings if c is not None]
+    assert len(caught) >= 95
+    assert sorted(caught)[int(0.9 * len(caught)) - 1] <= 24  # p90 within 12 minutes of 30 s looks
+
+
+# Sample ratio -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("x", "y"), [(0, 0), (10, 3), (5300, 4700), (120.5, 80.25)])
+def test_the_sample_ratio_bayes_factor_matches_scipy(x: float, y: float) -> None:
+    a = srm.PRIOR_CONCENTRATION
+    expected = special.betaln(x + a, y + a) - special.betaln(a, a) - (x + y) * math.log(0.5)
+    assert srm.log_bayes_factor(x, y) == pytest.approx(expected, rel=1e-10, abs=1e-10)
+
+
+def test_the_sample_ratio_bayes_factor_is_the_binomial_marginal_over_its_prior() -> None:
+    x, y = 30, 14
+    prior = stats.beta(srm.PRIOR_CONCENTRATION, srm.PRIOR_CONCENTRATION)
+    marginal, _ = integrate.quad(lambda p: stats.binom.pmf(x, x + y, p) * prior.pdf(p), 0, 1)
+    assert srm.log_bayes_factor(x, y) == pytest.approx(
+        math.log(marginal / stats.binom.pmf(x, x + y, 0.5)), rel=1e-8
+    )
+
+
+def test_an_unequal_designed_split_is_the_null() -> None:
+    balanced = srm.log_bayes_factor(2000, 1000, designed_share=2 / 3)
+    assert balanced < 0  # the counts fit a 2:1 design
+    assert srm.log_bayes_factor(2000, 1000) > math.log(1000)  # but not a 1:1 one
+
+
+def test_a_two_point_split_error_is_a_mismatch_and_chance_is_not() -> None:
+    assert srm.check(10_400, 9_600, alpha=0.001).mismatch
+    assert not srm.check(10_080, 9_920, alpha=0.001).mismatch
+    # Evaluations of the same users are not independent: inflation discounts them.
+    assert not srm.check(10_400, 9_600, alpha=0.001, variance_inflation=5).mismatch
+
+
+def test_watching_the_split_every_interval_keeps_false_mismatches_under_alpha() -> None:
+    rng = np.random.default_rng(11)
+    alpha, paths, looks = 0.01, 500, 120
+    counts = rng.poisson(60, size=(paths, looks, 2)).cumsum(axis=1)
+    false_alarms = 0
+    for path in counts:
+        if any(srm.check(float(t), float(c), alpha=alpha).mismatch for t, c in path):
+            false_alarms += 1
+    assert false_alarms / paths <= alpha
