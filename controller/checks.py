@@ -117,6 +117,7 @@ class Check:
     metric: str | None = None  # errorRatio or latency: judged by a confidence sequence
     sequential: SequentialEvidence | None = None
     sample_ratio: SampleRatioEvidence | None = None
+    shadow: bool = False  # a dryRun guardrail: recorded, never acted on
 
     def as_record(self) -> dict[str, Any]:
         """The check as it is written to the decision log."""
@@ -140,6 +141,8 @@ class Check:
                 "samples": self.control.samples,
             },
         }
+        if self.shadow:
+            record["shadow"] = True
         if self.metric is not None:
             record["metric"] = self.metric
         if self.sequential is not None:
@@ -155,10 +158,11 @@ class Check:
 def describe(check: Mapping[str, Any]) -> str:
     """One line for humans, from a check record: ``error-rate treatment 0.0042 > 0.001 (max; n=812)``,
     ``p95 treatment 0.24 > 0.22 (maxIncrease 0.1 over control 0.2; n=900/910)``."""
-    head = f"{check.get('name')} {check.get('arm')}"
+    shadow = " [shadow: never acts]" if check.get("shadow") else ""
+    head = f"{check.get('name')} {check.get('arm')}{shadow}"
     verdict = str(check.get("verdict"))
     if isinstance(check.get("sequential"), dict) or check.get("metric") is not None:
-        return _describe_sequential(check, check.get("sequential") or {})
+        return _describe_sequential(check, check.get("sequential") or {}) + shadow
     if isinstance(check.get("sample_ratio"), dict):
         return _describe_sample_ratio(check, check["sample_ratio"])
     value, rule = check.get("value"), str(check.get("rule"))
@@ -457,10 +461,9 @@ def guardrail_checks(policy: Policy, queries: Sequence[PlannedQuery], readings: 
         checks.append(ratio)
     for guardrail in policy.spec.guardrails:
         if guardrail.sequential:
-            checks.extend(sequential_checks(policy, queries, readings, guardrail))
-            continue
-        checks.extend(
-            bound_checks(
+            judged = sequential_checks(policy, queries, readings, guardrail)
+        else:
+            judged = bound_checks(
                 policy,
                 queries,
                 readings,
@@ -469,10 +472,17 @@ def guardrail_checks(policy: Policy, queries: Sequence[PlannedQuery], readings: 
                 bounds=guardrail,
                 reading_key=QueryKey(Source.GUARDRAIL, guardrail.name, Arm.TREATMENT),
             )
-        )
+        if guardrail.dry_run:
+            judged = [replace(c, shadow=True) for c in judged]
+        checks.extend(judged)
     if ratio is not None and ratio.sample_ratio is not None and ratio.sample_ratio.mismatch:
         checks = [_distrusted(c) for c in checks]
     return checks
+
+
+def acting(checks: Sequence[Check]) -> list[Check]:
+    """The checks that decide: all but those of shadow (dryRun) guardrails."""
+    return [c for c in checks if not c.shadow]
 
 
 def sample_ratio_mismatch(checks: Sequence[Check]) -> Check | None:

@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from controller.checks import (
     Check,
     Readings,
+    acting,
     checkpoint_checks,
     guardrail_checks,
     sample_ratio_mismatch,
@@ -75,6 +76,7 @@ def _material(state: RolloutState) -> tuple[object, ...]:
         state.review,
         state.reason,
         state.exposed_since,
+        state.rollback_on_delete,
     )
 
 
@@ -91,6 +93,7 @@ def initial_state(policy: Policy, now: datetime) -> RolloutState:
         updated_at=now,
         owner=policy.spec.owner,
         review=policy.spec.review,
+        rollback_on_delete=policy.spec.on_delete == "rollback",
     )
 
 
@@ -122,6 +125,7 @@ def rebase(policy: Policy, state: RolloutState | None, now: datetime) -> Rebased
         control=policy.spec.control,
         owner=policy.spec.owner,
         review=policy.spec.review,
+        rollback_on_delete=policy.spec.on_delete == "rollback",
         updated_at=now,
     )
     if state.status is Status.ROLLED_BACK:
@@ -196,6 +200,9 @@ class _Context:
 
     stored: RolloutState | None
     notes: tuple[str, ...]
+    shadow: tuple[
+        Check, ...
+    ] = ()  # checks of dryRun guardrails: recorded with every decision, never acted on
 
     def make(
         self,
@@ -205,7 +212,8 @@ class _Context:
         checks: Sequence[Check] = (),
         checkpoint: Outcome | None = None,
     ) -> Decision:
-        return Decision(action, self.stored, after, reason, tuple(checks), checkpoint, self.notes)
+        recorded = (*checks, *self.shadow) if checks else tuple(checks)
+        return Decision(action, self.stored, after, reason, recorded, checkpoint, self.notes)
 
 
 def decide(
@@ -223,7 +231,9 @@ def decide(
         return ctx.make(Action.HOLD, state, f"{state.status.value}: nothing to do")
 
     spec = policy.spec
-    checks = guardrail_checks(policy, queries, readings)
+    judged = guardrail_checks(policy, queries, readings)
+    checks = acting(judged)
+    ctx = replace(ctx, shadow=tuple(c for c in judged if c.shadow))
     outcome = worst(checks)
     exposed = state.percent > 0
 
@@ -378,6 +388,15 @@ def _summary(checks: Sequence[Check], outcome: Outcome, limit: int = 3) -> str:
     if len(chosen) > limit:
         text += f"; and {len(chosen) - limit} more"
     return text
+
+
+def deleted(state: RolloutState, now: datetime) -> Decision | None:
+    """The policy of this flag is gone. With ``onDelete: rollback`` an exposed rollout rolls back;
+    otherwise (and when nothing is exposed) the flag stays as it is: None."""
+    if not state.rollback_on_delete or state.percent <= 0 or state.status is Status.PROMOTED:
+        return None
+    why = "policy deleted; onDelete: rollback"
+    return Decision(Action.ROLLBACK, state, _rolled_back(state, now, why), why)
 
 
 # Human commands ---------------------------------------------------------------------------------

@@ -224,6 +224,7 @@ def _state_from_metadata(meta: Mapping[str, Any], key: str) -> RolloutState:
         review=_date(review_text, key) if review_text else None,
         reason=get("reason", str, required=False) or "",
         exposed_since=_time(get("exposedSince", str, required=False), key),
+        rollback_on_delete=get("onDelete", str, required=False) == "rollback",
     )
 
 
@@ -267,6 +268,8 @@ def _metadata(state: RolloutState) -> JsonObject:
         meta[PREFIX + "review"] = state.review.isoformat()
     if state.reason:
         meta[PREFIX + "reason"] = state.reason
+    if state.rollback_on_delete:
+        meta[PREFIX + "onDelete"] = "rollback"
     return meta
 
 

@@ -196,6 +196,12 @@ class Guardrail(Bounds):
         description="errorRatio and latency guardrails: requests each arm needs before it is judged "
         "(default: traffic.minSamples).",
     )
+    dry_run: StrictBool | None = Field(
+        None,  # None, not False: a field left out must not change the revision of existing policies
+        alias="dryRun",
+        description="A shadow guardrail: evaluated and recorded every cycle, but it never rolls back, "
+        "holds or blocks an advance. Try a new guardrail this way before it acts.",
+    )
     alpha_weight: Number | None = Field(
         None,
         alias="alphaWeight",
@@ -304,6 +310,12 @@ class Spec(Model):
     checkpoint: Checkpoint | None = None
     on_no_data: Literal["hold", "rollback"] = "hold"
     on_error: Literal["hold", "rollback"] = "hold"
+    on_delete: Literal["leave", "rollback"] | None = Field(
+        None,  # None means leave; None keeps the revision of policies written before the field
+        alias="onDelete",
+        description="When the policy is deleted: leave the flag as it is (default; reported as without "
+        "a policy) or roll it back to 0 %.",
+    )
 
 
 class Metadata(Model):
@@ -345,13 +357,16 @@ class Policy(Model):
 
     @property
     def comparisons(self) -> int:
-        """How many sequential rules share the false-rollback budget."""
-        return sum(1 for g in self.spec.guardrails if g.sequential for _ in g.rules())
+        """How many sequential rules share the false-rollback budget (shadow guardrails take none)."""
+        return sum(1 for g in self.spec.guardrails if g.sequential and not g.dry_run for _ in g.rules())
 
     def comparison_alpha(self, guardrail: Guardrail) -> float:
         """A sequential rule's share of ``statistics.alpha``: a weighted Bonferroni split (every rule
         of a guardrail gets its ``alphaWeight``, 1 by default), so the shares add up to the budget."""
-        total = sum(g.alpha_weight or 1.0 for g in self.spec.guardrails if g.sequential for _ in g.rules())
+        acting = [g for g in self.spec.guardrails if g.sequential and not g.dry_run]
+        total = sum(g.alpha_weight or 1.0 for g in acting for _ in g.rules())
+        if guardrail.dry_run:  # judged at the share it would get if it acted; takes none from the others
+            total += sum(guardrail.alpha_weight or 1.0 for _ in guardrail.rules())
         return self.statistics.alpha * (guardrail.alpha_weight or 1.0) / max(1.0, total)
 
 

@@ -35,7 +35,7 @@ from typing import Any, Protocol, runtime_checkable
 import structlog
 
 from controller.checks import Readings
-from controller.decision import Decision, decide, queries_for, rebase
+from controller.decision import Decision, decide, deleted, queries_for, rebase
 from controller.decisionlog import (
     POLICY_REJECTED_PREFIX,
     Context,
@@ -234,13 +234,13 @@ class Reconciler:
             if state.status not in ACTIVE and state == stored:
                 continue  # stopped, rolled back, completed or promoted, and no new revision
             plans.append(_Plan(loaded, stored, queries_for(loaded.policy, state, now)))
-        self._report_orphans(snapshot.document, policies)
+        deletions = self._report_orphans(snapshot.document, policies)
         notices = self._unguarded(snapshot.document, policies)
         queries = [q for plan in plans for q in plan.queries]
         readings = await self.prometheus.query_all(queries) if queries else {}
         if readings:
             result.prometheus_answered = any(r.kind is not ReadingKind.ERROR for r in readings.values())
-        await asyncio.to_thread(self._commit, plans, readings, result, notices)
+        await asyncio.to_thread(self._commit, plans, readings, result, notices, deletions)
         return result
 
     def _unguarded(self, document: Mapping[str, Any], policies: PolicySet) -> dict[str, str]:
@@ -264,17 +264,29 @@ class Reconciler:
                 notices[key] = reason
         return notices
 
-    def _report_orphans(self, document: dict[str, Any], policies: PolicySet) -> None:
+    def _report_orphans(self, document: dict[str, Any], policies: PolicySet) -> list[str]:
+        """Managed flags that no policy names (when every policy file is valid: a broken file may be
+        the missing policy). Returns those whose policy said ``onDelete: rollback`` and that are
+        still exposed; the others are reported once and left as they are."""
         known = {p.policy.flag_key for p in policies.policies}
-        rejected = {i.file for i in policies.errors}
+        if policies.errors:
+            return []
+        to_roll_back = []
         for key in managed_keys(document):
-            if key not in known and not rejected:
-                self._once(
-                    f"orphan:{key}",
-                    "flag_without_policy",
-                    flag=key,
-                    note="managed by flagroll but no policy names it; left as it is",
-                )
+            if key in known:
+                continue
+            with contextlib.suppress(FlagFileError):
+                state = read_state(document, key, check_layout=False)
+                if state is not None and deleted(state, self.clock()) is not None:
+                    to_roll_back.append(key)
+                    continue
+            self._once(
+                f"orphan:{key}",
+                "flag_without_policy",
+                flag=key,
+                note="managed by flagroll but no policy names it; left as it is",
+            )
+        return to_roll_back
 
     def _commit(
         self,
@@ -282,13 +294,14 @@ class Reconciler:
         readings: Readings,
         result: CycleResult,
         notices: Mapping[str, str] | None = None,
+        deletions: Sequence[str] = (),
     ) -> None:
-        if not plans and not notices and not self._unlogged:
+        if not plans and not notices and not deletions and not self._unlogged:
             return
         problems = len(result.problems)
         for attempt in range(1, CONFLICT_ATTEMPTS + 1):
             try:
-                self._commit_once(plans, readings, result, notices)
+                self._commit_once(plans, readings, result, notices, deletions)
                 return
             except WriteConflictError as exc:
                 del result.problems[problems:]
@@ -302,6 +315,7 @@ class Reconciler:
         readings: Readings,
         result: CycleResult,
         notices: Mapping[str, str] | None,
+        deletions: Sequence[str] = (),
     ) -> None:
         lock = contextlib.nullcontext() if self.dry_run else self._locked()
         with lock:
@@ -329,6 +343,14 @@ class Reconciler:
                         document, key, decision.after, variants=spec.flag.variants, segment=spec.segment
                     )
                 decided.append((plan, decision))
+            orphaned: list[tuple[str, Decision]] = []
+            for key in deletions:
+                with contextlib.suppress(FlagFileError):
+                    fresh = read_state(document, key, check_layout=False)
+                    gone = deleted(fresh, now) if fresh is not None else None
+                    if gone is not None:
+                        document = write_flag(document, key, gone.after, keep_segment=True)
+                        orphaned.append((key, gone))
             held: list[tuple[str, Decision]] = []
             for key, reason in (notices or {}).items():
                 with contextlib.suppress(FlagFileError):
@@ -336,6 +358,7 @@ class Reconciler:
                     if state is not None:
                         held.append((key, Decision(Action.HOLD, state, state, reason)))
             changed = [plan.loaded.policy.flag_key for plan, d in decided if d.writes]
+            changed += [key for key, _ in orphaned]
             if changed and not self.dry_run:
                 if self.leader is not None and not self.leader.is_leader():
                     raise LeadershipLostError(f"not the leader any more; not writing {self.store.location}")
@@ -348,7 +371,10 @@ class Reconciler:
                     now,
                 )
                 for plan, decision in decided
-            ] + [to_record(decision, Context(key, dry_run=self.dry_run), now) for key, decision in held]
+            ] + [
+                to_record(decision, Context(key, dry_run=self.dry_run), now)
+                for key, decision in orphaned + held
+            ]
             records = recovered + records
             self._log_checked = True  # past the write: a conflict retry would have checked again
             result.records.extend(records)

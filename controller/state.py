@@ -59,6 +59,7 @@ class RolloutState:
     # When the first step's percentage was written: the start of the arms' exposure, from which the
     # errorRatio and latency guardrails count. None at 0 % and in states written before it existed.
     exposed_since: datetime | None = None
+    rollback_on_delete: bool = False  # the policy said onDelete: rollback
 
     @property
     def control_percent(self) -> float:
