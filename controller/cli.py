@@ -12,7 +12,7 @@ import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -663,6 +663,7 @@ class _Observers:
         policy_errors: int,
         prometheus_answered: bool,
         duration_seconds: float,
+        states: Mapping[str, RolloutState] | None = None,
     ) -> None:
         self.telemetry.cycle_done(
             records,
@@ -670,12 +671,16 @@ class _Observers:
             policy_errors=policy_errors,
             prometheus_answered=prometheus_answered,
             duration_seconds=duration_seconds,
+            states=states,
         )
         if self.notifier is not None:
             self.notifier.records(records)
 
     def cycle_failed(self, duration_seconds: float) -> None:
         self.telemetry.cycle_failed(duration_seconds)
+
+    def follower(self) -> None:
+        self.telemetry.follower()
 
 
 async def run_until_stopped(
@@ -874,7 +879,10 @@ def cmd_diff(args: argparse.Namespace) -> int:
             for line in effect(new, state, now):
                 print(f"    {line}")
     for name in sorted(old.keys() - {p.policy.name for p in loaded.policies}):
-        print(f"policy {name}: removed (its flag is left as it is and reported as without a policy)")
+        if old[name].spec.on_delete == "rollback":
+            print(f"policy {name}: removed; onDelete: rollback: its flag is ROLLED BACK to 0 % if exposed")
+        else:
+            print(f"policy {name}: removed (its flag is left as it is and reported as without a policy)")
     return EXIT_FAIL if loaded.errors else EXIT_OK
 
 
@@ -947,6 +955,7 @@ HUMAN_CONFLICT_ATTEMPTS = 5
 
 
 def _human(args: argparse.Namespace, act: Callable[[RolloutState, str, datetime], Decision]) -> int:
+    targets = parse_targets(args.notify_webhook, args.notify_slack)  # a bad URL fails before acting
     store = _open_store(args)
     log_path = _optional_decision_log(args)
     actor = args.actor or _login()
@@ -958,7 +967,6 @@ def _human(args: argparse.Namespace, act: Callable[[RolloutState, str, datetime]
             if attempt == HUMAN_CONFLICT_ATTEMPTS:
                 raise
     print(render(record))
-    targets = parse_targets(args.notify_webhook, args.notify_slack)
     if targets:
         notifier = Notifier(targets, log=structlog.get_logger("flagroll"), attempts=3)
         try:

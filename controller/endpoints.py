@@ -9,6 +9,7 @@ A small threaded server in the background: a slow scraper never delays a cycle.
 
 from __future__ import annotations
 
+import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
@@ -28,11 +29,16 @@ def parse_listen(text: str) -> tuple[str, int]:
     return host, int(port_text)
 
 
+class _IPv6Server(ThreadingHTTPServer):
+    address_family = socket.AF_INET6
+
+
 class Endpoints:
     def __init__(self, telemetry: Telemetry, host: str, port: int) -> None:
         self.telemetry = telemetry
+        server_class = _IPv6Server if ":" in host else ThreadingHTTPServer
         try:
-            self._server = ThreadingHTTPServer((host, port), self._handler())
+            self._server = server_class((host, port), self._handler())
         except OSError as exc:
             raise UsageError(f"--listen {host}:{port}: cannot listen: {exc.strerror or exc}") from None
         self._server.daemon_threads = True

@@ -115,6 +115,8 @@ def _what_must_change(
         return [f"nothing: the ramp is {state.status.value} (guardrails stay armed)"]
     needs = []
     for check in checks:
+        if check.get("shadow"):
+            continue  # a dryRun guardrail never blocks an advance
         verdict = check.get("verdict")
         name, arm = check.get("name"), check.get("arm")
         if verdict == "fail":

@@ -70,7 +70,7 @@ class OverlayStore:
         # The override is written: that is the decision. A merged file that cannot follow (a broken
         # base) is reported by the loop's next refresh; it must not undo the record of the write.
         with contextlib.suppress(FlagrollError):
-            self.refresh(force=True)
+            self.refresh(force=True)  # FlagFileError for every failure: see refresh
 
     def _versions(self) -> tuple[str | None, ...]:
         return tuple(FileFlagStore(p)._version() for p in [self.override.path, *self.bases])
@@ -90,6 +90,13 @@ class OverlayStore:
         Returns whether it wrote. Raises FlagFileError (the old merged file intact) for a bad base."""
         if self.merged is None:
             return False
+        try:
+            return self._refresh(force)
+        except (OSError, ValueError) as exc:  # an unreadable file; a number JSON cannot hold (1e999)
+            raise FlagFileError(f"cannot write the merged file {self.merged}: {exc}") from None
+
+    def _refresh(self, force: bool) -> bool:
+        assert self.merged is not None
         versions = self._versions()
         if not force and versions == self._merged_from and self.merged.exists():
             return False

@@ -367,7 +367,7 @@ class Policy(Model):
         total = sum(g.alpha_weight or 1.0 for g in acting for _ in g.rules())
         if guardrail.dry_run:  # judged at the share it would get if it acted; takes none from the others
             total += sum(guardrail.alpha_weight or 1.0 for _ in guardrail.rules())
-        return self.statistics.alpha * (guardrail.alpha_weight or 1.0) / max(1.0, total)
+        return self.statistics.alpha * (guardrail.alpha_weight or 1.0) / (total or 1.0)
 
 
 _DEFAULT_STATISTICS = Statistics.model_validate({})
@@ -478,6 +478,11 @@ def semantic_issues(policy: Policy) -> list[tuple[Path, str, str]]:
     else:
         _check_query(error, ("spec", "traffic", "query"), spec.traffic.query, needs_variant=True)
 
+    if spec.guardrails and all(g.dry_run for g in spec.guardrails):
+        error(
+            ("spec", "guardrails"),
+            "every guardrail is dryRun: a rollout needs at least one guardrail that can roll it back",
+        )
     names: dict[str, int] = {}
     for i, guardrail in enumerate(spec.guardrails):
         path = ("spec", "guardrails", i)

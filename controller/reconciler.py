@@ -62,6 +62,7 @@ from controller.state import ACTIVE, Action, RolloutState
 
 Clock = Callable[[], datetime]
 LOCK_SLICE_SECONDS = 0.25
+ORPHAN_CHECK_SECONDS = 10.0  # how often flags whose policy was deleted are looked at
 MAX_UNLOGGED_RECORDS = 10_000  # records kept in memory while the decision log cannot be written
 CONFLICT_ATTEMPTS = 5  # reads and decisions per commit when the store keeps changing under us
 NOT_LEADER_WAIT_SECONDS = 1.0
@@ -80,9 +81,12 @@ class CycleObserver(Protocol):
         policy_errors: int,
         prometheus_answered: bool,
         duration_seconds: float,
+        states: Mapping[str, RolloutState] | None = None,
     ) -> None: ...
 
     def cycle_failed(self, duration_seconds: float) -> None: ...
+
+    def follower(self) -> None: ...
 
 
 @runtime_checkable
@@ -122,6 +126,7 @@ class CycleResult:
     policy_errors: list[Issue] = field(default_factory=list)
     wrote: bool = False
     prometheus_answered: bool = True  # False when every query of the cycle was an error
+    states: dict[str, RolloutState] = field(default_factory=dict)  # every managed flag, as read
 
     @property
     def ok(self) -> bool:
@@ -219,6 +224,10 @@ class Reconciler:
         snapshot = await asyncio.to_thread(self.store.read)
         policies = self.load_policies(snapshot.document)
         result.policy_errors = policies.errors
+        for key in managed_keys(snapshot.document):
+            with contextlib.suppress(FlagFileError):
+                if (read := read_state(snapshot.document, key, check_layout=False)) is not None:
+                    result.states[key] = read
         chosen = [p for p in policies.policies if only is None or p.policy.name in only]
         now = self.clock()
         plans: list[_Plan] = []
@@ -269,8 +278,8 @@ class Reconciler:
         the missing policy). Returns those whose policy said ``onDelete: rollback`` and that are
         still exposed; the others are reported once and left as they are."""
         known = {p.policy.flag_key for p in policies.policies}
-        if policies.errors:
-            return []
+        if policies.errors or not policies.files:
+            return []  # a broken file may be the missing policy; no file at all may be a bad mount
         to_roll_back = []
         for key in managed_keys(document):
             if key in known:
@@ -296,7 +305,8 @@ class Reconciler:
         notices: Mapping[str, str] | None = None,
         deletions: Sequence[str] = (),
     ) -> None:
-        if not plans and not notices and not deletions and not self._unlogged:
+        recovery_pending = not (self._log_checked or self.decision_log is None or self.dry_run)
+        if not plans and not notices and not deletions and not self._unlogged and not recovery_pending:
             return
         problems = len(result.problems)
         for attempt in range(1, CONFLICT_ATTEMPTS + 1):
@@ -383,7 +393,10 @@ class Reconciler:
             for record in records:
                 self.log.info("decision", **record)
             if self.decision_log is not None and not self.dry_run:
-                self._append(self.decision_log, records)
+                try:
+                    self._append(self.decision_log, records)
+                except WriteError as exc:  # the moves are made and printed; notify and count them too
+                    result.problems.append(str(exc))
 
     def _append(self, decision_log: DecisionLog, records: Sequence[Record]) -> None:
         """Append, together with any records an earlier cycle could not append (disk full, read-only):
@@ -444,6 +457,7 @@ class Reconciler:
         the last cycle had no problems."""
         stop = stop or asyncio.Event()
         next_due: dict[str, float] = {}
+        next_orphan_check = -math.inf
         ok = True
         while not stop.is_set():
             if self.observer is not None:
@@ -452,6 +466,8 @@ class Reconciler:
                 if "follower" not in self._reported:
                     self._reported.add("follower")
                     self.log.info("not_leader", note="another replica leads; waiting for the Lease")
+                if self.observer is not None:
+                    self.observer.follower()
                 if once:
                     break
                 with contextlib.suppress(TimeoutError):
@@ -466,7 +482,10 @@ class Reconciler:
                 document = None  # the cycle will say what is wrong with the flag file
             policies = self.load_policies(document).policies
             due = {p.policy.name for p in policies if next_due.get(p.policy.name, -math.inf) <= loop_now}
-            if once or due:
+            orphans_due = loop_now >= next_orphan_check  # a deleted policy's flag needs a cycle too
+            if orphans_due:
+                next_orphan_check = loop_now + ORPHAN_CHECK_SECONDS
+            if once or due or orphans_due:
                 started = time.monotonic()
                 try:
                     result = await self.cycle(None if once else due)
@@ -478,6 +497,7 @@ class Reconciler:
                             policy_errors=len(result.policy_errors),
                             prometheus_answered=result.prometheus_answered,
                             duration_seconds=time.monotonic() - started,
+                            states=result.states,
                         )
                 except FlagrollError as exc:
                     ok = False
@@ -505,14 +525,18 @@ class Reconciler:
         if self.observer is not None:
             self.observer.cycle_failed(time.monotonic() - started)
 
+    def _refresh_locked(self, store: Refreshing) -> bool:
+        with self._locked():  # so that a stale read never overwrites what a writer just wrote
+            return store.refresh()
+
     async def _refresh(self) -> None:
         if self.dry_run or not isinstance(self.store, Refreshing):
             return
         try:
-            if await asyncio.to_thread(self.store.refresh):
+            if await asyncio.to_thread(self._refresh_locked, self.store):
                 self.log.info("merged_file_written", flags=self.store.location)
             self._reported.discard("refresh")
-        except FlagrollError as exc:
+        except Exception as exc:  # a merged file that cannot follow must never stop the guardrails
             if "refresh" not in self._reported:
                 self._reported.add("refresh")
                 self.log.error(

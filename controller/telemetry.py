@@ -25,9 +25,12 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from controller.state import RolloutState
 
 STATUSES = ("progressing", "paused", "stopped", "rolled_back", "completed", "promoted")
 CYCLE_BUCKETS_SECONDS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -40,6 +43,7 @@ class Telemetry:
         self._lock = threading.Lock()
         self._heard = clock()
         self._ready = False
+        self._known: set[str] = set()  # flags whose gauges are set
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.percent = Gauge(
@@ -101,6 +105,12 @@ class Telemetry:
 
     # -- cycles -------------------------------------------------------------------------------------
 
+    def follower(self) -> None:
+        """A replica waiting for the leader Lease is ready: it is alive and standing by."""
+        with self._lock:
+            self._ready = True
+            self._heard = self._clock()
+
     def cycle_failed(self, duration_seconds: float) -> None:
         self.cycle_duration.observe(duration_seconds)
         self.cycles.labels("failed").inc()
@@ -114,8 +124,13 @@ class Telemetry:
         policy_errors: int,
         prometheus_answered: bool,
         duration_seconds: float,
+        states: Mapping[str, RolloutState] | None = None,
     ) -> None:
+        """``states``: every managed flag as the cycle read it, so that the gauges describe all of
+        them (inactive ones too, and after a restart), and forget flags that are gone."""
         self.cycle_duration.observe(duration_seconds)
+        if states is not None:
+            self._states(states)
         self.cycles.labels("ok" if ok else "failed").inc()
         self.policy_errors.set(policy_errors)
         if ok:
@@ -126,6 +141,20 @@ class Telemetry:
             if prometheus_answered:
                 self._ready = True
             self._heard = self._clock()
+
+    def _states(self, states: Mapping[str, RolloutState]) -> None:
+        today = datetime.fromtimestamp(self._clock(), UTC).date()
+        for flag in self._known - set(states):
+            self.percent.remove(flag)
+            self.stale.remove(flag)
+            for name in STATUSES:
+                self.status.remove(flag, name)
+        for flag, state in states.items():
+            self.percent.labels(flag).set(state.percent)
+            self.stale.labels(flag).set(1.0 if state.is_stale(today) else 0.0)
+            for name in STATUSES:
+                self.status.labels(flag, name).set(1.0 if name == state.status.value else 0.0)
+        self._known = set(states)
 
     def _record(self, record: Mapping[str, Any]) -> None:
         flag = str(record.get("flag", ""))

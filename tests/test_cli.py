@@ -482,3 +482,16 @@ def test_status_says_why_a_rollout_is_holding(capsys: pytest.CaptureFixture[str]
     code, out, _ = run(capsys, "status", "--flags", str(flags))
     assert code == 0
     assert "held: no_data: error-rate treatment" in out
+
+
+def test_a_bad_notification_url_is_refused_before_the_stop_is_made(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    flags = managed(tmp_path)
+    before = flags.read_bytes()
+    code, _, err = run(
+        capsys, "stop", "cache", "--reason", "x", "--flags", str(flags), "--notify-webhook", "ftp://x"
+    )
+    assert code == 2
+    assert "http:// or https://" in err
+    assert flags.read_bytes() == before

@@ -242,3 +242,31 @@ def test_not_ready_while_prometheus_is_unreachable(tmp_path: Path) -> None:
         healthz = _get(f"http://127.0.0.1:{port}/healthz")
         assert healthz is not None
         assert healthz.status_code == 200
+
+
+def test_gauges_follow_the_flag_file_even_without_records_and_forget_removed_flags() -> None:
+    from datetime import UTC, date, datetime
+
+    from controller.state import RolloutState, Status
+
+    def state(status: Status, percent: float, review: date | None = None) -> RolloutState:
+        moment = datetime(2026, 11, 21, tzinfo=UTC)
+        return RolloutState("p", "r", status, 0, 2, percent, True, moment, moment, review=review)
+
+    telemetry = Telemetry(clock=lambda: datetime(2026, 11, 21, 12, tzinfo=UTC).timestamp())
+    states = {
+        "rolled": state(Status.ROLLED_BACK, 0.0),
+        "partial": state(Status.PROGRESSING, 5.0, review=date(2026, 11, 1)),
+    }
+    telemetry.cycle_done(
+        [], ok=True, policy_errors=0, prometheus_answered=True, duration_seconds=0.1, states=states
+    )
+    samples = _samples(telemetry)
+    assert samples[("flagroll_rollout_status", (("flag", "rolled"), ("status", "rolled_back")))] == 1.0
+    assert samples[("flagroll_flag_percent", (("flag", "partial"),))] == 5.0
+    assert samples[("flagroll_rollout_stale", (("flag", "partial"),))] == 1.0
+    del states["partial"]
+    telemetry.cycle_done(
+        [], ok=True, policy_errors=0, prometheus_answered=True, duration_seconds=0.1, states=states
+    )
+    assert not any(labels == (("flag", "partial"),) for _, labels in _samples(telemetry))

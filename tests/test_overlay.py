@@ -153,3 +153,15 @@ def test_an_on_call_stop_updates_the_merged_file_too(
     merged = json.loads(overlay.merged.read_text())
     assert merged["flags"]["cache"]["metadata"]["flagroll.status"] == "stopped"
     assert not any(overlay.evaluate("cache", f"user-{n}") for n in range(500))
+
+
+def test_a_base_number_json_cannot_hold_never_stops_the_loop(overlay: Overlay) -> None:
+    overlay.run_once()
+    overlay.base.write_text(
+        '{"flags": {"x": {"state": "ENABLED", "variants": {"a": 1e999}, "defaultVariant": "a"}}}'
+    )
+    overlay.env.clock.now += timedelta(minutes=1)
+    with capture_logs() as logs:
+        overlay.run_once()  # no exception: the rollout goes on in the override
+    assert json.loads(overlay.env.flags.read_text())["flags"]["cache"]["metadata"]["flagroll.percent"] == 5
+    assert "merged_file_not_written" in [e["event"] for e in logs]

@@ -96,3 +96,24 @@ def test_a_shadow_statistical_guardrail_takes_no_budget_from_the_others() -> Non
     assert policy.comparison_alpha(latency) == pytest.approx(
         live.comparison_alpha(live_latency)
     )  # as if live
+
+
+def test_a_policy_whose_every_guardrail_is_a_shadow_is_rejected() -> None:
+    text = POLICY.format(name="cache", key="cache").replace(
+        "      max: 0.01\n", "      max: 0.01\n      dryRun: true\n"
+    )
+    issues = load_text(text + SHADOW.format(), "p.yaml").errors
+    assert any("needs at least one guardrail that can roll it back" in i.message for i in issues)
+
+
+def test_explain_does_not_ask_a_shadow_guardrail_to_pass(
+    env: Environment, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from controller import cli
+
+    env.metrics.answer = _latency(0.9)
+    env.cycle()
+    capsys.readouterr()
+    assert cli.main(["explain", "cache", "--flags", str(env.flags), "--decision-log", str(env.log)]) == 0
+    must = capsys.readouterr().out.split("To advance")[1].split("PromQL")[0]
+    assert "new-latency-guardrail" not in must
