@@ -50,6 +50,7 @@ def test_a_small_simulation_keeps_the_statistical_promise_and_shows_the_fixed_th
         min_samples=200,
         expected_samples=2000,
         guardrails="errors,latency",
+        error_weight=3.0,
         fixed=["0.02,0.35"],
         fixed_window="1m",
     )
