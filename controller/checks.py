@@ -289,12 +289,13 @@ class _Evidence:
 
     def __init__(self, policy: Policy, queries: Sequence[PlannedQuery], readings: Readings) -> None:
         self.policy = policy
-        self.promql = {q.key: q.promql for q in queries}
+        self.promql = {replace(q.key, flag=""): q.promql for q in queries}
         self.readings = readings
         self.min_samples = policy.spec.traffic.min_samples if policy.spec.traffic else 0
 
     def reading(self, key: QueryKey) -> Reading:
-        found = self.readings.get(key)
+        """The answer under ``key`` (built without a flag) for this policy's flag."""
+        found = self.readings.get(replace(key, flag=self.policy.flag_key))
         if found is None:
             return Reading.error(f"no answer was gathered for {key.source.value} {key.name!r}")
         return found
@@ -512,7 +513,7 @@ def _distrusted(check: Check) -> Check:
 
 
 def _window(queries: Sequence[PlannedQuery], key: QueryKey) -> int | None:
-    return next((q.window_seconds for q in queries if q.key == key), None)
+    return next((q.window_seconds for q in queries if replace(q.key, flag="") == replace(key, flag="")), None)
 
 
 def _count(reading: Reading, arm: Arm, what: str) -> tuple[float | None, tuple[Outcome, str] | None]:

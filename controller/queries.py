@@ -47,10 +47,14 @@ class Part(StrEnum):
 
 @dataclass(frozen=True, order=True)
 class QueryKey:
+    """Names one answer of a cycle. ``flag`` keeps the answers of different rollouts apart: two
+    policies may both have a guardrail called ``error-rate``, and both have traffic."""
+
     source: Source
     name: str
     arm: Arm
     part: Part = Part.WHOLE
+    flag: str = ""
 
 
 @dataclass(frozen=True)
@@ -182,7 +186,7 @@ def plan(policy: Policy, *, with_checkpoint: bool, window_seconds: int | None = 
         )
     return [
         PlannedQuery(
-            QueryKey(source, name, arm, part),
+            QueryKey(source, name, arm, part, policy.flag_key),
             render(template, flag=policy.flag_key, arm=arm),
             window_seconds if part is not Part.WHOLE or source is Source.EXPOSURE else None,
         )

@@ -394,3 +394,22 @@ def test_a_rollout_partial_past_its_review_date_is_recorded_stale(env: Environme
     records = env.cycle()
     assert records[0]["review"] == "2026-11-20"
     assert records[0]["stale"] is True  # at 1 % on 2026-11-21, after its review date
+
+
+def test_rollouts_in_one_cycle_are_judged_on_their_own_answers(env: Environment) -> None:
+    # Both policies have traffic and a guardrail called "errors": their answers must not mix.
+    env.add_policy("search", "search")
+
+    def search_fails(promql: str) -> Reading:
+        if promql.startswith("sum(errors") and 'flag="search"' in promql and 'v="on"' in promql:
+            return Reading.of(0.5)
+        return healthy(promql)
+
+    env.cycle()
+    env.metrics.answer = search_fails
+    env.clock.now += timedelta(seconds=30)
+    records = {str(r["flag"]): r for r in env.cycle()}
+    assert records["search"]["action"] == "rollback"
+    assert records["cache"]["action"] == "hold"
+    assert env.percent("cache") == 1
+    assert env.percent("search") == 0

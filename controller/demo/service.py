@@ -4,7 +4,8 @@ It is a small ASGI app instrumented with :mod:`controller.instrumentation`. Each
 the flag for its user through OpenFeature and the flagd provider in FILE mode (reading the flag file
 the controller writes): treatment takes the cached path, everyone else the database path. A load
 generator inside the process calls the app at a steady rate for users drawn from a fixed population.
-SIGUSR1 injects a regression into the treatment path (errors and latency); SIGTERM stops the service.
+SIGUSR1 injects a regression into the treatment path (errors and latency), SIGUSR2 clears it again
+(the time-to-rollback benchmark heals the service between runs); SIGTERM stops the service.
 
 Run: ``python -m controller.demo.service --flags FILE --port PORT [--rps N]``.
 """
@@ -120,7 +121,12 @@ async def serve(flags: str, port: int, rps: float) -> None:
         behaviour.regression = True
         print("regression injected into the treatment path", flush=True)
 
+    def heal() -> None:
+        behaviour.regression = False
+        print("regression cleared from the treatment path", flush=True)
+
     loop.add_signal_handler(signal.SIGUSR1, inject)
+    loop.add_signal_handler(signal.SIGUSR2, heal)
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
     app = FlagMetricsMiddleware(make_app(behaviour), metrics=metrics, flag_key=FLAG, route=lambda s: ROUTE)
