@@ -289,16 +289,21 @@ class _Evidence:
 
     def __init__(self, policy: Policy, queries: Sequence[PlannedQuery], readings: Readings) -> None:
         self.policy = policy
-        self.promql = {replace(q.key, flag=""): q.promql for q in queries}
+        self.flag = policy.flag_key
+        self.promql = {_local(q.key): q.shown for q in queries}
         self.readings = readings
         self.min_samples = policy.spec.traffic.min_samples if policy.spec.traffic else 0
 
     def reading(self, key: QueryKey) -> Reading:
         """The answer under ``key`` (built without a flag) for this policy's flag."""
-        found = self.readings.get(replace(key, flag=self.policy.flag_key))
+        found = self.readings.get(QueryKey(key.source, key.name, key.arm, key.part, self.flag))
         if found is None:
             return Reading.error(f"no answer was gathered for {key.source.value} {key.name!r}")
         return found
+
+    def query(self, key: QueryKey) -> str:
+        """The query text behind ``key``, as the decision record shows it."""
+        return self.promql.get(_local(key), "")
 
     def samples(self, arm: Arm) -> Reading | None:
         if self.policy.spec.traffic is None:
@@ -346,7 +351,7 @@ def traffic_checks(policy: Policy, queries: Sequence[PlannedQuery], readings: Re
                 rule="minSamples",
                 limit=evidence.min_samples,
                 arm=arm,
-                query=evidence.promql.get(key, ""),
+                query=evidence.query(key),
                 value=reading.value,
                 bound=evidence.min_samples,
                 samples=reading.value,
@@ -379,7 +384,7 @@ def bound_checks(
         control = None
         if control_reading is not None:
             control = ArmEvidence(
-                evidence.promql.get(c_key, ""), control_reading.value, evidence.sample_count(Arm.CONTROL)
+                evidence.query(c_key), control_reading.value, evidence.sample_count(Arm.CONTROL)
             )
         verdict, detail, bound = _judge(
             rule,
@@ -396,7 +401,7 @@ def bound_checks(
                 rule=rule,
                 limit=limit,
                 arm=Arm.TREATMENT,
-                query=evidence.promql.get(t_key, ""),
+                query=evidence.query(t_key),
                 value=treatment.value,
                 bound=bound,
                 samples=evidence.sample_count(Arm.TREATMENT),
@@ -512,8 +517,13 @@ def _distrusted(check: Check) -> Check:
     )
 
 
+def _local(key: QueryKey) -> tuple[Source, str, Arm, Part]:
+    """A key within one policy's queries (whose flag is the policy's)."""
+    return key.source, key.name, key.arm, key.part
+
+
 def _window(queries: Sequence[PlannedQuery], key: QueryKey) -> int | None:
-    return next((q.window_seconds for q in queries if replace(q.key, flag="") == replace(key, flag="")), None)
+    return next((q.window_seconds for q in queries if _local(q.key) == _local(key)), None)
 
 
 def _count(reading: Reading, arm: Arm, what: str) -> tuple[float | None, tuple[Outcome, str] | None]:
@@ -544,13 +554,13 @@ def sample_ratio_check(policy: Policy, queries: Sequence[PlannedQuery], readings
         rule="sampleRatio",
         limit=stats.sample_ratio_alpha,
         arm=Arm.TREATMENT,
-        query=evidence.promql.get(t_key, ""),
+        query=evidence.query(t_key),
         value=None,
         bound=0.5,
         samples=None,
         verdict=Outcome.NO_DATA,
         detail="",
-        control=ArmEvidence(evidence.promql.get(c_key, ""), None, None),
+        control=ArmEvidence(evidence.query(c_key), None, None),
     )
     window = _window(queries, t_key)
     treatment, t_problem = _count(evidence.reading(t_key), Arm.TREATMENT, "exposures")
@@ -638,8 +648,8 @@ def sequential_checks(
             counts[arm] = ArmCount(
                 events,
                 total,
-                evidence.promql.get(key(arm, bad_part), ""),
-                evidence.promql.get(key(arm, Part.TOTAL), ""),
+                evidence.query(key(arm, bad_part)),
+                evidence.query(key(arm, Part.TOTAL)),
             )
             if total < max(minimum, 1):
                 problems.append(

@@ -39,6 +39,7 @@ from controller.explain import explain
 from controller.flagd import managed_keys, owners, read_state, write_flag
 from controller.flagstore import FileFlagStore, FlagStore
 from controller.kube import options as kube_options
+from controller.metrictemplate import json_schema as template_schema
 from controller.notify import Notifier, events_from, parse_targets
 from controller.overlay import OverlayStore
 from controller.policy import json_schema, pct
@@ -56,6 +57,16 @@ EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 def _env(name: str, default: str | None = None) -> str | None:
     value = os.environ.get(name)
     return value if value else default
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is below 1")
+    return value
 
 
 def _duration_arg(text: str) -> float:
@@ -255,6 +266,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="timeout of one Prometheus query (default 10s) [env FLAGROLL_QUERY_TIMEOUT]",
     )
     p.add_argument(
+        "--max-concurrent-queries",
+        type=_positive_int,
+        default=_env("FLAGROLL_MAX_CONCURRENT_QUERIES", "8"),
+        metavar="N",
+        help="Prometheus queries in flight at once (default 8) [env FLAGROLL_MAX_CONCURRENT_QUERIES]",
+    )
+    p.add_argument(
         "--lock-timeout",
         type=_duration_arg,
         default=_env("FLAGROLL_LOCK_TIMEOUT", "30s"),
@@ -375,7 +393,15 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(handler=handler)
 
     p = commands.add_parser(
-        "schema", help="print the policy JSON Schema", description="Print the JSON Schema of a policy."
+        "schema",
+        help="print the policy JSON Schema",
+        description="Print the JSON Schema of a policy document (or of a metric template).",
+    )
+    p.add_argument(
+        "--kind",
+        choices=("RolloutPolicy", "MetricTemplate"),
+        default="RolloutPolicy",
+        help="which document kind (default: RolloutPolicy)",
     )
     p.set_defaults(handler=cmd_schema)
 
@@ -473,15 +499,20 @@ def cmd_validate(args: argparse.Namespace) -> int:
     for issue in result.issues:
         print(issue)
     if not args.quiet:
+        for template in result.templates:
+            print(f"{template.where}: ok: template {template.template.name}")
         for loaded in result.policies:
             print(
                 f"{loaded.where}: ok: {loaded.policy.name} (flag {loaded.policy.flag_key}, "
                 f"revision {loaded.policy.revision})"
             )
         errors, warnings = len(result.errors), len(result.warnings)
+        templates = len(result.templates)
         print(
             f"{len(result.policies)} valid "
-            f"{'policy' if len(result.policies) == 1 else 'policies'}, {errors} "
+            f"{'policy' if len(result.policies) == 1 else 'policies'}, "
+            + (f"{templates} template{'s' * (templates != 1)}, " if templates else "")
+            + f"{errors} "
             f"error{'s' * (errors != 1)}, {warnings} warning{'s' * (warnings != 1)}"
         )
     if result.errors or (args.strict and result.warnings):
@@ -503,6 +534,10 @@ def validation_report(result: PolicySet, *, valid: bool) -> dict[str, Any]:
                 "revision": loaded.policy.revision,
             }
             for loaded in result.policies
+        ],
+        "templates": [
+            {"file": t.where, "name": t.template.name, "query": t.template.spec.query}
+            for t in result.templates
         ],
         "issues": [
             {
@@ -608,7 +643,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, on_signal, sig)
-        async with PrometheusClient(url, timeout_seconds=args.query_timeout, auth=auth) as prometheus:
+        async with PrometheusClient(
+            url,
+            timeout_seconds=args.query_timeout,
+            max_concurrency=args.max_concurrent_queries,
+            auth=auth,
+        ) as prometheus:
             reconciler = Reconciler(
                 policies=policies,
                 store=store,
@@ -1031,5 +1071,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
-    print(json.dumps(json_schema(), indent=2, ensure_ascii=False))
+    schema = template_schema() if args.kind == "MetricTemplate" else json_schema()
+    print(json.dumps(schema, indent=2, ensure_ascii=False))
     return EXIT_OK

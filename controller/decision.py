@@ -19,7 +19,7 @@ resume) have their own functions. Nothing here reads a clock or a file.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
@@ -34,6 +34,7 @@ from controller.checks import (
 )
 from controller.durations import format_duration
 from controller.errors import UsageError
+from controller.metrictemplate import MetricTemplate
 from controller.policy import Policy, pct
 from controller.queries import PlannedQuery, Source, plan
 from controller.state import ACTIVE, NOT_STARTED, Action, Outcome, RolloutState, Status
@@ -159,7 +160,12 @@ def rebase(policy: Policy, state: RolloutState | None, now: datetime) -> Rebased
     return Rebased(continued, (f"{note}: continuing at {pct(state.percent)} % ({where})",))
 
 
-def queries_for(policy: Policy, state: RolloutState, now: datetime) -> list[PlannedQuery]:
+def queries_for(
+    policy: Policy,
+    state: RolloutState,
+    now: datetime,
+    templates: Mapping[str, MetricTemplate] | None = None,
+) -> list[PlannedQuery]:
     """What to ask Prometheus this cycle; empty when the rollout is not active.
 
     The checkpoint's own queries are asked throughout the last step, not only once its hold is over:
@@ -168,7 +174,12 @@ def queries_for(policy: Policy, state: RolloutState, now: datetime) -> list[Plan
     if state.status not in ACTIVE:
         return []
     at_last_step = state.status is Status.PROGRESSING and state.step == len(policy.spec.steps) - 1
-    return plan(policy, with_checkpoint=at_last_step, window_seconds=exposure_window_seconds(state, now))
+    return plan(
+        policy,
+        with_checkpoint=at_last_step,
+        window_seconds=exposure_window_seconds(state, now),
+        templates=templates or {},
+    )
 
 
 def exposure_window_seconds(state: RolloutState, now: datetime) -> int | None:

@@ -25,6 +25,7 @@ Record = dict[str, Any]
 Warn = Callable[[str], None]
 
 _TAIL_CHUNK = 64 * 1024
+APPEND_CHUNK_RECORDS = 200  # records serialised at a time: a cycle of thousands never builds one huge string
 
 POLICY_REJECTED_PREFIX = "policy rejected"  # the reason of the record saying a policy was rejected
 
@@ -79,14 +80,16 @@ class DecisionLog:
     def append(self, records: Sequence[Record]) -> None:
         if not records:
             return
-        lines = "".join(json.dumps(r, ensure_ascii=False, allow_nan=False) + "\n" for r in records)
         try:
             with self.path.open("a+b") as handle:
                 if handle.tell() > 0:
                     handle.seek(-1, os.SEEK_END)
                     if handle.read(1) != b"\n":  # a torn line from a crash: start afresh
                         handle.write(b"\n")
-                handle.write(lines.encode("utf-8"))
+                for start in range(0, len(records), APPEND_CHUNK_RECORDS):  # thousands a cycle at scale
+                    chunk = records[start : start + APPEND_CHUNK_RECORDS]
+                    lines = "".join(json.dumps(r, ensure_ascii=False, allow_nan=False) + "\n" for r in chunk)
+                    handle.write(lines.encode("utf-8"))
                 handle.flush()
                 os.fsync(handle.fileno())
         except OSError as exc:

@@ -297,6 +297,23 @@ def write_flag(
     ``variants`` and ``segment`` come from the policy; a human command (stop, pause, resume) has no
     policy at hand and passes ``keep_segment=True`` to reuse what the flag already has.
     """
+    flag = flag_entry(document, key, state, variants=variants, segment=segment, keep_segment=keep_segment)
+    new_document = dict(document)
+    new_document["flags"] = {**document.get("flags", {}), key: flag}
+    return new_document
+
+
+def flag_entry(
+    document: Mapping[str, Any],
+    key: str,
+    state: RolloutState,
+    *,
+    variants: Mapping[str, Any] | None = None,
+    segment: Mapping[str, Any] | None = None,
+    keep_segment: bool = False,
+) -> JsonObject:
+    """The definition of flag ``key`` serving ``state``, from what ``document`` holds for it (see
+    :func:`write_flag`). Many flags change in one cycle: the caller sets each in one copy."""
     flags = document.get("flags", {})
     existing = flags.get(key)
     if existing is not None and not is_managed(existing):
@@ -324,8 +341,4 @@ def write_flag(
         "targeting": rule,
         "metadata": {**kept_meta, **_metadata(state)},
     }
-    new_flags = dict(flags)
-    new_flags[key] = flag
-    new_document = dict(document)
-    new_document["flags"] = new_flags
-    return new_document
+    return flag

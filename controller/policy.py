@@ -38,9 +38,9 @@ PERCENT_RESOLUTION = 0.01  # flagd weights are integers; one weight unit is 0.01
 Path = tuple[str | int, ...]
 Reporter = Callable[[Path, str], None]
 
-_PLACEHOLDER = re.compile(r"\{\{\s*([^{}]*?)\s*\}\}")
+PLACEHOLDER_PATTERN = re.compile(r"\{\{\s*([^{}]*?)\s*\}\}")
 _FLAG_KEY = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9_.\-]{0,251}[A-Za-z0-9])?$")
-_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9.\-]{0,251}[a-z0-9])?$")
+NAME_PATTERN = re.compile(r"^[a-z0-9](?:[a-z0-9.\-]{0,251}[a-z0-9])?$")
 
 
 def _duration(value: Any) -> float:
@@ -142,10 +142,16 @@ class Step(Model):
     )
 
 
+TEMPLATE_DESCRIPTION = (
+    "The name of a MetricTemplate (asked once per cycle for every rollout), instead of query."
+)
+
+
 class Traffic(Model):
-    query: NonEmptyText = Field(
-        description="PromQL giving the number of samples (requests) per arm; use {{variant}}."
+    query: NonEmptyText | None = Field(
+        None, description="PromQL giving the number of samples (requests) per arm; use {{variant}}."
     )
+    template: NonEmptyText | None = Field(None, description=TEMPLATE_DESCRIPTION)
     min_samples: Count = Field(
         0, ge=0, description="Below this many samples in an arm, its checks are no_data."
     )
@@ -183,6 +189,7 @@ class Guardrail(Bounds):
     query: NonEmptyText | None = Field(
         None, description="PromQL returning one number per arm; use {{variant}}."
     )
+    template: NonEmptyText | None = Field(None, description=TEMPLATE_DESCRIPTION)
     error_ratio: ErrorRatio | None = Field(
         None, description="Judge the error ratio treatment vs control with a confidence sequence."
     )
@@ -264,6 +271,7 @@ class Statistics(Model):
 class Expectation(Bounds):
     name: NonEmptyText = Field(description="A guardrail's name (reuses its query) or a new name.")
     query: str | None = Field(None, min_length=1, description="PromQL, if not a guardrail's.")
+    template: NonEmptyText | None = Field(None, description=TEMPLATE_DESCRIPTION)
 
 
 class Checkpoint(Model):
@@ -347,6 +355,20 @@ class Policy(Model):
     def step_percent(self, index: int) -> float:
         return self.spec.steps[index].percent
 
+    def template_references(self) -> list[tuple[Path, str]]:
+        """Every MetricTemplate the policy names, with the path of the field that names it."""
+        spec = self.spec
+        found: list[tuple[Path, str]] = []
+        if spec.traffic is not None and spec.traffic.template is not None:
+            found.append((("spec", "traffic", "template"), spec.traffic.template))
+        for i, guardrail in enumerate(spec.guardrails):
+            if guardrail.template is not None:
+                found.append((("spec", "guardrails", i, "template"), guardrail.template))
+        for i, expectation in enumerate(spec.checkpoint.expect if spec.checkpoint else []):
+            if expectation.template is not None:
+                found.append((("spec", "checkpoint", "expect", i, "template"), expectation.template))
+        return found
+
     def guardrail(self, name: str) -> Guardrail | None:
         return next((g for g in self.spec.guardrails if g.name == name), None)
 
@@ -392,7 +414,7 @@ def json_schema() -> dict[str, Any]:
 
 
 def placeholders(query: str) -> list[str]:
-    return [m.group(1) for m in _PLACEHOLDER.finditer(query)]
+    return [m.group(1) for m in PLACEHOLDER_PATTERN.finditer(query)]
 
 
 def semantic_issues(policy: Policy) -> list[tuple[Path, str, str]]:
@@ -406,7 +428,7 @@ def semantic_issues(policy: Policy) -> list[tuple[Path, str, str]]:
         found.append((path, message, "warning"))
 
     spec = policy.spec
-    if not _NAME.match(policy.metadata.name):
+    if not NAME_PATTERN.match(policy.metadata.name):
         error(
             ("metadata", "name"),
             f"{policy.metadata.name!r} is not a valid name: use lower-case letters, digits, "
@@ -475,7 +497,9 @@ def semantic_issues(policy: Policy) -> list[tuple[Path, str, str]]:
                 "no 'traffic': checks have no sample count, so a handful of requests can trip or "
                 "pass a guardrail; set traffic.query and traffic.minSamples",
             )
-    else:
+    elif (spec.traffic.query is None) == (spec.traffic.template is None):
+        error(("spec", "traffic"), "give exactly one of query and template")
+    elif spec.traffic.query is not None:
         _check_query(error, ("spec", "traffic", "query"), spec.traffic.query, needs_variant=True)
 
     if spec.guardrails and all(g.dry_run for g in spec.guardrails):
@@ -496,6 +520,7 @@ def semantic_issues(policy: Policy) -> list[tuple[Path, str, str]]:
             k
             for k, v in (
                 ("query", guardrail.query),
+                ("template", guardrail.template),
                 ("errorRatio", guardrail.error_ratio),
                 ("latency", guardrail.latency),
             )
@@ -504,12 +529,12 @@ def semantic_issues(policy: Policy) -> list[tuple[Path, str, str]]:
         if len(given) != 1:
             error(
                 path if not given else (*path, given[1]),
-                "give exactly one of query (judged against its bounds), errorRatio or latency "
+                "give exactly one of query or template (judged against its bounds), errorRatio or latency "
                 "(judged treatment vs control with a confidence sequence)"
                 + (f", not {' and '.join(given)}" if given else ""),
             )
             continue
-        if guardrail.query is not None:
+        if not guardrail.sequential:
             if guardrail.min_samples is not None:
                 error(
                     (*path, "minSamples"),
@@ -536,7 +561,10 @@ def semantic_issues(policy: Policy) -> list[tuple[Path, str, str]]:
         for i, expectation in enumerate(spec.checkpoint.expect):
             path = ("spec", "checkpoint", "expect", i)
             query = expectation.query
-            if query is None:
+            if query is not None and expectation.template is not None:
+                error((*path, "template"), "give query or template, not both")
+                continue
+            if query is None and expectation.template is None:
                 referenced = policy.guardrail(expectation.name)
                 if referenced is None:
                     error(
@@ -545,7 +573,7 @@ def semantic_issues(policy: Policy) -> list[tuple[Path, str, str]]:
                         f"{sorted(names)} or give this expectation its own query",
                     )
                     continue
-                if referenced.query is None:
+                if referenced.sequential:
                     error(
                         (*path, "name"),
                         f"{expectation.name!r} is a {referenced.kind} guardrail, judged with a "
@@ -583,8 +611,10 @@ def _check_query(error: Reporter, path: Path, query: str, *, needs_variant: bool
 
 
 def _check_bounds(
-    error: Reporter, warning: Reporter, path: Path, bounds: Bounds, query: str, control: bool
+    error: Reporter, warning: Reporter, path: Path, bounds: Bounds, query: str | None, control: bool
 ) -> None:
+    """``query`` is None for a template: it is split per variant by its labels, so it needs no
+    ``{{variant}}``."""
     rules = dict(bounds.rules())
     if not rules:
         error(
@@ -597,6 +627,8 @@ def _check_bounds(
         error((*path, relative[0]), f"{relative[0]} compares with the control arm; set control: true")
     if "max" in rules and "min" in rules and rules["min"] > rules["max"]:
         error((*path, "min"), f"min {rules['min']} is above max {rules['max']}")
+    if query is None:
+        return
     own_query = isinstance(bounds, Guardrail) or (
         isinstance(bounds, Expectation) and bounds.query is not None
     )
@@ -624,7 +656,7 @@ _HISTOGRAM_SUFFIXES = ("_bucket", "_count", "_sum")
 def _check_selector(error: Reporter, path: Path, selector: str, what: str) -> None:
     """A counter selector ``name{labels}``: flagroll wraps it in ``sum(increase(…[Ns]))``."""
     _check_query(error, path, selector, needs_variant=True)
-    plain = _PLACEHOLDER.sub("x", selector)
+    plain = PLACEHOLDER_PATTERN.sub("x", selector)
     if not _SELECTOR.match(plain):
         error(
             path,

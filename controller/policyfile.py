@@ -8,6 +8,7 @@ the file, the line and column of the field at fault, and the field's path (``spe
 from __future__ import annotations
 
 import difflib
+import hashlib
 import re
 import types
 import typing
@@ -20,6 +21,8 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from controller.errors import Issue
+from controller.metrictemplate import TEMPLATE_KIND, MetricTemplate
+from controller.metrictemplate import semantic_issues as semantic_template_issues
 from controller.policy import KIND, Policy, semantic_issues
 
 FieldPath = tuple[str | int, ...]
@@ -52,9 +55,22 @@ class LoadedPolicy:
     line: int
     warnings: tuple[Issue, ...] = ()
     positions: dict[FieldPath, Position] = field(default_factory=dict, compare=False, repr=False)
+    templates: Mapping[str, MetricTemplate] = field(default_factory=dict, compare=False, repr=False)
 
     def position(self, path: FieldPath) -> Position:
         return self.positions.get(path, (self.line, 1))
+
+    @property
+    def where(self) -> str:
+        return f"{self.file}:{self.line}"
+
+
+@dataclass(frozen=True)
+class LoadedTemplate:
+    template: MetricTemplate
+    file: str
+    line: int
+    positions: dict[FieldPath, Position] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def where(self) -> str:
@@ -68,6 +84,8 @@ class PolicySet:
     policies: list[LoadedPolicy] = field(default_factory=list)
     issues: list[Issue] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
+    templates: list[LoadedTemplate] = field(default_factory=list)
+    invalid_templates: dict[str, str] = field(default_factory=dict)  # name → where, for messages
 
     @property
     def errors(self) -> list[Issue]:
@@ -263,25 +281,22 @@ def _judge_document(root: yaml.Node, file: str, result: PolicySet) -> str | None
         return None
     flag = _flag_key_of(data)
     kind = data.get("kind")
+    if kind == TEMPLATE_KIND:
+        _judge_template(document, data, line, result)
+        return None
     if kind != KIND:
         where = document.locate(("kind",))
         message = (
-            f"unknown kind {kind!r}; this file may hold kind: {KIND}"
+            f"unknown kind {kind!r}; a policy file holds kind: {KIND} or kind: {TEMPLATE_KIND}"
             if kind is not None
-            else f"missing 'kind: {KIND}'"
+            else f"missing 'kind: {KIND}' (or 'kind: {TEMPLATE_KIND}')"
         )
         result.issues.append(Issue(file, where[0], where[1], "kind", message))
         return flag
     try:
         policy = Policy.model_validate(data)
     except ValidationError as exc:
-        for error in exc.errors():
-            path = _field_path(error["loc"], data)
-            if render_path(path) in already:
-                continue  # the YAML reader has already said what is wrong here
-            where = document.locate(path)
-            message = _explain(error, path)
-            result.issues.append(Issue(file, where[0], where[1], render_path(path), message))
+        _report(exc, document, data, already, result, Policy)
         return flag
     if document.issues:
         return flag
@@ -294,15 +309,67 @@ def _judge_document(root: yaml.Node, file: str, result: PolicySet) -> str | None
     result.issues.extend(errors)
     result.issues.extend(warnings)
     if not errors:
-        result.policies.append(LoadedPolicy(policy, file, line, tuple(warnings), document.positions))
+        result.policies.append(LoadedPolicy(policy, file, line, tuple(warnings), _kept(document.positions)))
     return flag
 
 
-def _explain(error: Any, path: FieldPath) -> str:
+def _kept(positions: Mapping[FieldPath, Position]) -> dict[FieldPath, Position]:
+    """The positions a loaded document still needs (for issues between documents: clashing names and
+    flag keys, templates that are not there). A policy's full map is ten times its model's size."""
+    return {
+        path: where
+        for path, where in positions.items()
+        if path in _POSITIONS_KEPT or (path and path[-1] == "template")
+    }
+
+
+_POSITIONS_KEPT = frozenset({("metadata", "name"), ("spec", "flag", "key")})
+
+
+def _judge_template(document: _Document, data: dict[str, Any], line: int, result: PolicySet) -> None:
+    file = document.file
+    metadata = data.get("metadata")
+    name = metadata.get("name") if isinstance(metadata, dict) else None
+    if isinstance(name, str):
+        result.invalid_templates.setdefault(name, f"{file}:{line}")  # until it proves valid
+    try:
+        template = MetricTemplate.model_validate(data)
+    except ValidationError as exc:
+        _report(exc, document, data, {issue.field for issue in document.issues}, result, MetricTemplate)
+        return
+    if document.issues:
+        return
+    problems = semantic_template_issues(template)
+    for path, message, severity in problems:
+        where = document.locate(path)
+        result.issues.append(Issue(file, where[0], where[1], render_path(path), message, severity))
+    if not any(severity == "error" for _, _, severity in problems):
+        result.invalid_templates.pop(template.name, None)
+        result.templates.append(LoadedTemplate(template, file, line, _kept(document.positions)))
+
+
+def _report(
+    exc: ValidationError,
+    document: _Document,
+    data: dict[str, Any],
+    already: set[str],
+    result: PolicySet,
+    root: type[BaseModel],
+) -> None:
+    for error in exc.errors():
+        path = _field_path(error["loc"], data)
+        if render_path(path) in already:
+            continue  # the YAML reader has already said what is wrong here
+        where = document.locate(path)
+        message = _explain(error, path, root)
+        result.issues.append(Issue(document.file, where[0], where[1], render_path(path), message))
+
+
+def _explain(error: Any, path: FieldPath, root: type[BaseModel] = Policy) -> str:
     kind = error["type"]
     if kind == "extra_forbidden":
         name = str(path[-1]) if path else "?"
-        allowed = _allowed_keys(path[:-1])
+        allowed = _allowed_keys(path[:-1], root)
         hint = difflib.get_close_matches(name, allowed, n=1, cutoff=0.6)
         text = f"unknown field {name!r}"
         if hint:
@@ -312,7 +379,7 @@ def _explain(error: Any, path: FieldPath) -> str:
         return text
     if kind == "missing":
         name = str(path[-1]) if path else "?"
-        description = _description(path)
+        description = _description(path, root)
         if description:
             return f"missing required field {name!r} ({description[0].lower()}{description[1:-1]})"
         return f"missing required field {name!r}"
@@ -324,9 +391,9 @@ def _explain(error: Any, path: FieldPath) -> str:
     return message
 
 
-def _model_at(path: FieldPath) -> type[BaseModel] | None:
+def _model_at(path: FieldPath, root: type[BaseModel] = Policy) -> type[BaseModel] | None:
     """The model class that validates the mapping at ``path``, if there is one."""
-    current: Any = Policy
+    current: Any = root
     for part in path:
         current = _unwrap(current)
         if isinstance(part, int):
@@ -359,15 +426,15 @@ def _unwrap(annotation: Any) -> Any:
             return annotation
 
 
-def _allowed_keys(path: FieldPath) -> list[str]:
-    model = _model_at(path)
+def _allowed_keys(path: FieldPath, root: type[BaseModel] = Policy) -> list[str]:
+    model = _model_at(path, root)
     if model is None:
         return []
     return [f.alias or n for n, f in model.model_fields.items()]
 
 
-def _description(path: FieldPath) -> str | None:
-    model = _model_at(path[:-1])
+def _description(path: FieldPath, root: type[BaseModel] = Policy) -> str | None:
+    model = _model_at(path[:-1], root)
     if model is None:
         return None
     for name, info in model.model_fields.items():
@@ -393,7 +460,21 @@ def load_file(path: Path) -> PolicySet:
             issues=[Issue(name, None, None, "", f"cannot read: {exc.strerror or exc}")],
             files=[name],
         )
-    return load_text(text, name)
+    digest = hashlib.blake2b(text.encode(), digest_size=16).digest()
+    cached = _parsed.get(name)
+    if cached is not None and cached[0] == digest:
+        return cached[1]  # the same text: the same result (callers never change a PolicySet they get)
+    loaded = load_text(text, name)
+    if len(_parsed) >= MAX_CACHED_FILES:
+        _parsed.pop(next(iter(_parsed)))
+    _parsed[name] = (digest, loaded)
+    return loaded
+
+
+# What each file held when it was last parsed: the loop reads every policy file every cycle, and
+# parsing is the costly part (about 3 ms a policy), so unchanged text is not parsed again.
+MAX_CACHED_FILES = 20_000
+_parsed: dict[str, tuple[bytes, PolicySet]] = {}
 
 
 def policy_files(paths: Iterable[Path]) -> Iterator[Path]:
@@ -401,16 +482,17 @@ def policy_files(paths: Iterable[Path]) -> Iterator[Path]:
     seen: set[Path] = set()
     for path in paths:
         if path.is_dir():
+            folder = path.resolve()  # once per directory: resolving thousands of files is slow
             children = [
-                c
+                (c, folder / c.name)
                 for c in sorted(path.iterdir())
                 if not c.name.startswith(".") and c.suffix in POLICY_SUFFIXES and c.is_file()
             ]
         else:
-            children = [path]
-        for child in children:
-            if child.resolve() not in seen:
-                seen.add(child.resolve())
+            children = [(path, path.resolve())]
+        for child, resolved in children:
+            if resolved not in seen:
+                seen.add(resolved)
                 yield child
 
 
@@ -430,8 +512,58 @@ def load_paths(paths: Iterable[Path], owners: Mapping[str, str] | None = None) -
         combined.policies.extend(loaded.policies)
         combined.issues.extend(loaded.issues)
         combined.files.extend(loaded.files)
+        combined.templates.extend(loaded.templates)
+        for name, where in loaded.invalid_templates.items():
+            combined.invalid_templates.setdefault(name, where)
+    _resolve_templates(combined)
     _reject_clashes(combined, owners or {})
     return combined
+
+
+def _resolve_templates(loaded: PolicySet) -> None:
+    """Give each policy the templates it names; reject a policy that names one that is not there
+    (or is invalid, or defined twice), at the line of the field that names it."""
+    defined: dict[str, list[LoadedTemplate]] = {}
+    for template in loaded.templates:
+        defined.setdefault(template.template.name, []).append(template)
+    for name, group in defined.items():
+        for template in group[1:] if len(group) > 1 else []:
+            line, column = template.positions.get(("metadata", "name"), (template.line, 1))
+            loaded.issues.append(
+                Issue(
+                    template.file,
+                    line,
+                    column,
+                    "metadata.name",
+                    f"template {name!r} is also defined at {group[0].where}; each template name must be "
+                    "unique (this one is ignored)",
+                )
+            )
+    usable = {name: group[0].template for name, group in defined.items()}
+    kept = []
+    for policy in loaded.policies:
+        wrong = []
+        for path, name in policy.policy.template_references():
+            if name in usable:
+                continue
+            if name in loaded.invalid_templates:
+                why = f"template {name!r} is invalid (see {loaded.invalid_templates[name]})"
+            else:
+                known = ", ".join(sorted(usable)) or "none"
+                hint = difflib.get_close_matches(name, list(usable), n=1, cutoff=0.6)
+                why = f"template {name!r} is not defined in the policy files" + (
+                    f" (did you mean {hint[0]!r}?)" if hint else f"; defined: {known}"
+                )
+            line, column = policy.position(path)
+            wrong.append(
+                Issue(policy.file, line, column, render_path(path), why, flag=policy.policy.flag_key)
+            )
+        if wrong:
+            loaded.issues.extend(wrong)
+            continue
+        names = {name for _, name in policy.policy.template_references()}
+        kept.append(replace(policy, templates={n: usable[n] for n in sorted(names)}) if names else policy)
+    loaded.policies = kept
 
 
 def _reject_clashes(policies: PolicySet, owners: Mapping[str, str]) -> None:

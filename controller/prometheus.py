@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 
 from controller.promauth import PrometheusAuth
-from controller.queries import PlannedQuery, QueryKey, Reading
+from controller.queries import PlannedQuery, QueryKey, Reading, Split
 
 MAX_BODY_BYTES = 8 * 1024 * 1024
 _SNIPPET = 120
@@ -53,6 +53,90 @@ def _number(sample: Any) -> Reading:
 
 def parse_response(status_code: int, body: bytes) -> Reading:
     """Judge one ``/api/v1/query`` response. Pure: bytes in, reading out."""
+    answer = _result(status_code, body)
+    if isinstance(answer, Reading):
+        return answer
+    kind, result = answer
+    if kind == "scalar":
+        return _number(result)
+    if kind == "vector":
+        if not isinstance(result, list):
+            return Reading.error("vector result is not a list")
+        if not result:
+            return Reading.no_data("empty result: no series matched")
+        if len(result) > 1:
+            return Reading.error(
+                f"{len(result)} series where one is expected: {_several(result)}; aggregate them (sum, max…)"
+            )
+        series = result[0]
+        if not isinstance(series, dict):
+            return Reading.error("vector element is not an object")
+        return _number(series.get("value"))
+    if kind == "matrix":
+        return Reading.error("query returned a range vector; guardrails need an instant value")
+    return Reading.error(f"unexpected result type {kind!r}")
+
+
+def _several(result: Sequence[Any]) -> str:
+    shown = ", ".join(_labels(s.get("metric") if isinstance(s, dict) else None) for s in result[:5])
+    more = f" and {len(result) - 5} more" if len(result) > 5 else ""
+    return f"{shown}{more}"
+
+
+SeriesIndex = dict[tuple[str, str], list[dict[str, Any]]]
+
+
+def split_response(
+    status_code: int, body: bytes, *, flag_label: str, variant_label: str
+) -> Reading | SeriesIndex:
+    """Judge a template's response and index its series by (flag, variant) label values. A bad
+    answer is one ``error`` reading for every rollout; series without both labels belong to none."""
+    answer = _result(status_code, body)
+    if isinstance(answer, Reading):
+        return answer
+    kind, result = answer
+    if kind != "vector":
+        return Reading.error(
+            f"a template must return one series per flag and variant, not a {kind}; "
+            f"group it by ({flag_label}, {variant_label})"
+        )
+    if not isinstance(result, list):
+        return Reading.error("vector result is not a list")
+    index: SeriesIndex = {}
+    for series in result:
+        metric = series.get("metric") if isinstance(series, dict) else None
+        if not isinstance(metric, dict):
+            return Reading.error("vector element has no 'metric' object")
+        flag, variant = metric.get(flag_label), metric.get(variant_label)
+        if isinstance(flag, str) and isinstance(variant, str):
+            index.setdefault((flag, variant), []).append(series)
+    if result and not index:
+        return Reading.error(
+            f"none of the {len(result)} series has both labels {flag_label} and {variant_label} "
+            f"(e.g. {_labels(result[0].get('metric'))}); "
+            f"group the template by ({flag_label}, {variant_label})"
+        )
+    return index
+
+
+def pick(index: SeriesIndex, split: Split, size: int) -> Reading:
+    """This arm's value from a template's indexed answer (of ``size`` series in all)."""
+    found = index.get((split.flag, split.variant), [])
+    if not found:
+        return Reading.no_data(
+            f"no series {split.selector()} among the {size} of template {split.template!r} "
+            "(nobody in this arm yet, or its metrics carry other labels)"
+        )
+    if len(found) > 1:
+        return Reading.error(
+            f"{len(found)} series where one is expected for {split.selector()} in template "
+            f"{split.template!r}: {_several(found)}; group it by the flag and variant labels only"
+        )
+    return _number(found[0].get("value"))
+
+
+def _result(status_code: int, body: bytes) -> Reading | tuple[Any, Any]:
+    """The ``(resultType, result)`` of a successful response, or the error it is."""
     unreadable = object()
     try:
         payload: Any = json.loads(body)
@@ -79,28 +163,7 @@ def parse_response(status_code: int, body: bytes) -> Reading:
     data = payload.get("data")
     if not isinstance(data, dict):
         return Reading.error("response has no 'data' object")
-    kind = data.get("resultType")
-    result = data.get("result")
-    if kind == "scalar":
-        return _number(result)
-    if kind == "vector":
-        if not isinstance(result, list):
-            return Reading.error("vector result is not a list")
-        if not result:
-            return Reading.no_data("empty result: no series matched")
-        if len(result) > 1:
-            shown = ", ".join(_labels(s.get("metric") if isinstance(s, dict) else None) for s in result[:5])
-            more = f" and {len(result) - 5} more" if len(result) > 5 else ""
-            return Reading.error(
-                f"{len(result)} series where one is expected: {shown}{more}; aggregate them (sum, max…)"
-            )
-        series = result[0]
-        if not isinstance(series, dict):
-            return Reading.error("vector element is not an object")
-        return _number(series.get("value"))
-    if kind == "matrix":
-        return Reading.error("query returned a range vector; guardrails need an instant value")
-    return Reading.error(f"unexpected result type {kind!r}")
+    return data.get("resultType"), data.get("result")
 
 
 class PrometheusClient:
@@ -112,6 +175,7 @@ class PrometheusClient:
         *,
         timeout_seconds: float = 10.0,
         max_concurrency: int = 8,
+        max_body_bytes: int | None = None,
         auth: PrometheusAuth | None = None,
         headers: Mapping[str, str] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
@@ -121,6 +185,9 @@ class PrometheusClient:
         self.url = redact(self._base)  # what logs and readings show: never a password
         self.timeout_seconds = timeout_seconds
         self._semaphore = asyncio.Semaphore(max_concurrency)
+        self.max_body_bytes = max_body_bytes
+        self.requests = 0  # how many queries were sent, for benchmarks and tests
+        self._in_flight: dict[str, asyncio.Future[Reading | Answer]] = {}
         self._client = httpx.AsyncClient(
             timeout=httpx.Timeout(timeout_seconds),
             headers={**(headers or {}), **auth.headers()},
@@ -140,10 +207,25 @@ class PrometheusClient:
         await self._client.aclose()
 
     async def query(self, promql: str) -> Reading:
+        answer = await self._fetch(promql)
+        return answer if isinstance(answer, Reading) else answer.whole()
+
+    async def _fetch(self, promql: str) -> Reading | Answer:
+        """Prometheus's answer to ``promql``. A query already in flight is joined, not asked again:
+        rollouts judged at the same moment share one request (and one parse) per distinct query."""
+        running = self._in_flight.get(promql)
+        if running is None:
+            running = asyncio.ensure_future(self._request(promql))
+            self._in_flight[promql] = running
+            running.add_done_callback(lambda _: self._in_flight.pop(promql, None))
+        return await asyncio.shield(running)
+
+    async def _request(self, promql: str) -> Reading | Answer:
         endpoint = f"{self._base}/api/v1/query"
         # Prometheus durations take whole numbers of a unit: "2.5s" is refused, "2500ms" is not.
         form = {"query": promql, "timeout": f"{max(1, round(self.timeout_seconds * 1000))}ms"}
         async with self._semaphore:
+            self.requests += 1
             try:
                 return await asyncio.wait_for(self._post(endpoint, form), self.timeout_seconds + 1)
             except (httpx.TimeoutException, TimeoutError):
@@ -153,21 +235,60 @@ class PrometheusClient:
             except (httpx.HTTPError, httpx.InvalidURL) as exc:
                 return Reading.error(f"request to {self.url} failed: {type(exc).__name__}: {_reason(exc)}")
 
-    async def _post(self, endpoint: str, form: dict[str, str]) -> Reading:
+    async def _post(self, endpoint: str, form: dict[str, str]) -> Reading | Answer:
         async with self._client.stream("POST", endpoint, data=form) as response:
             body = bytearray()
+            limit = self.max_body_bytes or MAX_BODY_BYTES
             async for chunk in response.aiter_bytes():
                 body.extend(chunk)
-                if len(body) > MAX_BODY_BYTES:
-                    return Reading.error(f"response larger than {MAX_BODY_BYTES} bytes")
-            return parse_response(response.status_code, bytes(body))
+                if len(body) > limit:
+                    return Reading.error(f"response larger than {limit} bytes")
+            return Answer(response.status_code, bytes(body))
 
     async def query_all(self, queries: Sequence[PlannedQuery]) -> dict[QueryKey, Reading]:
-        """Run every query concurrently; identical PromQL is asked once."""
-        unique = sorted({q.promql for q in queries})
-        answers = await asyncio.gather(*(self.query(promql) for promql in unique))
-        by_promql = dict(zip(unique, answers, strict=True))
-        return {q.key: by_promql[q.promql] for q in queries}
+        """Run every query concurrently; identical PromQL is asked once. A template's query is
+        asked once for every rollout that uses it, and each arm gets its own series of the answer."""
+        unique = sorted({q.promql for q in queries if q.promql})
+        fetched = await asyncio.gather(*(self._fetch(promql) for promql in unique))
+        answers = dict(zip(unique, fetched, strict=True))
+        readings: dict[QueryKey, Reading] = {}
+        for q in queries:
+            answer = answers.get(q.promql)
+            if q.split is not None and not q.promql:
+                readings[q.key] = Reading.error(f"template {q.split.template!r} is not defined")
+            elif answer is None or isinstance(answer, Reading):
+                readings[q.key] = answer or Reading.error("the query is empty")
+            else:
+                readings[q.key] = answer.whole() if q.split is None else answer.pick(q.split)
+        return readings
+
+
+class Answer:
+    """One response from Prometheus, judged once however many rollouts read it."""
+
+    def __init__(self, status_code: int, body: bytes) -> None:
+        self.status_code = status_code
+        self.body = body
+        self._whole: Reading | None = None
+        self._indexes: dict[tuple[str, str], tuple[Reading | SeriesIndex, int]] = {}
+
+    def whole(self) -> Reading:
+        """The answer as one number (a plain query)."""
+        if self._whole is None:
+            self._whole = parse_response(self.status_code, self.body)
+        return self._whole
+
+    def pick(self, split: Split) -> Reading:
+        """One arm's series of a template's answer."""
+        labels = (split.flag_label, split.variant_label)
+        if labels not in self._indexes:
+            index = split_response(
+                self.status_code, self.body, flag_label=split.flag_label, variant_label=split.variant_label
+            )
+            size = 0 if isinstance(index, Reading) else sum(len(v) for v in index.values())
+            self._indexes[labels] = (index, size)
+        index, size = self._indexes[labels]
+        return index if isinstance(index, Reading) else pick(index, split, size)
 
 
 def redact(url: str) -> str:

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from types import MappingProxyType
 from typing import Protocol
 
 from controller.flagd import CONTROL, TREATMENT
+from controller.metrictemplate import MetricTemplate
 from controller.policy import Guardrail, Policy
 
 _PLACEHOLDER = re.compile(r"\{\{\s*(variant|flag)\s*\}\}")
@@ -58,10 +60,36 @@ class QueryKey:
 
 
 @dataclass(frozen=True)
+class Split:
+    """Which series of a template's answer is this arm's: the one whose labels name its flag and
+    variant."""
+
+    template: str
+    flag_label: str
+    variant_label: str
+    flag: str
+    variant: str
+
+    def selector(self) -> str:
+        return (
+            f'{{{self.flag_label}="{escape_label_value(self.flag)}", '
+            f'{self.variant_label}="{escape_label_value(self.variant)}"}}'
+        )
+
+
+@dataclass(frozen=True)
 class PlannedQuery:
     key: QueryKey
-    promql: str
+    promql: str  # for a template, its query: the same for every rollout that uses it
     window_seconds: int | None = None  # the increase() range of a count since exposure began
+    split: Split | None = None  # set when the answer is a template's, split per flag and arm
+
+    @property
+    def shown(self) -> str:
+        """The query as decision records show it: a template's is marked with the series taken."""
+        if self.split is None:
+            return self.promql
+        return f"# template {self.split.template}, series {self.split.selector()}\n{self.promql}"
 
 
 class ReadingKind(StrEnum):
@@ -154,8 +182,21 @@ def sequential_templates(guardrail: Guardrail, window_seconds: int) -> list[tupl
     return []
 
 
-def plan(policy: Policy, *, with_checkpoint: bool, window_seconds: int | None = None) -> list[PlannedQuery]:
+_NO_TEMPLATES: Mapping[str, MetricTemplate] = MappingProxyType({})
+
+
+def plan(
+    policy: Policy,
+    *,
+    with_checkpoint: bool,
+    window_seconds: int | None = None,
+    templates: Mapping[str, MetricTemplate] = _NO_TEMPLATES,
+) -> list[PlannedQuery]:
     """Every query the policy needs this cycle, one per arm.
+
+    A traffic, guardrail or expectation that names a template gets the template's query, marked with
+    the series to take from its answer (``templates`` holds the definitions; a name missing from it
+    plans an empty query, which is an ``error`` reading).
 
     ``window_seconds`` is how long the arms have been exposed; the counts of errorRatio and latency
     guardrails and of the sample-ratio check are taken over it. With None (nobody exposed yet) the
@@ -164,35 +205,41 @@ def plan(policy: Policy, *, with_checkpoint: bool, window_seconds: int | None = 
     """
     spec = policy.spec
     counted_seconds = window_seconds or max(1, math.ceil(spec.interval_seconds))
-    templates: list[tuple[Source, str, str, Part]] = []
-    if spec.traffic is not None:
-        templates.append((Source.TRAFFIC, "traffic", spec.traffic.query, Part.WHOLE))
-    for guardrail in spec.guardrails:
-        if guardrail.query is not None:
-            templates.append((Source.GUARDRAIL, guardrail.name, guardrail.query, Part.WHOLE))
-        else:
-            templates.extend(
-                (Source.GUARDRAIL, guardrail.name, template, part)
-                for part, template in sequential_templates(guardrail, counted_seconds)
+    planned: list[PlannedQuery] = []
+
+    def add(source: Source, name: str, query: str | None, part: Part = Part.WHOLE, shared: str = "") -> None:
+        window = window_seconds if part is not Part.WHOLE or source is Source.EXPOSURE else None
+        for arm in arms(spec.control):
+            key = QueryKey(source, name, arm, part, policy.flag_key)
+            if query is not None:
+                planned.append(PlannedQuery(key, render(query, flag=policy.flag_key, arm=arm), window))
+                continue
+            template = templates.get(shared)
+            split = Split(
+                shared,
+                template.spec.flag_label if template else "",
+                template.spec.variant_label if template else "",
+                policy.flag_key,
+                arm.variant,
             )
+            planned.append(PlannedQuery(key, template.spec.query if template else "", window, split))
+
+    if spec.traffic is not None:
+        add(Source.TRAFFIC, "traffic", spec.traffic.query, shared=spec.traffic.template or "")
+    for guardrail in spec.guardrails:
+        if not guardrail.sequential:
+            add(Source.GUARDRAIL, guardrail.name, guardrail.query, shared=guardrail.template or "")
+        else:
+            for part, template in sequential_templates(guardrail, counted_seconds):
+                add(Source.GUARDRAIL, guardrail.name, template, part)
     exposure = spec.statistics.exposure if spec.statistics is not None else None
     if exposure is not None and spec.control:
-        templates.append((Source.EXPOSURE, SAMPLE_RATIO, counted(exposure, counted_seconds), Part.WHOLE))
+        add(Source.EXPOSURE, SAMPLE_RATIO, counted(exposure, counted_seconds))
     if with_checkpoint and spec.checkpoint is not None:
-        templates.extend(
-            (Source.CHECKPOINT, e.name, e.query, Part.WHOLE)
-            for e in spec.checkpoint.expect
-            if e.query is not None
-        )
-    return [
-        PlannedQuery(
-            QueryKey(source, name, arm, part, policy.flag_key),
-            render(template, flag=policy.flag_key, arm=arm),
-            window_seconds if part is not Part.WHOLE or source is Source.EXPOSURE else None,
-        )
-        for source, name, template, part in templates
-        for arm in arms(spec.control)
-    ]
+        for e in spec.checkpoint.expect:
+            if e.query is not None or e.template is not None:
+                add(Source.CHECKPOINT, e.name, e.query, shared=e.template or "")
+    return planned
 
 
 class MetricsSource(Protocol):

@@ -26,7 +26,7 @@ import contextlib
 import math
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -54,16 +54,17 @@ from controller.errors import (
     WriteConflictError,
     WriteError,
 )
-from controller.flagd import managed_keys, owners, read_state, write_flag
+from controller.flagd import flag_entry, managed_keys, owners, read_state
 from controller.flagstore import FlagStore
 from controller.policyfile import LoadedPolicy, PolicySet, load_paths
-from controller.queries import MetricsSource, PlannedQuery, ReadingKind
+from controller.queries import MetricsSource, PlannedQuery, QueryKey, Reading, ReadingKind
 from controller.state import ACTIVE, Action, RolloutState
 
 Clock = Callable[[], datetime]
 LOCK_SLICE_SECONDS = 0.25
 ORPHAN_CHECK_SECONDS = 10.0  # how often flags whose policy was deleted are looked at
 MAX_UNLOGGED_RECORDS = 10_000  # records kept in memory while the decision log cannot be written
+WAVE_GATHER_SECONDS = 0.05  # how long a commit waits for answers landing just after the first one
 CONFLICT_ATTEMPTS = 5  # reads and decisions per commit when the store keeps changing under us
 NOT_LEADER_WAIT_SECONDS = 1.0
 
@@ -169,6 +170,7 @@ class Reconciler:
         self._abandon = threading.Event()
         self._log_checked = False
         self._unlogged: list[Record] = []
+        self._commit_mutex = threading.Lock()
 
     def abandon(self) -> None:
         """Shutting down: a cycle still waiting for the lock gives up; one already writing finishes."""
@@ -218,8 +220,16 @@ class Reconciler:
                 self._once(f"issue:{issue}", "policy_rejected", issue=str(issue), file=issue.file)
         return policies
 
-    async def cycle(self, only: set[str] | None = None) -> CycleResult:
-        """One reconciliation of the policies named in ``only`` (all when None)."""
+    async def cycle(
+        self, only: set[str] | None = None, decided: Callable[[Collection[str]], None] | None = None
+    ) -> CycleResult:
+        """One reconciliation of the policies named in ``only`` (all when None).
+
+        Each rollout is decided as soon as its own answers are in: rollouts whose queries return
+        together are committed together (a template's answer serves all of them at once), and one
+        whose query is slow is committed on its own when it returns or times out, without holding
+        the others back. ``decided`` is told the names of the policies of each commit.
+        """
         result = CycleResult()
         snapshot = await asyncio.to_thread(self.store.read)
         policies = self.load_policies(snapshot.document)
@@ -242,15 +252,49 @@ class Reconciler:
             state = rebase(loaded.policy, stored, now).state
             if state.status not in ACTIVE and state == stored:
                 continue  # stopped, rolled back, completed or promoted, and no new revision
-            plans.append(_Plan(loaded, stored, queries_for(loaded.policy, state, now)))
+            plans.append(_Plan(loaded, stored, queries_for(loaded.policy, state, now, loaded.templates)))
         deletions = self._report_orphans(snapshot.document, policies)
         notices = self._unguarded(snapshot.document, policies)
-        queries = [q for plan in plans for q in plan.queries]
-        readings = await self.prometheus.query_all(queries) if queries else {}
-        if readings:
-            result.prometheus_answered = any(r.kind is not ReadingKind.ERROR for r in readings.values())
-        await asyncio.to_thread(self._commit, plans, readings, result, notices, deletions)
+        answered: list[bool] = []
+        waves = self._answered(plans)
+        first = True
+        async for wave, readings in waves:
+            answered.extend(r.kind is not ReadingKind.ERROR for r in readings.values())
+            await asyncio.to_thread(
+                self._commit, wave, readings, result, notices if first else None, deletions if first else ()
+            )
+            first = False
+            if decided is not None:
+                decided([plan.loaded.policy.name for plan in wave])
+        if answered:
+            result.prometheus_answered = any(answered)
         return result
+
+    async def _answered(self, plans: Sequence[_Plan]) -> AsyncIterator[tuple[list[_Plan], Readings]]:
+        """The plans with their readings, in waves: those whose answers came back together. Always
+        yields at least once, so that a cycle with nothing to ask still commits its notices."""
+
+        async def ask(plan: _Plan) -> tuple[_Plan, Mapping[QueryKey, Reading]]:
+            return plan, await self.prometheus.query_all(plan.queries) if plan.queries else {}
+
+        pending = {asyncio.ensure_future(ask(plan)) for plan in plans}
+        if not pending:
+            yield [], {}
+            return
+        try:
+            while pending:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                if pending:  # answers that land a moment later join this wave
+                    more, pending = await asyncio.wait(pending, timeout=WAVE_GATHER_SECONDS)
+                    done |= more
+                wave = [task.result() for task in done]
+                readings: dict[QueryKey, Reading] = {}
+                for _, answers in wave:
+                    readings.update(answers)
+                yield [plan for plan, _ in wave], readings
+        finally:
+            for task in pending:
+                task.cancel()
 
     def _unguarded(self, document: Mapping[str, Any], policies: PolicySet) -> dict[str, str]:
         """Managed flags whose policy was rejected: their guardrails are not evaluated. Each new
@@ -305,6 +349,17 @@ class Reconciler:
         notices: Mapping[str, str] | None = None,
         deletions: Sequence[str] = (),
     ) -> None:
+        with self._commit_mutex:  # cycles overlap; their commits take turns
+            self._commit_serialised(plans, readings, result, notices, deletions)
+
+    def _commit_serialised(
+        self,
+        plans: Sequence[_Plan],
+        readings: Readings,
+        result: CycleResult,
+        notices: Mapping[str, str] | None = None,
+        deletions: Sequence[str] = (),
+    ) -> None:
         recovery_pending = not (self._log_checked or self.decision_log is None or self.dry_run)
         if not plans and not notices and not deletions and not self._unlogged and not recovery_pending:
             return
@@ -330,7 +385,8 @@ class Reconciler:
         lock = contextlib.nullcontext() if self.dry_run else self._locked()
         with lock:
             snapshot = self.store.read()
-            document = snapshot.document
+            document = dict(snapshot.document)  # one copy, its flags set in place: thousands may change
+            flags = document["flags"] = dict(document.get("flags", {}))
             now = self.clock()
             recovered = self._lost_records(document)
             decided: list[tuple[_Plan, Decision]] = []
@@ -349,7 +405,7 @@ class Reconciler:
                     continue  # an inactive rollout with nothing new: no record
                 if decision.writes:
                     spec = plan.loaded.policy.spec
-                    document = write_flag(
+                    flags[key] = flag_entry(
                         document, key, decision.after, variants=spec.flag.variants, segment=spec.segment
                     )
                 decided.append((plan, decision))
@@ -359,7 +415,7 @@ class Reconciler:
                     fresh = read_state(document, key, check_layout=False)
                     gone = deleted(fresh, now) if fresh is not None else None
                     if gone is not None:
-                        document = write_flag(document, key, gone.after, keep_segment=True)
+                        flags[key] = flag_entry(document, key, gone.after, keep_segment=True)
                         orphaned.append((key, gone))
             held: list[tuple[str, Decision]] = []
             for key, reason in (notices or {}).items():
@@ -454,11 +510,59 @@ class Reconciler:
 
     async def run(self, *, once: bool = False, stop: asyncio.Event | None = None) -> bool:
         """Reconcile each policy at its own interval until ``stop`` is set (or once). Returns whether
-        the last cycle had no problems."""
+        the last cycle had no problems.
+
+        Policies that fall due together are reconciled in one cycle (so a template is asked once for
+        all of them). A cycle runs as a task: while one waits on a slow query, policies that fall
+        due meanwhile get their own cycle, and a policy is due again one interval after its last
+        cycle started, once that cycle has decided it.
+        """
         stop = stop or asyncio.Event()
         next_due: dict[str, float] = {}
+        busy: set[str] = set()  # policies whose cycle has not decided them yet
+        cycles: set[asyncio.Task[bool]] = set()
+        woken = asyncio.Event()
         next_orphan_check = -math.inf
-        ok = True
+        outcome = {"ok": True}
+        loop = asyncio.get_running_loop()
+
+        def decided(names: Collection[str]) -> None:
+            busy.difference_update(names)
+            woken.set()
+
+        async def run_cycle(only: set[str] | None) -> bool:
+            started = time.monotonic()
+            try:
+                result = await self.cycle(only, decided)
+            except FlagrollError as exc:
+                self._failed(started)
+                self.log.error("cycle_failed", error=str(exc), error_type=type(exc).__name__)
+                return False
+            except Exception as exc:  # a bug must not disarm every guardrail: log it, go on
+                self._failed(started)
+                self.log.exception("cycle_crashed", error=str(exc), error_type=type(exc).__name__)
+                if once:
+                    raise
+                return False
+            finally:
+                busy.difference_update(only or ())
+                woken.set()
+            if self.observer is not None:
+                self.observer.cycle_done(
+                    result.records,
+                    ok=result.ok,
+                    policy_errors=len(result.policy_errors),
+                    prometheus_answered=result.prometheus_answered,
+                    duration_seconds=time.monotonic() - started,
+                    states=result.states,
+                )
+            return result.ok
+
+        def finished(task: asyncio.Task[bool]) -> None:
+            cycles.discard(task)
+            if not task.cancelled() and task.exception() is None:
+                outcome["ok"] = task.result()
+
         while not stop.is_set():
             if self.observer is not None:
                 self.observer.beat()
@@ -474,52 +578,53 @@ class Reconciler:
                     await asyncio.wait_for(stop.wait(), timeout=NOT_LEADER_WAIT_SECONDS)
                 continue
             self._reported.discard("follower")
+            woken.clear()  # decisions from here on wake the wait below
             await self._refresh()
-            loop_now = asyncio.get_running_loop().time()
+            loop_now = loop.time()
             try:
                 document = (await asyncio.to_thread(self.store.read)).document
             except FlagrollError:
                 document = None  # the cycle will say what is wrong with the flag file
             policies = self.load_policies(document).policies
-            due = {p.policy.name for p in policies if next_due.get(p.policy.name, -math.inf) <= loop_now}
+            due = {
+                p.policy.name
+                for p in policies
+                if next_due.get(p.policy.name, -math.inf) <= loop_now and p.policy.name not in busy
+            }
             orphans_due = loop_now >= next_orphan_check  # a deleted policy's flag needs a cycle too
             if orphans_due:
                 next_orphan_check = loop_now + ORPHAN_CHECK_SECONDS
-            if once or due or orphans_due:
-                started = time.monotonic()
-                try:
-                    result = await self.cycle(None if once else due)
-                    ok = result.ok
-                    if self.observer is not None:
-                        self.observer.cycle_done(
-                            result.records,
-                            ok=ok,
-                            policy_errors=len(result.policy_errors),
-                            prometheus_answered=result.prometheus_answered,
-                            duration_seconds=time.monotonic() - started,
-                            states=result.states,
-                        )
-                except FlagrollError as exc:
-                    ok = False
-                    self._failed(started)
-                    self.log.error("cycle_failed", error=str(exc), error_type=type(exc).__name__)
-                except Exception as exc:  # a bug must not disarm every guardrail: log it, go on
-                    ok = False
-                    self._failed(started)
-                    self.log.exception("cycle_crashed", error=str(exc), error_type=type(exc).__name__)
-                    if once:
-                        raise
             if once:
+                outcome["ok"] = await run_cycle(None)
                 break
+            if due or orphans_due:
+                busy |= due
+                task = asyncio.ensure_future(run_cycle(due))
+                cycles.add(task)
+                task.add_done_callback(finished)
             names = {loaded.policy.name for loaded in policies}
             next_due = {name: due_at for name, due_at in next_due.items() if name in names}
             for loaded in policies:
                 if loaded.policy.name in due:
                     next_due[loaded.policy.name] = loop_now + loaded.policy.spec.interval_seconds
-            wait = min(next_due.values(), default=loop_now + 5.0) - asyncio.get_running_loop().time()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=max(0.05, min(wait, 5.0)))
-        return ok
+            wait = min(next_due.values(), default=loop_now + 5.0) - loop.time()
+            if busy:  # a policy decided late may be overdue: look again when a cycle decides
+                await self._wait_any(stop, woken, max(0.05, min(wait, 5.0)))
+            else:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=max(0.05, min(wait, 5.0)))
+        if cycles:  # shutting down: cycles still asking Prometheus finish (or are abandoned)
+            await asyncio.gather(*cycles, return_exceptions=True)
+        return outcome["ok"]
+
+    @staticmethod
+    async def _wait_any(stop: asyncio.Event, woken: asyncio.Event, timeout_seconds: float) -> None:
+        waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(woken.wait())]
+        try:
+            await asyncio.wait(waiters, timeout=timeout_seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
 
     def _failed(self, started: float) -> None:
         if self.observer is not None:

@@ -65,7 +65,7 @@ def test_every_command_has_help(capsys: pytest.CaptureFixture[str]) -> None:
 def test_validate_accepts_the_examples(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "validate", str(EXAMPLES))
     assert code == 0
-    assert "3 valid policies, 0 errors" in out
+    assert "4 valid policies, 3 templates, 0 errors" in out
 
 
 def test_validate_names_file_line_and_field_and_exits_1(
@@ -106,7 +106,9 @@ def test_validate_json_lists_policies_and_issues(capsys: pytest.CaptureFixture[s
         "price-quote-cache",
         "onboarding-checklist-prompt",
         "checkout-http-client",
+        "search-ranking-recency",
     }
+    assert {t["name"] for t in report["templates"]} == {"http-requests", "http-error-ratio", "http-p95-latency"}
     bad, line = _broken(tmp_path)
     code, out, _ = run(capsys, "validate", "--format", "json", str(bad))
     assert code == 1
@@ -298,12 +300,13 @@ def test_run_once_against_an_unreachable_prometheus_holds(
         "price-quote-cache",
         "onboarding-checklist-prompt",
         "checkout-http-client",
+        "search-ranking-recency",
     }
     assert {r["action"] for r in records} == {"hold"}
     assert all("not starting while a query fails" in r["reason"] for r in records)
     assert all("cannot connect" in r["reason"] for r in records)
     lines = [json.loads(line) for line in out.splitlines()]
-    assert sum(1 for line in lines if line["event"] == "decision") == len(records) == 3
+    assert sum(1 for line in lines if line["event"] == "decision") == len(records) == 4
     document = json.loads(flags.read_text())
     assert {read_state(document, k).percent for k in document["flags"]} == {0}  # type: ignore[union-attr]
 

@@ -413,3 +413,45 @@ def test_rollouts_in_one_cycle_are_judged_on_their_own_answers(env: Environment)
     assert records["cache"]["action"] == "hold"
     assert env.percent("cache") == 1
     assert env.percent("search") == 0
+
+
+class BlockedMetrics(FakeMetrics):
+    """Answers a query that names ``flag="slow"`` only once ``release`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = asyncio.Event()
+
+    async def query_all(self, queries: Sequence[PlannedQuery]) -> dict[QueryKey, Reading]:
+        if any('flag="slow"' in q.promql for q in queries):
+            await self.release.wait()
+        return await super().query_all(queries)
+
+
+def test_a_rollout_with_a_slow_query_does_not_hold_the_others_back(env: Environment) -> None:
+    every_second = POLICY.replace("interval: 10s", "interval: 1s")
+    env.add_policy("cache", "cache", every_second.format(name="cache", key="cache"))
+    env.add_policy("slow", "slow", every_second.format(name="slow", key="slow"))
+    metrics = BlockedMetrics()
+    env.metrics = metrics
+
+    def decisions(flag: str) -> int:
+        return sum(1 for r in read_records(env.log) if r["flag"] == flag)
+
+    async def until(condition: Callable[[], bool], what: str) -> None:
+        deadline = asyncio.get_running_loop().time() + 20
+        while not condition():
+            assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
+            await asyncio.sleep(0.02)
+
+    async def go() -> None:
+        stop = asyncio.Event()
+        running = asyncio.create_task(env.reconciler().run(stop=stop))
+        await until(lambda: decisions("cache") >= 3, "three cycles of the fast rollout")
+        assert decisions("slow") == 0  # its first cycle is still waiting for Prometheus
+        metrics.release.set()
+        await until(lambda: decisions("slow") >= 1, "the slow rollout's decision")
+        stop.set()
+        assert await running
+
+    asyncio.run(go())
