@@ -108,7 +108,11 @@ def test_validate_json_lists_policies_and_issues(capsys: pytest.CaptureFixture[s
         "checkout-http-client",
         "search-ranking-recency",
     }
-    assert {t["name"] for t in report["templates"]} == {"http-requests", "http-error-ratio", "http-p95-latency"}
+    assert {t["name"] for t in report["templates"]} == {
+        "http-requests",
+        "http-error-ratio",
+        "http-p95-latency",
+    }
     bad, line = _broken(tmp_path)
     code, out, _ = run(capsys, "validate", "--format", "json", str(bad))
     assert code == 1
