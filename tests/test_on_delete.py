@@ -83,6 +83,7 @@ def test_no_rollback_while_another_policy_file_is_broken(env: Environment) -> No
 def test_new_optional_fields_keep_the_revisions_of_existing_policies() -> None:
     """Upgrading flagroll must not look like a policy edit to running rollouts."""
     revisions = {p.policy.name: p.policy.revision for p in load_paths([EXAMPLES]).policies}
+    del revisions["search-ranking"]  # written with templates, after the fields below
     assert revisions == {
         "checkout-http-client": "b0797c18dcfc",
         "onboarding-checklist-prompt": "6371cca34316",
