@@ -54,7 +54,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-import httpx
 import structlog
 from openfeature import api
 from openfeature.contrib.provider.flagd import FlagdProvider
@@ -63,6 +62,7 @@ from openfeature.evaluation_context import EvaluationContext
 from openfeature.flag_evaluation import FlagEvaluationDetails
 
 from controller.decisionlog import DecisionLog
+from controller.demo.runner import stop_process, wait_http
 from controller.demo.service import ERROR_RATIO, FLAG, REGRESSION_ERROR_RATIO, ROUTE
 from controller.errors import UsageError
 from controller.flagstore import FileFlagStore, atomic_write
@@ -612,29 +612,6 @@ def _start_service(directory: Path, flags: Path, port: int, rps: float) -> subpr
         )
 
 
-def _stop(process: subprocess.Popen[bytes], timeout_seconds: float = 10.0) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout_seconds)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-async def _wait_metrics(url: str, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + SERVICE_TIMEOUT_SECONDS
-    async with httpx.AsyncClient(timeout=1.0) as client:
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise RuntimeError(f"the demo service exited early (code {process.returncode})")
-            with contextlib.suppress(httpx.HTTPError):
-                if (await client.get(url)).status_code == 200:
-                    return
-            await asyncio.sleep(0.1)
-    raise RuntimeError(f"the demo service did not answer on {url} within {SERVICE_TIMEOUT_SECONDS:g}s")
-
-
 async def measure(
     runs: int, directory: Path, out: TextIO, p: Parameters | None = None, seed: int | None = None
 ) -> list[RunResult]:
@@ -679,7 +656,7 @@ async def measure(
             watcher: Watcher | None = None
             task: asyncio.Task[None] | None = None
             try:
-                await _wait_metrics(f"http://127.0.0.1:{port}/metrics", service)
+                await wait_http(f"http://127.0.0.1:{port}/metrics", SERVICE_TIMEOUT_SECONDS, service)
                 watcher = Watcher(flags, p.client_poll_ms)
                 task = asyncio.create_task(driver.run())
                 bench = Bench(p, directory, driver, task, watcher, client, service, rng)
@@ -694,7 +671,7 @@ async def measure(
                         await task
                 if watcher is not None:
                     watcher.close()
-                _stop(service)
+                stop_process(service)
     return results
 
 

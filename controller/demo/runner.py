@@ -170,7 +170,7 @@ def _start_service(directory: Path, flags: Path, port: int) -> subprocess.Popen[
         log.close()
 
 
-def _stop_process(process: subprocess.Popen[bytes], timeout_seconds: float = 10.0) -> None:
+def stop_process(process: subprocess.Popen[bytes], timeout_seconds: float = 10.0) -> None:
     if process.poll() is None:
         process.terminate()
         try:
@@ -180,7 +180,7 @@ def _stop_process(process: subprocess.Popen[bytes], timeout_seconds: float = 10.
             process.wait()
 
 
-async def _wait_http(url: str, timeout_seconds: float, process: subprocess.Popen[bytes]) -> None:
+async def wait_http(url: str, timeout_seconds: float, process: subprocess.Popen[bytes]) -> None:
     deadline = time.monotonic() + timeout_seconds
     async with httpx.AsyncClient(timeout=1.0) as client:
         while time.monotonic() < deadline:
@@ -224,14 +224,14 @@ async def run_demo(scenario: str, directory: Path | None, prometheus_binary: str
                 run.records.extend(first.records)
                 service = _start_service(directory, flags, port)
                 _print(out, f"started the demo service (pid {service.pid}), metrics on 127.0.0.1:{port}")
-                await _wait_http(f"http://127.0.0.1:{port}/metrics", 30, service)
+                await wait_http(f"http://127.0.0.1:{port}/metrics", 30, service)
                 _print(out, "started the controller on the demo policy (steps 5 % → 20 % → 50 %)\n")
                 for record in first.records:
                     _print(out, _line(record, run))
                 await _drive(reconciler, run, service, out)
         finally:
             if service is not None:
-                _stop_process(service)
+                stop_process(service)
     return _summary(run, directory, out)
 
 
