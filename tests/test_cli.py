@@ -502,3 +502,15 @@ def test_a_bad_notification_url_is_refused_before_the_stop_is_made(
     assert code == 2
     assert "http:// or https://" in err
     assert flags.read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    ("given", "message"), [("0", "0 is below 1"), ("many", "'many' is not a whole number")]
+)
+def test_max_concurrent_queries_must_be_a_positive_whole_number(
+    capsys: pytest.CaptureFixture[str], given: str, message: str
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["run", "--once", "--policies", str(EXAMPLES), "--max-concurrent-queries", given])
+    assert exited.value.code == 2
+    assert message in capsys.readouterr().err
