@@ -23,7 +23,8 @@ from pydantic import BaseModel, ValidationError
 from controller.errors import Issue
 from controller.metrictemplate import TEMPLATE_KIND, MetricTemplate
 from controller.metrictemplate import semantic_issues as semantic_template_issues
-from controller.policy import KIND, Policy, semantic_issues
+from controller.policy import KIND, FlagRef, Metadata, Policy, Spec, semantic_issues
+from controller.sharing import Parts
 
 FieldPath = tuple[str | int, ...]
 Position = tuple[int, int]  # 1-based line and column
@@ -48,7 +49,7 @@ _Loader.add_implicit_resolver(
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class LoadedPolicy:
     policy: Policy
     file: str
@@ -65,7 +66,7 @@ class LoadedPolicy:
         return f"{self.file}:{self.line}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class LoadedTemplate:
     template: MetricTemplate
     file: str
@@ -77,7 +78,7 @@ class LoadedTemplate:
         return f"{self.file}:{self.line}"
 
 
-@dataclass
+@dataclass(slots=True)
 class PolicySet:
     """What a set of files holds: the valid policies, and every issue (errors and warnings)."""
 
@@ -309,7 +310,8 @@ def _judge_document(root: yaml.Node, file: str, result: PolicySet) -> str | None
     result.issues.extend(errors)
     result.issues.extend(warnings)
     if not errors:
-        result.policies.append(LoadedPolicy(policy, file, line, tuple(warnings), _kept(document.positions)))
+        shared = _PARTS.share(policy)
+        result.policies.append(LoadedPolicy(shared, file, line, tuple(warnings), _kept(document.positions)))
     return flag
 
 
@@ -345,7 +347,8 @@ def _judge_template(document: _Document, data: dict[str, Any], line: int, result
         result.issues.append(Issue(file, where[0], where[1], render_path(path), message, severity))
     if not any(severity == "error" for _, _, severity in problems):
         result.invalid_templates.pop(template.name, None)
-        result.templates.append(LoadedTemplate(template, file, line, _kept(document.positions)))
+        shared = _PARTS.share(template)
+        result.templates.append(LoadedTemplate(shared, file, line, _kept(document.positions)))
 
 
 def _report(
@@ -475,6 +478,8 @@ def load_file(path: Path) -> PolicySet:
 # parsing is the costly part (about 3 ms a policy), so unchanged text is not parsed again.
 MAX_CACHED_FILES = 20_000
 _parsed: dict[str, tuple[bytes, PolicySet]] = {}
+# Parts equal across the kept policies are kept once (see controller.sharing).
+_PARTS = Parts(own=(Policy, Metadata, Spec, FlagRef, MetricTemplate))
 
 
 def policy_files(paths: Iterable[Path]) -> Iterator[Path]:
