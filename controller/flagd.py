@@ -128,7 +128,28 @@ def parse_document(text: str, source: str) -> JsonObject:
 
 
 def render_document(document: Mapping[str, Any]) -> str:
-    return json.dumps(document, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+    """The flag file's text: indented JSON and a final newline."""
+    return "".join(_pieces(document)) + "\n"
+
+
+RENDER_PIECE_CHARS = 1 << 16
+
+
+def _pieces(document: Mapping[str, Any]) -> Iterator[str]:
+    """The indented text in pieces of about RENDER_PIECE_CHARS. Indented output is encoded in
+    Python, a few characters at a time; joined all at once, thousands of flags would first make
+    millions of tiny strings."""
+    encoder = json.JSONEncoder(indent=2, ensure_ascii=False, allow_nan=False)
+    piece: list[str] = []
+    size = 0
+    for chunk in encoder.iterencode(document):
+        piece.append(chunk)
+        size += len(chunk)
+        if size >= RENDER_PIECE_CHARS:
+            yield "".join(piece)
+            piece.clear()
+            size = 0
+    yield "".join(piece)
 
 
 def is_managed(flag: Any) -> bool:

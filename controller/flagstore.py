@@ -12,10 +12,11 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import glob
+import json
 import os
 import tempfile
 import time
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -52,16 +53,37 @@ def check_loadable(document: Mapping[str, Any], keys: Collection[str], source: s
     """Raise if the flagd evaluator would refuse the flags ``keys`` of this document.
 
     Only the flags flagroll wrote are checked (with the shared ``$evaluators``): a broken flag that
-    somebody else owns must never block a rollback or a stop.
+    somebody else owns must never block a rollback or a stop. Each flag stands on its own, so they
+    are loaded CHECK_BATCH_FLAGS at a time: the evaluator's copy of thousands stays small.
     """
     flags = document.get("flags", {})
-    subset = {"flags": {k: flags[k] for k in keys if k in flags}}
+    present = [k for k in keys if k in flags]
+    for start in range(0, max(len(present), 1), CHECK_BATCH_FLAGS):
+        batch = present[start : start + CHECK_BATCH_FLAGS]
+        if _refusal(document, batch) is None:
+            continue
+        refused = {key: problem for key in batch if (problem := _refusal(document, [key])) is not None}
+        if not refused:  # only together (a clash through the shared $evaluators)
+            refused = {f"{len(batch)} flags together": str(_refusal(document, batch))}
+        named = sorted(refused)
+        more = f" and {len(named) - 5} more" if len(named) > 5 else ""
+        raise FlagFileError(f"{source}: flagd would refuse {', '.join(named[:5])}{more}: {refused[named[0]]}")
+
+
+def _refusal(document: Mapping[str, Any], keys: Sequence[str]) -> str | None:
+    """Why flagd refuses these flags of ``document`` (with its ``$evaluators``), if it does."""
+    flags = document.get("flags", {})
+    subset: dict[str, Any] = {"flags": {k: flags[k] for k in keys}}
     if "$evaluators" in document:
         subset["$evaluators"] = document["$evaluators"]
     try:
-        FlagdCore().set_flags(render_document(subset))
+        FlagdCore().set_flags(json.dumps(subset, ensure_ascii=False, allow_nan=False))
     except Exception as exc:
-        raise FlagFileError(f"{source}: flagd would refuse {sorted(keys)}: {exc}") from exc
+        return str(exc)
+    return None
+
+
+CHECK_BATCH_FLAGS = 500
 
 
 class FileFlagStore:
@@ -86,7 +108,9 @@ class FileFlagStore:
             return Snapshot(parse_document("", str(self.path)), None)
         try:
             with self.path.open("rb") as handle:
-                raw = handle.read(MAX_FLAG_FILE_BYTES + 1)
+                # Sized by the file, not by the limit: read(limit) would set aside the whole limit.
+                size = os.fstat(handle.fileno()).st_size
+                raw = handle.read(min(size, MAX_FLAG_FILE_BYTES) + 1)
         except OSError as exc:
             raise FlagFileError(f"cannot read {self.path}: {exc.strerror or exc}") from exc
         if len(raw) > MAX_FLAG_FILE_BYTES:
@@ -95,6 +119,7 @@ class FileFlagStore:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise FlagFileError(f"{self.path} is not UTF-8: {exc}") from None
+        del raw  # thousands of flags make megabytes: the bytes go before the parse begins
         return Snapshot(parse_document(text, str(self.path)), version)
 
     @contextlib.contextmanager

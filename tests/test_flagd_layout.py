@@ -11,6 +11,7 @@ import pytest
 from openfeature.contrib.tools.flagd.core import FlagdCore
 from openfeature.evaluation_context import EvaluationContext
 
+from controller import flagd
 from controller.errors import FlagFileError, FlagNotManagedError
 from controller.flagd import (
     TOTAL_WEIGHT,
@@ -18,6 +19,7 @@ from controller.flagd import (
     managed_keys,
     parse_targeting,
     read_state,
+    render_document,
     write_flag,
 )
 from controller.state import NOT_STARTED, RolloutState, Status
@@ -205,3 +207,20 @@ def test_a_step_without_its_start_time_is_an_error() -> None:
     del document["flags"]["f"]["metadata"]["flagroll.stepStartedAt"]
     with pytest.raises(FlagFileError, match="stepStartedAt"):
         read_state(document, "f")
+
+
+def test_the_flag_file_text_is_the_same_whatever_the_size_of_the_pieces_it_is_built_from(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    document = {
+        "$schema": "https://flagd.dev/schema/v0/flags.json",
+        "flags": {
+            f"f{i}": {"variants": {"on": True, "off": False}, "note": "é ✓", "n": [i, 1.5]} for i in range(50)
+        },
+    }
+    expected = json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+    assert render_document(document) == expected
+    monkeypatch.setattr(flagd, "RENDER_PIECE_CHARS", 7)
+    assert render_document(document) == expected
+    with pytest.raises(ValueError, match="not JSON compliant"):
+        render_document({"flags": {"x": {"n": float("nan")}}})

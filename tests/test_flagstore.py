@@ -18,9 +18,10 @@ from typing import Any
 
 import pytest
 
+from controller import flagstore
 from controller.errors import FlagFileError, LockTimeoutError, WriteError
 from controller.flagd import SCHEMA_URL, empty_document, read_state, render_document, write_flag
-from controller.flagstore import FileFlagStore, atomic_write
+from controller.flagstore import FileFlagStore, atomic_write, check_loadable
 from controller.state import RolloutState, Status
 
 T0 = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
@@ -242,6 +243,23 @@ def test_write_refuses_a_document_flagd_cannot_load(old_file: Path) -> None:
     assert old_file.read_bytes() == OLD_TEXT.encode()
     assert old_file.stat().st_mtime_ns == mtime
     assert temp_files(old_file.parent, old_file.name) == []
+
+
+def test_among_many_flags_the_refusal_names_the_ones_flagd_refuses(
+    old_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(flagstore, "CHECK_BATCH_FLAGS", 4)  # ten flags: three batches
+    good = {"state": "ENABLED", "variants": {"on": True, "off": False}, "defaultVariant": "off"}
+    flags = {f"f{i}": dict(good) for i in range(10)}
+    flags["f6"] = {**good, "state": "BROKEN"}
+    store = FileFlagStore(old_file)
+
+    with pytest.raises(FlagFileError, match="flagd would refuse") as caught:
+        store.write({"flags": flags}, store.read(), sorted(flags))
+
+    assert "would refuse f6: " in str(caught.value)
+    assert old_file.read_bytes() == OLD_TEXT.encode()
+    check_loadable({"flags": {k: v for k, v in flags.items() if k != "f6"}}, sorted(flags), "ok")
 
 
 def test_write_refuses_when_the_file_changed_since_it_was_read(old_file: Path) -> None:
