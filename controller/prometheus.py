@@ -12,6 +12,7 @@ import asyncio
 import json
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -83,7 +84,21 @@ def _several(result: Sequence[Any]) -> str:
     return f"{shown}{more}"
 
 
-SeriesIndex = dict[tuple[str, str], list[dict[str, Any]]]
+@dataclass(frozen=True, slots=True)
+class Several:
+    """More than one series for one flag and variant: how many, and their labels for the message."""
+
+    count: int
+    labels: str
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesIndex:
+    """A template's answer by (flag, variant): each arm's reading, not the parsed response, which
+    for thousands of rollouts is many times larger."""
+
+    arms: dict[tuple[str, str], Reading | Several]
+    size: int  # series in the answer
 
 
 def split_response(
@@ -102,37 +117,41 @@ def split_response(
         )
     if not isinstance(result, list):
         return Reading.error("vector result is not a list")
-    index: SeriesIndex = {}
+    found: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for series in result:
         metric = series.get("metric") if isinstance(series, dict) else None
         if not isinstance(metric, dict):
             return Reading.error("vector element has no 'metric' object")
         flag, variant = metric.get(flag_label), metric.get(variant_label)
         if isinstance(flag, str) and isinstance(variant, str):
-            index.setdefault((flag, variant), []).append(series)
-    if result and not index:
+            found.setdefault((flag, variant), []).append(series)
+    if result and not found:
         return Reading.error(
             f"none of the {len(result)} series has both labels {flag_label} and {variant_label} "
             f"(e.g. {_labels(result[0].get('metric'))}); "
             f"group the template by ({flag_label}, {variant_label})"
         )
-    return index
+    arms: dict[tuple[str, str], Reading | Several] = {
+        key: _number(group[0].get("value")) if len(group) == 1 else Several(len(group), _several(group))
+        for key, group in found.items()
+    }
+    return SeriesIndex(arms, sum(len(group) for group in found.values()))
 
 
-def pick(index: SeriesIndex, split: Split, size: int) -> Reading:
-    """This arm's value from a template's indexed answer (of ``size`` series in all)."""
-    found = index.get((split.flag, split.variant), [])
-    if not found:
+def pick(index: SeriesIndex, split: Split) -> Reading:
+    """This arm's value from a template's indexed answer."""
+    found = index.arms.get((split.flag, split.variant))
+    if found is None:
         return Reading.no_data(
-            f"no series {split.selector()} among the {size} of template {split.template!r} "
+            f"no series {split.selector()} among the {index.size} of template {split.template!r} "
             "(nobody in this arm yet, or its metrics carry other labels)"
         )
-    if len(found) > 1:
+    if isinstance(found, Several):
         return Reading.error(
-            f"{len(found)} series where one is expected for {split.selector()} in template "
-            f"{split.template!r}: {_several(found)}; group it by the flag and variant labels only"
+            f"{found.count} series where one is expected for {split.selector()} in template "
+            f"{split.template!r}: {found.labels}; group it by the flag and variant labels only"
         )
-    return _number(found[0].get("value"))
+    return found
 
 
 def _result(status_code: int, body: bytes) -> Reading | tuple[Any, Any]:
@@ -270,7 +289,7 @@ class Answer:
         self.status_code = status_code
         self.body = body
         self._whole: Reading | None = None
-        self._indexes: dict[tuple[str, str], tuple[Reading | SeriesIndex, int]] = {}
+        self._indexes: dict[tuple[str, str], Reading | SeriesIndex] = {}
 
     def whole(self) -> Reading:
         """The answer as one number (a plain query)."""
@@ -282,13 +301,11 @@ class Answer:
         """One arm's series of a template's answer."""
         labels = (split.flag_label, split.variant_label)
         if labels not in self._indexes:
-            index = split_response(
+            self._indexes[labels] = split_response(
                 self.status_code, self.body, flag_label=split.flag_label, variant_label=split.variant_label
             )
-            size = 0 if isinstance(index, Reading) else sum(len(v) for v in index.values())
-            self._indexes[labels] = (index, size)
-        index, size = self._indexes[labels]
-        return index if isinstance(index, Reading) else pick(index, split, size)
+        index = self._indexes[labels]
+        return index if isinstance(index, Reading) else pick(index, split)
 
 
 def redact(url: str) -> str:
