@@ -21,10 +21,12 @@ from controller.queries import (
     Part,
     PlannedQuery,
     QueryKey,
+    QueryText,
     Reading,
     ReadingKind,
     Source,
     arms,
+    shown,
 )
 from controller.state import Outcome
 
@@ -46,14 +48,14 @@ _SYMBOL = {
 }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ArmEvidence:
-    query: str
+    query: QueryText
     value: float | None
     samples: float | None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ArmCount:
     """One arm's counts behind a sequential check: bad requests and all requests."""
 
@@ -63,7 +65,7 @@ class ArmCount:
     samples_query: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SequentialEvidence:
     """What a confidence-sequence check saw and concluded, for the decision record."""
 
@@ -86,7 +88,7 @@ class SequentialEvidence:
     slower_than_seconds: float | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SampleRatioEvidence:
     method: str
     window_seconds: int
@@ -100,14 +102,14 @@ class SampleRatioEvidence:
     mismatch: bool
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Check:
     name: str
     kind: Source
     rule: str  # the policy's name for the bound: max, maxIncrease, minSamples…
     limit: float  # the number the policy gives for that rule
     arm: Arm
-    query: str
+    query: QueryText  # the text is built when the record is (see queries.shown)
     value: float | None
     bound: float | None  # the threshold the value was held to (for relative rules: from control)
     samples: float | None
@@ -127,7 +129,7 @@ class Check:
             "rule": self.rule,
             "limit": self.limit,
             "arm": self.arm.value,
-            "query": self.query,
+            "query": shown(self.query),
             "value": self.value,
             "bound": self.bound,
             "samples": self.samples,
@@ -136,7 +138,7 @@ class Check:
             "control": None
             if self.control is None
             else {
-                "query": self.control.query,
+                "query": shown(self.control.query),
                 "value": self.control.value,
                 "samples": self.control.samples,
             },
@@ -290,7 +292,7 @@ class _Evidence:
     def __init__(self, policy: Policy, queries: Sequence[PlannedQuery], readings: Readings) -> None:
         self.policy = policy
         self.flag = policy.flag_key
-        self.promql = {_local(q.key): q.shown for q in queries}
+        self.planned = {_local(q.key): q for q in queries}
         self.readings = readings
         self.min_samples = policy.spec.traffic.min_samples if policy.spec.traffic else 0
 
@@ -301,9 +303,9 @@ class _Evidence:
             return Reading.error(f"no answer was gathered for {key.source.value} {key.name!r}")
         return found
 
-    def query(self, key: QueryKey) -> str:
-        """The query text behind ``key``, as the decision record shows it."""
-        return self.promql.get(_local(key), "")
+    def query(self, key: QueryKey) -> QueryText:
+        """The query behind ``key`` (its text is built when the record is)."""
+        return self.planned.get(_local(key), "")
 
     def samples(self, arm: Arm) -> Reading | None:
         if self.policy.spec.traffic is None:
@@ -648,8 +650,8 @@ def sequential_checks(
             counts[arm] = ArmCount(
                 events,
                 total,
-                evidence.query(key(arm, bad_part)),
-                evidence.query(key(arm, Part.TOTAL)),
+                shown(evidence.query(key(arm, bad_part))),
+                shown(evidence.query(key(arm, Part.TOTAL))),
             )
             if total < max(minimum, 1):
                 problems.append(

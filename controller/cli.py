@@ -659,6 +659,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 log=log,
                 leader=elector,
                 observer=_Observers(telemetry, notifier),
+                keep_records=False,
             )
             log.info(
                 "started",
@@ -695,9 +696,13 @@ class _Observers:
     def beat(self) -> None:
         self.telemetry.beat()
 
+    def recorded(self, records: Sequence[Record]) -> None:
+        self.telemetry.recorded(records)
+        if self.notifier is not None:
+            self.notifier.records(records)
+
     def cycle_done(
         self,
-        records: Sequence[Record],
         *,
         ok: bool,
         policy_errors: int,
@@ -706,15 +711,12 @@ class _Observers:
         states: Mapping[str, RolloutState] | None = None,
     ) -> None:
         self.telemetry.cycle_done(
-            records,
             ok=ok,
             policy_errors=policy_errors,
             prometheus_answered=prometheus_answered,
             duration_seconds=duration_seconds,
             states=states,
         )
-        if self.notifier is not None:
-            self.notifier.records(records)
 
     def cycle_failed(self, duration_seconds: float) -> None:
         self.telemetry.cycle_failed(duration_seconds)

@@ -40,7 +40,7 @@ from controller.queries import PlannedQuery, Source, plan
 from controller.state import ACTIVE, NOT_STARTED, Action, Outcome, RolloutState, Status
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Decision:
     action: Action
     before: RolloutState | None  # None: the flag did not exist yet
@@ -98,7 +98,7 @@ def initial_state(policy: Policy, now: datetime) -> RolloutState:
     )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Rebased:
     state: RolloutState
     notes: tuple[str, ...] = ()
@@ -205,7 +205,7 @@ def _hold_left(policy: Policy, state: RolloutState, now: datetime) -> float:
     return hold - (now - state.step_started_at).total_seconds()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _Context:
     """What every decision of one evaluation shares."""
 

@@ -47,7 +47,7 @@ class Part(StrEnum):
     TOTAL = "total"  # all requests since exposure began
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True, order=True, slots=True)
 class QueryKey:
     """Names one answer of a cycle. ``flag`` keeps the answers of different rollouts apart: two
     policies may both have a guardrail called ``error-rate``, and both have traffic."""
@@ -59,7 +59,7 @@ class QueryKey:
     flag: str = ""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Split:
     """Which series of a template's answer is this arm's: the one whose labels name its flag and
     variant."""
@@ -77,7 +77,7 @@ class Split:
         )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PlannedQuery:
     key: QueryKey
     promql: str  # for a template, its query: the same for every rollout that uses it
@@ -92,13 +92,23 @@ class PlannedQuery:
         return f"# template {self.split.template}, series {self.split.selector()}\n{self.promql}"
 
 
+QueryText = PlannedQuery | str  # a planned query stands for its text until the text is written out
+
+
+def shown(query: QueryText) -> str:
+    """The text of ``query`` as decision records show it. Checks keep the planned query itself and
+    the text is built when the record is: a template's text names each arm's series, and thousands
+    of rollouts would otherwise each hold copies of it all cycle long."""
+    return query if isinstance(query, str) else query.shown
+
+
 class ReadingKind(StrEnum):
     VALUE = "value"
     NO_DATA = "no_data"
     ERROR = "error"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Reading:
     """Prometheus's answer to one query, already judged for shape: a number, no data, or an error."""
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import math
 import threading
 import time
@@ -64,6 +65,7 @@ Clock = Callable[[], datetime]
 LOCK_SLICE_SECONDS = 0.25
 ORPHAN_CHECK_SECONDS = 10.0  # how often flags whose policy was deleted are looked at
 MAX_UNLOGGED_RECORDS = 10_000  # records kept in memory while the decision log cannot be written
+RECORD_CHUNK = 250  # records built, printed and appended at a time
 WAVE_GATHER_SECONDS = 0.05  # how long a commit waits for answers landing just after the first one
 CONFLICT_ATTEMPTS = 5  # reads and decisions per commit when the store keeps changing under us
 NOT_LEADER_WAIT_SECONDS = 1.0
@@ -74,9 +76,11 @@ class CycleObserver(Protocol):
 
     def beat(self) -> None: ...
 
+    def recorded(self, records: Sequence[Record]) -> None:
+        """Records as each commit makes them (from a worker thread), a chunk at a time."""
+
     def cycle_done(
         self,
-        records: Sequence[Record],
         *,
         ok: bool,
         policy_errors: int,
@@ -122,12 +126,13 @@ def _recorded_since(record: Record | None, updated_at: datetime) -> bool:
 
 @dataclass
 class CycleResult:
-    records: list[Record] = field(default_factory=list)
+    records: list[Record] = field(default_factory=list)  # only with keep_records (tests, the demo)
+    decisions: int = 0  # records made (kept or not)
     problems: list[str] = field(default_factory=list)  # flags that could not be reconciled
     policy_errors: list[Issue] = field(default_factory=list)
     wrote: bool = False
     prometheus_answered: bool = True  # False when every query of the cycle was an error
-    states: dict[str, RolloutState] = field(default_factory=dict)  # every managed flag, as read
+    states: dict[str, RolloutState] = field(default_factory=dict)  # every managed flag, as written
 
     @property
     def ok(self) -> bool:
@@ -155,7 +160,11 @@ class Reconciler:
         log: Any = None,
         leader: Leadership | None = None,
         observer: CycleObserver | None = None,
+        keep_records: bool = True,
     ) -> None:
+        """``keep_records``: keep each cycle's records in its :class:`CycleResult`. ``flagroll run``
+        does not: records go to stdout, the decision log and the observer a chunk at a time, so that
+        thousands of rollouts never have all their records in memory at once."""
         self.policies_path = policies
         self.store = store
         self.prometheus = prometheus
@@ -167,6 +176,7 @@ class Reconciler:
         self._reported: set[str] = set()
         self.leader = leader
         self.observer = observer
+        self.keep_records = keep_records
         self._abandon = threading.Event()
         self._log_checked = False
         self._unlogged: list[Record] = []
@@ -232,29 +242,8 @@ class Reconciler:
         """
         result = CycleResult()
         snapshot = await asyncio.to_thread(self.store.read)
-        policies = self.load_policies(snapshot.document)
-        result.policy_errors = policies.errors
-        for key in managed_keys(snapshot.document):
-            with contextlib.suppress(FlagFileError):
-                if (read := read_state(snapshot.document, key, check_layout=False)) is not None:
-                    result.states[key] = read
-        chosen = [p for p in policies.policies if only is None or p.policy.name in only]
-        now = self.clock()
-        plans: list[_Plan] = []
-        for loaded in chosen:
-            key = loaded.policy.flag_key
-            try:
-                stored = read_state(snapshot.document, key)
-            except FlagFileError as exc:
-                result.problems.append(str(exc))
-                self._once(f"flag:{exc}", "flag_skipped", flag=key, policy=loaded.policy.name, error=str(exc))
-                continue
-            state = rebase(loaded.policy, stored, now).state
-            if state.status not in ACTIVE and state == stored:
-                continue  # stopped, rolled back, completed or promoted, and no new revision
-            plans.append(_Plan(loaded, stored, queries_for(loaded.policy, state, now, loaded.templates)))
-        deletions = self._report_orphans(snapshot.document, policies)
-        notices = self._unguarded(snapshot.document, policies)
+        plans, notices, deletions = self._plan(snapshot.document, only, result)
+        del snapshot  # the commits read the flag file again: one parsed copy at a time, not two
         answered: list[bool] = []
         waves = self._answered(plans)
         first = True
@@ -270,14 +259,50 @@ class Reconciler:
             result.prometheus_answered = any(answered)
         return result
 
+    def _plan(
+        self, document: Mapping[str, Any], only: set[str] | None, result: CycleResult
+    ) -> tuple[list[_Plan], dict[str, str], list[str]]:
+        """The rollouts to decide (with their queries), the notices about rejected policies, and the
+        flags to roll back because their policy was deleted, as the flag file ``document`` says."""
+        policies = self.load_policies(document)
+        result.policy_errors = policies.errors
+        for key in managed_keys(document):
+            with contextlib.suppress(FlagFileError):
+                if (read := read_state(document, key, check_layout=False)) is not None:
+                    result.states[key] = read
+        now = self.clock()
+        plans: list[_Plan] = []
+        for loaded in policies.policies:
+            if only is not None and loaded.policy.name not in only:
+                continue
+            key = loaded.policy.flag_key
+            try:
+                stored = read_state(document, key)
+            except FlagFileError as exc:
+                result.problems.append(str(exc))
+                self._once(f"flag:{exc}", "flag_skipped", flag=key, policy=loaded.policy.name, error=str(exc))
+                continue
+            state = rebase(loaded.policy, stored, now).state
+            if state.status not in ACTIVE and state == stored:
+                continue  # stopped, rolled back, completed or promoted, and no new revision
+            plans.append(_Plan(loaded, stored, queries_for(loaded.policy, state, now, loaded.templates)))
+        deletions = self._report_orphans(document, policies)
+        return plans, self._unguarded(document, policies), deletions
+
     async def _answered(self, plans: Sequence[_Plan]) -> AsyncIterator[tuple[list[_Plan], Readings]]:
         """The plans with their readings, in waves: those whose answers came back together. Always
         yields at least once, so that a cycle with nothing to ask still commits its notices."""
 
-        async def ask(plan: _Plan) -> tuple[_Plan, Mapping[QueryKey, Reading]]:
-            return plan, await self.prometheus.query_all(plan.queries) if plan.queries else {}
+        async def ask(group: list[_Plan]) -> tuple[list[_Plan], Mapping[QueryKey, Reading]]:
+            queries = [q for plan in group for q in plan.queries]
+            return group, await self.prometheus.query_all(queries) if queries else {}
 
-        pending = {asyncio.ensure_future(ask(plan)) for plan in plans}
+        # Plans asking the same queries (those reading only templates) get their answers at the same
+        # moment anyway: one call for the lot, not one task and one dict per rollout.
+        groups: dict[frozenset[str], list[_Plan]] = {}
+        for plan in plans:
+            groups.setdefault(frozenset(q.promql for q in plan.queries), []).append(plan)
+        pending = {asyncio.ensure_future(ask(group)) for group in groups.values()}
         if not pending:
             yield [], {}
             return
@@ -291,7 +316,7 @@ class Reconciler:
                 readings: dict[QueryKey, Reading] = {}
                 for _, answers in wave:
                     readings.update(answers)
-                yield [plan for plan, _ in wave], readings
+                yield [plan for group, _ in wave for plan in group], readings
         finally:
             for task in pending:
                 task.cancel()
@@ -317,7 +342,7 @@ class Reconciler:
                 notices[key] = reason
         return notices
 
-    def _report_orphans(self, document: dict[str, Any], policies: PolicySet) -> list[str]:
+    def _report_orphans(self, document: Mapping[str, Any], policies: PolicySet) -> list[str]:
         """Managed flags that no policy names (when every policy file is valid: a broken file may be
         the missing policy). Returns those whose policy said ``onDelete: rollback`` and that are
         still exposed; the others are reported once and left as they are."""
@@ -384,75 +409,115 @@ class Reconciler:
     ) -> None:
         lock = contextlib.nullcontext() if self.dry_run else self._locked()
         with lock:
-            snapshot = self.store.read()
-            document = dict(snapshot.document)  # one copy, its flags set in place: thousands may change
-            flags = document["flags"] = dict(document.get("flags", {}))
             now = self.clock()
-            recovered = self._lost_records(document)
-            decided: list[tuple[_Plan, Decision]] = []
-            for plan in plans:
-                key = plan.loaded.policy.flag_key
-                try:
-                    fresh = read_state(document, key)
-                except FlagFileError as exc:
-                    result.problems.append(str(exc))
-                    continue
-                if fresh != plan.stored:
-                    self.log.info("flag_changed_during_cycle", flag=key, note="deciding next cycle")
-                    continue
-                decision = decide(plan.loaded.policy, fresh, plan.queries, readings, now)
-                if decision.after.status not in ACTIVE and not decision.writes:
-                    continue  # an inactive rollout with nothing new: no record
-                if decision.writes:
-                    spec = plan.loaded.policy.spec
-                    flags[key] = flag_entry(
-                        document, key, decision.after, variants=spec.flag.variants, segment=spec.segment
-                    )
-                decided.append((plan, decision))
-            orphaned: list[tuple[str, Decision]] = []
-            for key in deletions:
-                with contextlib.suppress(FlagFileError):
-                    fresh = read_state(document, key, check_layout=False)
-                    gone = deleted(fresh, now) if fresh is not None else None
-                    if gone is not None:
-                        flags[key] = flag_entry(document, key, gone.after, keep_segment=True)
-                        orphaned.append((key, gone))
-            held: list[tuple[str, Decision]] = []
-            for key, reason in (notices or {}).items():
-                with contextlib.suppress(FlagFileError):
-                    state = read_state(document, key, check_layout=False)
-                    if state is not None:
-                        held.append((key, Decision(Action.HOLD, state, state, reason)))
-            changed = [plan.loaded.policy.flag_key for plan, d in decided if d.writes]
-            changed += [key for key, _ in orphaned]
-            if changed and not self.dry_run:
-                if self.leader is not None and not self.leader.is_leader():
-                    raise LeadershipLostError(f"not the leader any more; not writing {self.store.location}")
-                self.store.write(document, snapshot, changed)
-                result.wrote = True
-            records = [
-                to_record(
-                    decision,
-                    Context(plan.loaded.policy.flag_key, policy=plan.loaded.policy, dry_run=self.dry_run),
-                    now,
-                )
-                for plan, decision in decided
-            ] + [
-                to_record(decision, Context(key, dry_run=self.dry_run), now)
-                for key, decision in orphaned + held
-            ]
-            records = recovered + records
+            recovered, outcomes = self._decide_and_write(plans, readings, result, notices, deletions, now)
             self._log_checked = True  # past the write: a conflict retry would have checked again
-            result.records.extend(records)
-            # The flag file is written: say so on stdout first, so that a move is never unrecorded
-            # even if the decision log cannot be appended to.
-            for record in records:
+            self._record(recovered, outcomes, now, result)
+
+    def _decide_and_write(
+        self,
+        plans: Sequence[_Plan],
+        readings: Readings,
+        result: CycleResult,
+        notices: Mapping[str, str] | None,
+        deletions: Sequence[str],
+        now: datetime,
+    ) -> tuple[list[Record], list[tuple[Context, Decision]]]:
+        """Under the lock: read the flag file, decide, write every change at once. Returns the
+        records of moves a dead process left unrecorded, and what to record for this commit."""
+        snapshot = self.store.read()
+        document = dict(snapshot.document)  # one copy, its flags set in place: thousands may change
+        flags = document["flags"] = dict(document.get("flags", {}))
+        recovered = self._lost_records(document)
+        outcomes: list[tuple[Context, Decision]] = []
+        changed: list[str] = []
+        for plan in plans:
+            key = plan.loaded.policy.flag_key
+            try:
+                fresh = read_state(document, key)
+            except FlagFileError as exc:
+                result.problems.append(str(exc))
+                continue
+            if fresh != plan.stored:
+                self.log.info("flag_changed_during_cycle", flag=key, note="deciding next cycle")
+                continue
+            decision = decide(plan.loaded.policy, fresh, plan.queries, readings, now)
+            if decision.after.status not in ACTIVE and not decision.writes:
+                continue  # an inactive rollout with nothing new: no record
+            if decision.writes:
+                spec = plan.loaded.policy.spec
+                flags[key] = flag_entry(
+                    document, key, decision.after, variants=spec.flag.variants, segment=spec.segment
+                )
+                changed.append(key)
+            outcomes.append((Context(key, policy=plan.loaded.policy, dry_run=self.dry_run), decision))
+        for key in deletions:
+            with contextlib.suppress(FlagFileError):
+                fresh = read_state(document, key, check_layout=False)
+                gone = deleted(fresh, now) if fresh is not None else None
+                if gone is not None:
+                    flags[key] = flag_entry(document, key, gone.after, keep_segment=True)
+                    changed.append(key)
+                    outcomes.append((Context(key, dry_run=self.dry_run), gone))
+        for key, reason in (notices or {}).items():
+            with contextlib.suppress(FlagFileError):
+                state = read_state(document, key, check_layout=False)
+                if state is not None:
+                    outcomes.append(
+                        (Context(key, dry_run=self.dry_run), Decision(Action.HOLD, state, state, reason))
+                    )
+        if changed and not self.dry_run:
+            if self.leader is not None and not self.leader.is_leader():
+                raise LeadershipLostError(f"not the leader any more; not writing {self.store.location}")
+            self.store.write(document, snapshot, changed)
+            result.wrote = True
+            for context, decision in outcomes:
+                if decision.writes:
+                    result.states[context.flag] = decision.after
+        return recovered, outcomes
+
+    def _record(
+        self,
+        recovered: Sequence[Record],
+        outcomes: Sequence[tuple[Context, Decision]],
+        now: datetime,
+        result: CycleResult,
+    ) -> None:
+        """Record the flag file's changes, RECORD_CHUNK at a time: each chunk is built, printed,
+        appended to the decision log and handed to the observer, then dropped, so that a cycle of
+        thousands of rollouts never holds all its records at once (unless ``keep_records``).
+
+        The flag file is written: each record goes to stdout before the decision log, so that a move
+        is never unrecorded even if the decision log cannot be appended to."""
+        records = itertools.chain(recovered, (to_record(d, context, now) for context, d in outcomes))
+        appending = self.decision_log is not None and not self.dry_run
+        dropped = 0
+        while chunk := list(itertools.islice(records, RECORD_CHUNK)):
+            for record in chunk:
                 self.log.info("decision", **record)
             if self.decision_log is not None and not self.dry_run:
-                try:
-                    self._append(self.decision_log, records)
-                except WriteError as exc:  # the moves are made and printed; notify and count them too
-                    result.problems.append(str(exc))
+                if appending:
+                    try:
+                        self._append(self.decision_log, chunk)
+                    except WriteError as exc:  # the moves are made and printed; notify and count them too
+                        result.problems.append(str(exc))
+                        appending = False  # the rest wait with the unlogged ones, without a retry each
+                else:
+                    batch = [*self._unlogged, *chunk]
+                    self._unlogged = batch[-MAX_UNLOGGED_RECORDS:]
+                    dropped += len(batch) - len(self._unlogged)
+            if self.keep_records:
+                result.records.extend(chunk)
+            result.decisions += len(chunk)
+            if self.observer is not None:
+                self.observer.recorded(chunk)
+        if dropped:
+            self.log.error(
+                "decision_log_records_dropped",
+                dropped=dropped,
+                pending=len(self._unlogged),
+                note="each dropped record is on stdout only",
+            )
 
     def _append(self, decision_log: DecisionLog, records: Sequence[Record]) -> None:
         """Append, together with any records an earlier cycle could not append (disk full, read-only):
@@ -549,7 +614,6 @@ class Reconciler:
                 woken.set()
             if self.observer is not None:
                 self.observer.cycle_done(
-                    result.records,
                     ok=result.ok,
                     policy_errors=len(result.policy_errors),
                     prometheus_answered=result.prometheus_answered,
@@ -581,11 +645,7 @@ class Reconciler:
             woken.clear()  # decisions from here on wake the wait below
             await self._refresh()
             loop_now = loop.time()
-            try:
-                document = (await asyncio.to_thread(self.store.read)).document
-            except FlagrollError:
-                document = None  # the cycle will say what is wrong with the flag file
-            policies = self.load_policies(document).policies
+            policies = await self._scheduled_policies()
             due = {
                 p.policy.name
                 for p in policies
@@ -616,6 +676,14 @@ class Reconciler:
         if cycles:  # shutting down: cycles still asking Prometheus finish (or are abandoned)
             await asyncio.gather(*cycles, return_exceptions=True)
         return outcome["ok"]
+
+    async def _scheduled_policies(self) -> list[LoadedPolicy]:
+        """The valid policies, for scheduling (the flag file's copy is not kept while cycles run)."""
+        try:
+            document: Mapping[str, Any] | None = (await asyncio.to_thread(self.store.read)).document
+        except FlagrollError:
+            document = None  # the cycle will say what is wrong with the flag file
+        return self.load_policies(document).policies
 
     @staticmethod
     async def _wait_any(stop: asyncio.Event, woken: asyncio.Event, timeout_seconds: float) -> None:

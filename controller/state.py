@@ -42,7 +42,7 @@ NOT_STARTED = -1
 ACTIVE = frozenset({Status.PROGRESSING, Status.PAUSED, Status.COMPLETED})
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RolloutState:
     policy: str
     revision: str

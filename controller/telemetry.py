@@ -116,9 +116,13 @@ class Telemetry:
         self.cycles.labels("failed").inc()
         self.beat()
 
+    def recorded(self, records: Iterable[Mapping[str, Any]]) -> None:
+        """Decision records, as each commit makes them."""
+        for record in records:
+            self._record(record)
+
     def cycle_done(
         self,
-        records: Iterable[Mapping[str, Any]],
         *,
         ok: bool,
         policy_errors: int,
@@ -126,7 +130,7 @@ class Telemetry:
         duration_seconds: float,
         states: Mapping[str, RolloutState] | None = None,
     ) -> None:
-        """``states``: every managed flag as the cycle read it, so that the gauges describe all of
+        """``states``: every managed flag as the cycle left it, so that the gauges describe all of
         them (inactive ones too, and after a restart), and forget flags that are gone."""
         self.cycle_duration.observe(duration_seconds)
         if states is not None:
@@ -135,8 +139,6 @@ class Telemetry:
         self.policy_errors.set(policy_errors)
         if ok:
             self.last_success.set(self._clock())
-        for record in records:
-            self._record(record)
         with self._lock:
             if prometheus_answered:
                 self._ready = True

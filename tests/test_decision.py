@@ -11,7 +11,7 @@ from controller.decision import Decision, decide, initial_state, pause, queries_
 from controller.errors import UsageError
 from controller.policy import Policy
 from controller.policyfile import load_text
-from controller.queries import Arm, PlannedQuery, QueryKey, Reading, Source
+from controller.queries import Arm, PlannedQuery, QueryKey, Reading, Source, shown
 from controller.state import NOT_STARTED, Action, Outcome, RolloutState, Status
 
 T0 = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
@@ -184,7 +184,7 @@ def test_a_failing_guardrail_rolls_back_and_the_record_names_value_bound_and_sam
         0.01,
         1000.0,
     )
-    assert 'errors_total{v="on"}' in check.query
+    assert 'errors_total{v="on"}' in shown(check.query)
     assert "error-rate treatment 0.05 > 0.01" in decision.reason
 
 
@@ -197,7 +197,7 @@ def test_a_relative_bound_compares_treatment_with_control() -> None:
     assert check.bound == pytest.approx(0.22)
     assert check.control is not None
     assert check.control.value == 0.2
-    assert 'latency_bucket{v="control"}' in check.control.query
+    assert 'latency_bucket{v="control"}' in shown(check.control.query)
 
 
 def test_a_failure_outranks_an_error_elsewhere() -> None:

@@ -58,7 +58,8 @@ RECORD: dict[str, Any] = {
 
 def test_a_cycle_sets_every_metric_of_the_contract() -> None:
     telemetry = Telemetry(clock=lambda: 1_800_000_000.0)
-    telemetry.cycle_done([RECORD], ok=True, policy_errors=2, prometheus_answered=True, duration_seconds=0.2)
+    telemetry.recorded([RECORD])
+    telemetry.cycle_done(ok=True, policy_errors=2, prometheus_answered=True, duration_seconds=0.2)
     samples = _samples(telemetry)
     assert samples[("flagroll_flag_percent", (("flag", "cache"),))] == 5.0
     assert samples[("flagroll_rollout_status", (("flag", "cache"), ("status", "progressing")))] == 1.0
@@ -82,7 +83,7 @@ def test_a_cycle_sets_every_metric_of_the_contract() -> None:
 def test_a_failed_cycle_counts_but_leaves_the_last_success_alone() -> None:
     telemetry = Telemetry(clock=lambda: 1_800_000_000.0)
     telemetry.cycle_failed(1.5)
-    telemetry.cycle_done([], ok=False, policy_errors=0, prometheus_answered=False, duration_seconds=0.1)
+    telemetry.cycle_done(ok=False, policy_errors=0, prometheus_answered=False, duration_seconds=0.1)
     samples = _samples(telemetry)
     assert samples[("flagroll_cycles_total", (("result", "failed"),))] == 2.0
     assert samples[("flagroll_last_cycle_success_timestamp_seconds", ())] == 0.0
@@ -121,9 +122,8 @@ def test_endpoints_answer_health_readiness_metrics_and_404() -> None:
         base = f"http://127.0.0.1:{endpoints.address[1]}"
         assert httpx.get(f"{base}/healthz").status_code == 200
         assert httpx.get(f"{base}/readyz").status_code == 503
-        telemetry.cycle_done(
-            [RECORD], ok=True, policy_errors=0, prometheus_answered=True, duration_seconds=0.1
-        )
+        telemetry.recorded([RECORD])
+        telemetry.cycle_done(ok=True, policy_errors=0, prometheus_answered=True, duration_seconds=0.1)
         assert httpx.get(f"{base}/readyz").status_code == 200
         metrics = httpx.get(f"{base}/metrics")
         assert metrics.status_code == 200
@@ -259,7 +259,7 @@ def test_gauges_follow_the_flag_file_even_without_records_and_forget_removed_fla
         "partial": state(Status.PROGRESSING, 5.0, review=date(2026, 11, 1)),
     }
     telemetry.cycle_done(
-        [], ok=True, policy_errors=0, prometheus_answered=True, duration_seconds=0.1, states=states
+        ok=True, policy_errors=0, prometheus_answered=True, duration_seconds=0.1, states=states
     )
     samples = _samples(telemetry)
     assert samples[("flagroll_rollout_status", (("flag", "rolled"), ("status", "rolled_back")))] == 1.0
@@ -267,6 +267,6 @@ def test_gauges_follow_the_flag_file_even_without_records_and_forget_removed_fla
     assert samples[("flagroll_rollout_stale", (("flag", "partial"),))] == 1.0
     del states["partial"]
     telemetry.cycle_done(
-        [], ok=True, policy_errors=0, prometheus_answered=True, duration_seconds=0.1, states=states
+        ok=True, policy_errors=0, prometheus_answered=True, duration_seconds=0.1, states=states
     )
     assert not any(labels == (("flag", "partial"),) for _, labels in _samples(telemetry))

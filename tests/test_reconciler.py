@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
+from controller import reconciler as reconciler_module
 from controller.decision import stop
 from controller.decisionlog import DecisionLog, read_records
 from controller.errors import WriteError
@@ -455,3 +456,112 @@ def test_a_rollout_with_a_slow_query_does_not_hold_the_others_back(env: Environm
         assert await running
 
     asyncio.run(go())
+
+
+class Chunks:
+    """An observer that keeps the record chunks it is handed."""
+
+    def __init__(self) -> None:
+        self.chunks: list[list[dict[str, Any]]] = []
+
+    def recorded(self, records: Sequence[dict[str, Any]]) -> None:
+        self.chunks.append(list(records))
+
+    def beat(self) -> None: ...
+
+    def cycle_done(self, **_: Any) -> None: ...
+
+    def cycle_failed(self, duration_seconds: float) -> None: ...
+
+    def follower(self) -> None: ...
+
+
+def test_a_commit_hands_on_its_records_a_chunk_at_a_time_and_keeps_none_when_told(
+    env: Environment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(reconciler_module, "RECORD_CHUNK", 2)
+    for name in ("b", "c", "d", "e"):
+        env.add_policy(name, name)
+    observer = Chunks()
+    reconciler = Reconciler(
+        policies=env.policies,
+        store=FileFlagStore(env.flags),
+        prometheus=env.metrics,
+        decision_log=DecisionLog(env.log),
+        clock=env.clock,
+        observer=observer,
+        keep_records=False,
+    )
+    with capture_logs() as logs:
+        result = asyncio.run(reconciler.cycle())
+    assert result.records == []
+    assert result.decisions == 5
+    assert [len(chunk) for chunk in observer.chunks] == [2, 2, 1]
+    handed = [record for chunk in observer.chunks for record in chunk]
+    assert handed == list(read_records(env.log))  # every record, in the order written
+    assert sorted(str(r["flag"]) for r in handed) == ["b", "c", "cache", "d", "e"]
+    assert [entry["flag"] for entry in logs if entry["event"] == "decision"] == [r["flag"] for r in handed]
+
+
+def test_a_log_that_fails_mid_cycle_is_tried_once_and_the_rest_wait_for_it(
+    env: Environment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(reconciler_module, "RECORD_CHUNK", 2)
+    for name in ("b", "c", "d", "e"):
+        env.add_policy(name, name)
+    reconciler = env.reconciler()
+    attempts = 0
+    append = DecisionLog.append
+
+    def full_once(log: DecisionLog, records: Sequence[dict[str, Any]]) -> None:
+        nonlocal attempts
+        attempts += 1
+        if attempts == 1:
+            raise WriteError(f"cannot append to {log.path}: No space left on device")
+        append(log, records)
+
+    monkeypatch.setattr(DecisionLog, "append", full_once)
+    with capture_logs() as logs:
+        first = asyncio.run(reconciler.cycle())
+    assert attempts == 1  # not once more per chunk
+    assert [p for p in first.problems if "No space left" in p] == [first.problems[0]]
+    assert [entry["event"] for entry in logs].count("decision_log_write_failed") == 1
+    assert not env.log.exists()
+    env.clock.now += timedelta(seconds=10)
+    second = asyncio.run(reconciler.cycle())
+    assert second.ok
+    logged = list(read_records(env.log))
+    assert [r["action"] for r in logged] == ["advance"] * 5 + ["hold"] * 5  # none lost, in order
+    assert logged[:5] == first.records
+
+
+def test_the_cycle_states_show_each_flag_as_the_cycle_left_it(env: Environment) -> None:
+    result = asyncio.run(env.reconciler().cycle())
+    assert result.states["cache"].percent == 1  # written by this cycle: the telemetry gauges follow
+    env.clock.now += timedelta(minutes=2)
+    result = asyncio.run(env.reconciler().cycle())
+    assert [r["action"] for r in result.records] == ["advance"]
+    assert result.states["cache"].percent == 5
+    env.clock.now += timedelta(minutes=2)
+    result = asyncio.run(env.reconciler(dry_run=True).cycle())
+    assert [r["status"] for r in result.records] == ["completed"]  # what it would do …
+    assert result.states["cache"].status is Status.PROGRESSING  # … is not what the flag file holds
+
+
+def test_rollouts_asking_the_same_queries_are_asked_in_one_call(env: Environment) -> None:
+    flag_free = POLICY.replace(',flag="{{{{flag}}}}"', "")
+    (env.policies / "cache.yaml").write_text(flag_free.format(name="cache", key="cache"))
+    for name in ("b", "c"):
+        env.add_policy(name, name, flag_free.format(name=name, key=name))
+    env.add_policy("own", "own")  # its error query names its flag: asked on its own
+    calls: list[int] = []
+    answer = env.metrics.query_all
+
+    async def counting(queries: Sequence[PlannedQuery]) -> dict[QueryKey, Reading]:
+        calls.append(len(queries))
+        return await answer(queries)
+
+    env.metrics.query_all = counting  # type: ignore[method-assign]
+    result = asyncio.run(env.reconciler().cycle())
+    assert sorted(calls) == [4, 12]  # 2 arms × (traffic, errors): one rollout; three alike
+    assert sorted(str(r["flag"]) for r in result.records) == ["b", "c", "cache", "own"]
