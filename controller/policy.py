@@ -14,6 +14,7 @@ import math
 import re
 from collections.abc import Callable, Iterator
 from datetime import date
+from functools import cached_property
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -348,8 +349,9 @@ class Policy(Model):
     def flag_key(self) -> str:
         return self.spec.flag.key
 
-    @property
+    @cached_property
     def revision(self) -> str:
+        """Computed once: a policy is frozen, and the loop asks for it every cycle."""
         return revision_of(self)
 
     def step_percent(self, index: int) -> float:
