@@ -313,6 +313,7 @@ def test_rendered_options_are_flagroll_run_options(chart: helm_python.Chart) -> 
         assert parsed.policies == Path("/etc/flagroll/policies")
         assert parsed.prometheus == "http://prometheus-operated.monitoring.svc:9090"
         assert parsed.query_timeout == 10.0
+        assert parsed.max_concurrent_queries == 8
         assert parsed.log_format == "json"
 
 
@@ -706,6 +707,10 @@ BAD_VALUES: dict[str, tuple[dict[str, Any], str]] = {
     ),
     "an unknown value": (base("deployment", replicas=2), "replicas"),
     "a bad duration": (base("deployment", shutdownTimeout="10 seconds"), "/shutdownTimeout"),
+    "no query in flight": (
+        base("deployment", prometheus={"maxConcurrentQueries": 0}),
+        "/prometheus/maxConcurrentQueries",
+    ),
 }
 
 

@@ -87,6 +87,7 @@ app.kubernetes.io/component: {{ .Values.mode }}
 - --policies={{ include "flagroll.policiesDir" . }}
 - --prometheus={{ required "prometheus.url is required" .Values.prometheus.url }}
 - --query-timeout={{ .Values.prometheus.queryTimeout }}
+- --max-concurrent-queries={{ .Values.prometheus.maxConcurrentQueries }}
 {{- with .Values.prometheus.auth }}
 {{- if .bearerTokenKey }}
 - --prometheus-bearer-token-file={{ include "flagroll.promAuthDir" $ }}/{{ .bearerTokenKey }}
