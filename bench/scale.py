@@ -231,6 +231,32 @@ class Figures:
     verdicts: dict[str, int]  # of every check in the measured cycles: pass, fail, no_data, error
 
 
+class _Tally:
+    """Counts what the records of a cycle say, as they are made (the controller keeps none)."""
+
+    def __init__(self) -> None:
+        self.actions: dict[str, int] = {}
+        self.verdicts: dict[str, int] = {}
+        self.reasons: set[str] = set()
+
+    def recorded(self, records: Sequence[dict[str, Any]]) -> None:
+        for record in records:
+            action = str(record["action"])
+            self.actions[action] = self.actions.get(action, 0) + 1
+            if action != "advance" and len(self.reasons) < 3:
+                self.reasons.add(str(record["reason"]))
+            for check in record.get("checks", []):
+                self.verdicts[str(check["verdict"])] = self.verdicts.get(str(check["verdict"]), 0) + 1
+
+    def beat(self) -> None: ...
+
+    def cycle_done(self, **_: Any) -> None: ...
+
+    def cycle_failed(self, duration_seconds: float) -> None: ...
+
+    def follower(self) -> None: ...
+
+
 async def _measure(directory: Path, url: str, fleet: int, mode: str, cycles: int) -> Figures:
     from controller import logs
     from controller.decisionlog import DecisionLog
@@ -239,6 +265,7 @@ async def _measure(directory: Path, url: str, fleet: int, mode: str, cycles: int
     from controller.reconciler import Reconciler
 
     logs.configure("json")  # decision lines go to stdout, as with `flagroll run`
+    tally = _Tally()
     async with PrometheusClient(
         url, timeout_seconds=30, max_concurrency=8, max_body_bytes=64 << 20
     ) as client:
@@ -247,29 +274,28 @@ async def _measure(directory: Path, url: str, fleet: int, mode: str, cycles: int
             store=FileFlagStore(directory / "flags.json"),
             prometheus=client,
             decision_log=DecisionLog(directory / "decisions.jsonl"),
+            observer=tally,
+            keep_records=False,  # as `flagroll run`: records are written and counted, not kept
         )
         first = await reconciler.cycle()  # starts every rollout (it writes the flag file)
-        advanced = [r for r in first.records if r["action"] == "advance"]
-        if first.problems or first.policy_errors or len(advanced) != fleet:
-            reasons = sorted({str(r["reason"]) for r in first.records if r["action"] != "advance"})[:3]
+        advanced = tally.actions.get("advance", 0)
+        if first.problems or first.policy_errors or advanced != fleet:
             raise SystemExit(
-                f"the first cycle started {len(advanced)} of {fleet} rollouts: "
-                f"{first.problems[:3]} {first.policy_errors[:3]} {reasons}"
+                f"the first cycle started {advanced} of {fleet} rollouts: "
+                f"{first.problems[:3]} {first.policy_errors[:3]} {sorted(tally.reasons)}"
             )
+        del first
+        tally.actions.clear()  # from here on: the measured cycles only
+        tally.verdicts.clear()
         times, queries, decisions = [], [], []
-        actions: dict[str, int] = {}
-        verdicts: dict[str, int] = {}
         for _ in range(cycles):
             before = client.requests
             started = time.perf_counter()
             result = await reconciler.cycle()
             times.append(time.perf_counter() - started)
             queries.append(client.requests - before)
-            decisions.append(len(result.records))
-            for record in result.records:
-                actions[str(record["action"])] = actions.get(str(record["action"]), 0) + 1
-                for check in record.get("checks", []):
-                    verdicts[str(check["verdict"])] = verdicts.get(str(check["verdict"]), 0) + 1
+            decisions.append(result.decisions)
+            del result
     ordered = sorted(times)
     return Figures(
         rollouts=fleet,
@@ -281,8 +307,8 @@ async def _measure(directory: Path, url: str, fleet: int, mode: str, cycles: int
         queries_per_cycle=statistics.mean(queries),
         peak_rss_mib=peak_rss_mib(),
         decisions_per_cycle=statistics.mean(decisions),
-        actions=actions,
-        verdicts=verdicts,
+        actions=tally.actions,
+        verdicts=tally.verdicts,
     )
 
 
