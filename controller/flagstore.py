@@ -109,8 +109,10 @@ class FileFlagStore:
         try:
             with self.path.open("rb") as handle:
                 # Sized by the file, not by the limit: read(limit) would set aside the whole limit.
-                size = os.fstat(handle.fileno()).st_size
-                raw = handle.read(min(size, MAX_FLAG_FILE_BYTES) + 1)
+                size = min(os.fstat(handle.fileno()).st_size, MAX_FLAG_FILE_BYTES)
+                raw = handle.read(size + 1)
+                if len(raw) > size:  # grown since, or a size the file system does not tell
+                    raw += handle.read(MAX_FLAG_FILE_BYTES + 1 - len(raw))
         except OSError as exc:
             raise FlagFileError(f"cannot read {self.path}: {exc.strerror or exc}") from exc
         if len(raw) > MAX_FLAG_FILE_BYTES:

@@ -490,15 +490,16 @@ class Reconciler:
         The flag file is written: each record goes to stdout before the decision log, so that a move
         is never unrecorded even if the decision log cannot be appended to."""
         records = itertools.chain(recovered, (to_record(d, context, now) for context, d in outcomes))
-        appending = self.decision_log is not None and not self.dry_run
+        decision_log = self.decision_log if not self.dry_run else None
+        appending = decision_log is not None
         dropped = 0
         while chunk := list(itertools.islice(records, RECORD_CHUNK)):
             for record in chunk:
                 self.log.info("decision", **record)
-            if self.decision_log is not None and not self.dry_run:
+            if decision_log is not None:
                 if appending:
                     try:
-                        self._append(self.decision_log, chunk)
+                        self._append(decision_log, chunk)
                     except WriteError as exc:  # the moves are made and printed; notify and count them too
                         result.problems.append(str(exc))
                         appending = False  # the rest wait with the unlogged ones, without a retry each
@@ -510,7 +511,15 @@ class Reconciler:
                 result.records.extend(chunk)
             result.decisions += len(chunk)
             if self.observer is not None:
-                self.observer.recorded(chunk)
+                try:
+                    self.observer.recorded(chunk)
+                except Exception as exc:  # metrics or notifications must never cost a record
+                    self.log.exception("observer_failed", error=str(exc), error_type=type(exc).__name__)
+        if decision_log is not None and appending and self._unlogged:
+            try:  # nothing new to record: still append what earlier commits could not
+                self._append(decision_log, [])
+            except WriteError as exc:
+                result.problems.append(str(exc))
         if dropped:
             self.log.error(
                 "decision_log_records_dropped",

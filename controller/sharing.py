@@ -6,9 +6,11 @@ same bounds, the same variants and prose. Policy models are frozen, so parts equ
 one object: a policy then costs little more than what is its own (its name, its flag key).
 
 :class:`Parts` replaces, bottom-up, each model, list, dict and string of a freshly validated model by
-the equal one it already holds. Only fresh models are changed, and only before anyone else sees them;
-a part it holds is never changed. Two parts are equal when they have the same type and equal fields
-(floats by their exact text, so that ``1``, ``1.0`` and ``True`` stay apart).
+the equal one it already holds. Only what the validation just produced or was given (JSON values are
+the input's own lists and dicts) is changed, and only before anyone else sees it; a part it holds is
+never changed. Two parts are equal when they have the same type and equal fields (floats by their
+exact text, so that ``1``, ``1.0`` and ``True`` stay apart); a dict is shared only when its keys are
+strings, and only values of types whose equal values read the same (not datetimes: two time zones).
 """
 
 from __future__ import annotations
@@ -55,6 +57,8 @@ class Parts:
             value[:] = [item for item, _ in items]
             return self._held_for((list, tuple(key for _, key in items)), value)
         if type(value) is dict:
+            if any(type(name) is not str for name in value):
+                return value, None  # 1, 1.0 and True are one key to a dict: only text keys are safe
             entries = {name: self._share(item) for name, item in value.items()}
             if any(key is None for _, key in entries.values()):
                 return value, None

@@ -44,6 +44,7 @@ class Telemetry:
         self._heard = clock()
         self._ready = False
         self._known: set[str] = set()  # flags whose gauges are set
+        self._recorded: set[str] = set()  # flags with a record since the last cycle was done
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.percent = Gauge(
@@ -117,9 +118,12 @@ class Telemetry:
         self.beat()
 
     def recorded(self, records: Iterable[Mapping[str, Any]]) -> None:
-        """Decision records, as each commit makes them."""
+        """Decision records, as each commit makes them. Until the cycle is done, its records have
+        the last word on their flags' gauges (with --dry-run, what the decision would have set)."""
         for record in records:
             self._record(record)
+            with self._lock:
+                self._recorded.add(str(record.get("flag", "")))
 
     def cycle_done(
         self,
@@ -133,8 +137,10 @@ class Telemetry:
         """``states``: every managed flag as the cycle left it, so that the gauges describe all of
         them (inactive ones too, and after a restart), and forget flags that are gone."""
         self.cycle_duration.observe(duration_seconds)
+        with self._lock:
+            recorded, self._recorded = self._recorded, set()
         if states is not None:
-            self._states(states)
+            self._states(states, recorded)
         self.cycles.labels("ok" if ok else "failed").inc()
         self.policy_errors.set(policy_errors)
         if ok:
@@ -144,7 +150,7 @@ class Telemetry:
                 self._ready = True
             self._heard = self._clock()
 
-    def _states(self, states: Mapping[str, RolloutState]) -> None:
+    def _states(self, states: Mapping[str, RolloutState], recorded: set[str]) -> None:
         today = datetime.fromtimestamp(self._clock(), UTC).date()
         for flag in self._known - set(states):
             self.percent.remove(flag)
@@ -152,6 +158,8 @@ class Telemetry:
             for name in STATUSES:
                 self.status.remove(flag, name)
         for flag, state in states.items():
+            if flag in recorded:
+                continue  # its record this cycle set these
             self.percent.labels(flag).set(state.percent)
             self.stale.labels(flag).set(1.0 if state.is_stale(today) else 0.0)
             for name in STATUSES:

@@ -270,3 +270,23 @@ def test_gauges_follow_the_flag_file_even_without_records_and_forget_removed_fla
         ok=True, policy_errors=0, prometheus_answered=True, duration_seconds=0.1, states=states
     )
     assert not any(labels == (("flag", "partial"),) for _, labels in _samples(telemetry))
+
+
+def test_a_record_of_the_cycle_has_the_last_word_on_its_flag_gauges() -> None:
+    from datetime import UTC, datetime
+
+    from controller.state import RolloutState, Status
+
+    moment = datetime(2026, 11, 21, tzinfo=UTC)
+    on_file = {"cache": RolloutState("p", "r", Status.PROGRESSING, 0, 2, 1.0, True, moment, moment)}
+    telemetry = Telemetry(clock=lambda: moment.timestamp())
+    percent = ("flagroll_flag_percent", (("flag", "cache"),))
+    telemetry.recorded([RECORD])  # a --dry-run decision: 5 %, while the file still says 1 %
+    telemetry.cycle_done(
+        ok=True, policy_errors=0, prometheus_answered=True, duration_seconds=0.1, states=on_file
+    )
+    assert _samples(telemetry)[percent] == 5.0
+    telemetry.cycle_done(
+        ok=True, policy_errors=0, prometheus_answered=True, duration_seconds=0.1, states=on_file
+    )
+    assert _samples(telemetry)[percent] == 1.0  # a cycle without a record for it: the file's word

@@ -10,7 +10,7 @@ import os
 import re
 import stat
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from multiprocessing.synchronize import Event
 from pathlib import Path
@@ -259,7 +259,26 @@ def test_among_many_flags_the_refusal_names_the_ones_flagd_refuses(
 
     assert "would refuse f6: " in str(caught.value)
     assert old_file.read_bytes() == OLD_TEXT.encode()
+    loaded: list[int] = []
+    refusal = flagstore._refusal
+
+    def counted(document: Mapping[str, Any], keys: Sequence[str]) -> str | None:
+        loaded.append(len(keys))
+        return refusal(document, keys)
+
+    monkeypatch.setattr(flagstore, "_refusal", counted)
     check_loadable({"flags": {k: v for k, v in flags.items() if k != "f6"}}, sorted(flags), "ok")
+    assert loaded == [4, 4, 1]  # nine flags present, four at a time
+
+
+def test_a_file_that_grows_while_it_is_read_is_read_whole(
+    old_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    document = {"flags": {f"f{i}": {"state": "ENABLED"} for i in range(100)}}
+    old_file.write_text(render_document(document))
+    real_fstat = os.fstat
+    monkeypatch.setattr(os, "fstat", lambda fd: os.stat_result((*real_fstat(fd)[:6], 0, *real_fstat(fd)[7:])))
+    assert FileFlagStore(old_file).read().document == document  # a size of 0 told: read to the end
 
 
 def test_write_refuses_when_the_file_changed_since_it_was_read(old_file: Path) -> None:

@@ -476,12 +476,16 @@ class Chunks:
     def follower(self) -> None: ...
 
 
-def test_a_commit_hands_on_its_records_a_chunk_at_a_time_and_keeps_none_when_told(
-    env: Environment, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def five_rollouts_in_chunks_of_two(env: Environment, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(reconciler_module, "RECORD_CHUNK", 2)
     for name in ("b", "c", "d", "e"):
         env.add_policy(name, name)
+
+
+def test_a_commit_hands_on_its_records_a_chunk_at_a_time_and_keeps_none_when_told(
+    env: Environment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    five_rollouts_in_chunks_of_two(env, monkeypatch)
     observer = Chunks()
     reconciler = Reconciler(
         policies=env.policies,
@@ -506,9 +510,7 @@ def test_a_commit_hands_on_its_records_a_chunk_at_a_time_and_keeps_none_when_tol
 def test_a_log_that_fails_mid_cycle_is_tried_once_and_the_rest_wait_for_it(
     env: Environment, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(reconciler_module, "RECORD_CHUNK", 2)
-    for name in ("b", "c", "d", "e"):
-        env.add_policy(name, name)
+    five_rollouts_in_chunks_of_two(env, monkeypatch)
     reconciler = env.reconciler()
     attempts = 0
     append = DecisionLog.append
@@ -565,3 +567,52 @@ def test_rollouts_asking_the_same_queries_are_asked_in_one_call(env: Environment
     result = asyncio.run(env.reconciler().cycle())
     assert sorted(calls) == [4, 12]  # 2 arms × (traffic, errors): one rollout; three alike
     assert sorted(str(r["flag"]) for r in result.records) == ["b", "c", "cache", "own"]
+    assert {str(r["action"]) for r in result.records} == {"advance"}  # each judged on its own answers
+    assert {str(c["verdict"]) for r in result.records for c in r["checks"]} == {"pass"}
+
+
+def test_a_record_the_log_refused_is_appended_by_the_next_commit_even_with_nothing_new(
+    env: Environment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reconciler = env.reconciler()
+    asyncio.run(reconciler.cycle())
+    append = DecisionLog.append
+    full = True
+
+    def full_for_now(log: DecisionLog, records: Sequence[dict[str, Any]]) -> None:
+        if full:
+            raise WriteError(f"cannot append to {log.path}: No space left on device")
+        append(log, records)
+
+    monkeypatch.setattr(DecisionLog, "append", full_for_now)
+    env.metrics.answer = failing
+    env.clock.now += timedelta(seconds=10)
+    rolled_back = asyncio.run(reconciler.cycle())
+    assert [r["action"] for r in rolled_back.records] == ["rollback"]
+    assert [r["action"] for r in read_records(env.log)] == ["advance"]
+    full = False
+    env.clock.now += timedelta(seconds=10)
+    quiet = asyncio.run(reconciler.cycle())  # rolled back: nothing new to record
+    assert quiet.records == []
+    assert quiet.ok
+    assert [r["action"] for r in read_records(env.log)] == ["advance", "rollback"]
+
+
+def test_an_observer_that_fails_costs_no_record(env: Environment) -> None:
+    class Broken(Chunks):
+        def recorded(self, records: Sequence[dict[str, Any]]) -> None:
+            raise RuntimeError("a bug in the metrics")
+
+    reconciler = Reconciler(
+        policies=env.policies,
+        store=FileFlagStore(env.flags),
+        prometheus=env.metrics,
+        decision_log=DecisionLog(env.log),
+        clock=env.clock,
+        observer=Broken(),
+    )
+    with capture_logs() as logs:
+        result = asyncio.run(reconciler.cycle())
+    assert [r["action"] for r in result.records] == ["advance"]
+    assert [r["action"] for r in read_records(env.log)] == ["advance"]
+    assert "observer_failed" in [entry["event"] for entry in logs]
