@@ -258,10 +258,10 @@ class _Tally:
 
 
 async def _measure(directory: Path, url: str, fleet: int, mode: str, cycles: int) -> Figures:
-    from controller import logs
-    from controller.decisionlog import DecisionLog
-    from controller.flagstore import FileFlagStore
-    from controller.prometheus import PrometheusClient
+    from controller.adapters import logs
+    from controller.adapters.decisionlog import DecisionLog
+    from controller.adapters.flagstore import FileFlagStore
+    from controller.adapters.prometheus import PrometheusClient
     from controller.reconciler import Reconciler
 
     logs.configure("json")  # decision lines go to stdout, as with `flagroll run`
@@ -453,7 +453,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         child(args.child)
         return 0
 
-    from controller.promserver import PrometheusServer, find_binary
+    from controller.adapters.promserver import PrometheusServer, find_binary
 
     binary = find_binary()
     rows: list[Figures] = []

@@ -37,11 +37,11 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from controller.decision import decide, queries_for, rebase
-from controller.policy import Policy
-from controller.policyfile import load_text
-from controller.queries import Arm, PlannedQuery, QueryKey, Reading
-from controller.state import Action, RolloutState, Status
+from controller.adapters.policyfile import load_text
+from controller.core.decision import decide, queries_for, rebase
+from controller.core.policy import Policy
+from controller.core.queries import Arm, PlannedQuery, QueryKey, Reading
+from controller.core.state import Action, RolloutState, Status
 
 ROOT = Path(__file__).resolve().parent.parent
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)

@@ -3,7 +3,7 @@ treatment path to the moment an OpenFeature client evaluates ``off`` for users w
 
 What runs, all on 127.0.0.1:
 
-- a real Prometheus (:class:`controller.promserver.PrometheusServer`, 1 s scrape), one for all runs;
+- a real Prometheus (:class:`controller.adapters.promserver.PrometheusServer`, 1 s scrape), one for all runs;
 - the demo service (``python -m controller.demo.service``): it evaluates the flag through OpenFeature
   and the flagd provider in FILE mode, serves 150 requests per second to 20,000 simulated users and
   exports per-variant metrics; SIGUSR1 injects a regression into the treatment path (errors 0.1 % →
@@ -61,15 +61,15 @@ from openfeature.contrib.provider.flagd.config import ResolverType
 from openfeature.evaluation_context import EvaluationContext
 from openfeature.flag_evaluation import FlagEvaluationDetails
 
-from controller.decisionlog import DecisionLog
+from controller.adapters.decisionlog import DecisionLog
+from controller.adapters.flagstore import FileFlagStore, atomic_write
+from controller.adapters.policyfile import load_text
+from controller.adapters.prometheus import PrometheusClient
+from controller.adapters.promserver import PrometheusServer, find_binary, free_port
+from controller.core.errors import UsageError
+from controller.core.queries import ReadingKind
 from controller.demo.runner import stop_process, wait_http
 from controller.demo.service import ERROR_RATIO, FLAG, REGRESSION_ERROR_RATIO, ROUTE
-from controller.errors import UsageError
-from controller.flagstore import FileFlagStore, atomic_write
-from controller.policyfile import load_text
-from controller.prometheus import PrometheusClient
-from controller.promserver import PrometheusServer, find_binary, free_port
-from controller.queries import ReadingKind
 from controller.reconciler import Reconciler
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -19,37 +19,29 @@ from typing import Any
 
 import structlog
 
-from controller import __version__, logs
-from controller.decision import Decision, pause, resume, stop
-from controller.decisionlog import (
-    Context,
-    DecisionLog,
-    Record,
-    follow,
-    last_by_flag,
-    read_records,
-    render,
-    render_all,
-    to_record,
-)
-from controller.durations import format_duration, parse_duration
-from controller.endpoints import Endpoints, parse_listen
-from controller.errors import FlagFileError, FlagrollError, Issue, UsageError, WriteConflictError
-from controller.explain import explain
-from controller.flagd import managed_keys, owners, read_state, write_flag
-from controller.flagstore import FileFlagStore, FlagStore
-from controller.kube import options as kube_options
-from controller.metrictemplate import json_schema as template_schema
-from controller.notify import Notifier, events_from, parse_targets
-from controller.overlay import OverlayStore
-from controller.policy import json_schema, pct
-from controller.policydiff import effect, field_changes
-from controller.policyfile import PolicySet, load_paths
-from controller.promauth import load_auth
-from controller.prometheus import PrometheusClient
+from controller import __version__
+from controller.adapters import logs
+from controller.adapters.decisionlog import DecisionLog, follow, last_by_flag, read_records
+from controller.adapters.endpoints import Endpoints, parse_listen
+from controller.adapters.flagstore import FileFlagStore, FlagStore
+from controller.adapters.kube import options as kube_options
+from controller.adapters.notify import Notifier, events_from, parse_targets
+from controller.adapters.overlay import OverlayStore
+from controller.adapters.policyfile import PolicySet, load_paths
+from controller.adapters.promauth import load_auth
+from controller.adapters.prometheus import PrometheusClient
+from controller.adapters.telemetry import Telemetry
+from controller.core.decision import Decision, pause, resume, stop
+from controller.core.durations import format_duration, parse_duration
+from controller.core.errors import FlagFileError, FlagrollError, Issue, UsageError, WriteConflictError
+from controller.core.explain import explain
+from controller.core.flagd import managed_keys, owners, read_state, write_flag
+from controller.core.metrictemplate import json_schema as template_schema
+from controller.core.policy import json_schema, pct
+from controller.core.policydiff import effect, field_changes
+from controller.core.records import Context, Record, render, render_all, to_record
+from controller.core.state import NOT_STARTED, RolloutState
 from controller.reconciler import Reconciler, utc_now
-from controller.state import NOT_STARTED, RolloutState
-from controller.telemetry import Telemetry
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 

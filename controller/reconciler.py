@@ -35,17 +35,12 @@ from typing import Any, Protocol, runtime_checkable
 
 import structlog
 
-from controller.checks import Readings
-from controller.decision import Decision, decide, deleted, queries_for, rebase
-from controller.decisionlog import (
-    POLICY_REJECTED_PREFIX,
-    Context,
-    DecisionLog,
-    Record,
-    last_by_flag,
-    to_record,
-)
-from controller.errors import (
+from controller.adapters.decisionlog import DecisionLog, last_by_flag
+from controller.adapters.flagstore import FlagStore
+from controller.adapters.policyfile import LoadedPolicy, PolicySet, load_paths
+from controller.core.checks import Readings
+from controller.core.decision import Decision, decide, deleted, queries_for, rebase
+from controller.core.errors import (
     CycleAbandoned,
     FlagFileError,
     FlagrollError,
@@ -55,11 +50,10 @@ from controller.errors import (
     WriteConflictError,
     WriteError,
 )
-from controller.flagd import flag_entry, managed_keys, owners, read_state
-from controller.flagstore import FlagStore
-from controller.policyfile import LoadedPolicy, PolicySet, load_paths
-from controller.queries import MetricsSource, PlannedQuery, QueryKey, Reading, ReadingKind
-from controller.state import ACTIVE, Action, RolloutState
+from controller.core.flagd import flag_entry, managed_keys, owners, read_state
+from controller.core.queries import MetricsSource, PlannedQuery, QueryKey, Reading, ReadingKind
+from controller.core.records import POLICY_REJECTED_PREFIX, Context, Record, to_record
+from controller.core.state import ACTIVE, Action, RolloutState
 
 Clock = Callable[[], datetime]
 LOCK_SLICE_SECONDS = 0.25
@@ -72,7 +66,7 @@ NOT_LEADER_WAIT_SECONDS = 1.0
 
 
 class CycleObserver(Protocol):
-    """Told about every cycle (metrics, health): see :class:`controller.telemetry.Telemetry`."""
+    """Told about every cycle (metrics, health): see :class:`controller.adapters.telemetry.Telemetry`."""
 
     def beat(self) -> None: ...
 

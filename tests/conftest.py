@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 import structlog
 
-from controller.promserver import PrometheusServer
+from controller.adapters.promserver import PrometheusServer
 from tests.support.synthetic import SyntheticService
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from bench import scale
-from controller.policyfile import load_paths
+from controller.adapters.policyfile import load_paths
 
 
 @pytest.mark.parametrize("per_policy", [False, True], ids=["templates", "per-policy"])

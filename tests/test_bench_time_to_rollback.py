@@ -17,10 +17,10 @@ from openfeature.exception import ErrorCode
 from openfeature.flag_evaluation import FlagEvaluationDetails
 
 from bench import time_to_rollback as ttr
-from controller.decisionlog import read_records
+from controller.adapters.decisionlog import read_records
+from controller.adapters.policyfile import load_text
 from controller.demo import runner
 from controller.demo.service import FLAG
-from controller.policyfile import load_text
 
 MARGIN_SECONDS = 3.0  # error-count noise, the regression's added latency, a loaded CI machine
 

@@ -30,10 +30,10 @@ import yaml
 from kubernetes_validate import utils as kubernetes_validate
 from openfeature.contrib.tools.flagd.core import FlagdCore
 
+from controller.adapters.policyfile import load_paths
+from controller.adapters.promserver import PrometheusServer, free_port
 from controller.cli import build_parser, main
-from controller.flagd import managed_keys
-from controller.policyfile import load_paths
-from controller.promserver import PrometheusServer, free_port
+from controller.core.flagd import managed_keys
 
 ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "charts" / "flagroll"

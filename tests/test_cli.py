@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
+from controller.adapters.decisionlog import DecisionLog, read_records
+from controller.adapters.promserver import free_port
 from controller.cli import build_parser, main
-from controller.decisionlog import DecisionLog, read_records
-from controller.flagd import empty_document, read_state, render_document, write_flag
-from controller.promserver import free_port
-from controller.state import NOT_STARTED, RolloutState, Status
+from controller.core.flagd import empty_document, read_state, render_document, write_flag
+from controller.core.state import NOT_STARTED, RolloutState, Status
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "policies"
@@ -144,7 +144,7 @@ def test_validate_github_annotates_the_offending_line(
 
 def test_github_annotations_escape_line_breaks_and_percent() -> None:
     from controller.cli import github_annotation
-    from controller.errors import Issue
+    from controller.core.errors import Issue
 
     issue = Issue("a:b.yaml", 3, None, "spec.aim", "first\nsecond 100%", severity="warning")
     assert github_annotation(issue) == (

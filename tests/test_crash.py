@@ -37,13 +37,13 @@ from openfeature.contrib.tools.flagd.core import FlagdCore
 from openfeature.evaluation_context import EvaluationContext
 
 from controller import cli
-from controller.decisionlog import DecisionLog, read_records
-from controller.flagd import read_state
-from controller.flagstore import FileFlagStore, Snapshot
-from controller.prometheus import PrometheusClient
-from controller.promserver import PrometheusServer
+from controller.adapters.decisionlog import DecisionLog, read_records
+from controller.adapters.flagstore import FileFlagStore, Snapshot
+from controller.adapters.prometheus import PrometheusClient
+from controller.adapters.promserver import PrometheusServer
+from controller.core.flagd import read_state
+from controller.core.state import Status
 from controller.reconciler import Reconciler
-from controller.state import Status
 from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.prometheus, pytest.mark.slow]

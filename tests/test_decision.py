@@ -7,12 +7,12 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from controller.decision import Decision, decide, initial_state, pause, queries_for, rebase, resume, stop
-from controller.errors import UsageError
-from controller.policy import Policy
-from controller.policyfile import load_text
-from controller.queries import Arm, PlannedQuery, QueryKey, Reading, Source, shown
-from controller.state import NOT_STARTED, Action, Outcome, RolloutState, Status
+from controller.adapters.policyfile import load_text
+from controller.core.decision import Decision, decide, initial_state, pause, queries_for, rebase, resume, stop
+from controller.core.errors import UsageError
+from controller.core.policy import Policy
+from controller.core.queries import Arm, PlannedQuery, QueryKey, Reading, Source, shown
+from controller.core.state import NOT_STARTED, Action, Outcome, RolloutState, Status
 
 T0 = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 

@@ -14,24 +14,15 @@ from typing import Any
 
 import pytest
 
-from controller.checks import fmt
-from controller.decision import Decision, decide, initial_state, queries_for, stop
-from controller.decisionlog import (
-    Context,
-    DecisionLog,
-    Record,
-    follow,
-    last_by_flag,
-    read_records,
-    render,
-    render_all,
-    to_record,
-)
-from controller.errors import WriteError
-from controller.policy import Policy
-from controller.policyfile import load_file
-from controller.queries import Arm, Reading
-from controller.state import Action, Status
+from controller.adapters.decisionlog import DecisionLog, follow, last_by_flag, read_records
+from controller.adapters.policyfile import load_file
+from controller.core.checks import fmt
+from controller.core.decision import Decision, decide, initial_state, queries_for, stop
+from controller.core.errors import WriteError
+from controller.core.policy import Policy
+from controller.core.queries import Arm, Reading
+from controller.core.records import Context, Record, render, render_all, to_record
+from controller.core.state import Action, Status
 from tests.support.waiting import wait_for
 
 T0 = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)

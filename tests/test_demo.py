@@ -14,10 +14,10 @@ import pytest
 from openfeature.contrib.tools.flagd.core import FlagdCore
 from openfeature.evaluation_context import EvaluationContext
 
-from controller.decisionlog import read_records
+from controller.adapters.decisionlog import read_records
+from controller.core.flagd import read_state
+from controller.core.state import Status
 from controller.demo.service import FLAG
-from controller.flagd import read_state
-from controller.state import Status
 from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.prometheus, pytest.mark.slow]

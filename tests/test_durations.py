@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from controller.durations import format_duration, parse_duration
+from controller.core.durations import format_duration, parse_duration
 
 YEAR_LIMIT_SECONDS = 366 * 86400
 

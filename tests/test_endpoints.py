@@ -13,10 +13,10 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from controller.endpoints import Endpoints, parse_listen
-from controller.errors import UsageError
-from controller.promserver import PrometheusServer, free_port
-from controller.telemetry import Telemetry
+from controller.adapters.endpoints import Endpoints, parse_listen
+from controller.adapters.promserver import PrometheusServer, free_port
+from controller.adapters.telemetry import Telemetry
+from controller.core.errors import UsageError
 from tests.support.waiting import wait_for
 
 
@@ -247,7 +247,7 @@ def test_not_ready_while_prometheus_is_unreachable(tmp_path: Path) -> None:
 def test_gauges_follow_the_flag_file_even_without_records_and_forget_removed_flags() -> None:
     from datetime import UTC, date, datetime
 
-    from controller.state import RolloutState, Status
+    from controller.core.state import RolloutState, Status
 
     def state(status: Status, percent: float, review: date | None = None) -> RolloutState:
         moment = datetime(2026, 11, 21, tzinfo=UTC)
@@ -275,7 +275,7 @@ def test_gauges_follow_the_flag_file_even_without_records_and_forget_removed_fla
 def test_a_record_of_the_cycle_has_the_last_word_on_its_flag_gauges() -> None:
     from datetime import UTC, datetime
 
-    from controller.state import RolloutState, Status
+    from controller.core.state import RolloutState, Status
 
     moment = datetime(2026, 11, 21, tzinfo=UTC)
     on_file = {"cache": RolloutState("p", "r", Status.PROGRESSING, 0, 2, 1.0, True, moment, moment)}

@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 
 from controller import cli
-from controller.queries import Reading
+from controller.core.queries import Reading
 from tests.test_reconciler import T0, Environment, failing, healthy
 
 

@@ -30,11 +30,11 @@ from typing import IO, Any
 
 import pytest
 
-from controller.decisionlog import DecisionLog, read_records
-from controller.flagd import read_state
-from controller.flagstore import FileFlagStore
-from controller.prometheus import PrometheusClient
-from controller.promserver import PrometheusServer
+from controller.adapters.decisionlog import DecisionLog, read_records
+from controller.adapters.flagstore import FileFlagStore
+from controller.adapters.prometheus import PrometheusClient
+from controller.adapters.promserver import PrometheusServer
+from controller.core.flagd import read_state
 from controller.reconciler import Reconciler
 from tests.support.faultproxy import Body, Delay, Fault, FaultProxy, Refuse, Rewrite, Status
 from tests.support.waiting import wait_for

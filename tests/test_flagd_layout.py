@@ -11,9 +11,9 @@ import pytest
 from openfeature.contrib.tools.flagd.core import FlagdCore
 from openfeature.evaluation_context import EvaluationContext
 
-from controller import flagd
-from controller.errors import FlagFileError, FlagNotManagedError
-from controller.flagd import (
+from controller.core import flagd
+from controller.core.errors import FlagFileError, FlagNotManagedError
+from controller.core.flagd import (
     TOTAL_WEIGHT,
     empty_document,
     managed_keys,
@@ -22,7 +22,7 @@ from controller.flagd import (
     render_document,
     write_flag,
 )
-from controller.state import NOT_STARTED, RolloutState, Status
+from controller.core.state import NOT_STARTED, RolloutState, Status
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 USERS = [f"user-{i}" for i in range(20_000)]

@@ -18,11 +18,11 @@ from typing import Any
 
 import pytest
 
-from controller import flagstore
-from controller.errors import FlagFileError, LockTimeoutError, WriteError
-from controller.flagd import SCHEMA_URL, empty_document, read_state, render_document, write_flag
-from controller.flagstore import FileFlagStore, atomic_write, check_loadable
-from controller.state import RolloutState, Status
+from controller.adapters import flagstore
+from controller.adapters.flagstore import FileFlagStore, atomic_write, check_loadable
+from controller.core.errors import FlagFileError, LockTimeoutError, WriteError
+from controller.core.flagd import SCHEMA_URL, empty_document, read_state, render_document, write_flag
+from controller.core.state import RolloutState, Status
 
 T0 = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 

@@ -20,12 +20,12 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from controller.decisionlog import DecisionLog
-from controller.errors import FlagFileError
-from controller.flagd import PREFIX, managed_keys, parse_document, read_state
-from controller.flagstore import FileFlagStore
-from controller.promserver import PrometheusServer
-from controller.queries import Arm, Reading, render
+from controller.adapters.decisionlog import DecisionLog
+from controller.adapters.flagstore import FileFlagStore
+from controller.adapters.promserver import PrometheusServer
+from controller.core.errors import FlagFileError
+from controller.core.flagd import PREFIX, managed_keys, parse_document, read_state
+from controller.core.queries import Arm, Reading, render
 from controller.reconciler import Reconciler
 
 JSON = st.recursive(
@@ -184,7 +184,7 @@ def broken_policies(draw: st.DrawFn) -> str:
 @given(broken_policies())
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 def test_an_invalid_policy_never_changes_the_flag(started: Path, text: str) -> None:
-    from controller.policyfile import load_text
+    from controller.adapters.policyfile import load_text
 
     if not load_text(text, "p.yaml").errors:
         return  # the mutation happened to leave a valid policy: not this test's subject

@@ -17,7 +17,8 @@ from openfeature.evaluation_context import EvaluationContext
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from controller.flagd import empty_document, write_flag
+from controller.core.flagd import empty_document, write_flag
+from controller.core.state import RolloutState, Status
 from controller.instrumentation import (
     ExposureHook,
     FlagMetrics,
@@ -27,7 +28,6 @@ from controller.instrumentation import (
     observe,
     observed,
 )
-from controller.state import RolloutState, Status
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 FLAG = "checkout-v2"

@@ -16,9 +16,9 @@ from openfeature.contrib.provider.flagd import FlagdProvider
 from openfeature.contrib.provider.flagd.config import ResolverType
 from openfeature.evaluation_context import EvaluationContext
 
-from controller.promserver import PrometheusServer
-from controller.queries import Arm, render
-from controller.state import Status
+from controller.adapters.promserver import PrometheusServer
+from controller.core.queries import Arm, render
+from controller.core.state import Status
 from tests.support.controller import ControllerProcess
 from tests.support.synthetic import SyntheticService
 from tests.support.waiting import wait_for
@@ -120,7 +120,9 @@ def test_a_regression_is_rolled_back_within_two_intervals_of_prometheus_seeing_i
     with ControllerProcess(tmp_path, prometheus.url) as controller:
         controller.add_policy(flag, policy(route, flag, holds=("4s", "10m", "10m"), interval="2s"))
         wait_for(
-            lambda: [r for r in controller.records(flag) if r["to_percent"] == 5 and r["action"] == "hold"],
+            lambda: [
+                r for r in controller.records(flag) if r["to_percent"] == 5 and r["action"] == "hold"
+            ],
             timeout_seconds=90,
             what="the second step",
         )
@@ -197,7 +199,9 @@ def test_stop_takes_effect_at_once_and_lasts(
     with ControllerProcess(tmp_path, prometheus.url) as controller:
         controller.add_policy(flag, policy(route, flag, holds=("3s", "10m", "10m")))
         controller.add_policy(witness, policy("/witness", witness, holds=("10m", "10m", "10m")))
-        wait_for(lambda: (s := controller.state(flag)) and s.percent == 5, timeout_seconds=90, what="5 %")
+        wait_for(
+            lambda: (s := controller.state(flag)) and s.percent == 5, timeout_seconds=90, what="5 %"
+        )
         done = subprocess.run(
             [
                 sys.executable,

@@ -12,15 +12,15 @@ from typing import Any
 
 import pytest
 
+from controller.adapters.decisionlog import read_records
+from controller.adapters.kube.client import connect
+from controller.adapters.kube.objects import ObjectRef
+from controller.adapters.kube.options import open_store
+from controller.adapters.kube.stores import ConfigMapFlagStore
+from controller.adapters.promserver import PrometheusServer
 from controller.cli import main
-from controller.decisionlog import read_records
-from controller.flagd import read_state
-from controller.kube.client import connect
-from controller.kube.objects import ObjectRef
-from controller.kube.options import open_store
-from controller.kube.stores import ConfigMapFlagStore
-from controller.promserver import PrometheusServer
-from controller.state import Status
+from controller.core.flagd import read_state
+from controller.core.state import Status
 from tests.support.kubefake import FakeKubeApi
 from tests.test_reconciler import POLICY
 

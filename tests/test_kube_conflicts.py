@@ -11,14 +11,14 @@ from typing import Any
 
 import pytest
 
+from controller.adapters.decisionlog import DecisionLog, read_records
+from controller.adapters.kube.objects import ObjectRef
+from controller.adapters.kube.stores import ConfigMapFlagStore, FeatureFlagStore
 from controller.cli import main
-from controller.decisionlog import DecisionLog, read_records
-from controller.errors import WriteConflictError
-from controller.flagd import read_state, render_document, write_flag
-from controller.kube.objects import ObjectRef
-from controller.kube.stores import ConfigMapFlagStore, FeatureFlagStore
+from controller.core.errors import WriteConflictError
+from controller.core.flagd import read_state, render_document, write_flag
+from controller.core.state import Status
 from controller.reconciler import CONFLICT_ATTEMPTS, Reconciler
-from controller.state import Status
 from tests.support.kubefake import FakeKubeApi
 from tests.test_reconciler import POLICY, Clock, FakeMetrics
 

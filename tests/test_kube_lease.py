@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from controller.decisionlog import DecisionLog
-from controller.errors import LeadershipLostError, PermanentError
-from controller.kube.errors import KubePermissionError
-from controller.kube.lease import LeaseElector
-from controller.kube.objects import ObjectRef
-from controller.kube.stores import ConfigMapFlagStore
+from controller.adapters.decisionlog import DecisionLog
+from controller.adapters.kube.errors import KubePermissionError
+from controller.adapters.kube.lease import LeaseElector
+from controller.adapters.kube.objects import ObjectRef
+from controller.adapters.kube.stores import ConfigMapFlagStore
+from controller.core.errors import LeadershipLostError, PermanentError
 from controller.reconciler import Reconciler
 from tests.support.kubefake import FakeKubeApi
 from tests.test_reconciler import POLICY, Clock, FakeMetrics

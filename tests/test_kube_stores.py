@@ -11,19 +11,19 @@ import pytest
 from openfeature.contrib.tools.flagd.core import FlagdCore
 from openfeature.evaluation_context import EvaluationContext
 
-from controller.errors import FlagFileError, PermanentError, TemporaryError, WriteConflictError
-from controller.flagd import read_state, write_flag
-from controller.kube.client import connect
-from controller.kube.errors import (
+from controller.adapters.kube.client import connect
+from controller.adapters.kube.errors import (
     KubeNotFoundError,
     KubePermissionError,
     KubeRejectedError,
     KubeUnavailableError,
 )
-from controller.kube.objects import ObjectRef
-from controller.kube.stores import ConfigMapFlagStore, FeatureFlagStore
-from controller.promserver import free_port
-from controller.state import NOT_STARTED, RolloutState, Status
+from controller.adapters.kube.objects import ObjectRef
+from controller.adapters.kube.stores import ConfigMapFlagStore, FeatureFlagStore
+from controller.adapters.promserver import free_port
+from controller.core.errors import FlagFileError, PermanentError, TemporaryError, WriteConflictError
+from controller.core.flagd import read_state, write_flag
+from controller.core.state import NOT_STARTED, RolloutState, Status
 from tests.support.kubefake import FakeKubeApi
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)

@@ -16,9 +16,9 @@ import pytest
 import structlog
 from structlog.testing import capture_logs
 
-from controller.errors import UsageError
-from controller.notify import Event, Notifier, Target, events_from, parse_targets, payload
-from controller.promserver import PrometheusServer
+from controller.adapters.notify import Event, Notifier, Target, events_from, parse_targets, payload
+from controller.adapters.promserver import PrometheusServer
+from controller.core.errors import UsageError
 from tests.support.receiver import Receiver, receiving
 from tests.support.waiting import wait_for
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from controller.policyfile import load_paths
+from controller.adapters.policyfile import load_paths
 from tests.test_reconciler import POLICY, Environment
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "policies"

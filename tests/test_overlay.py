@@ -17,9 +17,9 @@ from openfeature.evaluation_context import EvaluationContext
 from structlog.testing import capture_logs
 
 from controller import cli
-from controller.decisionlog import DecisionLog
-from controller.errors import FlagFileError, UsageError
-from controller.overlay import OverlayStore, merge
+from controller.adapters.decisionlog import DecisionLog
+from controller.adapters.overlay import OverlayStore, merge
+from controller.core.errors import FlagFileError, UsageError
 from controller.reconciler import Reconciler
 from tests.test_reconciler import Environment
 

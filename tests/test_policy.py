@@ -19,10 +19,10 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from controller.errors import Issue
-from controller.metrictemplate import json_schema as template_schema
-from controller.policy import Policy, json_schema
-from controller.policyfile import PolicySet, load_paths, load_text
+from controller.adapters.policyfile import PolicySet, load_paths, load_text
+from controller.core.errors import Issue
+from controller.core.metrictemplate import json_schema as template_schema
+from controller.core.policy import Policy, json_schema
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted((ROOT / "policies").glob("*.yaml"))

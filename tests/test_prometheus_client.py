@@ -19,10 +19,10 @@ import respx
 from hypothesis import given
 from hypothesis import strategies as st
 
-import controller.prometheus
-from controller.prometheus import PrometheusClient, parse_response
-from controller.promserver import free_port
-from controller.queries import Arm, PlannedQuery, QueryKey, Reading, ReadingKind, Source
+import controller.adapters.prometheus
+from controller.adapters.prometheus import PrometheusClient, parse_response
+from controller.adapters.promserver import free_port
+from controller.core.queries import Arm, PlannedQuery, QueryKey, Reading, ReadingKind, Source
 
 BASE = "http://prom.example"
 ENDPOINT = f"{BASE}/api/v1/query"
@@ -485,7 +485,7 @@ def test_nan_over_http_is_no_data() -> None:
 
 
 def test_body_larger_than_the_limit_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(controller.prometheus, "MAX_BODY_BYTES", 64)
+    monkeypatch.setattr(controller.adapters.prometheus, "MAX_BODY_BYTES", 64)
     body = _vector(*(({"pod": f"p{i}"}, [1, "1"]) for i in range(10)))
     assert len(body) > 64
     with respx.mock() as router:
@@ -496,7 +496,7 @@ def test_body_larger_than_the_limit_is_an_error(monkeypatch: pytest.MonkeyPatch)
 
 def test_body_exactly_at_the_limit_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
     body = _one("42")
-    monkeypatch.setattr(controller.prometheus, "MAX_BODY_BYTES", len(body))
+    monkeypatch.setattr(controller.adapters.prometheus, "MAX_BODY_BYTES", len(body))
     with respx.mock() as router:
         router.post(ENDPOINT).mock(return_value=httpx.Response(200, content=body))
         reading = _query()
@@ -516,7 +516,7 @@ class _EndlessChunks(httpx.AsyncByteStream):
 
 
 def test_oversized_body_is_abandoned_while_streaming(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(controller.prometheus, "MAX_BODY_BYTES", 2500)
+    monkeypatch.setattr(controller.adapters.prometheus, "MAX_BODY_BYTES", 2500)
     stream = _EndlessChunks()
     with respx.mock() as router:
         router.post(ENDPOINT).mock(return_value=httpx.Response(200, stream=stream))

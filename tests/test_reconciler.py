@@ -13,14 +13,14 @@ import pytest
 from structlog.testing import capture_logs
 
 from controller import reconciler as reconciler_module
-from controller.decision import stop
-from controller.decisionlog import DecisionLog, read_records
-from controller.errors import WriteError
-from controller.flagd import read_state, write_flag
-from controller.flagstore import FileFlagStore, Snapshot
-from controller.queries import PlannedQuery, QueryKey, Reading
+from controller.adapters.decisionlog import DecisionLog, read_records
+from controller.adapters.flagstore import FileFlagStore, Snapshot
+from controller.core.decision import stop
+from controller.core.errors import WriteError
+from controller.core.flagd import read_state, write_flag
+from controller.core.queries import PlannedQuery, QueryKey, Reading
+from controller.core.state import Status
 from controller.reconciler import Reconciler
-from controller.state import Status
 
 T0 = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 

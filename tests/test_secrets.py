@@ -17,11 +17,11 @@ import bcrypt
 import pytest
 import trustme
 
-from controller.errors import UsageError
-from controller.promauth import PrometheusAuth, Secret, load_auth, read_secret_file
-from controller.prometheus import PrometheusClient
-from controller.promserver import PrometheusServer
-from controller.queries import Reading, ReadingKind
+from controller.adapters.promauth import PrometheusAuth, Secret, load_auth, read_secret_file
+from controller.adapters.prometheus import PrometheusClient
+from controller.adapters.promserver import PrometheusServer
+from controller.core.errors import UsageError
+from controller.core.queries import Reading, ReadingKind
 from tests.support.faultproxy import FaultProxy
 
 TOKEN = "tok-3f9a1c77e2b84d0c"

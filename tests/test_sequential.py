@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from scipy import integrate, special, stats
 
-from controller import sequential, srm
-from controller.sequential import ArmCounts, compare
+from controller.core import sequential, srm
+from controller.core.sequential import ArmCounts, compare
 
 
 @pytest.mark.parametrize("x", [-45.0, -38.0, -30.5, -29.5, -8.0, -1.0, 0.0, 0.5, 3.0, 9.0])

@@ -9,9 +9,9 @@ from typing import Any, cast
 
 import pytest
 
-from controller.decisionlog import render
-from controller.policyfile import load_text
-from controller.queries import Reading
+from controller.adapters.policyfile import load_text
+from controller.core.queries import Reading
+from controller.core.records import render
 from tests.test_reconciler import POLICY, Environment, healthy
 
 SHADOW = """\

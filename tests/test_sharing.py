@@ -9,9 +9,9 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict
 
-from controller.policy import Policy
-from controller.policyfile import load_paths
-from controller.sharing import Parts
+from controller.adapters.policyfile import load_paths
+from controller.core.policy import Policy
+from controller.core.sharing import Parts
 
 
 class Colour(StrEnum):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from bench import simulate
-from controller.queries import Arm, Reading
+from controller.core.queries import Arm, Reading
 
 
 def test_prometheus_histogram_quantile_interpolates_like_prometheus() -> None:

@@ -11,14 +11,23 @@ from pathlib import Path
 
 import pytest
 
-from controller.checks import Check
-from controller.decision import Decision, decide, initial_state, queries_for, rebase, resume, stop
-from controller.decisionlog import Context, render, to_record
-from controller.flagd import empty_document, read_state, write_flag
-from controller.policy import Policy, json_schema
-from controller.policyfile import load_file, load_text
-from controller.queries import Arm, Part, PlannedQuery, QueryKey, Reading, Source, le_matcher, with_suffix
-from controller.state import Action, Outcome, RolloutState, Status
+from controller.adapters.policyfile import load_file, load_text
+from controller.core.checks import Check
+from controller.core.decision import Decision, decide, initial_state, queries_for, rebase, resume, stop
+from controller.core.flagd import empty_document, read_state, write_flag
+from controller.core.policy import Policy, json_schema
+from controller.core.queries import (
+    Arm,
+    Part,
+    PlannedQuery,
+    QueryKey,
+    Reading,
+    Source,
+    le_matcher,
+    with_suffix,
+)
+from controller.core.records import Context, render, to_record
+from controller.core.state import Action, Outcome, RolloutState, Status
 
 T0 = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 ROOT = Path(__file__).resolve().parent.parent
@@ -503,7 +512,7 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "policies"
 
 
 def test_alpha_weights_split_the_budget_in_proportion() -> None:
-    from controller.policyfile import load_text
+    from controller.adapters.policyfile import load_text
 
     text = (EXAMPLES / "checkout-http-client.yaml").read_text()
     assert "alphaWeight" not in text
@@ -524,7 +533,7 @@ def test_alpha_weights_split_the_budget_in_proportion() -> None:
 
 
 def test_alpha_weight_on_a_query_guardrail_is_an_error() -> None:
-    from controller.policyfile import load_text
+    from controller.adapters.policyfile import load_text
 
     text = (EXAMPLES / "price-quote-cache.yaml").read_text()
     broken = text.replace("      max: ", "      alphaWeight: 2\n      max: ", 1)

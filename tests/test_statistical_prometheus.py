@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from controller.decision import decide, initial_state, queries_for
-from controller.policy import Policy
-from controller.policyfile import load_text
-from controller.prometheus import PrometheusClient
-from controller.promserver import PrometheusServer
-from controller.queries import Arm, Part, PlannedQuery, QueryKey, Reading
-from controller.state import Action, Outcome, RolloutState
+from controller.adapters.policyfile import load_text
+from controller.adapters.prometheus import PrometheusClient
+from controller.adapters.promserver import PrometheusServer
+from controller.core.decision import decide, initial_state, queries_for
+from controller.core.policy import Policy
+from controller.core.queries import Arm, Part, PlannedQuery, QueryKey, Reading
+from controller.core.state import Action, Outcome, RolloutState
 from tests.support.controller import ControllerProcess
 from tests.support.synthetic import SyntheticService
 from tests.support.waiting import wait_for

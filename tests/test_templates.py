@@ -13,14 +13,14 @@ from urllib.parse import parse_qs
 import httpx
 import pytest
 
-from controller.decision import queries_for, rebase
-from controller.decisionlog import DecisionLog, read_records
-from controller.flagd import read_state
-from controller.flagstore import FileFlagStore
-from controller.policyfile import load_paths
-from controller.prometheus import PrometheusClient, parse_response, pick, split_response
-from controller.promserver import PrometheusServer
-from controller.queries import Arm, PlannedQuery, QueryKey, Reading, ReadingKind, Source, Split
+from controller.adapters.decisionlog import DecisionLog, read_records
+from controller.adapters.flagstore import FileFlagStore
+from controller.adapters.policyfile import load_paths
+from controller.adapters.prometheus import PrometheusClient, parse_response, pick, split_response
+from controller.adapters.promserver import PrometheusServer
+from controller.core.decision import queries_for, rebase
+from controller.core.flagd import read_state
+from controller.core.queries import Arm, PlannedQuery, QueryKey, Reading, ReadingKind, Source, Split
 from controller.reconciler import Reconciler
 from tests.support.synthetic import SyntheticService
 from tests.support.waiting import wait_for

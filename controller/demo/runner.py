@@ -31,19 +31,20 @@ from typing import Any, TextIO
 
 import httpx
 
-from controller.checks import fmt
-from controller.decisionlog import DecisionLog, render
+from controller.adapters.decisionlog import DecisionLog
+from controller.adapters.flagstore import FileFlagStore
+from controller.adapters.prometheus import PrometheusClient
+from controller.adapters.promserver import PrometheusServer, find_binary, free_port
+from controller.core.checks import fmt
+from controller.core.durations import format_duration
+from controller.core.policy import pct
+from controller.core.records import render
 from controller.demo.service import (
     ERROR_RATIO,
     FLAG,
     REGRESSION_ERROR_RATIO,
     REGRESSION_LATENCY_SECONDS,
 )
-from controller.durations import format_duration
-from controller.flagstore import FileFlagStore
-from controller.policy import pct
-from controller.prometheus import PrometheusClient
-from controller.promserver import PrometheusServer, find_binary, free_port
 from controller.reconciler import Reconciler
 
 SCENARIOS = ("regression", "healthy")

@@ -10,9 +10,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from controller.decisionlog import read_records
-from controller.flagd import read_state
-from controller.state import RolloutState
+from controller.adapters.decisionlog import read_records
+from controller.core.flagd import read_state
+from controller.core.state import RolloutState
 
 
 class ControllerProcess:

@@ -17,9 +17,9 @@ from collections.abc import Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from controller.errors import FlagFileError, FlagrollError, UsageError
-from controller.flagd import empty_document, is_managed, parse_document, render_document
-from controller.flagstore import FileFlagStore, Snapshot, atomic_write
+from controller.adapters.flagstore import FileFlagStore, Snapshot, atomic_write
+from controller.core.errors import FlagFileError, FlagrollError, UsageError
+from controller.core.flagd import empty_document, is_managed, parse_document, render_document
 
 
 def merge(bases: Sequence[Mapping[str, Any]], override: Mapping[str, Any]) -> dict[str, Any]:

@@ -32,9 +32,9 @@ from lightkube.models.coordination_v1 import LeaseSpec
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.coordination_v1 import Lease
 
-from controller.errors import FlagrollError, PermanentError
-from controller.kube.errors import KubeNotFoundError, api_call
-from controller.kube.objects import ObjectRef
+from controller.adapters.kube.errors import KubeNotFoundError, api_call
+from controller.adapters.kube.objects import ObjectRef
+from controller.core.errors import FlagrollError, PermanentError
 
 LEASE_DURATION_SECONDS = 15
 RENEW_DEADLINE_SECONDS = 10.0

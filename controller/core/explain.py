@@ -12,10 +12,10 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from controller.checks import describe, fmt
-from controller.durations import format_duration
-from controller.policy import Policy, pct
-from controller.state import RolloutState, Status
+from controller.core.checks import describe, fmt
+from controller.core.durations import format_duration
+from controller.core.policy import Policy, pct
+from controller.core.state import RolloutState, Status
 
 MOVES = {"advance", "rollback", "stop", "resume", "pause", "promote", "complete", "adjust", "recover"}
 _OPPOSITE = {"max": "≤", "maxIncrease": "≤", "maxDelta": "≤", "min": "≥", "minIncrease": "≥", "minDelta": "≥"}

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import httpx
 
-from controller.errors import UsageError
+from controller.core.errors import UsageError
 
 MAX_SECRET_BYTES = 64 * 1024
 

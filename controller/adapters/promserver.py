@@ -19,7 +19,7 @@ from types import TracebackType
 
 import httpx
 
-from controller.errors import UsageError
+from controller.core.errors import UsageError
 
 INSTALL_HINT = (
     "Prometheus is not installed. On Debian or Ubuntu: "

@@ -15,9 +15,9 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import Protocol
 
-from controller.flagd import CONTROL, TREATMENT
-from controller.metrictemplate import MetricTemplate
-from controller.policy import Guardrail, Policy
+from controller.core.flagd import CONTROL, TREATMENT
+from controller.core.metrictemplate import MetricTemplate
+from controller.core.policy import Guardrail, Policy
 
 _PLACEHOLDER = re.compile(r"\{\{\s*(variant|flag)\s*\}\}")
 

@@ -1,12 +1,12 @@
 """Flag stores kept in Kubernetes: a ConfigMap key, or an OpenFeature Operator ``FeatureFlag``.
 
-Both implement :class:`controller.flagstore.FlagStore` with optimistic concurrency instead of a lock:
+Both implement :class:`controller.adapters.flagstore.FlagStore` with optimistic concurrency instead of a lock:
 
 - ``read()`` returns the document and the object's ``resourceVersion`` as the snapshot's version;
 - ``write(document, expected, changed)`` replaces (HTTP PUT) the object exactly as ``expected`` read
   it, with only the flag document changed, carrying ``expected.version`` as its resourceVersion. If
   anyone wrote the object since, the API server answers 409 and nothing is overwritten:
-  :class:`~controller.errors.WriteConflictError` tells the caller to read again and decide again
+  :class:`~controller.core.errors.WriteConflictError` tells the caller to read again and decide again
   from what is there now (the reconciler and the human commands do);
 - ``locked()`` takes no lock. Its block is the read-decide-write unit whose write only lands if
   nothing changed since the read in the block: a lock that is checked at the end rather than held
@@ -28,13 +28,13 @@ from lightkube import Client
 from lightkube.generic_resource import create_namespaced_resource
 from lightkube.resources.core_v1 import ConfigMap
 
-from controller.errors import FlagFileError, WriteConflictError
-from controller.flagd import parse_document, render_document
-from controller.flagstore import Snapshot, check_loadable
-from controller.kube.errors import KubeRejectedError, api_call
-from controller.kube.jsontext import splice_flags
-from controller.kube.objects import ObjectRef
-from controller.kube.options import DEFAULT_CONFIGMAP_KEY
+from controller.adapters.flagstore import Snapshot, check_loadable
+from controller.adapters.kube.errors import KubeRejectedError, api_call
+from controller.adapters.kube.jsontext import splice_flags
+from controller.adapters.kube.objects import ObjectRef
+from controller.adapters.kube.options import DEFAULT_CONFIGMAP_KEY
+from controller.core.errors import FlagFileError, WriteConflictError
+from controller.core.flagd import parse_document, render_document
 
 FEATUREFLAG_GROUP, FEATUREFLAG_VERSION = "core.openfeature.dev", "v1beta1"
 FeatureFlag = create_namespaced_resource(

@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
-from controller.checks import (
+from controller.core.checks import (
     Check,
     Readings,
     acting,
@@ -32,12 +32,12 @@ from controller.checks import (
     sample_ratio_mismatch,
     worst,
 )
-from controller.durations import format_duration
-from controller.errors import UsageError
-from controller.metrictemplate import MetricTemplate
-from controller.policy import Policy, pct
-from controller.queries import PlannedQuery, Source, plan
-from controller.state import ACTIVE, NOT_STARTED, Action, Outcome, RolloutState, Status
+from controller.core.durations import format_duration
+from controller.core.errors import UsageError
+from controller.core.metrictemplate import MetricTemplate
+from controller.core.policy import Policy, pct
+from controller.core.queries import PlannedQuery, Source, plan
+from controller.core.state import ACTIVE, NOT_STARTED, Action, Outcome, RolloutState, Status
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx2
 from lightkube import Client, ConfigError, KubeConfig
 
-from controller.kube.errors import KubeCredentialsError
+from controller.adapters.kube.errors import KubeCredentialsError
 
 REQUEST_TIMEOUT_SECONDS = 10.0
 SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
-from controller.errors import FlagFileError, FlagNotManagedError
-from controller.state import NOT_STARTED, RolloutState, Status
+from controller.core.errors import FlagFileError, FlagNotManagedError
+from controller.core.state import NOT_STARTED, RolloutState, Status
 
 SCHEMA_URL = "https://flagd.dev/schema/v0/flags.json"
 TOTAL_WEIGHT = 10_000  # one weight unit is 0.01 % of users

@@ -23,9 +23,9 @@ from typing import Any
 
 import httpx
 
-from controller.decisionlog import POLICY_REJECTED_PREFIX
-from controller.errors import UsageError
-from controller.prometheus import redact
+from controller.adapters.prometheus import redact
+from controller.core.errors import UsageError
+from controller.core.records import POLICY_REJECTED_PREFIX
 
 QUEUE_SIZE = 1000
 ATTEMPTS = 5

@@ -27,7 +27,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from controller.policy import (
+from controller.core.policy import (
     NAME_PATTERN,
     PLACEHOLDER_PATTERN,
     Metadata,

@@ -1,6 +1,6 @@
 """Ask Prometheus for instant values over its HTTP API, and judge each answer's shape.
 
-Every answer becomes a :class:`~controller.queries.Reading`: a number, ``no_data`` (no series, NaN,
+Every answer becomes a :class:`~controller.core.queries.Reading`: a number, ``no_data`` (no series, NaN,
 ±Inf) or ``error`` (unreachable, timeout, non-200, not JSON, truncated, several series where one is
 expected, a range vector). Nothing here raises into the caller for a bad answer: an outage is an
 ``error`` reading, never a pass and never a fail. The transport is injectable for tests.
@@ -17,8 +17,8 @@ from typing import Any
 
 import httpx
 
-from controller.promauth import PrometheusAuth
-from controller.queries import PlannedQuery, QueryKey, Reading, Split
+from controller.adapters.promauth import PrometheusAuth
+from controller.core.queries import PlannedQuery, QueryKey, Reading, Split
 
 MAX_BODY_BYTES = 8 * 1024 * 1024
 _SNIPPET = 120

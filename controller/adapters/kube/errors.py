@@ -21,8 +21,8 @@ from collections.abc import Iterator
 import httpx2
 from lightkube import ApiError, ConfigError
 
-from controller.errors import PermanentError, TemporaryError, WriteConflictError
-from controller.kube.objects import ObjectRef
+from controller.adapters.kube.objects import ObjectRef
+from controller.core.errors import PermanentError, TemporaryError, WriteConflictError
 
 
 class KubePermissionError(PermanentError):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from controller.errors import UsageError
+from controller.core.errors import UsageError
 
 # RFC 1123 labels (namespaces) and subdomains (object names), as the API server checks them.
 _LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")

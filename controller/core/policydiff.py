@@ -1,7 +1,7 @@
 """``flagroll diff OLD NEW``: what a policy edit changes, and what it would do to a running rollout.
 
 Pure: two policies (and optionally the flag's current state) in, lines out. The effect on a running
-rollout is computed by the same :func:`controller.decision.rebase` the controller uses, so the
+rollout is computed by the same :func:`controller.core.decision.rebase` the controller uses, so the
 preview cannot disagree with what will happen.
 """
 
@@ -11,9 +11,9 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
-from controller.decision import rebase
-from controller.policy import Policy, pct
-from controller.state import RolloutState, Status
+from controller.core.decision import rebase
+from controller.core.policy import Policy, pct
+from controller.core.state import RolloutState, Status
 
 
 def _flatten(value: Any, path: str = "") -> Iterator[tuple[str, Any]]:

@@ -29,7 +29,7 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
-from controller.durations import format_duration, parse_duration
+from controller.core.durations import format_duration, parse_duration
 
 API_VERSION = "flagroll/v1"
 KIND = "RolloutPolicy"

@@ -23,8 +23,8 @@ from typing import Any, Protocol
 
 from openfeature.contrib.tools.flagd.core import FlagdCore
 
-from controller.errors import FlagFileError, LockTimeoutError, WriteError
-from controller.flagd import parse_document, render_document
+from controller.core.errors import FlagFileError, LockTimeoutError, WriteError
+from controller.core.flagd import parse_document, render_document
 
 MAX_FLAG_FILE_BYTES = 64 * 1024 * 1024
 LOCK_POLL_SECONDS = 0.02

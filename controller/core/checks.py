@@ -12,10 +12,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from controller import sequential, srm
-from controller.durations import format_duration
-from controller.policy import Bounds, Guardrail, Policy
-from controller.queries import (
+from controller.core import sequential, srm
+from controller.core.durations import format_duration
+from controller.core.policy import Bounds, Guardrail, Policy
+from controller.core.queries import (
     SAMPLE_RATIO,
     Arm,
     Part,
@@ -28,7 +28,7 @@ from controller.queries import (
     arms,
     shown,
 )
-from controller.state import Outcome
+from controller.core.state import Outcome
 
 Readings = Mapping[QueryKey, Reading]
 

@@ -20,11 +20,11 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from controller.errors import Issue
-from controller.metrictemplate import TEMPLATE_KIND, MetricTemplate
-from controller.metrictemplate import semantic_issues as semantic_template_issues
-from controller.policy import KIND, FlagRef, Metadata, Policy, Spec, semantic_issues
-from controller.sharing import Parts
+from controller.core.errors import Issue
+from controller.core.metrictemplate import TEMPLATE_KIND, MetricTemplate
+from controller.core.metrictemplate import semantic_issues as semantic_template_issues
+from controller.core.policy import KIND, FlagRef, Metadata, Policy, Spec, semantic_issues
+from controller.core.sharing import Parts
 
 FieldPath = tuple[str | int, ...]
 Position = tuple[int, int]  # 1-based line and column
@@ -478,7 +478,7 @@ def load_file(path: Path) -> PolicySet:
 # parsing is the costly part (about 3 ms a policy), so unchanged text is not parsed again.
 MAX_CACHED_FILES = 20_000
 _parsed: dict[str, tuple[bytes, PolicySet]] = {}
-# Parts equal across the kept policies are kept once (see controller.sharing).
+# Parts equal across the kept policies are kept once (see controller.core.sharing).
 _PARTS = Parts(own=(Policy, Metadata, Spec, FlagRef, MetricTemplate))
 
 

@@ -2,7 +2,8 @@
 
 - ``GET /healthz``: 200 while the reconcile loop is alive, 503 when it has not been heard from;
 - ``GET /readyz``: 200 once policies are loaded and Prometheus has answered, 503 before;
-- ``GET /metrics``: flagroll's metrics in the Prometheus text format (see :mod:`controller.telemetry`).
+- ``GET /metrics``: flagroll's metrics in the Prometheus text format
+  (see :mod:`controller.adapters.telemetry`).
 
 A small threaded server in the background: a slow scraper never delays a cycle.
 """
@@ -16,8 +17,8 @@ from types import TracebackType
 
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from controller.errors import UsageError
-from controller.telemetry import Telemetry
+from controller.adapters.telemetry import Telemetry
+from controller.core.errors import UsageError
 
 
 def parse_listen(text: str) -> tuple[str, int]:

@@ -12,13 +12,13 @@ import socket
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from controller.errors import UsageError
+from controller.core.errors import UsageError
 
 if TYPE_CHECKING:
     from lightkube import Client
 
-    from controller.flagstore import FlagStore
-    from controller.kube.lease import LeaseElector
+    from controller.adapters.flagstore import FlagStore
+    from controller.adapters.kube.lease import LeaseElector
 
 STORES = ("file", "configmap", "featureflag")
 DEFAULT_CONFIGMAP_KEY = "flags.flagd.json"
@@ -88,15 +88,15 @@ def uses_kubernetes(args: argparse.Namespace) -> bool:
 
 
 def connect(args: argparse.Namespace) -> Client:
-    from controller.kube.client import connect as connect_client
+    from controller.adapters.kube.client import connect as connect_client
 
     return connect_client(args.kubeconfig)
 
 
 def open_store(args: argparse.Namespace, client: Client | None = None) -> FlagStore:
-    from controller.kube.client import default_namespace
-    from controller.kube.objects import parse_ref
-    from controller.kube.stores import open_store as open_kube_store
+    from controller.adapters.kube.client import default_namespace
+    from controller.adapters.kube.objects import parse_ref
+    from controller.adapters.kube.stores import open_store as open_kube_store
 
     if not args.flag_object:
         raise UsageError(
@@ -114,9 +114,9 @@ def identity() -> str:
 
 
 def open_elector(args: argparse.Namespace, client: Client | None, log: Any) -> LeaseElector:
-    from controller.kube.client import default_namespace
-    from controller.kube.lease import LeaseElector
-    from controller.kube.objects import parse_ref
+    from controller.adapters.kube.client import default_namespace
+    from controller.adapters.kube.lease import LeaseElector
+    from controller.adapters.kube.objects import parse_ref
 
     client = client if client is not None else connect(args)
     ref = parse_ref(args.leader_election_lease, "--leader-election-lease", default_namespace(client))

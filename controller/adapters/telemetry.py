@@ -30,7 +30,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from controller.state import RolloutState
+from controller.core.state import RolloutState
 
 STATUSES = ("progressing", "paused", "stopped", "rolled_back", "completed", "promoted")
 CYCLE_BUCKETS_SECONDS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)

@@ -1,0 +1,137 @@
+"""The decision log: append-only JSON Lines, one record per evaluation.
+
+Each record is fsynced as it is appended. A crash can leave a torn last line; readers skip it with a
+warning, and the next append starts on a fresh line so that no complete record is ever damaged.
+Records are built and rendered by :mod:`controller.core.records`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+
+from controller.core.errors import WriteError
+from controller.core.records import Record
+
+Warn = Callable[[str], None]
+
+_TAIL_CHUNK = 64 * 1024
+APPEND_CHUNK_RECORDS = 200  # records serialised at a time: a cycle of thousands never builds one huge string
+
+
+class DecisionLog:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def append(self, records: Sequence[Record]) -> None:
+        if not records:
+            return
+        try:
+            with self.path.open("a+b") as handle:
+                if handle.tell() > 0:
+                    handle.seek(-1, os.SEEK_END)
+                    if handle.read(1) != b"\n":  # a torn line from a crash: start afresh
+                        handle.write(b"\n")
+                for start in range(0, len(records), APPEND_CHUNK_RECORDS):  # thousands a cycle at scale
+                    chunk = records[start : start + APPEND_CHUNK_RECORDS]
+                    lines = "".join(json.dumps(r, ensure_ascii=False, allow_nan=False) + "\n" for r in chunk)
+                    handle.write(lines.encode("utf-8"))
+                handle.flush()
+                os.fsync(handle.fileno())
+        except OSError as exc:
+            raise WriteError(f"cannot append to {self.path}: {exc.strerror or exc}") from exc
+
+
+def parse_line(line: bytes) -> Record | None:
+    try:
+        record = json.loads(line)
+    except (ValueError, RecursionError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def read_records(path: Path, warn: Warn | None = None) -> Iterator[Record]:
+    """Every complete record in order; unreadable lines are skipped with a warning."""
+    try:
+        handle = path.open("rb")
+    except FileNotFoundError:
+        return
+    with handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            record = parse_line(line)
+            if record is None:
+                if warn is not None:
+                    torn = "" if line.endswith(b"\n") else " (torn last line: a write was interrupted)"
+                    warn(f"{path}:{number}: skipped an unreadable record{torn}")
+                continue
+            yield record
+
+
+def last_by_flag(path: Path, flags: Iterable[str] | None = None) -> dict[str, Record]:
+    """The newest record of each flag, reading backwards so a long log costs little."""
+    wanted = set(flags) if flags is not None else None
+    found: dict[str, Record] = {}
+    try:
+        handle = path.open("rb")
+    except FileNotFoundError:
+        return found
+    with handle:
+        end = handle.seek(0, os.SEEK_END)
+        carry = b""
+        while end > 0 and (wanted is None or not wanted <= set(found)):
+            start = max(0, end - _TAIL_CHUNK)
+            handle.seek(start)
+            chunk = handle.read(end - start) + carry
+            lines = chunk.split(b"\n")
+            carry = lines.pop(0) if start > 0 else b""
+            for line in reversed(lines):
+                record = parse_line(line) if line.strip() else None
+                if record is None:
+                    continue
+                flag = record.get("flag")
+                if isinstance(flag, str) and flag not in found:
+                    found[flag] = record
+            end = start
+    return found
+
+
+def follow(
+    path: Path,
+    *,
+    poll_seconds: float = 0.5,
+    stop: Callable[[], bool] = lambda: False,
+    warn: Warn | None = None,
+) -> Iterator[Record]:
+    """Yield records as they are appended (existing ones first); a partial line waits to complete."""
+    position = 0
+    pending = b""
+    while not stop():
+        try:
+            with path.open("rb") as handle:
+                size = handle.seek(0, os.SEEK_END)
+                if size < position:  # truncated or replaced: start again
+                    position, pending = 0, b""
+                handle.seek(position)
+                data = handle.read()
+                position = handle.tell()
+        except FileNotFoundError:
+            data = b""
+        if data:
+            pending += data
+            *complete, pending = pending.split(b"\n")
+            for line in complete:
+                if not line.strip():
+                    continue
+                record = parse_line(line)
+                if record is None:
+                    if warn is not None:
+                        warn(f"{path}: skipped an unreadable record")
+                    continue
+                yield record
+            continue
+        time.sleep(poll_seconds)
