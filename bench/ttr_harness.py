@@ -119,6 +119,23 @@ class Watcher:
         api.shutdown()
 
 
+@dataclass(frozen=True)
+class Ready:
+    """A run ready for the injection: the index of the next record to read, and since when (monotonic
+    seconds) the arms have been exposed."""
+
+    index: int
+    exposed_since: float | None
+
+
+@dataclass(frozen=True)
+class Injection:
+    """When the regression was injected: monotonic seconds, and the wall clock for decision records."""
+
+    started: float
+    started_wall: datetime
+
+
 class Bench:
     """Measures one run after another on the same Prometheus, service, controller loop and client."""
 
@@ -188,17 +205,35 @@ class Bench:
         return result
 
     async def _measure(self, result: RunResult) -> None:
-        p = self.p
+        """A new revision; ready at its step; treatment users watched; the regression injected;
+        the time until the client evaluates off; the rollback record."""
         await self.wait_window_clear()
-        text = policy_text(p, result.run)
+        index = self._write_revision(result)
+        deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+        ready = await self._wait_ready(result, index, deadline)
+        if ready is None:
+            return
+        await self._watch_users(result, deadline)
+        injection = await self._inject(result, ready.exposed_since)
+        if injection is None:
+            return
+        await self._wait_off(result, injection.started)
+        await self._find_rollback(result, ready.index, injection)
+
+    def _write_revision(self, result: RunResult) -> int:
+        """Write this run's policy, a new revision; the index of the first record that may be its."""
+        text = policy_text(self.p, result.run)
         result.revision = revision_of_text(text)
         index = self.consumed
         path = self.directory / "policies" / f"{POLICY_NAME}.yaml"
         if path.read_text() != text:  # the first run's policy is there from the start
             atomic_write(path, text)
+        return index
 
-        # Ready: at the step, exposed for a full window plus two scrapes, the last checks passing.
-        deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+    async def _wait_ready(self, result: RunResult, index: int, deadline: float) -> Ready | None:
+        """Until the rollout is at the step, exposed for a full window plus two scrapes, the last
+        checks passing; None (and the problem told) when it rolled back before."""
+        p = self.p
         exposed_since: float | None = None
         streak = 0
         while True:
@@ -211,7 +246,7 @@ class Bench:
                 continue
             if record.get("action") == "rollback":
                 result.problem = "rolled back before the regression was injected"
-                return
+                return None
             if exposed_since is None and record.get("to_percent"):  # the advance, or a run that went on
                 exposed_since = seen.cycle_finished
             streak = streak + 1 if passing(record, p.percent) else 0
@@ -232,17 +267,22 @@ class Bench:
             None,
         )
         result.error_rate_before = before.get("value") if before is not None else None
+        return Ready(index, exposed_since)
 
-        # Treatment users, as this process's client sees the flag file.
+    async def _watch_users(self, result: RunResult, deadline: float) -> None:
+        """Treatment users, as this process's client sees the flag file."""
         users = self.watcher.treatment_users()
         while len(users) < WATCHED_USERS:
             if time.monotonic() >= deadline:
                 raise TimeoutError("the client did not see the treatment arm")
-            await asyncio.sleep(p.client_poll_seconds)
+            await asyncio.sleep(self.p.client_poll_seconds)
             users = self.watcher.treatment_users()
         result.users = sorted(self.rng.sample(users, WATCHED_USERS), key=lambda u: int(u[1:]))
 
-        # Inject at a random moment between two checks.
+    async def _inject(self, result: RunResult, exposed_since: float | None) -> Injection | None:
+        """Inject at a random moment between two checks; None (and the problem told) when the
+        watched users were not in treatment any more."""
+        p = self.p
         phase = self.rng.uniform(0.1, 0.9)
         previous = self.driver.cycle_starts[-1]
         inject_at = previous + phase * p.interval_seconds
@@ -252,15 +292,17 @@ class Bench:
         await asyncio.sleep(inject_at - time.monotonic())
         if not all(is_on(self.watcher.evaluate(u)) for u in result.users):
             result.problem = "the watched users were not in treatment any more before the injection"
-            return
+            return None
         started = time.monotonic()
         started_wall = datetime.now(UTC)
         os.kill(self.service.pid, signal.SIGUSR1)
         result.exposed_seconds_before_injection = round(started - (exposed_since or started), 3)
         checks_before = [s for s in self.driver.cycle_starts if s <= started]
         result.injection_phase = round((started - checks_before[-1]) / p.interval_seconds, 3)
+        return Injection(started, started_wall)
 
-        # Measure: evaluate every 20 ms until every watched user gets off.
+    async def _wait_off(self, result: RunResult, started: float) -> None:
+        """The measure: evaluate every 20 ms until every watched user gets off."""
         deadline = started + ROLLBACK_TIMEOUT_SECONDS
         while True:
             self._alive()
@@ -269,16 +311,17 @@ class Bench:
             if off:
                 result.seconds = round(now - started, 3)  # milliseconds: the poll is 20 ms
                 result.client_saw_off = True
-                break
+                return
             if now >= deadline:
                 result.problem = (
                     f"the client still evaluated on {ROLLBACK_TIMEOUT_SECONDS:g}s after the injection"
                 )
-                break
+                return
             await asyncio.sleep(EVALUATION_POLL_SECONDS)
 
-        # The rollback record (appended just after the flag file was written).
-        deadline = time.monotonic() + 2 * p.interval_seconds + 5
+    async def _find_rollback(self, result: RunResult, index: int, injection: Injection) -> None:
+        """The rollback record (appended just after the flag file was written)."""
+        deadline = time.monotonic() + 2 * self.p.interval_seconds + 5
         while True:
             try:
                 seen = await self._next_record(index, deadline, "the rollback record")
@@ -290,7 +333,9 @@ class Bench:
             if seen.record.get("revision") == result.revision and seen.record.get("action") == "rollback":
                 break
         result.rolled_back = True
-        result.rollback_record_seconds = round((record_time(seen.record) - started_wall).total_seconds(), 3)
+        result.rollback_record_seconds = round(
+            (record_time(seen.record) - injection.started_wall).total_seconds(), 3
+        )
         check = tripped(seen.record)
         if check is not None:
             result.guardrail = str(check.get("name"))
