@@ -4,10 +4,11 @@ fixed thresholds configured the way users of other rollout tools do, on the same
 
 The decisions are flagroll's own: each policy is loaded from YAML by the real loader, and every
 look goes through ``decision.rebase`` → ``decision.queries_for`` → ``decision.decide``. Only
-Prometheus is simulated: :class:`SimulatedPrometheus` keeps per-arm counters (requests, errors,
-histogram buckets, flag evaluations) fed by Poisson arrivals, and answers the PromQL that the real
-query planner wrote (``sum(increase(…[Ns]))``, ``rate`` ratios, ``histogram_quantile``), so the
-window arithmetic, ``{{variant}}`` substitution and ``le`` matchers are exercised too.
+Prometheus is simulated (bench/simprom.py): :class:`~bench.simprom.SimulatedPrometheus` keeps
+per-arm counters (requests, errors, histogram buckets, flag evaluations) fed by Poisson arrivals,
+and answers the PromQL that the real query planner wrote (``sum(increase(…[Ns]))``, ``rate``
+ratios, ``histogram_quantile``), so the window arithmetic, ``{{variant}}`` substitution and ``le``
+matchers are exercised too.
 
     .venv/bin/python bench/simulate.py                 # 1,000 rollouts per scenario (a few minutes)
     .venv/bin/python bench/simulate.py --runs 100      # quicker, rougher
@@ -19,12 +20,9 @@ See docs/statistics.md for the model, the figures and how to read them.
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import math
 import os
-import re
-import statistics
 import sys
 import time
 from collections.abc import Sequence
@@ -35,24 +33,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
+if not __package__:  # run as a file (python bench/simulate.py): make the bench package importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.simprom import SLO_SECONDS, TICK_SECONDS, Scenario, SimulatedPrometheus, simulate_traffic
 from controller.adapters.policyfile import load_text
 from controller.core.decision import decide, queries_for, rebase
 from controller.core.policy import Policy
-from controller.core.queries import Arm, PlannedQuery, QueryKey, Reading
 from controller.core.state import Action, RolloutState, Status
 
 ROOT = Path(__file__).resolve().parent.parent
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
-TICK_SECONDS = 15  # Prometheus scrape interval: counters advance in steps of this
 INTERVAL_SECONDS = 30  # the policies' check interval
-BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0)
-SLO_SECONDS = 0.3  # "p95 ≤ 300 ms"
 FLAG = "checkout-http-client"
-VARIANT = {Arm.TREATMENT: "on", Arm.CONTROL: "control"}
-
-Array = npt.NDArray[np.float64]
 
 # The policies --------------------------------------------------------------------------------
 
@@ -148,213 +142,6 @@ def load(text: str) -> Policy:
     if loaded.errors:
         raise SystemExit("\n".join(str(e) for e in loaded.errors))
     return loaded.policies[0].policy
-
-
-# Traffic ---------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Scenario:
-    name: str
-    title: str
-    requests_per_second: float  # per arm
-    error_ratio: float = 0.01
-    latency_median_seconds: float = 0.12
-    latency_p95_seconds: float = 0.3
-    regression_at_seconds: int = 0  # after exposure starts
-    error_factor: float = 1.0  # treatment's error ratio is multiplied by this after the regression
-    slow_share_factor: float = 1.0  # treatment's share of requests slower than the SLO, likewise
-    exposure_loss: float = 0.0  # share of the treatment arm's flag evaluations that go unrecorded
-
-    @property
-    def regression(self) -> bool:
-        return self.error_factor != 1.0 or self.slow_share_factor != 1.0
-
-    @property
-    def sigma(self) -> float:
-        """Log-normal latency: median and p95 fix its two parameters."""
-        return math.log(
-            self.latency_p95_seconds / self.latency_median_seconds
-        ) / statistics.NormalDist().inv_cdf(0.95)
-
-    def slow_share(self, scale: float = 1.0) -> float:
-        """Share of requests slower than the SLO when every latency is multiplied by ``scale``."""
-        z = (math.log(SLO_SECONDS / scale) - math.log(self.latency_median_seconds)) / self.sigma
-        return 1.0 - statistics.NormalDist().cdf(z)
-
-    def latency_scale(self) -> float:
-        """The latency multiplier that raises the slow share by ``slow_share_factor``."""
-        target = self.slow_share() * self.slow_share_factor
-        if not 0 < target < 1:
-            raise ValueError(f"slow share {target} is not a share")
-        z = statistics.NormalDist().inv_cdf(1.0 - target)
-        return SLO_SECONDS / math.exp(math.log(self.latency_median_seconds) + z * self.sigma)
-
-    def bucket_shares(self, scale: float) -> list[float]:
-        """Probability of each bucket (BUCKETS, then +Inf) for latencies multiplied by ``scale``."""
-        normal = statistics.NormalDist()
-        below = [
-            normal.cdf((math.log(edge / scale) - math.log(self.latency_median_seconds)) / self.sigma)
-            for edge in BUCKETS
-        ]
-        shares = [below[0]] + [b - a for a, b in itertools.pairwise(below)] + [1.0 - below[-1]]
-        return [max(s, 0.0) for s in shares]
-
-
-@dataclass
-class ArmSeries:
-    """Cumulative counters of one arm at each tick (index 0 = exposure start, all zero)."""
-
-    requests: Array
-    errors: Array
-    buckets: Array  # ticks × len(BUCKETS): cumulative count at or below each edge
-    evaluations: Array
-
-
-def simulate_traffic(scenario: Scenario, ticks: int, rng: np.random.Generator) -> dict[Arm, ArmSeries]:
-    start = scenario.regression_at_seconds // TICK_SECONDS
-    scale = scenario.latency_scale() if scenario.slow_share_factor != 1.0 else 1.0
-    series = {}
-    for arm in (Arm.TREATMENT, Arm.CONTROL):
-        requests = rng.poisson(scenario.requests_per_second * TICK_SECONDS, ticks)
-        error_ratio = np.full(ticks, scenario.error_ratio)
-        bad = arm is Arm.TREATMENT and scenario.regression
-        if bad:
-            error_ratio[start:] = min(1.0, scenario.error_ratio * scenario.error_factor)
-        errors = rng.binomial(requests, error_ratio)
-        healthy = np.array(scenario.bucket_shares(1.0))
-        per_bucket = np.empty((ticks, len(BUCKETS) + 1), dtype=np.int64)
-        per_bucket[:start] = rng.multinomial(requests[:start], healthy)
-        per_bucket[start:] = rng.multinomial(
-            requests[start:], np.array(scenario.bucket_shares(scale)) if bad else healthy
-        )
-        evaluations = requests
-        if arm is Arm.TREATMENT and scenario.exposure_loss > 0:
-            evaluations = rng.binomial(requests, 1.0 - scenario.exposure_loss)
-        series[arm] = ArmSeries(
-            requests=_cumulative(requests),
-            errors=_cumulative(errors),
-            buckets=np.vstack([np.zeros(len(BUCKETS)), np.cumsum(per_bucket[:, :-1], axis=0).cumsum(axis=1)]),
-            evaluations=_cumulative(evaluations),
-        )
-    return series
-
-
-def _cumulative(per_tick: npt.NDArray[Any]) -> Array:
-    return np.concatenate([[0.0], np.cumsum(per_tick, dtype=np.float64)])
-
-
-# A Prometheus that answers from the simulated counters ---------------------------------------
-
-_RANGE = re.compile(r"(increase|rate)\(([A-Za-z_:][A-Za-z0-9_:]*)\{([^{}]*)\}\[(\d+)(s|m)\]\)")
-_VARIANT = re.compile(r'feature_flag_result_variant="([^"]*)"')
-_LE = re.compile(r'le=~?"([^"]*)"')
-
-
-class SimulatedPrometheus:
-    """Answers the PromQL shapes the simulated policies produce, from cumulative counters. Anything
-    else is an error reading, so a change in the planner cannot go unnoticed."""
-
-    def __init__(self, series: dict[Arm, ArmSeries]) -> None:
-        self.series = series
-        self.arm_of = {VARIANT[arm]: arm for arm in series}
-
-    def answer(self, queries: Sequence[PlannedQuery], tick: int) -> dict[QueryKey, Reading]:
-        return {q.key: self.query(q.promql, tick) for q in queries}
-
-    def query(self, promql: str, tick: int) -> Reading:
-        terms = _RANGE.findall(promql)
-        try:
-            if promql.startswith("histogram_quantile(") and len(terms) == 1:
-                quantile = float(promql.split("(", 1)[1].split(",", 1)[0])
-                return self._quantile(quantile, terms[0], tick)
-            if promql.startswith("sum(increase(") and len(terms) == 1:
-                return self._increase(terms[0], tick, per_second=False)
-            if promql.startswith("sum(rate(") and len(terms) == 2 and ") / sum(" in promql:
-                top = self._increase(terms[0], tick, per_second=True)
-                bottom = self._increase(terms[1], tick, per_second=True)
-                if top.value is None or bottom.value is None:
-                    return top if top.value is None else bottom
-                if bottom.value == 0:
-                    return Reading.no_data("NaN (e.g. 0/0: nothing in the window)")
-                return Reading.of(top.value / bottom.value)
-        except ValueError as exc:
-            return Reading.error(str(exc))
-        return Reading.error(f"the simulator does not understand {promql!r}")
-
-    def _window_ticks(self, amount: str, unit: str) -> int:
-        seconds = int(amount) * (60 if unit == "m" else 1)
-        return max(1, round(seconds / TICK_SECONDS))
-
-    def _values(self, metric: str, labels: str, tick: int) -> tuple[ArmSeries, Array]:
-        found = _VARIANT.search(labels)
-        if found is None or found.group(1) not in self.arm_of:
-            raise ValueError(f"no arm in {labels!r}")
-        arm = self.series[self.arm_of[found.group(1)]]
-        if metric == "http_server_requests_total":
-            return arm, arm.errors if 'code=~"5.."' in labels else arm.requests
-        if metric == "feature_flag_evaluations_total":
-            return arm, arm.evaluations
-        if metric == "http_server_request_duration_seconds_count":
-            return arm, arm.requests
-        if metric == "http_server_request_duration_seconds_bucket":
-            le = _LE.search(labels)
-            if le is None:
-                raise ValueError("a bucket selector without le is answered by histogram_quantile only")
-            spelled = le.group(1).replace("\\\\", "\\")
-            for index, edge in enumerate(BUCKETS):
-                if re.fullmatch(spelled, repr(edge)) or re.fullmatch(spelled, f"{edge:g}"):
-                    return arm, arm.buckets[:, index]
-            raise _Empty()
-        raise ValueError(f"unknown metric {metric}")
-
-    def _increase(self, term: tuple[str, ...], tick: int, *, per_second: bool) -> Reading:
-        _, metric, labels, amount, unit = term
-        try:
-            arm, values = self._values(metric, labels, tick)
-        except _Empty:
-            return Reading.no_data("empty result: no series matched")
-        if arm.requests[tick] == 0:
-            return Reading.no_data("empty result: no series matched")  # no request yet: no series
-        window = self._window_ticks(amount, unit)
-        value = float(values[tick] - values[max(0, tick - window)])
-        return Reading.of(value / (window * TICK_SECONDS) if per_second else value)
-
-    def _quantile(self, quantile: float, term: tuple[str, ...], tick: int) -> Reading:
-        _, metric, labels, amount, unit = term
-        if metric != "http_server_request_duration_seconds_bucket":
-            raise ValueError(f"histogram_quantile over {metric}")
-        found = _VARIANT.search(labels)
-        if found is None or found.group(1) not in self.arm_of:
-            raise ValueError(f"no arm in {labels!r}")
-        arm = self.series[self.arm_of[found.group(1)]]
-        window = self._window_ticks(amount, unit)
-        start = max(0, tick - window)
-        counts = arm.buckets[tick] - arm.buckets[start]
-        total = float(arm.requests[tick] - arm.requests[start])
-        if arm.requests[tick] == 0:
-            return Reading.no_data("empty result: no series matched")
-        if total == 0:
-            return Reading.no_data("NaN (e.g. 0/0: nothing in the window)")
-        return Reading.of(histogram_quantile(quantile, list(BUCKETS), [float(c) for c in counts], total))
-
-
-class _Empty(Exception):
-    pass
-
-
-def histogram_quantile(q: float, edges: list[float], cumulative: list[float], total: float) -> float:
-    """Prometheus's interpolation: linear within the bucket holding rank q·total; a rank in the
-    +Inf bucket gives the highest finite edge."""
-    rank = q * total
-    lower_edge, lower_count = 0.0, 0.0
-    for edge, count in zip(edges, cumulative, strict=True):
-        if count >= rank:
-            if count == lower_count:
-                return edge
-            return lower_edge + (edge - lower_edge) * (rank - lower_count) / (count - lower_count)
-        lower_edge, lower_count = edge, count
-    return edges[-1]
 
 
 # Running rollouts ------------------------------------------------------------------------------
@@ -657,7 +444,7 @@ def plot(
     plt.close(fig)
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--runs", type=int, default=1000, help="simulated rollouts per scenario")
     parser.add_argument("--seed", type=int, default=20261102)
@@ -697,19 +484,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "simulation.json")
     parser.add_argument("--plot", type=Path, default=ROOT / "docs" / "time-to-rollback.png")
     parser.add_argument("--no-plot", action="store_true")
-    args = parser.parse_args(argv)
-    if args.fixed is None:
-        args.fixed = ["0.02,0.35", "0.05,0.5"]
-    chosen = [
+    return parser
+
+
+def _chosen_scenarios(args: argparse.Namespace) -> list[Scenario]:
+    """The scenarios asked for, the regression moved to ``--regression-at`` where there is one."""
+    return [
         replace(s, regression_at_seconds=args.regression_at if s.regression else 0)
         for s in scenarios()
         if not args.scenario or s.name in args.scenario
     ]
-    if not chosen:
-        parser.error(f"no scenario named {args.scenario}; choose from {[s.name for s in scenarios()]}")
-    chosen_rules = rules(args)
+
+
+def _simulate_all(
+    args: argparse.Namespace, chosen: list[Scenario], chosen_rules: list[Rule], started: float
+) -> dict[str, dict[str, RuleSummary]]:
     max_looks = args.minutes * 60 // INTERVAL_SECONDS
-    started = time.monotonic()
     results: dict[str, dict[str, RuleSummary]] = {}
     for scenario in chosen:
         results[scenario.name] = simulate(
@@ -719,11 +509,19 @@ def main(argv: list[str] | None = None) -> int:
             f"  {scenario.name}: {args.runs} rollouts simulated ({time.monotonic() - started:.0f}s)",
             file=sys.stderr,
         )
-    print(table(results, chosen))
-    print()
-    for what, ok, value in targets(results, args.alpha):
-        print(f"  [{'met ' if ok else 'MISS'}] {what}: {value}")
-    document = {
+    return results
+
+
+def _document(
+    argv: list[str] | None,
+    args: argparse.Namespace,
+    chosen: list[Scenario],
+    chosen_rules: list[Rule],
+    results: dict[str, dict[str, RuleSummary]],
+    started: float,
+) -> dict[str, Any]:
+    """Every figure of the run, as written to ``--json``."""
+    return {
         "command": "bench/simulate.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "runs": args.runs,
         "seed": args.seed,
@@ -742,6 +540,24 @@ def main(argv: list[str] | None = None) -> int:
         ],
         "policies": {rule.name: rule.policy_text for rule in chosen_rules},
     }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.fixed is None:
+        args.fixed = ["0.02,0.35", "0.05,0.5"]
+    chosen = _chosen_scenarios(args)
+    if not chosen:
+        parser.error(f"no scenario named {args.scenario}; choose from {[s.name for s in scenarios()]}")
+    chosen_rules = rules(args)
+    started = time.monotonic()
+    results = _simulate_all(args, chosen, chosen_rules, started)
+    print(table(results, chosen))
+    print()
+    for what, ok, value in targets(results, args.alpha):
+        print(f"  [{'met ' if ok else 'MISS'}] {what}: {value}")
+    document = _document(argv, args, chosen, chosen_rules, results, started)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(document, indent=1, ensure_ascii=False) + "\n")
     print(f"\nJSON: {args.json}")

@@ -17,6 +17,7 @@ from openfeature.exception import ErrorCode
 from openfeature.flag_evaluation import FlagEvaluationDetails
 
 from bench import time_to_rollback as ttr
+from bench import ttr_parameters, ttr_records, ttr_results
 from controller.adapters.decisionlog import read_records
 from controller.adapters.policyfile import load_text
 from controller.demo import runner
@@ -44,7 +45,7 @@ def test_one_run_against_the_real_components_rolls_back_within_the_bound(tmp_pat
     assert run["problem"] is None
     assert run["guardrail"] == "error-rate"
     assert run["value"] > run["bound"] == 0.05
-    assert len(run["users"]) == ttr.WATCHED_USERS
+    assert len(run["users"]) == ttr_parameters.WATCHED_USERS
 
     bound = float(re.findall(r"^bound: .* = (\d+\.\d+)s$", printed, re.MULTILINE)[0])
     assert bound == pytest.approx(document["bound"]["seconds"], abs=0.01)
@@ -77,55 +78,55 @@ def test_one_run_against_the_real_components_rolls_back_within_the_bound(tmp_pat
 
 
 def test_the_bound_is_the_demos_formula_plus_one_client_poll() -> None:
-    p = ttr.Parameters()
+    p = ttr_parameters.Parameters()
     assert p.share == pytest.approx((0.05 - 0.001) / (0.2 - 0.001))
-    assert ttr.bound_seconds(p) == pytest.approx(2 * 1 + p.share * 10 + 2 + 0.2)
+    assert ttr_parameters.bound_seconds(p) == pytest.approx(2 * 1 + p.share * 10 + 2 + 0.2)
     # The demo runs with the same scrape, window, interval, bound and error ratios.
-    assert ttr.bound_seconds(p) == pytest.approx(runner._bound_seconds() + p.client_poll_seconds)
-    assert ttr.bound_formula(p) == (
+    assert ttr_parameters.bound_seconds(p) == pytest.approx(runner._bound_seconds() + p.client_poll_seconds)
+    assert ttr_parameters.bound_formula(p) == (
         "2 × scrape (1s) + 0.25 × rate window (10s) + check interval (2s) + client poll (0.2s) = 6.66s"
     )
 
 
 def test_the_bound_follows_the_parameters() -> None:
-    p = ttr.Parameters(
+    p = ttr_parameters.Parameters(
         scrape_seconds=15, window_seconds=120, interval_seconds=30, client_poll_ms=500, error_bound=0.02
     )
     share = (0.02 - 0.001) / (0.2 - 0.001)
-    assert ttr.bound_seconds(p) == pytest.approx(30 + share * 120 + 30 + 0.5)
+    assert ttr_parameters.bound_seconds(p) == pytest.approx(30 + share * 120 + 30 + 0.5)
 
 
-def _run(number: int, seconds: float | None, *, ok: bool = True) -> ttr.RunResult:
-    return ttr.RunResult(number, rolled_back=ok, client_saw_off=ok, seconds=seconds)
+def _run(number: int, seconds: float | None, *, ok: bool = True) -> ttr_results.RunResult:
+    return ttr_results.RunResult(number, rolled_back=ok, client_saw_off=ok, seconds=seconds)
 
 
 def test_the_summary_gives_median_and_max_and_judges_the_target() -> None:
-    summary = ttr.summarise([_run(1, 4.0), _run(2, 2.0), _run(3, 9.0), _run(4, 3.0)])
+    summary = ttr_results.summarise([_run(1, 4.0), _run(2, 2.0), _run(3, 9.0), _run(4, 3.0)])
     assert (summary.median_seconds, summary.max_seconds, summary.min_seconds) == (3.5, 9.0, 2.0)
     assert (summary.runs, summary.rolled_back) == (4, 4)
     assert summary.target_met
     assert summary.ok
 
-    slow = ttr.summarise([_run(1, 16.0), _run(2, 14.0), _run(3, 20.0)])
+    slow = ttr_results.summarise([_run(1, 16.0), _run(2, 14.0), _run(3, 20.0)])
     assert slow.median_seconds == 16.0
     assert not slow.target_met
     assert not slow.ok
 
 
 def test_a_run_without_rollback_fails_the_benchmark_even_when_the_median_is_met() -> None:
-    missed = ttr.RunResult(2, problem="the client still evaluated on 30s after the injection")
-    summary = ttr.summarise([_run(1, 4.0), missed, _run(3, 5.0)])
+    missed = ttr_results.RunResult(2, problem="the client still evaluated on 30s after the injection")
+    summary = ttr_results.summarise([_run(1, 4.0), missed, _run(3, 5.0)])
     assert (summary.rolled_back, summary.median_seconds) == (2, 4.5)
     assert summary.target_met
     assert not summary.ok
-    assert "FAILED: the client still evaluated on" in ttr.run_line(missed, 3)
-    assert not ttr.summarise([]).ok
+    assert "FAILED: the client still evaluated on" in ttr_results.run_line(missed, 3)
+    assert not ttr_results.summarise([]).ok
 
 
 def test_the_report_prints_every_figure_the_docs_quote() -> None:
-    p = ttr.Parameters()
+    p = ttr_parameters.Parameters()
     results = [_run(1, 4.25), _run(2, 3.5)]
-    lines = "\n".join(ttr.report_lines(p, results, ttr.summarise(results)))
+    lines = "\n".join(ttr_results.report_lines(p, results, ttr_results.summarise(results)))
     assert "4.25, 3.50" in lines
     assert "median 3.88s, max 4.25s" in lines
     assert "scrape interval 1s, rate window 10s, check interval 2s" in lines
@@ -134,12 +135,12 @@ def test_the_report_prints_every_figure_the_docs_quote() -> None:
 
 
 def test_each_run_is_a_new_revision_of_a_valid_policy_with_the_benchmarks_parameters() -> None:
-    p = ttr.Parameters()
-    loaded = [load_text(ttr.policy_text(p, run), "<test>") for run in (1, 2)]
+    p = ttr_parameters.Parameters()
+    loaded = [load_text(ttr_parameters.policy_text(p, run), "<test>") for run in (1, 2)]
     assert not [issue for policies in loaded for issue in policies.issues]
     first, second = (policies.policies[0].policy for policies in loaded)
     assert first.revision != second.revision
-    assert ttr.revision_of_text(ttr.policy_text(p, 1)) == first.revision
+    assert ttr_parameters.revision_of_text(ttr_parameters.policy_text(p, 1)) == first.revision
     spec = first.spec
     assert spec.interval_seconds == 2
     assert [step.percent for step in spec.steps] == [50]
@@ -147,9 +148,9 @@ def test_each_run_is_a_new_revision_of_a_valid_policy_with_the_benchmarks_parame
     assert spec.traffic.min_samples == 40
     (guardrail,) = spec.guardrails
     assert guardrail.name == "error-rate"
-    assert "[10s]" in ttr.policy_text(p, 1)
-    assert "[10s]" in ttr.treatment_error_ratio_query(p)
-    assert 'feature_flag_result_variant="on"' in ttr.treatment_error_ratio_query(p)
+    assert "[10s]" in ttr_parameters.policy_text(p, 1)
+    assert "[10s]" in ttr_parameters.treatment_error_ratio_query(p)
+    assert 'feature_flag_result_variant="on"' in ttr_parameters.treatment_error_ratio_query(p)
 
 
 def _record(action: str, *verdicts: str, percent: float = 50.0) -> dict[str, Any]:
@@ -166,18 +167,18 @@ def _record(action: str, *verdicts: str, percent: float = 50.0) -> dict[str, Any
 
 
 def test_only_a_hold_at_the_step_with_every_check_passing_counts_as_passing() -> None:
-    assert ttr.passing(_record("hold", "pass"), 50.0)
-    assert not ttr.passing(_record("hold", "no_data"), 50.0)
-    assert not ttr.passing(_record("hold", "pass", percent=20.0), 50.0)
-    assert not ttr.passing(_record("advance", "pass"), 50.0)
-    assert not ttr.passing({**_record("hold"), "checks": []}, 50.0)
+    assert ttr_records.passing(_record("hold", "pass"), 50.0)
+    assert not ttr_records.passing(_record("hold", "no_data"), 50.0)
+    assert not ttr_records.passing(_record("hold", "pass", percent=20.0), 50.0)
+    assert not ttr_records.passing(_record("advance", "pass"), 50.0)
+    assert not ttr_records.passing({**_record("hold"), "checks": []}, 50.0)
 
 
 def test_the_tripped_guardrail_and_the_record_time_are_read_from_the_rollback_record() -> None:
     record = _record("rollback", "pass", "fail")
-    assert ttr.tripped(record) == record["checks"][2]
-    assert ttr.tripped(_record("hold", "pass")) is None
-    moment = ttr.record_time(record)
+    assert ttr_records.tripped(record) == record["checks"][2]
+    assert ttr_records.tripped(_record("hold", "pass")) is None
+    moment = ttr_records.record_time(record)
     offset = moment.utcoffset()
     assert offset is not None
     assert offset.total_seconds() == 0
@@ -190,8 +191,10 @@ def test_on_and_off_need_the_variant_and_no_error() -> None:
     ) -> FlagEvaluationDetails[bool]:
         return FlagEvaluationDetails(FLAG, value, variant=variant, error_code=error)
 
-    assert ttr.is_on(details(True, "on"))
-    assert ttr.is_off(details(False, "off"))
-    assert not ttr.is_off(details(False, "control"))  # a control user was never in treatment
-    assert not ttr.is_off(details(False, None, ErrorCode.FLAG_NOT_FOUND))  # the default, not a rollback
-    assert not ttr.is_on(details(True, "on", ErrorCode.GENERAL))
+    assert ttr_records.is_on(details(True, "on"))
+    assert ttr_records.is_off(details(False, "off"))
+    assert not ttr_records.is_off(details(False, "control"))  # a control user was never in treatment
+    assert not ttr_records.is_off(
+        details(False, None, ErrorCode.FLAG_NOT_FOUND)
+    )  # the default, not a rollback
+    assert not ttr_records.is_on(details(True, "on", ErrorCode.GENERAL))

@@ -9,20 +9,20 @@ import argparse
 import numpy as np
 import pytest
 
-from bench import simulate
+from bench import simprom, simulate
 from controller.core.queries import Arm, Reading
 
 
 def test_prometheus_histogram_quantile_interpolates_like_prometheus() -> None:
     # 100 requests: 50 at or under 0.1 s, 90 at or under 0.2 s, all at or under 0.4 s.
     edges, cumulative = [0.1, 0.2, 0.4], [50.0, 90.0, 100.0]
-    assert simulate.histogram_quantile(0.5, edges, cumulative, 100) == pytest.approx(0.1)
-    assert simulate.histogram_quantile(0.95, edges, cumulative, 100) == pytest.approx(0.2 + 0.2 * 5 / 10)
-    assert simulate.histogram_quantile(0.99, edges, [50.0, 90.0, 95.0], 100) == 0.4  # in +Inf: top edge
+    assert simprom.histogram_quantile(0.5, edges, cumulative, 100) == pytest.approx(0.1)
+    assert simprom.histogram_quantile(0.95, edges, cumulative, 100) == pytest.approx(0.2 + 0.2 * 5 / 10)
+    assert simprom.histogram_quantile(0.99, edges, [50.0, 90.0, 95.0], 100) == 0.4  # in +Inf: top edge
 
 
 def test_the_latency_model_gives_the_requested_slow_share() -> None:
-    scenario = simulate.Scenario("s", "s", 50.0, slow_share_factor=1.2)
+    scenario = simprom.Scenario("s", "s", 50.0, slow_share_factor=1.2)
     assert scenario.slow_share() == pytest.approx(0.05)  # p95 is the 300 ms bound
     assert scenario.slow_share(scenario.latency_scale()) == pytest.approx(0.06)
     assert sum(scenario.bucket_shares(1.0)) == pytest.approx(1.0)
@@ -30,8 +30,8 @@ def test_the_latency_model_gives_the_requested_slow_share() -> None:
 
 def test_the_simulated_prometheus_refuses_queries_it_does_not_understand() -> None:
     rng = np.random.default_rng(1)
-    series = simulate.simulate_traffic(simulate.Scenario("s", "s", 10.0), 8, rng)
-    prometheus = simulate.SimulatedPrometheus(series)
+    series = simprom.simulate_traffic(simprom.Scenario("s", "s", 10.0), 8, rng)
+    prometheus = simprom.SimulatedPrometheus(series)
     answer = prometheus.query('max(http_server_requests_total{feature_flag_result_variant="on"})', 4)
     assert answer == Reading.error(
         "the simulator does not understand 'max(http_server_requests_total{feature_flag_result_variant=\"on\"})'"

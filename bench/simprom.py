@@ -1,0 +1,236 @@
+"""Simulated traffic and a simulated Prometheus for the rollout simulator (bench/simulate.py).
+
+:func:`simulate_traffic` draws per-arm counters (requests, errors, histogram buckets, flag
+evaluations) from Poisson arrivals, one step per scrape; :class:`SimulatedPrometheus` answers the
+PromQL that flagroll's real query planner wrote (``sum(increase(…[Ns]))``, ``rate`` ratios,
+``histogram_quantile``) from those counters, so the window arithmetic, ``{{variant}}`` substitution
+and ``le`` matchers are exercised too.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import re
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from controller.core.queries import Arm, PlannedQuery, QueryKey, Reading
+
+TICK_SECONDS = 15  # Prometheus scrape interval: counters advance in steps of this
+BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0)
+SLO_SECONDS = 0.3  # "p95 ≤ 300 ms"
+VARIANT = {Arm.TREATMENT: "on", Arm.CONTROL: "control"}
+
+Array = npt.NDArray[np.float64]
+
+# Traffic ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    title: str
+    requests_per_second: float  # per arm
+    error_ratio: float = 0.01
+    latency_median_seconds: float = 0.12
+    latency_p95_seconds: float = 0.3
+    regression_at_seconds: int = 0  # after exposure starts
+    error_factor: float = 1.0  # treatment's error ratio is multiplied by this after the regression
+    slow_share_factor: float = 1.0  # treatment's share of requests slower than the SLO, likewise
+    exposure_loss: float = 0.0  # share of the treatment arm's flag evaluations that go unrecorded
+
+    @property
+    def regression(self) -> bool:
+        return self.error_factor != 1.0 or self.slow_share_factor != 1.0
+
+    @property
+    def sigma(self) -> float:
+        """Log-normal latency: median and p95 fix its two parameters."""
+        return math.log(
+            self.latency_p95_seconds / self.latency_median_seconds
+        ) / statistics.NormalDist().inv_cdf(0.95)
+
+    def slow_share(self, scale: float = 1.0) -> float:
+        """Share of requests slower than the SLO when every latency is multiplied by ``scale``."""
+        z = (math.log(SLO_SECONDS / scale) - math.log(self.latency_median_seconds)) / self.sigma
+        return 1.0 - statistics.NormalDist().cdf(z)
+
+    def latency_scale(self) -> float:
+        """The latency multiplier that raises the slow share by ``slow_share_factor``."""
+        target = self.slow_share() * self.slow_share_factor
+        if not 0 < target < 1:
+            raise ValueError(f"slow share {target} is not a share")
+        z = statistics.NormalDist().inv_cdf(1.0 - target)
+        return SLO_SECONDS / math.exp(math.log(self.latency_median_seconds) + z * self.sigma)
+
+    def bucket_shares(self, scale: float) -> list[float]:
+        """Probability of each bucket (BUCKETS, then +Inf) for latencies multiplied by ``scale``."""
+        normal = statistics.NormalDist()
+        below = [
+            normal.cdf((math.log(edge / scale) - math.log(self.latency_median_seconds)) / self.sigma)
+            for edge in BUCKETS
+        ]
+        shares = [below[0]] + [b - a for a, b in itertools.pairwise(below)] + [1.0 - below[-1]]
+        return [max(s, 0.0) for s in shares]
+
+
+@dataclass
+class ArmSeries:
+    """Cumulative counters of one arm at each tick (index 0 = exposure start, all zero)."""
+
+    requests: Array
+    errors: Array
+    buckets: Array  # ticks × len(BUCKETS): cumulative count at or below each edge
+    evaluations: Array
+
+
+def simulate_traffic(scenario: Scenario, ticks: int, rng: np.random.Generator) -> dict[Arm, ArmSeries]:
+    start = scenario.regression_at_seconds // TICK_SECONDS
+    scale = scenario.latency_scale() if scenario.slow_share_factor != 1.0 else 1.0
+    series = {}
+    for arm in (Arm.TREATMENT, Arm.CONTROL):
+        requests = rng.poisson(scenario.requests_per_second * TICK_SECONDS, ticks)
+        error_ratio = np.full(ticks, scenario.error_ratio)
+        bad = arm is Arm.TREATMENT and scenario.regression
+        if bad:
+            error_ratio[start:] = min(1.0, scenario.error_ratio * scenario.error_factor)
+        errors = rng.binomial(requests, error_ratio)
+        healthy = np.array(scenario.bucket_shares(1.0))
+        per_bucket = np.empty((ticks, len(BUCKETS) + 1), dtype=np.int64)
+        per_bucket[:start] = rng.multinomial(requests[:start], healthy)
+        per_bucket[start:] = rng.multinomial(
+            requests[start:], np.array(scenario.bucket_shares(scale)) if bad else healthy
+        )
+        evaluations = requests
+        if arm is Arm.TREATMENT and scenario.exposure_loss > 0:
+            evaluations = rng.binomial(requests, 1.0 - scenario.exposure_loss)
+        series[arm] = ArmSeries(
+            requests=_cumulative(requests),
+            errors=_cumulative(errors),
+            buckets=np.vstack([np.zeros(len(BUCKETS)), np.cumsum(per_bucket[:, :-1], axis=0).cumsum(axis=1)]),
+            evaluations=_cumulative(evaluations),
+        )
+    return series
+
+
+def _cumulative(per_tick: npt.NDArray[Any]) -> Array:
+    return np.concatenate([[0.0], np.cumsum(per_tick, dtype=np.float64)])
+
+
+# A Prometheus that answers from the simulated counters ---------------------------------------
+
+_RANGE = re.compile(r"(increase|rate)\(([A-Za-z_:][A-Za-z0-9_:]*)\{([^{}]*)\}\[(\d+)(s|m)\]\)")
+_VARIANT = re.compile(r'feature_flag_result_variant="([^"]*)"')
+_LE = re.compile(r'le=~?"([^"]*)"')
+
+
+class SimulatedPrometheus:
+    """Answers the PromQL shapes the simulated policies produce, from cumulative counters. Anything
+    else is an error reading, so a change in the planner cannot go unnoticed."""
+
+    def __init__(self, series: dict[Arm, ArmSeries]) -> None:
+        self.series = series
+        self.arm_of = {VARIANT[arm]: arm for arm in series}
+
+    def answer(self, queries: Sequence[PlannedQuery], tick: int) -> dict[QueryKey, Reading]:
+        return {q.key: self.query(q.promql, tick) for q in queries}
+
+    def query(self, promql: str, tick: int) -> Reading:
+        terms = _RANGE.findall(promql)
+        try:
+            if promql.startswith("histogram_quantile(") and len(terms) == 1:
+                quantile = float(promql.split("(", 1)[1].split(",", 1)[0])
+                return self._quantile(quantile, terms[0], tick)
+            if promql.startswith("sum(increase(") and len(terms) == 1:
+                return self._increase(terms[0], tick, per_second=False)
+            if promql.startswith("sum(rate(") and len(terms) == 2 and ") / sum(" in promql:
+                top = self._increase(terms[0], tick, per_second=True)
+                bottom = self._increase(terms[1], tick, per_second=True)
+                if top.value is None or bottom.value is None:
+                    return top if top.value is None else bottom
+                if bottom.value == 0:
+                    return Reading.no_data("NaN (e.g. 0/0: nothing in the window)")
+                return Reading.of(top.value / bottom.value)
+        except ValueError as exc:
+            return Reading.error(str(exc))
+        return Reading.error(f"the simulator does not understand {promql!r}")
+
+    def _window_ticks(self, amount: str, unit: str) -> int:
+        seconds = int(amount) * (60 if unit == "m" else 1)
+        return max(1, round(seconds / TICK_SECONDS))
+
+    def _values(self, metric: str, labels: str, tick: int) -> tuple[ArmSeries, Array]:
+        found = _VARIANT.search(labels)
+        if found is None or found.group(1) not in self.arm_of:
+            raise ValueError(f"no arm in {labels!r}")
+        arm = self.series[self.arm_of[found.group(1)]]
+        if metric == "http_server_requests_total":
+            return arm, arm.errors if 'code=~"5.."' in labels else arm.requests
+        if metric == "feature_flag_evaluations_total":
+            return arm, arm.evaluations
+        if metric == "http_server_request_duration_seconds_count":
+            return arm, arm.requests
+        if metric == "http_server_request_duration_seconds_bucket":
+            le = _LE.search(labels)
+            if le is None:
+                raise ValueError("a bucket selector without le is answered by histogram_quantile only")
+            spelled = le.group(1).replace("\\\\", "\\")
+            for index, edge in enumerate(BUCKETS):
+                if re.fullmatch(spelled, repr(edge)) or re.fullmatch(spelled, f"{edge:g}"):
+                    return arm, arm.buckets[:, index]
+            raise _Empty()
+        raise ValueError(f"unknown metric {metric}")
+
+    def _increase(self, term: tuple[str, ...], tick: int, *, per_second: bool) -> Reading:
+        _, metric, labels, amount, unit = term
+        try:
+            arm, values = self._values(metric, labels, tick)
+        except _Empty:
+            return Reading.no_data("empty result: no series matched")
+        if arm.requests[tick] == 0:
+            return Reading.no_data("empty result: no series matched")  # no request yet: no series
+        window = self._window_ticks(amount, unit)
+        value = float(values[tick] - values[max(0, tick - window)])
+        return Reading.of(value / (window * TICK_SECONDS) if per_second else value)
+
+    def _quantile(self, quantile: float, term: tuple[str, ...], tick: int) -> Reading:
+        _, metric, labels, amount, unit = term
+        if metric != "http_server_request_duration_seconds_bucket":
+            raise ValueError(f"histogram_quantile over {metric}")
+        found = _VARIANT.search(labels)
+        if found is None or found.group(1) not in self.arm_of:
+            raise ValueError(f"no arm in {labels!r}")
+        arm = self.series[self.arm_of[found.group(1)]]
+        window = self._window_ticks(amount, unit)
+        start = max(0, tick - window)
+        counts = arm.buckets[tick] - arm.buckets[start]
+        total = float(arm.requests[tick] - arm.requests[start])
+        if arm.requests[tick] == 0:
+            return Reading.no_data("empty result: no series matched")
+        if total == 0:
+            return Reading.no_data("NaN (e.g. 0/0: nothing in the window)")
+        return Reading.of(histogram_quantile(quantile, list(BUCKETS), [float(c) for c in counts], total))
+
+
+class _Empty(Exception):
+    pass
+
+
+def histogram_quantile(q: float, edges: list[float], cumulative: list[float], total: float) -> float:
+    """Prometheus's interpolation: linear within the bucket holding rank q·total; a rank in the
+    +Inf bucket gives the highest finite edge."""
+    rank = q * total
+    lower_edge, lower_count = 0.0, 0.0
+    for edge, count in zip(edges, cumulative, strict=True):
+        if count >= rank:
+            if count == lower_count:
+                return edge
+            return lower_edge + (edge - lower_edge) * (rank - lower_count) / (count - lower_count)
+        lower_edge, lower_count = edge, count
+    return edges[-1]
