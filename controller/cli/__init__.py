@@ -1,6 +1,7 @@
 """The ``flagroll`` command: one module per command (or group of commands), each adding its own
 subparser (:mod:`.parser` puts them together); shared options in :mod:`.options`, shared helpers (exit
-codes, the flag store, the decision log, the clock) in :mod:`.common`."""
+codes, the flag store, the decision log, the clock) in :mod:`.common`; the Kubernetes store and Lease
+options in :mod:`.kubernetes`."""
 
 from __future__ import annotations
 

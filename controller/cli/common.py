@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from controller.adapters.flagstore import FileFlagStore, FlagStore
-from controller.adapters.kube import options as kube_options
 from controller.adapters.overlay import OverlayStore
+from controller.cli import kubernetes
 from controller.core.errors import UsageError
 from controller.reconciler import utc_now as utc_now
 
@@ -35,8 +35,8 @@ def decision_log_path(args: argparse.Namespace) -> Path:
 
 def open_store(args: argparse.Namespace) -> FlagStore:
     """The flag file, or the ConfigMap / FeatureFlag named by the Kubernetes options."""
-    if kube_options.uses_kubernetes(args) and args.flag_store != "file":
-        return kube_options.open_store(args)
+    if kubernetes.uses_kubernetes(args) and args.flag_store != "file":
+        return kubernetes.open_store(args)
     return file_store(Path(need(args.flags, "--flags", "FLAGROLL_FLAGS")), args)
 
 

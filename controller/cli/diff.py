@@ -5,9 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from controller.adapters.kube import options as kube_options
 from controller.adapters.policyfile import load_paths
-from controller.cli import common
+from controller.cli import common, kubernetes
 from controller.cli.common import EXIT_FAIL, EXIT_OK, open_store
 from controller.cli.options import Commands, flags_option
 from controller.core.flagd import read_state
@@ -26,7 +25,7 @@ def add_parser(commands: Commands) -> None:
     p.add_argument("old", type=Path, metavar="OLD", help="the policy file (or directory) as it is now")
     p.add_argument("new", type=Path, metavar="NEW", help="the policy file (or directory) as edited")
     flags_option(p)
-    kube_options.add_store_options(p)
+    kubernetes.add_store_options(p)
     p.set_defaults(handler=cmd_diff)
 
 

@@ -6,9 +6,8 @@ import argparse
 from pathlib import Path
 
 from controller.adapters.decisionlog import read_records
-from controller.adapters.kube import options as kube_options
 from controller.adapters.policyfile import load_paths
-from controller.cli import common
+from controller.cli import common, kubernetes
 from controller.cli.common import EXIT_OK, open_store, optional_decision_log, warn
 from controller.cli.options import Commands, decision_log_option, env, flags_option
 from controller.core.errors import UsageError
@@ -34,7 +33,7 @@ def add_parser(commands: Commands) -> None:
         metavar="DIR",
         help="the policies (optional: adds the step holds) [env FLAGROLL_POLICIES]",
     )
-    kube_options.add_store_options(p)
+    kubernetes.add_store_options(p)
     p.set_defaults(handler=cmd_explain)
 
 

@@ -12,9 +12,8 @@ import structlog
 
 from controller.adapters.decisionlog import DecisionLog
 from controller.adapters.flagstore import FlagStore
-from controller.adapters.kube import options as kube_options
 from controller.adapters.notify import Notifier, events_from, parse_targets
-from controller.cli import common
+from controller.cli import common, kubernetes
 from controller.cli.common import EXIT_OK, open_store, optional_decision_log
 from controller.cli.options import (
     Commands,
@@ -58,7 +57,7 @@ def add_parsers(commands: Commands) -> None:
             metavar="NAME",
             help="who is acting (default: the login name) [env FLAGROLL_ACTOR]",
         )
-        kube_options.add_store_options(p)
+        kubernetes.add_store_options(p)
         notify_options(p)
         overlay_options(p)
         p.set_defaults(handler=handler)

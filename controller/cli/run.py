@@ -19,11 +19,11 @@ from controller import __version__
 from controller.adapters.decisionlog import DecisionLog
 from controller.adapters.endpoints import Endpoints, parse_listen
 from controller.adapters.flagstore import FlagStore
-from controller.adapters.kube import options as kube_options
 from controller.adapters.notify import Notifier, parse_targets
 from controller.adapters.promauth import PrometheusAuth, load_auth
 from controller.adapters.prometheus import PrometheusClient
 from controller.adapters.telemetry import Telemetry
+from controller.cli import kubernetes
 from controller.cli.common import EXIT_FAIL, EXIT_OK, file_store, need, optional_decision_log
 from controller.cli.options import (
     Commands,
@@ -77,8 +77,8 @@ def add_parser(commands: Commands) -> None:
     prometheus_auth_options(p)
     notify_options(p)
     overlay_options(p)
-    kube_options.add_store_options(p)
-    kube_options.add_leader_option(p)
+    kubernetes.add_store_options(p)
+    kubernetes.add_leader_option(p)
     p.set_defaults(handler=cmd_run)
 
 
@@ -151,7 +151,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _checked_arguments(args: argparse.Namespace) -> tuple[Path, bool, Path | None, str]:
     """The policies, whether Kubernetes is used, the flag file (None for a Kubernetes store), the URL."""
     policies = Path(need(args.policies, "--policies", "FLAGROLL_POLICIES"))
-    kubernetes = kube_options.uses_kubernetes(args)
+    in_kubernetes = kubernetes.uses_kubernetes(args)
     flags = Path(need(args.flags, "--flags", "FLAGROLL_FLAGS")) if args.flag_store == "file" else None
     url = need(args.prometheus, "--prometheus", "FLAGROLL_PROMETHEUS")
     if not policies.exists():
@@ -160,11 +160,11 @@ def _checked_arguments(args: argparse.Namespace) -> tuple[Path, bool, Path | Non
         raise UsageError(f"--flags {flags}: directory {flags.parent} does not exist")
     if not url.startswith(("http://", "https://")):
         raise UsageError(f"--prometheus {url!r}: give an http:// or https:// URL")
-    return policies, kubernetes, flags, url
+    return policies, in_kubernetes, flags, url
 
 
 def _set_up(args: argparse.Namespace) -> _Setup:
-    policies, kubernetes, flags, url = _checked_arguments(args)
+    policies, in_kubernetes, flags, url = _checked_arguments(args)
     auth = load_auth(
         bearer_token_file=args.prometheus_bearer_token_file,
         username=args.prometheus_username,
@@ -173,7 +173,7 @@ def _set_up(args: argparse.Namespace) -> _Setup:
         insecure_skip_verify=args.prometheus_insecure_skip_verify,
     )
     log = structlog.get_logger("flagroll")
-    store, elector = _store_and_elector(args, kubernetes, flags, log)
+    store, elector = _store_and_elector(args, in_kubernetes, flags, log)
     log_path = optional_decision_log(args)
     decision_log = None if args.dry_run or log_path is None else DecisionLog(log_path)
     telemetry = Telemetry()
@@ -184,9 +184,9 @@ def _set_up(args: argparse.Namespace) -> _Setup:
 
 
 def _store_and_elector(
-    args: argparse.Namespace, kubernetes: bool, flags: Path | None, log: Any
+    args: argparse.Namespace, in_kubernetes: bool, flags: Path | None, log: Any
 ) -> tuple[FlagStore, LeaseElector | None]:
-    client = kube_options.connect(args) if kubernetes else None
+    client = kubernetes.connect(args) if in_kubernetes else None
     store: FlagStore
     if flags is not None:
         _refuse_git_owned(flags)
@@ -194,8 +194,8 @@ def _store_and_elector(
             _refuse_git_owned(args.merged)
         store = file_store(flags, args)
     else:
-        store = kube_options.open_store(args, client)
-    elector = kube_options.open_elector(args, client, log) if args.leader_election_lease else None
+        store = kubernetes.open_store(args, client)
+    elector = kubernetes.open_elector(args, client, log) if args.leader_election_lease else None
     return store, elector
 
 

@@ -11,8 +11,7 @@ from typing import Any
 
 from controller.adapters.decisionlog import last_by_flag
 from controller.adapters.flagstore import FlagStore
-from controller.adapters.kube import options as kube_options
-from controller.cli import common
+from controller.cli import common, kubernetes
 from controller.cli.common import EXIT_OK, open_store, optional_decision_log
 from controller.cli.options import Commands, decision_log_option, flags_option
 from controller.core.durations import format_duration
@@ -32,7 +31,7 @@ def add_parser(commands: Commands) -> None:
     flags_option(p)
     decision_log_option(p)
     p.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
-    kube_options.add_store_options(p)
+    kubernetes.add_store_options(p)
     p.set_defaults(handler=cmd_status)
 
 
