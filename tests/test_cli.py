@@ -143,7 +143,7 @@ def test_validate_github_annotates_the_offending_line(
 
 
 def test_github_annotations_escape_line_breaks_and_percent() -> None:
-    from controller.cli import github_annotation
+    from controller.cli.validate import github_annotation
     from controller.core.errors import Issue
 
     issue = Issue("a:b.yaml", 3, None, "spec.aim", "first\nsecond 100%", severity="warning")

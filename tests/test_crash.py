@@ -41,6 +41,7 @@ from controller.adapters.decisionlog import DecisionLog, read_records
 from controller.adapters.flagstore import FileFlagStore, Snapshot
 from controller.adapters.prometheus import PrometheusClient
 from controller.adapters.promserver import PrometheusServer
+from controller.cli import common
 from controller.core.flagd import read_state
 from controller.core.state import Status
 from controller.reconciler import Reconciler
@@ -135,7 +136,7 @@ def workdir(tmp_path: Path) -> Path:
 
 
 def _human(workdir: Path, command: str, origin: float, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cli, "utc_now", fast_clock(origin))
+    monkeypatch.setattr(common, "utc_now", fast_clock(origin))
     flags = str(workdir / "flags.json")
     code = cli.main([command, FLAG, "--reason", "crash test", "--flags", flags, "--actor", "on-call"])
     assert code == 0

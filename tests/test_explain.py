@@ -7,6 +7,7 @@ from datetime import timedelta
 import pytest
 
 from controller import cli
+from controller.cli import common
 from controller.core.queries import Reading
 from tests.test_reconciler import T0, Environment, failing, healthy
 
@@ -23,7 +24,7 @@ def env(tmp_path: object, monkeypatch: pytest.MonkeyPatch) -> Environment:
     from pathlib import Path
 
     environment = Environment(Path(str(tmp_path)))
-    monkeypatch.setattr(cli, "utc_now", lambda: environment.clock.now)
+    monkeypatch.setattr(common, "utc_now", lambda: environment.clock.now)
     return environment
 
 

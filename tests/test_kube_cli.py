@@ -15,10 +15,10 @@ import pytest
 from controller.adapters.decisionlog import read_records
 from controller.adapters.kube.client import connect
 from controller.adapters.kube.objects import ObjectRef
-from controller.adapters.kube.options import open_store
 from controller.adapters.kube.stores import ConfigMapFlagStore
 from controller.adapters.promserver import PrometheusServer
 from controller.cli import main
+from controller.cli.kubernetes import open_store
 from controller.core.flagd import read_state
 from controller.core.state import Status
 from tests.support.kubefake import FakeKubeApi

@@ -9,13 +9,14 @@ from pathlib import Path
 import pytest
 
 from controller import cli
+from controller.cli import common
 from tests.test_reconciler import POLICY, Environment, failing
 
 
 @pytest.fixture
 def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Environment:
     environment = Environment(tmp_path)
-    monkeypatch.setattr(cli, "utc_now", lambda: environment.clock.now)
+    monkeypatch.setattr(common, "utc_now", lambda: environment.clock.now)
     return environment
 
 

@@ -1,4 +1,5 @@
-"""Naming Kubernetes objects: ``NAMESPACE/NAME`` as the command line spells them."""
+"""Naming Kubernetes objects: ``NAMESPACE/NAME`` as the command line spells them; the default ConfigMap
+key."""
 
 from __future__ import annotations
 
@@ -10,6 +11,10 @@ from controller.core.errors import UsageError
 # RFC 1123 labels (namespaces) and subdomains (object names), as the API server checks them.
 _LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+# The ConfigMap key holding the flagd JSON unless told otherwise. Here, beside the names, so that the
+# command line can show it without loading the Kubernetes client.
+DEFAULT_CONFIGMAP_KEY = "flags.flagd.json"
 
 
 @dataclass(frozen=True)

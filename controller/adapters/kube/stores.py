@@ -31,8 +31,7 @@ from lightkube.resources.core_v1 import ConfigMap
 from controller.adapters.flagstore import Snapshot, check_loadable
 from controller.adapters.kube.errors import KubeRejectedError, api_call
 from controller.adapters.kube.jsontext import splice_flags
-from controller.adapters.kube.objects import ObjectRef
-from controller.adapters.kube.options import DEFAULT_CONFIGMAP_KEY
+from controller.adapters.kube.objects import DEFAULT_CONFIGMAP_KEY, ObjectRef
 from controller.core.errors import FlagFileError, WriteConflictError
 from controller.core.flagd import parse_document, render_document
 

@@ -1,4 +1,4 @@
-"""The command-line options of the Kubernetes stores and leader election, and what they build.
+"""The command-line options of the Kubernetes flag stores and leader election, and what they build.
 
 Importing this module is cheap: the Kubernetes client loads only when a Kubernetes store or a Lease
 is actually asked for, so ``flagroll validate`` and the file store never pay for it.
@@ -12,6 +12,8 @@ import socket
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from controller.adapters.kube.objects import DEFAULT_CONFIGMAP_KEY
+from controller.cli.options import env
 from controller.core.errors import UsageError
 
 if TYPE_CHECKING:
@@ -21,12 +23,6 @@ if TYPE_CHECKING:
     from controller.adapters.kube.lease import LeaseElector
 
 STORES = ("file", "configmap", "featureflag")
-DEFAULT_CONFIGMAP_KEY = "flags.flagd.json"
-
-
-def _env(name: str, default: str | None = None) -> str | None:
-    value = os.environ.get(name)
-    return value if value else default
 
 
 def add_store_options(parser: argparse.ArgumentParser) -> None:
@@ -34,20 +30,20 @@ def add_store_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--flag-store",
         choices=STORES,
-        default=_env("FLAGROLL_FLAG_STORE", "file"),
+        default=env("FLAGROLL_FLAG_STORE", "file"),
         help="where the flags live: the --flags file (default), a ConfigMap key, or an OpenFeature "
         "Operator FeatureFlag (core.openfeature.dev/v1beta1) [env FLAGROLL_FLAG_STORE]",
     )
     group.add_argument(
         "--flag-object",
-        default=_env("FLAGROLL_FLAG_OBJECT"),
+        default=env("FLAGROLL_FLAG_OBJECT"),
         metavar="NAMESPACE/NAME",
         help="the ConfigMap or FeatureFlag to manage (NAME alone: the pod's or the kubeconfig "
         "context's namespace) [env FLAGROLL_FLAG_OBJECT]",
     )
     group.add_argument(
         "--configmap-key",
-        default=_env("FLAGROLL_CONFIGMAP_KEY", DEFAULT_CONFIGMAP_KEY),
+        default=env("FLAGROLL_CONFIGMAP_KEY", DEFAULT_CONFIGMAP_KEY),
         metavar="KEY",
         help=f"the ConfigMap key holding the flagd JSON (default {DEFAULT_CONFIGMAP_KEY}) "
         "[env FLAGROLL_CONFIGMAP_KEY]",
@@ -55,7 +51,7 @@ def add_store_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--kubeconfig",
         type=Path,
-        default=_kubeconfig_from_env(),
+        default=_kubeconfig_fromenv(),
         metavar="FILE",
         help="kubeconfig file; without it, the pod's service account in a cluster, else "
         "~/.kube/config [env KUBECONFIG]",
@@ -65,16 +61,16 @@ def add_store_options(parser: argparse.ArgumentParser) -> None:
 def add_leader_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--leader-election-lease",
-        default=_env("FLAGROLL_LEADER_ELECTION_LEASE"),
+        default=env("FLAGROLL_LEADER_ELECTION_LEASE"),
         metavar="NAMESPACE/NAME",
         help="run several replicas: only the holder of this coordination.k8s.io Lease reconciles; "
         "identity from env POD_NAME, else the host name [env FLAGROLL_LEADER_ELECTION_LEASE]",
     )
 
 
-def _kubeconfig_from_env() -> Path | None:
+def _kubeconfig_fromenv() -> Path | None:
     """KUBECONFIG may list several files; flagroll uses the first that exists."""
-    value = _env("KUBECONFIG")
+    value = env("KUBECONFIG")
     if value is None:
         return None
     paths = [Path(p).expanduser() for p in value.split(os.pathsep) if p]
@@ -110,7 +106,7 @@ def open_store(args: argparse.Namespace, client: Client | None = None) -> FlagSt
 
 
 def identity() -> str:
-    return _env("POD_NAME") or socket.gethostname()
+    return env("POD_NAME") or socket.gethostname()
 
 
 def open_elector(args: argparse.Namespace, client: Client | None, log: Any) -> LeaseElector:

@@ -1,0 +1,129 @@
+"""``flagroll stop``, ``pause`` and ``resume``: a human acts on a rollout, recorded as such."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+
+import structlog
+
+from controller.adapters.decisionlog import DecisionLog
+from controller.adapters.flagstore import FlagStore
+from controller.adapters.notify import Notifier, events_from, parse_targets
+from controller.cli import common, kubernetes
+from controller.cli.common import EXIT_OK, open_store, optional_decision_log
+from controller.cli.options import (
+    Commands,
+    decision_log_option,
+    env,
+    flags_option,
+    notify_options,
+    overlay_options,
+)
+from controller.core.decision import Decision, pause, resume, stop
+from controller.core.errors import UsageError, WriteConflictError
+from controller.core.flagd import managed_keys, read_state, write_flag
+from controller.core.records import Context, Record, render, to_record
+from controller.core.state import RolloutState
+
+HUMAN_CONFLICT_ATTEMPTS = 5
+
+
+def add_parsers(commands: Commands) -> None:
+    """One parser each for stop, pause and resume (the same options)."""
+    for name, summary, handler in (
+        ("stop", "roll a flag back to 0 % now and keep it there until resumed", cmd_stop),
+        ("pause", "freeze a rollout at its step (guardrails stay armed)", cmd_pause),
+        ("resume", "unfreeze a paused rollout, or restart a stopped or rolled-back one", cmd_resume),
+    ):
+        p = commands.add_parser(
+            name, help=summary.replace("%", "%%"), description=summary[0].upper() + summary[1:] + "."
+        )
+        p.add_argument("flag", metavar="FLAG", help="the flag key")
+        flags_option(p)
+        decision_log_option(p)
+        p.add_argument(
+            "--reason",
+            default="",
+            metavar="TEXT",
+            help="why (required for stop); recorded in the flag's state and the decision log",
+        )
+        p.add_argument(
+            "--actor",
+            default=env("FLAGROLL_ACTOR"),
+            metavar="NAME",
+            help="who is acting (default: the login name) [env FLAGROLL_ACTOR]",
+        )
+        kubernetes.add_store_options(p)
+        notify_options(p)
+        overlay_options(p)
+        p.set_defaults(handler=handler)
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    return _human(args, stop)
+
+
+def cmd_pause(args: argparse.Namespace) -> int:
+    return _human(args, pause)
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    return _human(args, resume)
+
+
+def _human(args: argparse.Namespace, act: Callable[[RolloutState, str, datetime], Decision]) -> int:
+    targets = parse_targets(args.notify_webhook, args.notify_slack)  # a bad URL fails before acting
+    store = open_store(args)
+    log_path = optional_decision_log(args)
+    actor = args.actor or _login()
+    for attempt in range(1, HUMAN_CONFLICT_ATTEMPTS + 1):
+        try:
+            record = _human_once(args, act, store, actor, log_path)
+            break
+        except WriteConflictError:  # someone wrote in between: act again on what is there now
+            if attempt == HUMAN_CONFLICT_ATTEMPTS:
+                raise
+    print(render(record))
+    if targets:
+        notifier = Notifier(targets, log=structlog.get_logger("flagroll"), attempts=3)
+        try:
+            for event in events_from([record]):
+                notifier.send_now(event)
+        finally:
+            notifier.close()
+    return EXIT_OK
+
+
+def _human_once(
+    args: argparse.Namespace,
+    act: Callable[[RolloutState, str, datetime], Decision],
+    store: FlagStore,
+    actor: str,
+    log_path: Path | None,
+) -> Record:
+    with store.locked(30.0):
+        snapshot = store.read()
+        emergency = act is stop  # stop must work even on a flag whose targeting was hand-edited
+        state = read_state(snapshot.document, args.flag, check_layout=not emergency)
+        if state is None:
+            known = ", ".join(managed_keys(snapshot.document)) or "none"
+            raise UsageError(f"flag {args.flag!r} is not in {store.location} (managed flags: {known})")
+        now = common.utc_now()
+        decision = act(state, args.reason, now)
+        document = write_flag(snapshot.document, args.flag, decision.after, keep_segment=True)
+        store.write(document, snapshot, [args.flag])
+        record = to_record(decision, Context(args.flag, actor=f"human:{actor}"), now)
+        if log_path is not None:
+            DecisionLog(log_path).append([record])
+        return record
+
+
+def _login() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"

@@ -1,0 +1,128 @@
+"""``flagroll validate``: check policy files, as text, JSON or GitHub workflow annotations."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from controller.adapters.policyfile import PolicySet, load_paths
+from controller.cli.common import EXIT_FAIL, EXIT_OK
+from controller.cli.options import Commands
+from controller.core.errors import Issue
+
+
+def add_parser(commands: Commands) -> None:
+    p = commands.add_parser(
+        "validate",
+        help="check policy files; exit 0 if valid, 1 if not",
+        description="Check policy files and directories. Every problem is printed as "
+        "FILE:LINE:COLUMN: FIELD: MESSAGE. Exit 0 when valid, 1 when not.",
+    )
+    p.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="policy files or directories")
+    p.add_argument("--strict", action="store_true", help="treat warnings as errors")
+    p.add_argument("--quiet", action="store_true", help="print problems only")
+    p.add_argument(
+        "--format",
+        choices=["text", "json", "github"],
+        default="text",
+        help="text (default); json (one object: valid, policies, issues); github (workflow annotations "
+        "on the offending line of a pull request)",
+    )
+    p.set_defaults(handler=cmd_validate)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    result = load_paths(args.paths)
+    failed = bool(result.errors or (args.strict and result.warnings) or not result.files)
+    if args.format == "json":
+        print(json.dumps(validation_report(result, valid=not failed), indent=2))
+        return EXIT_FAIL if failed else EXIT_OK
+    if args.format == "github":
+        for issue in result.issues:
+            print(github_annotation(issue, strict=args.strict))
+        if not result.files:
+            print("::error title=flagroll validate::no policy files found")
+        return EXIT_FAIL if failed else EXIT_OK
+    for issue in result.issues:
+        print(issue)
+    if not args.quiet:
+        _print_summary(result)
+    if result.errors or (args.strict and result.warnings):
+        return EXIT_FAIL
+    if not result.files:
+        print("no policy files found", file=sys.stderr)
+        return EXIT_FAIL
+    return EXIT_OK
+
+
+def _print_summary(result: PolicySet) -> None:
+    for template in result.templates:
+        print(f"{template.where}: ok: template {template.template.name}")
+    for loaded in result.policies:
+        print(
+            f"{loaded.where}: ok: {loaded.policy.name} (flag {loaded.policy.flag_key}, "
+            f"revision {loaded.policy.revision})"
+        )
+    errors, warnings = len(result.errors), len(result.warnings)
+    templates = len(result.templates)
+    print(
+        f"{len(result.policies)} valid "
+        f"{'policy' if len(result.policies) == 1 else 'policies'}, "
+        + (f"{templates} template{'s' * (templates != 1)}, " if templates else "")
+        + f"{errors} "
+        f"error{'s' * (errors != 1)}, {warnings} warning{'s' * (warnings != 1)}"
+    )
+
+
+def validation_report(result: PolicySet, *, valid: bool) -> dict[str, Any]:
+    return {
+        "valid": valid,
+        "policies": [
+            {
+                "file": loaded.where,
+                "name": loaded.policy.name,
+                "flag": loaded.policy.flag_key,
+                "revision": loaded.policy.revision,
+            }
+            for loaded in result.policies
+        ],
+        "templates": [
+            {"file": t.where, "name": t.template.name, "query": t.template.spec.query}
+            for t in result.templates
+        ],
+        "issues": [
+            {
+                "file": issue.file,
+                "line": issue.line,
+                "column": issue.column,
+                "field": issue.field,
+                "message": issue.message,
+                "severity": issue.severity,
+            }
+            for issue in result.issues
+        ],
+    }
+
+
+def _escape_data(text: str) -> str:
+    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def _escape_property(text: str) -> str:
+    return _escape_data(text).replace(":", "%3A").replace(",", "%2C")
+
+
+def github_annotation(issue: Issue, *, strict: bool = False) -> str:
+    """A workflow command that puts the issue on the offending line of a pull request's diff."""
+    level = "error" if issue.severity == "error" or strict else "warning"
+    props = [f"file={_escape_property(issue.file)}"]
+    if issue.line is not None:
+        props.append(f"line={issue.line}")
+        if issue.column is not None:
+            props.append(f"col={issue.column}")
+    props.append(f"title={_escape_property('flagroll validate: ' + (issue.field or 'policy'))}")
+    message = f"{issue.field}: {issue.message}" if issue.field else issue.message
+    return f"::{level} {','.join(props)}::{_escape_data(message)}"
