@@ -16,7 +16,7 @@ import pytest
 
 from controller.adapters.decisionlog import DecisionLog, follow, last_by_flag, read_records
 from controller.adapters.policyfile import load_file
-from controller.core.checks import fmt
+from controller.core.checkrecord import fmt
 from controller.core.decision import Decision, decide, initial_state, queries_for, stop
 from controller.core.errors import WriteError
 from controller.core.policy import Policy

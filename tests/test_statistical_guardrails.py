@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from controller.adapters.policyfile import load_file, load_text
-from controller.core.checks import Check
+from controller.core.checkrecord import Check
 from controller.core.decision import Decision, decide, initial_state, queries_for, rebase, resume, stop
 from controller.core.flagd import empty_document, read_state, write_flag
 from controller.core.policy import Policy, json_schema

@@ -23,7 +23,8 @@ from pydantic import BaseModel, ValidationError
 from controller.core.errors import Issue
 from controller.core.metrictemplate import TEMPLATE_KIND, MetricTemplate
 from controller.core.metrictemplate import semantic_issues as semantic_template_issues
-from controller.core.policy import KIND, FlagRef, Metadata, Policy, Spec, semantic_issues
+from controller.core.policy import KIND, FlagRef, Metadata, Policy, Spec
+from controller.core.policyrules import semantic_issues
 from controller.core.sharing import Parts
 
 FieldPath = tuple[str | int, ...]

@@ -23,20 +23,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
-from controller.core.checks import (
-    Check,
-    Readings,
-    acting,
-    checkpoint_checks,
-    guardrail_checks,
-    sample_ratio_mismatch,
-    worst,
-)
+from controller.core.checkrecord import Check, acting, sample_ratio_mismatch, worst
+from controller.core.checks import checkpoint_checks, guardrail_checks
 from controller.core.durations import format_duration
 from controller.core.errors import UsageError
 from controller.core.metrictemplate import MetricTemplate
 from controller.core.policy import Policy, pct
 from controller.core.queries import PlannedQuery, Source, plan
+from controller.core.readings import Readings
 from controller.core.state import ACTIVE, NOT_STARTED, Action, Outcome, RolloutState, Status
 
 

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from controller.core.checks import describe, fmt
+from controller.core.checkrecord import describe, fmt
 from controller.core.durations import format_duration
 from controller.core.policy import Policy, pct
 from controller.core.state import RolloutState, Status

@@ -1,18 +1,17 @@
-"""The rollout policy: pydantic models of the YAML contract, semantic rules, revision, JSON Schema.
+"""The rollout policy: pydantic models of the YAML contract, revision, JSON Schema.
 
 Shape (types, required fields, unknown fields) is checked by pydantic. Rules that relate several
 fields (steps rise, stay under ``maxPercent``, hold at least one interval, relative bounds need a
-control arm…) live in :func:`semantic_issues`, which returns each problem with the path of the field
-at fault so that the file loader can point at its line. Nothing here reads files.
+control arm…) live in :mod:`controller.core.policyrules`, each returning its problems with the path
+of the field at fault so that the file loader can point at its line. Nothing here reads files.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import math
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import date
 from functools import cached_property
 from typing import Annotated, Any, Literal
@@ -29,18 +28,15 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
-from controller.core.durations import format_duration, parse_duration
+from controller.core.durations import parse_duration
 
 API_VERSION = "flagroll/v1"
 KIND = "RolloutPolicy"
 PLACEHOLDERS = ("variant", "flag")
-PERCENT_RESOLUTION = 0.01  # flagd weights are integers; one weight unit is 0.01 %
 
 Path = tuple[str | int, ...]
-Reporter = Callable[[Path, str], None]
 
 PLACEHOLDER_PATTERN = re.compile(r"\{\{\s*([^{}]*?)\s*\}\}")
-_FLAG_KEY = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9_.\-]{0,251}[A-Za-z0-9])?$")
 NAME_PATTERN = re.compile(r"^[a-z0-9](?:[a-z0-9.\-]{0,251}[a-z0-9])?$")
 
 
@@ -419,319 +415,6 @@ def placeholders(query: str) -> list[str]:
     return [m.group(1) for m in PLACEHOLDER_PATTERN.finditer(query)]
 
 
-def semantic_issues(policy: Policy) -> list[tuple[Path, str, str]]:
-    """Rules across fields. Returns (path, message, severity) with severity 'error' or 'warning'."""
-    found: list[tuple[Path, str, str]] = []
-
-    def error(path: Path, message: str) -> None:
-        found.append((path, message, "error"))
-
-    def warning(path: Path, message: str) -> None:
-        found.append((path, message, "warning"))
-
-    spec = policy.spec
-    if not NAME_PATTERN.match(policy.metadata.name):
-        error(
-            ("metadata", "name"),
-            f"{policy.metadata.name!r} is not a valid name: use lower-case letters, digits, "
-            "'-' and '.', starting and ending with a letter or digit",
-        )
-    if not _FLAG_KEY.match(spec.flag.key):
-        error(
-            ("spec", "flag", "key"),
-            f"{spec.flag.key!r} is not a valid flag key: use letters, digits, '_', '-' and '.', "
-            "starting and ending with a letter or digit",
-        )
-    variant_names = set(spec.flag.variants)
-    if variant_names != {"on", "off"}:
-        error(
-            ("spec", "flag", "variants"),
-            f"variants must be exactly 'on' (treatment) and 'off' (everyone else), got "
-            f"{sorted(variant_names)}; 'control' is added by flagroll and serves the 'off' value",
-        )
-    elif spec.flag.variants["on"] == spec.flag.variants["off"]:
-        warning(("spec", "flag", "variants"), "'on' and 'off' serve the same value")
-    if spec.segment is not None and len(spec.segment) != 1:
-        error(
-            ("spec", "segment"),
-            "a segment is one JSONLogic rule: a mapping with exactly one operator, "
-            'e.g. {"==": [{"var": "segment"}, "S"]}',
-        )
-    if spec.mechanism is None:
-        warning(("spec",), "no 'mechanism': say why the change should move the aim's number")
-    if spec.interval_seconds < 1:
-        error(("spec", "interval"), "the interval must be at least 1s")
-
-    limit = 50.0 if spec.control else 100.0
-    previous = 0.0
-    for i, step in enumerate(spec.steps):
-        path: Path = ("spec", "steps", i)
-        if not _is_multiple(step.percent, PERCENT_RESOLUTION):
-            error((*path, "percent"), f"{pct(step.percent)} is finer than 0.01 %")
-        if step.percent <= previous:
-            error(
-                (*path, "percent"),
-                f"{pct(step.percent)} % does not rise above the previous step ({pct(previous)} %)",
-            )
-        if spec.max_percent is not None and step.percent > spec.max_percent:
-            error(
-                (*path, "percent"),
-                f"{pct(step.percent)} % is above maxPercent {pct(spec.max_percent)} % (the rollout limit)",
-            )
-        elif step.percent > limit:
-            error(
-                (*path, "percent"),
-                f"{pct(step.percent)} % is above 50 %: with an equal control arm, treatment and control "
-                "together cannot exceed 100 % (set control: false to ramp further)",
-            )
-        if step.hold_seconds < spec.interval_seconds:
-            error(
-                (*path, "hold"),
-                f"hold {format_duration(step.hold_seconds)} is shorter than the interval "
-                f"{format_duration(spec.interval_seconds)}: the step could advance unchecked",
-            )
-        previous = step.percent
-
-    if spec.traffic is None:
-        if not all(g.sequential for g in spec.guardrails):
-            warning(
-                ("spec",),
-                "no 'traffic': checks have no sample count, so a handful of requests can trip or "
-                "pass a guardrail; set traffic.query and traffic.minSamples",
-            )
-    elif (spec.traffic.query is None) == (spec.traffic.template is None):
-        error(("spec", "traffic"), "give exactly one of query and template")
-    elif spec.traffic.query is not None:
-        _check_query(error, ("spec", "traffic", "query"), spec.traffic.query, needs_variant=True)
-
-    if spec.guardrails and all(g.dry_run for g in spec.guardrails):
-        error(
-            ("spec", "guardrails"),
-            "every guardrail is dryRun: a rollout needs at least one guardrail that can roll it back",
-        )
-    names: dict[str, int] = {}
-    for i, guardrail in enumerate(spec.guardrails):
-        path = ("spec", "guardrails", i)
-        if guardrail.name in names:
-            error(
-                (*path, "name"),
-                f"duplicate guardrail name {guardrail.name!r} (also at guardrails[{names[guardrail.name]}])",
-            )
-        names.setdefault(guardrail.name, i)
-        given = [
-            k
-            for k, v in (
-                ("query", guardrail.query),
-                ("template", guardrail.template),
-                ("errorRatio", guardrail.error_ratio),
-                ("latency", guardrail.latency),
-            )
-            if v is not None
-        ]
-        if len(given) != 1:
-            error(
-                path if not given else (*path, given[1]),
-                "give exactly one of query or template (judged against its bounds), errorRatio or latency "
-                "(judged treatment vs control with a confidence sequence)"
-                + (f", not {' and '.join(given)}" if given else ""),
-            )
-            continue
-        if not guardrail.sequential:
-            if guardrail.min_samples is not None:
-                error(
-                    (*path, "minSamples"),
-                    "minSamples on a guardrail applies to errorRatio and latency guardrails; "
-                    "a query guardrail uses traffic.minSamples",
-                )
-            if guardrail.alpha_weight is not None:
-                error(
-                    (*path, "alphaWeight"),
-                    "alphaWeight splits statistics.alpha between errorRatio and latency guardrails; "
-                    "a query guardrail has no false-rollback budget",
-                )
-            _check_bounds(error, warning, path, guardrail, guardrail.query, spec.control)
-        else:
-            _check_sequential(error, path, guardrail, spec.control)
-    _check_statistics(error, warning, policy)
-
-    if spec.checkpoint is not None:
-        if spec.checkpoint.on_pass == "promote" and (spec.max_percent or 100.0) < 100.0:
-            error(
-                ("spec", "checkpoint", "onPass"),
-                f"promote sets the flag to 100 %, above maxPercent {pct(spec.max_percent or 100)} %",
-            )
-        for i, expectation in enumerate(spec.checkpoint.expect):
-            path = ("spec", "checkpoint", "expect", i)
-            query = expectation.query
-            if query is not None and expectation.template is not None:
-                error((*path, "template"), "give query or template, not both")
-                continue
-            if query is None and expectation.template is None:
-                referenced = policy.guardrail(expectation.name)
-                if referenced is None:
-                    error(
-                        (*path, "name"),
-                        f"{expectation.name!r} is not a guardrail's name; name one of "
-                        f"{sorted(names)} or give this expectation its own query",
-                    )
-                    continue
-                if referenced.sequential:
-                    error(
-                        (*path, "name"),
-                        f"{expectation.name!r} is a {referenced.kind} guardrail, judged with a "
-                        "confidence sequence; give this expectation its own query",
-                    )
-                    continue
-                query = referenced.query
-            _check_bounds(error, warning, path, expectation, query, spec.control)
-    return found
-
-
 def pct(value: float) -> str:
     """A percentage for messages: ``5``, ``0.5``, ``12.25`` (no trailing ``.0``)."""
     return f"{value:g}"
-
-
-def _is_multiple(value: float, step: float) -> bool:
-    return math.isclose(round(value / step) * step, value, rel_tol=0, abs_tol=1e-9)
-
-
-def _check_query(error: Reporter, path: Path, query: str, *, needs_variant: bool) -> None:
-    used = placeholders(query)
-    unknown = sorted({p for p in used if p not in PLACEHOLDERS})
-    if unknown:
-        error(
-            path,
-            f"unknown placeholder {{{{{unknown[0]}}}}}; only {{{{variant}}}} and {{{{flag}}}} "
-            "are substituted",
-        )
-    if needs_variant and "variant" not in used:
-        error(
-            path,
-            "the query must contain {{variant}} so that treatment and control are measured apart",
-        )
-
-
-def _check_bounds(
-    error: Reporter, warning: Reporter, path: Path, bounds: Bounds, query: str | None, control: bool
-) -> None:
-    """``query`` is None for a template: it is split per variant by its labels, so it needs no
-    ``{{variant}}``."""
-    rules = dict(bounds.rules())
-    if not rules:
-        error(
-            path,
-            "no bound set: give at least one of max, min, maxIncrease, maxDecrease, "
-            "minIncrease, minDecrease, maxDelta, minDelta",
-        )
-    relative = sorted(RELATIVE_RULES & set(rules))
-    if relative and not control:
-        error((*path, relative[0]), f"{relative[0]} compares with the control arm; set control: true")
-    if "max" in rules and "min" in rules and rules["min"] > rules["max"]:
-        error((*path, "min"), f"min {rules['min']} is above max {rules['max']}")
-    if query is None:
-        return
-    own_query = isinstance(bounds, Guardrail) or (
-        isinstance(bounds, Expectation) and bounds.query is not None
-    )
-    query_path: Path = (*path, "query") if own_query else (*path, "name")
-    if own_query:
-        _check_query(error, query_path, query, needs_variant=False)
-    if "variant" in placeholders(query):
-        return
-    if relative:
-        error(
-            query_path,
-            "the query must contain {{variant}} so that treatment and control are measured apart",
-        )
-    elif own_query:
-        warning(
-            query_path,
-            "the query has no {{variant}}: it measures every user, not the treatment arm",
-        )
-
-
-_SELECTOR = re.compile(r"^[A-Za-z_:][A-Za-z0-9_:]*\s*(\{[^{}]*\})?$")
-_HISTOGRAM_SUFFIXES = ("_bucket", "_count", "_sum")
-
-
-def _check_selector(error: Reporter, path: Path, selector: str, what: str) -> None:
-    """A counter selector ``name{labels}``: flagroll wraps it in ``sum(increase(…[Ns]))``."""
-    _check_query(error, path, selector, needs_variant=True)
-    plain = PLACEHOLDER_PATTERN.sub("x", selector)
-    if not _SELECTOR.match(plain):
-        error(
-            path,
-            f"{what} must be a metric selector such as "
-            'http_server_requests_total{feature_flag_result_variant="{{variant}}"}: '
-            "flagroll adds sum(increase(…[window])) itself; no functions, ranges or operators",
-        )
-
-
-def _check_sequential(error: Reporter, path: Path, guardrail: Guardrail, control: bool) -> None:
-    kind = guardrail.kind
-    if not control:
-        error((*path, kind), f"{kind} compares the treatment arm with the control arm; set control: true")
-    rules = dict(guardrail.rules())
-    for rule in rules:
-        if rule not in SEQUENTIAL_RULES:
-            error(
-                (*path, rule),
-                f"{rule} does not apply to a {kind} guardrail, which compares the share of bad "
-                "requests with the control arm: use maxDelta (tolerated rise of the share, e.g. "
-                "0.002) or maxIncrease (tolerated relative rise, e.g. 0.1)",
-            )
-    if not rules:
-        error(
-            path,
-            f"no bound set: a {kind} guardrail needs maxDelta (tolerated rise of the share, e.g. "
-            "0.002; 0 tolerates none) or maxIncrease (tolerated relative rise, e.g. 0.1)",
-        )
-    delta = rules.get("maxDelta")
-    if delta is not None and not 0 <= delta < 1:
-        error((*path, "maxDelta"), f"maxDelta is a share between 0 and 1, got {delta}")
-    if guardrail.error_ratio is not None:
-        ratio = guardrail.error_ratio
-        _check_selector(error, (*path, kind, "errors"), ratio.errors, "errors")
-        _check_selector(error, (*path, kind, "requests"), ratio.requests, "requests")
-        if ratio.errors == ratio.requests:
-            error((*path, kind, "errors"), "errors and requests are the same selector")
-    if guardrail.latency is not None:
-        latency = guardrail.latency
-        _check_selector(error, (*path, kind, "histogram"), latency.histogram, "histogram")
-        name = latency.histogram.split("{", 1)[0].strip()
-        if name.endswith(_HISTOGRAM_SUFFIXES):
-            base = name.rsplit("_", 1)[0]
-            error(
-                (*path, kind, "histogram"),
-                f"give the histogram's base name ({base}): flagroll reads {base}_bucket and {base}_count",
-            )
-        if latency.slower_than_seconds <= 0:
-            error((*path, kind, "slowerThan"), "the latency bound must be above 0")
-
-
-def _check_statistics(error: Reporter, warning: Reporter, policy: Policy) -> None:
-    spec = policy.spec
-    sequential = [g for g in spec.guardrails if g.sequential]
-    stats = spec.statistics
-    if stats is None:
-        if sequential:
-            warning(
-                ("spec",),
-                "errorRatio/latency guardrails without 'statistics': alpha 0.01 is assumed and the "
-                "sample ratio is not checked; set statistics.exposure to the flag-evaluation counter",
-            )
-        return
-    path: Path = ("spec", "statistics")
-    if stats.exposure is not None:
-        if not spec.control:
-            error((*path, "exposure"), "the sample-ratio check needs a control arm; set control: true")
-        _check_selector(error, (*path, "exposure"), stats.exposure, "exposure")
-    elif sequential:
-        warning(
-            path,
-            "no exposure: the sample ratio is not checked, so a broken assignment or metric "
-            "pipeline can go unnoticed; set exposure to the flag-evaluation counter",
-        )
-    if not sequential and stats.exposure is None:
-        warning(path, "no errorRatio or latency guardrail and no exposure: statistics has no effect")

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from controller.core.checks import describe
+from controller.core.checkrecord import describe
 from controller.core.decision import Decision
 from controller.core.policy import Policy, pct
 

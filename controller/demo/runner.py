@@ -35,7 +35,7 @@ from controller.adapters.decisionlog import DecisionLog
 from controller.adapters.flagstore import FileFlagStore
 from controller.adapters.prometheus import PrometheusClient
 from controller.adapters.promserver import PrometheusServer, find_binary, free_port
-from controller.core.checks import fmt
+from controller.core.checkrecord import fmt
 from controller.core.durations import format_duration
 from controller.core.policy import pct
 from controller.core.records import render
