@@ -120,9 +120,7 @@ def test_a_regression_is_rolled_back_within_two_intervals_of_prometheus_seeing_i
     with ControllerProcess(tmp_path, prometheus.url) as controller:
         controller.add_policy(flag, policy(route, flag, holds=("4s", "10m", "10m"), interval="2s"))
         wait_for(
-            lambda: [
-                r for r in controller.records(flag) if r["to_percent"] == 5 and r["action"] == "hold"
-            ],
+            lambda: [r for r in controller.records(flag) if r["to_percent"] == 5 and r["action"] == "hold"],
             timeout_seconds=90,
             what="the second step",
         )
@@ -199,9 +197,7 @@ def test_stop_takes_effect_at_once_and_lasts(
     with ControllerProcess(tmp_path, prometheus.url) as controller:
         controller.add_policy(flag, policy(route, flag, holds=("3s", "10m", "10m")))
         controller.add_policy(witness, policy("/witness", witness, holds=("10m", "10m", "10m")))
-        wait_for(
-            lambda: (s := controller.state(flag)) and s.percent == 5, timeout_seconds=90, what="5 %"
-        )
+        wait_for(lambda: (s := controller.state(flag)) and s.percent == 5, timeout_seconds=90, what="5 %")
         done = subprocess.run(
             [
                 sys.executable,
