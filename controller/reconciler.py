@@ -38,6 +38,7 @@ import structlog
 from controller.adapters.decisionlog import DecisionLog, last_by_flag
 from controller.adapters.flagstore import FlagStore
 from controller.adapters.policyfile import LoadedPolicy, PolicySet, load_paths
+from controller.core import ownership
 from controller.core.checks import Readings
 from controller.core.decision import Decision, decide, deleted, queries_for, rebase
 from controller.core.errors import (
@@ -52,7 +53,7 @@ from controller.core.errors import (
 )
 from controller.core.flagd import flag_entry, managed_keys, owners, read_state
 from controller.core.queries import MetricsSource, PlannedQuery, QueryKey, Reading, ReadingKind
-from controller.core.records import POLICY_REJECTED_PREFIX, Context, Record, to_record
+from controller.core.records import Context, Record, to_record
 from controller.core.state import ACTIVE, Action, RolloutState
 
 Clock = Callable[[], datetime]
@@ -280,7 +281,7 @@ class Reconciler:
             if state.status not in ACTIVE and state == stored:
                 continue  # stopped, rolled back, completed or promoted, and no new revision
             plans.append(_Plan(loaded, stored, queries_for(loaded.policy, state, now, loaded.templates)))
-        deletions = self._report_orphans(document, policies)
+        deletions = self._report_orphans(document, policies, now)
         return plans, self._unguarded(document, policies), deletions
 
     async def _answered(self, plans: Sequence[_Plan]) -> AsyncIterator[tuple[list[_Plan], Readings]]:
@@ -319,46 +320,26 @@ class Reconciler:
         """Managed flags whose policy was rejected: their guardrails are not evaluated. Each new
         problem gets one decision record, so that status and the log say so."""
         guarded = {p.policy.flag_key for p in policies.policies}
-        managed = set(managed_keys(document))
-        problems: dict[str, list[str]] = {}
-        for issue in policies.errors:
-            if issue.flag in managed and issue.flag not in guarded:
-                problems.setdefault(issue.flag, []).append(str(issue))
         notices = {}
-        for key, issues in problems.items():
-            reason = (
-                f"{POLICY_REJECTED_PREFIX}, guardrails NOT evaluated until it is fixed; "
-                "the flag stays as it is: "
-                f"{'; '.join(issues[:3])}" + (f"; and {len(issues) - 3} more" if len(issues) > 3 else "")
-            )
+        for key, reason in ownership.unguarded(managed_keys(document), guarded, policies.errors).items():
             if f"notice:{key}:{reason}" not in self._reported:
                 self._reported.add(f"notice:{key}:{reason}")
                 notices[key] = reason
         return notices
 
-    def _report_orphans(self, document: Mapping[str, Any], policies: PolicySet) -> list[str]:
-        """Managed flags that no policy names (when every policy file is valid: a broken file may be
-        the missing policy). Returns those whose policy said ``onDelete: rollback`` and that are
-        still exposed; the others are reported once and left as they are."""
-        known = {p.policy.flag_key for p in policies.policies}
-        if policies.errors or not policies.files:
-            return []  # a broken file may be the missing policy; no file at all may be a bad mount
-        to_roll_back = []
-        for key in managed_keys(document):
-            if key in known:
-                continue
-            with contextlib.suppress(FlagFileError):
-                state = read_state(document, key, check_layout=False)
-                if state is not None and deleted(state, self.clock()) is not None:
-                    to_roll_back.append(key)
-                    continue
+    def _report_orphans(self, document: Mapping[str, Any], policies: PolicySet, now: datetime) -> list[str]:
+        """Managed flags that no policy names: those to roll back (``onDelete: rollback``, still
+        exposed); the others are reported once and left as they are."""
+        guarded = {p.policy.flag_key for p in policies.policies}
+        found = ownership.orphans(document, guarded, errors=policies.errors, files=policies.files, now=now)
+        for key in found.left:
             self._once(
                 f"orphan:{key}",
                 "flag_without_policy",
                 flag=key,
                 note="managed by flagroll but no policy names it; left as it is",
             )
-        return to_roll_back
+        return found.roll_back
 
     def _commit(
         self,
