@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from controller import reconciler as reconciler_module
 from controller.adapters.decisionlog import DecisionLog, read_records
 from controller.adapters.flagstore import FileFlagStore, Snapshot
 from controller.core.decision import stop
@@ -21,6 +20,7 @@ from controller.core.flagd import read_state, write_flag
 from controller.core.queries import PlannedQuery, QueryKey, Reading
 from controller.core.state import Status
 from controller.reconciler import Reconciler
+from controller.reconciler import record as record_module
 
 T0 = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 
@@ -477,7 +477,7 @@ class Chunks:
 
 
 def five_rollouts_in_chunks_of_two(env: Environment, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(reconciler_module, "RECORD_CHUNK", 2)
+    monkeypatch.setattr(record_module, "RECORD_CHUNK", 2)
     for name in ("b", "c", "d", "e"):
         env.add_policy(name, name)
 

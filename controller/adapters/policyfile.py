@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from controller.core import ownership
 from controller.core.errors import Issue
 from controller.core.metrictemplate import TEMPLATE_KIND, MetricTemplate
 from controller.core.metrictemplate import semantic_issues as semantic_template_issues
@@ -573,38 +574,23 @@ def _resolve_templates(loaded: PolicySet) -> None:
 
 
 def _reject_clashes(policies: PolicySet, owners: Mapping[str, str]) -> None:
-    rejected: set[int] = set()
-    for label, field_path in (("name", ("metadata", "name")), ("flag key", ("spec", "flag", "key"))):
-        groups: dict[str, list[LoadedPolicy]] = {}
-        for loaded in policies.policies:
-            key = loaded.policy.name if label == "name" else loaded.policy.flag_key
-            groups.setdefault(key, []).append(loaded)
-        for key, group in groups.items():
-            if len(group) < 2:
-                continue
-            owner = [p for p in group if owners.get(p.policy.flag_key) == p.policy.name]
-            keeper = owner[0] if len(owner) == 1 and label == "flag key" else None
-            for loaded in group:
-                if loaded is keeper:
-                    continue
-                rejected.add(id(loaded))
-                others = ", ".join(f"{o.file}:{o.position(field_path)[0]}" for o in group if o is not loaded)
-                line, column = loaded.position(field_path)
-                why = (
-                    f"flag {key!r} is already rolled out by policy {keeper.policy.name!r} at {others}; "
-                    "this policy is ignored"
-                    if keeper is not None
-                    else f"{label} {key!r} is also used by the policy at {others}; "
-                    "each flag must have exactly one policy"
-                )
-                policies.issues.append(
-                    Issue(
-                        loaded.file,
-                        line,
-                        column,
-                        render_path(field_path),
-                        why,
-                        flag=loaded.policy.flag_key,
-                    )
-                )
-    policies.policies = [p for p in policies.policies if id(p) not in rejected]
+    """Reject the policies that clash (see :func:`~controller.core.ownership.clashes`), each with an
+    issue at its clashing field that names where the others are."""
+    loaded = policies.policies
+    found = ownership.clashes([ownership.Claim(p.policy.name, p.policy.flag_key) for p in loaded], owners)
+    for clash in found:
+        policy = loaded[clash.index]
+        others = ", ".join(f"{loaded[i].file}:{loaded[i].position(clash.field)[0]}" for i in clash.others)
+        line, column = policy.position(clash.field)
+        policies.issues.append(
+            Issue(
+                policy.file,
+                line,
+                column,
+                render_path(clash.field),
+                clash.reason(others),
+                flag=policy.policy.flag_key,
+            )
+        )
+    rejected = {clash.index for clash in found}
+    policies.policies = [p for i, p in enumerate(loaded) if i not in rejected]

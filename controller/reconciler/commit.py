@@ -1,0 +1,221 @@
+"""Committing a wave of answers, under the lock: read the flag file again, decide each rollout whose
+state is unchanged since it was planned, write every change in one atomic write, then record.
+
+The lock is waited for in short slices, so that a shutdown is heard. A store without a lock
+(Kubernetes) refuses a write when the object changed since the read (``WriteConflictError``): the
+commit then reads again and decides again, up to CONFLICT_ATTEMPTS times. Commits of overlapping
+cycles take turns.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from controller.adapters.flagstore import FlagStore, Snapshot
+from controller.core.checks import Readings
+from controller.core.decision import Decision, decide, deleted
+from controller.core.errors import (
+    CycleAbandoned,
+    FlagFileError,
+    LeadershipLostError,
+    LockTimeoutError,
+    WriteConflictError,
+)
+from controller.core.flagd import flag_entry, read_state
+from controller.core.records import Context, Record
+from controller.core.state import ACTIVE, Action
+from controller.reconciler.plan import Plan
+from controller.reconciler.record import Recorder
+from controller.reconciler.recovery import Recovery
+from controller.reconciler.shared import Clock, CycleResult, Leadership
+
+LOCK_SLICE_SECONDS = 0.25
+CONFLICT_ATTEMPTS = 5  # reads and decisions per commit when the store keeps changing under us
+
+
+class Committer:
+    def __init__(
+        self,
+        *,
+        store: FlagStore,
+        lock_timeout_seconds: float,
+        clock: Clock,
+        log: Any,
+        leader: Leadership | None,
+        dry_run: bool,
+        recorder: Recorder,
+        recovery: Recovery,
+    ) -> None:
+        self.store = store
+        self.lock_timeout_seconds = lock_timeout_seconds
+        self.clock = clock
+        self.log = log
+        self.leader = leader
+        self.dry_run = dry_run
+        self.recorder = recorder
+        self.recovery = recovery
+        self._abandon = threading.Event()
+        self._mutex = threading.Lock()
+
+    def abandon(self) -> None:
+        """A commit still waiting for the lock gives up; one already writing finishes."""
+        self._abandon.set()
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """The store's lock, waited for in short slices so that :meth:`abandon` is heard."""
+        deadline = time.monotonic() + self.lock_timeout_seconds
+        waited = False
+        while True:
+            if self._abandon.is_set():
+                raise CycleAbandoned("shutting down")
+            slice_seconds = max(0.0, min(LOCK_SLICE_SECONDS, deadline - time.monotonic()))
+            try:
+                lock = self.store.locked(slice_seconds)
+                lock.__enter__()
+            except LockTimeoutError:
+                if not waited:
+                    waited = True
+                    self.log.info("waiting_for_lock", flags=self.store.location)
+                if time.monotonic() >= deadline:
+                    raise LockTimeoutError(
+                        f"{self.store.location}: another writer held the lock for more than "
+                        f"{self.lock_timeout_seconds:g}s"
+                    ) from None
+                continue
+            break
+        try:
+            yield
+        finally:
+            lock.__exit__(None, None, None)
+
+    def commit(
+        self,
+        plans: Sequence[Plan],
+        readings: Readings,
+        result: CycleResult,
+        notices: Mapping[str, str] | None = None,
+        deletions: Sequence[str] = (),
+    ) -> None:
+        """Decide ``plans`` on ``readings``, roll back ``deletions``, record ``notices`` (flag → why
+        it holds), write and record; also records what a dead process or an earlier refusal of the
+        decision log left unrecorded."""
+        with self._mutex:  # cycles overlap; their commits take turns
+            if not (plans or notices or deletions or self.recorder.backlog or self.recovery.pending):
+                return
+            problems = len(result.problems)
+            for attempt in range(1, CONFLICT_ATTEMPTS + 1):
+                try:
+                    self._commit_once(plans, readings, result, notices, deletions)
+                    return
+                except WriteConflictError as exc:
+                    del result.problems[problems:]
+                    if attempt == CONFLICT_ATTEMPTS:
+                        raise
+                    self.log.info(
+                        "flag_store_conflict", error=str(exc), note="reading again and deciding again"
+                    )
+
+    def _commit_once(
+        self,
+        plans: Sequence[Plan],
+        readings: Readings,
+        result: CycleResult,
+        notices: Mapping[str, str] | None,
+        deletions: Sequence[str],
+    ) -> None:
+        lock = contextlib.nullcontext() if self.dry_run else self.locked()
+        with lock:
+            now = self.clock()
+            recovered, outcomes = self._decide_and_write(plans, readings, result, notices, deletions, now)
+            self.recovery.checked = True  # past the write: a conflict retry would have checked again
+            self.recorder.record(recovered, outcomes, now, result)
+
+    def _decide_and_write(
+        self,
+        plans: Sequence[Plan],
+        readings: Readings,
+        result: CycleResult,
+        notices: Mapping[str, str] | None,
+        deletions: Sequence[str],
+        now: datetime,
+    ) -> tuple[list[Record], list[tuple[Context, Decision]]]:
+        """Under the lock: read the flag file, decide, write every change at once. Returns the
+        records of moves a dead process left unrecorded, and what to record for this commit."""
+        snapshot = self.store.read()
+        draft = _Draft(snapshot, self.dry_run)
+        recovered = self.recovery.lost_records(draft.document)
+        for plan in plans:
+            draft.rollout(plan, readings, now, result, self.log)
+        for key in deletions:
+            draft.deleted(key, now)
+        for key, reason in (notices or {}).items():
+            draft.notice(key, reason)
+        if draft.changed and not self.dry_run:
+            if self.leader is not None and not self.leader.is_leader():
+                raise LeadershipLostError(f"not the leader any more; not writing {self.store.location}")
+            self.store.write(draft.document, snapshot, draft.changed)
+            result.wrote = True
+            for context, decision in draft.outcomes:
+                if decision.writes:
+                    result.states[context.flag] = decision.after
+        return recovered, draft.outcomes
+
+
+class _Draft:
+    """The flag document a commit changes, the flags it changed, and the decisions to record."""
+
+    def __init__(self, snapshot: Snapshot, dry_run: bool) -> None:
+        self.document = dict(snapshot.document)  # one copy, its flags set in place: thousands may change
+        self.flags: dict[str, Any] = dict(self.document.get("flags", {}))
+        self.document["flags"] = self.flags
+        self.dry_run = dry_run
+        self.changed: list[str] = []
+        self.outcomes: list[tuple[Context, Decision]] = []
+
+    def rollout(self, plan: Plan, readings: Readings, now: datetime, result: CycleResult, log: Any) -> None:
+        """Decide a planned rollout, unless its state moved since it was planned (say by ``flagroll
+        stop``): that one is left for the next cycle."""
+        key = plan.loaded.policy.flag_key
+        try:
+            fresh = read_state(self.document, key)
+        except FlagFileError as exc:
+            result.problems.append(str(exc))
+            return
+        if fresh != plan.stored:
+            log.info("flag_changed_during_cycle", flag=key, note="deciding next cycle")
+            return
+        decision = decide(plan.loaded.policy, fresh, plan.queries, readings, now)
+        if decision.after.status not in ACTIVE and not decision.writes:
+            return  # an inactive rollout with nothing new: no record
+        if decision.writes:
+            spec = plan.loaded.policy.spec
+            self.flags[key] = flag_entry(
+                self.document, key, decision.after, variants=spec.flag.variants, segment=spec.segment
+            )
+            self.changed.append(key)
+        self.outcomes.append((Context(key, policy=plan.loaded.policy, dry_run=self.dry_run), decision))
+
+    def deleted(self, key: str, now: datetime) -> None:
+        """Roll back the flag of a deleted policy that said ``onDelete: rollback``, if still exposed."""
+        with contextlib.suppress(FlagFileError):
+            fresh = read_state(self.document, key, check_layout=False)
+            gone = deleted(fresh, now) if fresh is not None else None
+            if gone is not None:
+                self.flags[key] = flag_entry(self.document, key, gone.after, keep_segment=True)
+                self.changed.append(key)
+                self.outcomes.append((Context(key, dry_run=self.dry_run), gone))
+
+    def notice(self, key: str, reason: str) -> None:
+        """A hold that changes nothing, so that the records say why the flag is not judged."""
+        with contextlib.suppress(FlagFileError):
+            state = read_state(self.document, key, check_layout=False)
+            if state is not None:
+                self.outcomes.append(
+                    (Context(key, dry_run=self.dry_run), Decision(Action.HOLD, state, state, reason))
+                )

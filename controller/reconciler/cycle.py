@@ -1,0 +1,115 @@
+"""The :class:`Reconciler`: one cycle (plan, ask, commit), and the loop that runs cycles."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Collection, Mapping
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from controller.adapters.decisionlog import DecisionLog
+from controller.adapters.flagstore import FlagStore
+from controller.adapters.policyfile import PolicySet
+from controller.core.queries import MetricsSource, ReadingKind
+from controller.reconciler.ask import answered
+from controller.reconciler.commit import Committer
+from controller.reconciler.plan import load_policies, plan
+from controller.reconciler.record import Recorder
+from controller.reconciler.recovery import Recovery
+from controller.reconciler.schedule import Schedule
+from controller.reconciler.shared import Clock, CycleObserver, CycleResult, Leadership, Reported, utc_now
+
+
+class Reconciler:
+    def __init__(
+        self,
+        *,
+        policies: Path,
+        store: FlagStore,
+        prometheus: MetricsSource,
+        decision_log: DecisionLog | None,
+        dry_run: bool = False,
+        lock_timeout_seconds: float = 30.0,
+        clock: Clock = utc_now,
+        log: Any = None,
+        leader: Leadership | None = None,
+        observer: CycleObserver | None = None,
+        keep_records: bool = True,
+    ) -> None:
+        """``keep_records``: keep each cycle's records in its :class:`CycleResult`. ``flagroll run``
+        does not: records go to stdout, the decision log and the observer a chunk at a time, so that
+        thousands of rollouts never have all their records in memory at once."""
+        self.policies_path = policies
+        self.store = store
+        self.prometheus = prometheus
+        self.decision_log = decision_log
+        self.dry_run = dry_run
+        self.lock_timeout_seconds = lock_timeout_seconds
+        self.clock = clock
+        self.log = log if log is not None else structlog.get_logger("flagroll")
+        self.leader = leader
+        self.observer = observer
+        self.keep_records = keep_records
+        self._reported = Reported(self.log)
+        writing_log = decision_log if not dry_run else None
+        self._committer = Committer(
+            store=store,
+            lock_timeout_seconds=lock_timeout_seconds,
+            clock=clock,
+            log=self.log,
+            leader=leader,
+            dry_run=dry_run,
+            recorder=Recorder(
+                decision_log=writing_log, log=self.log, observer=observer, keep_records=keep_records
+            ),
+            recovery=Recovery(writing_log, self.log),
+        )
+
+    def abandon(self) -> None:
+        """Shutting down: a cycle still waiting for the lock gives up; one already writing finishes."""
+        self._committer.abandon()
+
+    def load_policies(self, document: Mapping[str, Any] | None = None) -> PolicySet:
+        """Load every policy; ``document`` (the flag file) tells which policy owns which flag."""
+        return load_policies(self.policies_path, document, self._reported)
+
+    async def cycle(
+        self, only: set[str] | None = None, decided: Callable[[Collection[str]], None] | None = None
+    ) -> CycleResult:
+        """One reconciliation of the policies named in ``only`` (all when None).
+
+        Each rollout is decided as soon as its own answers are in: rollouts whose queries return
+        together are committed together (a template's answer serves all of them at once), and one
+        whose query is slow is committed on its own when it returns or times out, without holding
+        the others back. ``decided`` is told the names of the policies of each commit.
+        """
+        result = CycleResult()
+        snapshot = await asyncio.to_thread(self.store.read)
+        policies = self.load_policies(snapshot.document)
+        planned = plan(snapshot.document, policies, only, self.clock(), result, self._reported)
+        del snapshot, policies  # the commits read the flag file again: one parsed copy at a time, not two
+        answers: list[bool] = []
+        first = True
+        async for wave, readings in answered(self.prometheus, planned.plans):
+            answers.extend(r.kind is not ReadingKind.ERROR for r in readings.values())
+            await asyncio.to_thread(
+                self._committer.commit,
+                wave,
+                readings,
+                result,
+                planned.notices if first else None,
+                planned.deletions if first else (),
+            )
+            first = False
+            if decided is not None:
+                decided([done.loaded.policy.name for done in wave])
+        if answers:
+            result.prometheus_answered = any(answers)
+        return result
+
+    async def run(self, *, once: bool = False, stop: asyncio.Event | None = None) -> bool:
+        """Reconcile each policy at its own interval until ``stop`` is set (or once): see
+        :mod:`controller.reconciler.schedule`. Returns whether the last cycle had no problems."""
+        return await Schedule(self, once=once, stop=stop or asyncio.Event()).run()

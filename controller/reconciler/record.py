@@ -1,0 +1,127 @@
+"""Recording a commit's decisions, a chunk at a time: each chunk is built, printed, appended to the
+decision log and handed to the observer, then dropped, so that a cycle of thousands of rollouts never
+holds all its records at once (unless ``keep_records``).
+
+A record the decision log refuses (disk full, read-only) stays in memory, up to MAX_UNLOGGED_RECORDS,
+and is appended before the next ones once the log is writable again: none is lost while the process
+lives, and every one is on stdout meanwhile.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from controller.adapters.decisionlog import DecisionLog
+from controller.core.decision import Decision
+from controller.core.errors import WriteError
+from controller.core.records import Context, Record, to_record
+from controller.reconciler.shared import CycleObserver, CycleResult
+
+MAX_UNLOGGED_RECORDS = 10_000  # records kept in memory while the decision log cannot be written
+RECORD_CHUNK = 250  # records built, printed and appended at a time
+
+
+class Recorder:
+    def __init__(
+        self,
+        *,
+        decision_log: DecisionLog | None,
+        log: Any,
+        observer: CycleObserver | None,
+        keep_records: bool,
+    ) -> None:
+        """``decision_log`` None (no log, or a dry run): records go to stdout and the observer only."""
+        self.decision_log = decision_log
+        self.log = log
+        self.observer = observer
+        self.keep_records = keep_records
+        self._unlogged: list[Record] = []
+
+    @property
+    def backlog(self) -> bool:
+        """Whether records wait for the decision log to be writable again."""
+        return bool(self._unlogged)
+
+    def record(
+        self,
+        recovered: Sequence[Record],
+        outcomes: Sequence[tuple[Context, Decision]],
+        now: datetime,
+        result: CycleResult,
+    ) -> None:
+        """Record the flag file's changes, RECORD_CHUNK at a time. The flag file is written: each
+        record goes to stdout before the decision log, so that a move is never unrecorded even if the
+        decision log cannot be appended to."""
+        records = itertools.chain(recovered, (to_record(d, context, now) for context, d in outcomes))
+        decision_log = self.decision_log
+        appending = decision_log is not None
+        dropped = 0
+        while chunk := list(itertools.islice(records, RECORD_CHUNK)):
+            for record in chunk:
+                self.log.info("decision", **record)
+            if decision_log is not None:
+                if appending:
+                    appending = self._appended(decision_log, chunk, result)
+                else:  # the rest wait with the unlogged ones, without a retry each
+                    dropped += self._hold(chunk)
+            if self.keep_records:
+                result.records.extend(chunk)
+            result.decisions += len(chunk)
+            self._observe(chunk)
+        if decision_log is not None and appending and self._unlogged:  # what earlier commits could not
+            self._appended(decision_log, [], result)
+        if dropped:
+            self.log.error(
+                "decision_log_records_dropped",
+                dropped=dropped,
+                pending=len(self._unlogged),
+                note="each dropped record is on stdout only",
+            )
+
+    def _appended(self, decision_log: DecisionLog, records: Sequence[Record], result: CycleResult) -> bool:
+        """Whether the decision log took ``records`` (and the backlog); a refusal is the cycle's problem."""
+        try:
+            self._append(decision_log, records)
+        except WriteError as exc:  # the moves are made and printed; notify and count them too
+            result.problems.append(str(exc))
+            return False
+        return True
+
+    def _append(self, decision_log: DecisionLog, records: Sequence[Record]) -> None:
+        """Append, together with any records an earlier cycle could not append: a record is kept in
+        memory until it is in the log."""
+        batch = [*self._unlogged, *records]
+        if not batch:
+            return
+        try:
+            decision_log.append(batch)
+        except WriteError as exc:
+            self._unlogged = batch[-MAX_UNLOGGED_RECORDS:]
+            self.log.error(
+                "decision_log_write_failed",
+                error=str(exc),
+                pending=len(self._unlogged),
+                dropped=len(batch) - len(self._unlogged),
+                note="each record is on stdout; pending ones are appended once the log is writable",
+            )
+            raise
+        if self._unlogged:
+            self.log.info("decision_log_caught_up", appended=len(self._unlogged))
+        self._unlogged = []
+
+    def _hold(self, records: Sequence[Record]) -> int:
+        """Keep ``records`` for a later append; returns how many of the oldest had to be dropped."""
+        batch = [*self._unlogged, *records]
+        self._unlogged = batch[-MAX_UNLOGGED_RECORDS:]
+        return len(batch) - len(self._unlogged)
+
+    def _observe(self, records: Sequence[Record]) -> None:
+        if self.observer is None:
+            return
+        try:
+            self.observer.recorded(records)
+        except Exception as exc:  # metrics or notifications must never cost a record
+            self.log.exception("observer_failed", error=str(exc), error_type=type(exc).__name__)

@@ -1,0 +1,72 @@
+"""Recovery of records a dead process left unwritten: once per process, under the lock, a flag whose
+state in the flag file is newer than its last decision record was changed by a process that died
+between writing the flag file and appending the record. The first commit says so in the log, with the
+state the flag file holds, so that no move goes unrecorded."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from controller.adapters.decisionlog import DecisionLog, last_by_flag
+from controller.core.decision import Decision
+from controller.core.errors import FlagFileError
+from controller.core.flagd import managed_keys, read_state
+from controller.core.records import Context, Record, to_record
+from controller.core.state import Action
+
+
+def recorded_since(record: Record | None, updated_at: datetime) -> bool:
+    if record is None:
+        return False
+    try:
+        logged = datetime.fromisoformat(str(record.get("time", "")).replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    # Records carry milliseconds; the flag file's time may carry more.
+    return logged.tzinfo is not None and logged >= updated_at.replace(
+        microsecond=updated_at.microsecond // 1000 * 1000
+    )
+
+
+class Recovery:
+    def __init__(self, decision_log: DecisionLog | None, log: Any) -> None:
+        """``decision_log`` None (no log, or a dry run): nothing to recover."""
+        self.decision_log = decision_log
+        self.log = log
+        self.checked = False  # set once a commit got past its write (a conflict retry checks again)
+
+    @property
+    def pending(self) -> bool:
+        return not self.checked and self.decision_log is not None
+
+    def lost_records(self, document: Mapping[str, Any]) -> list[Record]:
+        """Until :attr:`checked`: a record for each flag of the flag ``document`` changed since its
+        last decision record."""
+        decision_log = self.decision_log
+        if self.checked or decision_log is None:
+            return []
+        keys = list(managed_keys(document))
+        try:
+            last = last_by_flag(decision_log.path, keys)
+        except OSError as exc:
+            self.log.error("decision_log_unreadable", path=str(decision_log.path), error=str(exc))
+            return []
+        lost: list[Record] = []
+        for key in keys:
+            try:
+                state = read_state(document, key, check_layout=False)
+            except FlagFileError:
+                continue
+            if state is None or recorded_since(last.get(key), state.updated_at):
+                continue
+            reason = (
+                f"the flag file shows a change at {state.updated_at.isoformat()} that has no decision "
+                "record (the process that made it stopped before logging it, or the log was rotated); "
+                "this is the state the flag file holds"
+            )
+            decision = Decision(Action.RECOVER, state, state, reason)
+            lost.append(to_record(decision, Context(key), state.updated_at))
+            self.log.warning("decision_record_recovered", flag=key, updated_at=state.updated_at.isoformat())
+        return lost
