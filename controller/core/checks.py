@@ -16,8 +16,7 @@ from dataclasses import replace
 from controller.core.checkrecord import SEVERITY, SYMBOL, ArmEvidence, Check, fmt
 from controller.core.policy import Bounds, Policy
 from controller.core.queries import Arm, PlannedQuery, QueryKey, Reading, ReadingKind, Source, arms
-from controller.core.readings import PolicyReadings
-from controller.core.readings import Readings as Readings  # the checks' input, imported from here by the loop
+from controller.core.readings import PolicyReadings, Readings
 from controller.core.statchecks import sample_ratio_check, sequential_checks
 from controller.core.state import Outcome
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Mapping, Sequence
 
-from controller.core.checks import Readings
 from controller.core.queries import MetricsSource, QueryKey, Reading
+from controller.core.readings import Readings
 from controller.reconciler.plan import Plan
 
 WAVE_GATHER_SECONDS = 0.05  # how long a commit waits for answers landing just after the first one

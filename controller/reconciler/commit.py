@@ -17,7 +17,6 @@ from datetime import datetime
 from typing import Any
 
 from controller.adapters.flagstore import FlagStore, Snapshot
-from controller.core.checks import Readings
 from controller.core.decision import Decision, decide, deleted
 from controller.core.errors import (
     CycleAbandoned,
@@ -27,6 +26,7 @@ from controller.core.errors import (
     WriteConflictError,
 )
 from controller.core.flagd import flag_entry, read_state
+from controller.core.readings import Readings
 from controller.core.records import Context, Record
 from controller.core.state import ACTIVE, Action
 from controller.reconciler.plan import Plan
