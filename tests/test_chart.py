@@ -34,10 +34,8 @@ from controller.adapters.policyfile import load_paths
 from controller.adapters.promserver import PrometheusServer, free_port
 from controller.cli import build_parser, main
 from controller.core.flagd import managed_keys
+from tests.support.paths import CHART, EXAMPLES, ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
-CHART = ROOT / "charts" / "flagroll"
-EXAMPLES = ROOT / "policies"
 RELEASE, NAMESPACE = "demo", "apps"
 FULLNAME = "demo-flagroll"
 KUBE_VERSIONS = ["1.25.0", kubernetes_validate.latest_version()]

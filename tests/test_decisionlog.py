@@ -23,11 +23,12 @@ from controller.core.policy import Policy
 from controller.core.queries import Arm, Reading
 from controller.core.records import Context, Record, render, render_all, to_record
 from controller.core.state import Action, Status
+from tests.support.paths import EXAMPLES
 from tests.support.waiting import wait_for
 
 T0 = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 TAIL_CHUNK = 64 * 1024  # how much last_by_flag reads at a time, backwards from the end
-POLICY_FILE = Path(__file__).resolve().parent.parent / "policies" / "price-quote-cache.yaml"
+POLICY_FILE = EXAMPLES / "price-quote-cache.yaml"
 
 
 def rec(flag: str, n: int, **extra: Any) -> Record:

@@ -23,9 +23,9 @@ from controller.adapters.policyfile import PolicySet, load_paths, load_text
 from controller.core.errors import Issue
 from controller.core.metrictemplate import json_schema as template_schema
 from controller.core.policy import Policy, json_schema
+from tests.support import paths
 
-ROOT = Path(__file__).resolve().parent.parent
-EXAMPLES = sorted((ROOT / "policies").glob("*.yaml"))
+EXAMPLES = sorted(paths.EXAMPLES.glob("*.yaml"))
 
 # Line numbers of BASE, for counting:
 #  1 apiVersion   5 spec         9 flag         13 - percent: 1   17 traffic       21 - name: errors
