@@ -6,7 +6,7 @@ fields are errors) against the oldest and the newest Kubernetes version the char
 prometheus-operator kinds (ServiceMonitor, PrometheusRule) have no schema there: their metadata is
 validated as Kubernetes ObjectMeta and their spec against the strict schemas below, written from the
 operator's API reference for the fields the chart uses; the PrometheusRule's rules also go through
-``promtool check rules`` (tests/test_monitoring.py). The chart never renders a FeatureFlag: flagroll
+``promtool check rules`` (tests/deploy/test_monitoring.py). The chart never renders a FeatureFlag: flagroll
 manages one that exists already; the Role naming it is validated like any other object.
 """
 
