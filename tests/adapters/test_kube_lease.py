@@ -17,8 +17,8 @@ from controller.adapters.kube.objects import ObjectRef
 from controller.adapters.kube.stores import ConfigMapFlagStore
 from controller.core.errors import LeadershipLostError, PermanentError
 from controller.reconciler import Reconciler
+from tests.support.environment import POLICY, Clock, FakeMetrics
 from tests.support.kubefake import FakeKubeApi
-from tests.test_reconciler import POLICY, Clock, FakeMetrics
 
 LEASE = ObjectRef("team", "flagroll")
 T0 = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)

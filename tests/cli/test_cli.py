@@ -16,9 +16,7 @@ from controller.adapters.promserver import free_port
 from controller.cli import build_parser, main
 from controller.core.flagd import empty_document, read_state, render_document, write_flag
 from controller.core.state import NOT_STARTED, RolloutState, Status
-
-ROOT = Path(__file__).resolve().parent.parent
-EXAMPLES = ROOT / "policies"
+from tests.support.paths import EXAMPLES
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:

@@ -11,9 +11,8 @@ import pytest
 from structlog.testing import capture_logs
 
 from controller.adapters.policyfile import load_paths
-from tests.test_reconciler import POLICY, Environment
-
-EXAMPLES = Path(__file__).resolve().parent.parent / "policies"
+from tests.support.environment import POLICY, Environment
+from tests.support.paths import EXAMPLES
 
 
 def _policy(on_delete: str | None) -> str:

@@ -1,6 +1,6 @@
 """Each named policy rule on its own: quiet on a sound policy, and its own finding on the fault it checks.
 
-``tests/test_policy.py`` checks the rules through the file loader (lines, fields, messages); here each
+``test_policy_semantics.py`` checks the rules through the file loader (lines, fields, messages); here each
 rule is called directly, so a finding is known to come from the rule that is named.
 """
 

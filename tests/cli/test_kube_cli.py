@@ -21,8 +21,8 @@ from controller.cli import main
 from controller.cli.kubernetes import open_store
 from controller.core.flagd import read_state
 from controller.core.state import Status
+from tests.support.environment import POLICY
 from tests.support.kubefake import FakeKubeApi
-from tests.test_reconciler import POLICY
 
 KEY = "flags.flagd.json"
 

@@ -7,7 +7,6 @@ import json
 import math
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
@@ -28,9 +27,9 @@ from controller.core.queries import (
 )
 from controller.core.records import Context, render, to_record
 from controller.core.state import Action, Outcome, RolloutState, Status
+from tests.support.paths import EXAMPLES, ROOT
 
 T0 = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
-ROOT = Path(__file__).resolve().parent.parent
 
 SELECT = 'route="/pay",feature_flag_key="{{flag}}",feature_flag_result_variant="{{variant}}"'
 POLICY = f"""\
@@ -506,9 +505,6 @@ def test_a_rollback_before_anyone_is_exposed_is_impossible() -> None:
     assert errors.verdict is Outcome.NO_DATA
     assert errors.detail == "nobody is exposed yet"
     assert decision.after.status is Status.PROGRESSING
-
-
-EXAMPLES = Path(__file__).resolve().parent.parent / "policies"
 
 
 def test_alpha_weights_split_the_budget_in_proportion() -> None:

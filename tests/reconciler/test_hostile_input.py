@@ -3,7 +3,7 @@ invalid input never changes a flag, and nothing in a policy reaches PromQL outsi
 ``{{flag}}``/``{{variant}}`` substitution (checked by a real Prometheus parsing the result).
 
 The policy parser, the duration parser and the Prometheus response parser have their own fuzz tests in
-test_policy.py, test_durations.py and test_prometheus_client.py.
+tests/adapters/test_policyfile.py, tests/core/test_durations.py and tests/adapters/test_prometheus_client.py.
 """
 
 from __future__ import annotations

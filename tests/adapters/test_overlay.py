@@ -21,7 +21,7 @@ from controller.adapters.decisionlog import DecisionLog
 from controller.adapters.overlay import OverlayStore, merge
 from controller.core.errors import FlagFileError, UsageError
 from controller.reconciler import Reconciler
-from tests.test_reconciler import Environment
+from tests.support.environment import Environment
 
 BASE: dict[str, Any] = {
     "$evaluators": {"internal": {"in": ["@example.com", {"var": "email"}]}},

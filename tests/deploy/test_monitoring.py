@@ -19,8 +19,9 @@ import helm_python
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
-FILES = ROOT / "charts" / "flagroll" / "files"
+from tests.support.paths import CHART, ROOT
+
+FILES = CHART / "files"
 ALERTS = FILES / "alerts.yaml"
 DASHBOARD = FILES / "dashboard.json"
 

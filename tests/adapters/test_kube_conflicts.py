@@ -19,8 +19,8 @@ from controller.core.errors import WriteConflictError
 from controller.core.flagd import read_state, render_document, write_flag
 from controller.core.state import Status
 from controller.reconciler import CONFLICT_ATTEMPTS, Reconciler
+from tests.support.environment import POLICY, Clock, FakeMetrics
 from tests.support.kubefake import FakeKubeApi
-from tests.test_reconciler import POLICY, Clock, FakeMetrics
 
 REF = ObjectRef("team", "flags")
 KEY = "flags.flagd.json"

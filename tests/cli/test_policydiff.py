@@ -10,7 +10,7 @@ import pytest
 
 from controller import cli
 from controller.cli import common
-from tests.test_reconciler import POLICY, Environment, failing
+from tests.support.environment import POLICY, Environment, failing
 
 
 @pytest.fixture

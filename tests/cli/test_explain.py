@@ -9,7 +9,7 @@ import pytest
 from controller import cli
 from controller.cli import common
 from controller.core.queries import Reading
-from tests.test_reconciler import T0, Environment, failing, healthy
+from tests.support.environment import T0, Environment, failing, healthy
 
 
 def _explain(env: Environment, capsys: pytest.CaptureFixture[str], *extra: str) -> str:

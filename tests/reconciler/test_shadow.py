@@ -12,7 +12,8 @@ import pytest
 from controller.adapters.policyfile import load_text
 from controller.core.queries import Reading
 from controller.core.records import render
-from tests.test_reconciler import POLICY, Environment, healthy
+from tests.support.environment import POLICY, Environment, healthy
+from tests.support.paths import EXAMPLES
 
 SHADOW = """\
     - name: new-latency-guardrail
@@ -83,7 +84,7 @@ def test_dry_run_must_be_a_boolean() -> None:
 
 
 def test_a_shadow_statistical_guardrail_takes_no_budget_from_the_others() -> None:
-    text = (Path(__file__).resolve().parent.parent / "policies" / "checkout-http-client.yaml").read_text()
+    text = (EXAMPLES / "checkout-http-client.yaml").read_text()
     live = load_text(text, "p.yaml").policies[0].policy
     marker = "    - name: slow-payments\n"
     assert marker in text

@@ -1,0 +1,1 @@
+"""The benchmarks and the rollout simulator in bench/, on small runs."""

@@ -1,0 +1,1 @@
+"""The commands (controller.cli), run in-process through ``main(argv)``."""

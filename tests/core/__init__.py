@@ -1,0 +1,2 @@
+"""The pure core (controller.core): decisions, policies and their rules, statistics, durations, the
+flag layout."""

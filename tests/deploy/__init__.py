@@ -1,0 +1,1 @@
+"""What is deployed: the Helm chart, its alerting rules and its dashboard."""

@@ -1,0 +1,2 @@
+"""The loop (controller.reconciler) in-process: cycles, deleted policies, shared templates, shadow
+guardrails, hostile input."""

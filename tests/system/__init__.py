@@ -1,0 +1,1 @@
+"""Whole processes: ``flagroll run`` and ``flagroll demo`` as child processes, crashes and injected faults."""
