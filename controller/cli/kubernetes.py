@@ -51,7 +51,7 @@ def add_store_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--kubeconfig",
         type=Path,
-        default=_kubeconfig_fromenv(),
+        default=_kubeconfig_from_env(),
         metavar="FILE",
         help="kubeconfig file; without it, the pod's service account in a cluster, else "
         "~/.kube/config [env KUBECONFIG]",
@@ -68,7 +68,7 @@ def add_leader_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _kubeconfig_fromenv() -> Path | None:
+def _kubeconfig_from_env() -> Path | None:
     """KUBECONFIG may list several files; flagroll uses the first that exists."""
     value = env("KUBECONFIG")
     if value is None:

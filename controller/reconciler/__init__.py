@@ -2,9 +2,9 @@
 
 One cycle (:meth:`Reconciler.cycle`, in :mod:`.cycle`), for the policies that are due:
 
-1. load and validate every policy file (an invalid policy is reported and skipped; its flag is not
-   touched), and read the flag file without the lock (:mod:`.plan`): which rollouts to decide, with
-   their queries, and which flags the policy set leaves unguarded or orphaned
+1. read the flag file without the lock, load and validate every policy file (an invalid policy is
+   reported and skipped; its flag is not touched), and plan (:mod:`.plan`): which rollouts to
+   decide, with their queries, and which flags the policy set leaves unguarded or orphaned
    (:mod:`controller.core.ownership`);
 2. run every rollout's queries concurrently (:mod:`.ask`; this is the slow part, so nobody waits on
    the lock meanwhile), handing the answers on in waves as they come back;
@@ -26,8 +26,8 @@ the leader runs cycles, and every write first checks that it still leads.
 :meth:`Reconciler.run` (:mod:`.schedule`) runs cycles, each policy at its own interval. What the
 phases share is in :mod:`.shared`. The tunables (``RECORD_CHUNK``, ``LOCK_SLICE_SECONDS``, …) live
 in, and are read from, the module of their phase: patch them there
-(``controller.reconciler.record.RECORD_CHUNK``). They are not repeated here, where a patch would
-change nothing.
+(``controller.reconciler.record.RECORD_CHUNK``). Only ``CONFLICT_ATTEMPTS`` is exported here, to
+be read (a patch here would change nothing).
 """
 
 from controller.reconciler.commit import CONFLICT_ATTEMPTS

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any
@@ -40,32 +41,59 @@ class Reconciler:
     ) -> None:
         """``keep_records``: keep each cycle's records in its :class:`CycleResult`. ``flagroll run``
         does not: records go to stdout, the decision log and the observer a chunk at a time, so that
-        thousands of rollouts never have all their records in memory at once."""
-        self.policies_path = policies
-        self.store = store
-        self.prometheus = prometheus
-        self.decision_log = decision_log
-        self.dry_run = dry_run
-        self.lock_timeout_seconds = lock_timeout_seconds
-        self.clock = clock
-        self.log = log if log is not None else structlog.get_logger("flagroll")
-        self.leader = leader
-        self.observer = observer
-        self.keep_records = keep_records
-        self._reported = Reported(self.log)
+        thousands of rollouts never have all their records in memory at once.
+
+        The settings are fixed here: the phases are built from them, so they are read-only after."""
+        self._policies_path = policies
+        self._store = store
+        self._prometheus = prometheus
+        self._dry_run = dry_run
+        self._clock = clock
+        self._log = log if log is not None else structlog.get_logger("flagroll")
+        self._leader = leader
+        self._observer = observer
+        self.reported = Reported(self._log)  # each distinct problem is logged once per process
         writing_log = decision_log if not dry_run else None
         self._committer = Committer(
             store=store,
             lock_timeout_seconds=lock_timeout_seconds,
             clock=clock,
-            log=self.log,
+            log=self._log,
             leader=leader,
             dry_run=dry_run,
             recorder=Recorder(
-                decision_log=writing_log, log=self.log, observer=observer, keep_records=keep_records
+                decision_log=writing_log, log=self._log, observer=observer, keep_records=keep_records
             ),
-            recovery=Recovery(writing_log, self.log),
+            recovery=Recovery(writing_log, self._log),
         )
+
+    @property
+    def store(self) -> FlagStore:
+        return self._store
+
+    @property
+    def clock(self) -> Clock:
+        return self._clock
+
+    @property
+    def log(self) -> Any:
+        return self._log
+
+    @property
+    def dry_run(self) -> bool:
+        return self._dry_run
+
+    @property
+    def leader(self) -> Leadership | None:
+        return self._leader
+
+    @property
+    def observer(self) -> CycleObserver | None:
+        return self._observer
+
+    def locked(self) -> contextlib.AbstractContextManager[None]:
+        """The store's lock, waited for in short slices so that :meth:`abandon` is heard."""
+        return self._committer.locked()
 
     def abandon(self) -> None:
         """Shutting down: a cycle still waiting for the lock gives up; one already writing finishes."""
@@ -73,7 +101,7 @@ class Reconciler:
 
     def load_policies(self, document: Mapping[str, Any] | None = None) -> PolicySet:
         """Load every policy; ``document`` (the flag file) tells which policy owns which flag."""
-        return load_policies(self.policies_path, document, self._reported)
+        return load_policies(self._policies_path, document, self.reported)
 
     async def cycle(
         self, only: set[str] | None = None, decided: Callable[[Collection[str]], None] | None = None
@@ -86,13 +114,13 @@ class Reconciler:
         the others back. ``decided`` is told the names of the policies of each commit.
         """
         result = CycleResult()
-        snapshot = await asyncio.to_thread(self.store.read)
+        snapshot = await asyncio.to_thread(self._store.read)
         policies = self.load_policies(snapshot.document)
-        planned = plan(snapshot.document, policies, only, self.clock(), result, self._reported)
+        planned = plan(snapshot.document, policies, only, self._clock(), result, self.reported)
         del snapshot, policies  # the commits read the flag file again: one parsed copy at a time, not two
         answers: list[bool] = []
         first = True
-        async for wave, readings in answered(self.prometheus, planned.plans):
+        async for wave, readings in answered(self._prometheus, planned.plans):
             answers.extend(r.kind is not ReadingKind.ERROR for r in readings.values())
             await asyncio.to_thread(
                 self._committer.commit,

@@ -76,9 +76,9 @@ class Schedule:
     def _leading(self) -> bool:
         r = self.reconciler
         if r.leader is None or r.leader.is_leader():
-            r._reported.forget("follower")
+            r.reported.forget("follower")
             return True
-        if r._reported.first("follower"):
+        if r.reported.first("follower"):
             r.log.info("not_leader", note="another replica leads; waiting for the Lease")
         if r.observer is not None:
             r.observer.follower()
@@ -193,11 +193,11 @@ class Schedule:
         try:
             if await asyncio.to_thread(self._refresh_locked, store):
                 r.log.info("merged_file_written", flags=store.location)
-            r._reported.forget("refresh")
+            r.reported.forget("refresh")
         except Exception as exc:  # a merged file that cannot follow must never stop the guardrails
-            if r._reported.first("refresh"):
+            if r.reported.first("refresh"):
                 r.log.error("merged_file_not_written", error=str(exc), note="the old merged file is intact")
 
     def _refresh_locked(self, store: Refreshing) -> bool:
-        with self.reconciler._committer.locked():
+        with self.reconciler.locked():
             return store.refresh()
