@@ -28,7 +28,9 @@ async def answered(
     groups: dict[frozenset[str], list[Plan]] = {}
     for plan in plans:
         groups.setdefault(frozenset(q.promql for q in plan.queries), []).append(plan)
-    pending = {asyncio.ensure_future(ask(group)) for group in groups.values()}
+    tasks = [asyncio.ensure_future(ask(group)) for group in groups.values()]
+    order = {task: index for index, task in enumerate(tasks)}  # a wave is committed in plan order
+    pending = set(tasks)
     if not pending:
         yield [], {}
         return
@@ -38,7 +40,7 @@ async def answered(
             if pending:  # answers that land a moment later join this wave
                 more, pending = await asyncio.wait(pending, timeout=WAVE_GATHER_SECONDS)
                 done |= more
-            wave = [task.result() for task in done]
+            wave = [task.result() for task in sorted(done, key=order.__getitem__)]
             readings: dict[QueryKey, Reading] = {}
             for _, answers in wave:
                 readings.update(answers)

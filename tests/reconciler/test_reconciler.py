@@ -520,3 +520,28 @@ def test_an_observer_that_fails_costs_no_record(env: Environment) -> None:
     assert [r["action"] for r in result.records] == ["advance"]
     assert [r["action"] for r in read_records(env.log)] == ["advance"]
     assert "observer_failed" in [entry["event"] for entry in logs]
+
+
+def test_the_settings_are_fixed_once_the_reconciler_is_built(env: Environment) -> None:
+    """The phases are built from the settings: changing one afterwards would reach only some of
+    them (a dry run that still writes), so they cannot be changed."""
+    reconciler = env.reconciler()
+    for name, value in (("dry_run", True), ("store", None), ("clock", None), ("observer", None)):
+        with pytest.raises(AttributeError):
+            setattr(reconciler, name, value)
+    assert reconciler.dry_run is False
+
+
+def test_records_of_one_commit_follow_the_order_of_the_policies(env: Environment) -> None:
+    """Answers that land together are committed in the policies' order, not in the order a set of
+    tasks happens to iterate: the log, stdout and a new flag file read the same on every run."""
+    names = [f"rollout-{i:02d}" for i in range(12)]
+    for name in names:
+        env.add_policy(name, name)
+    expected = sorted([*names, "cache"])
+    for _ in range(5):
+        for path in (env.flags, env.log):
+            path.unlink(missing_ok=True)
+        records = env.cycle()
+        assert [r["flag"] for r in records] == expected
+        assert list(json.loads(env.flags.read_text())["flags"]) == expected
