@@ -1,4 +1,5 @@
-"""Tell people when it matters: rollback, stop, completion, a stale rollout, a rejected policy.
+"""Tell people when it matters: rollback, stop, completion, a stale rollout, a rejected policy, an
+exposed flag that no policy judges (unguarded), a flag adopted or handed over.
 
 Events are derived from decision records (:func:`events_from`), so a notification says exactly what
 the decision log says. Two payloads:
@@ -55,7 +56,7 @@ def _redacted(url: str) -> str:
 
 @dataclass(frozen=True)
 class Event:
-    kind: str  # rollback, stop, complete, stale, policy_rejected
+    kind: str  # rollback, stop, complete, stale, policy_rejected, unguarded, adopt
     flag: str
     summary: str
     record: Mapping[str, Any] = field(default_factory=dict)
@@ -78,8 +79,13 @@ def events_from(records: Iterable[Mapping[str, Any]], stale_seen: set[str] | Non
             events.append(
                 Event("complete", flag, f"{flag} {action}d at {record.get('to_percent')}%: {reason}", record)
             )
-        elif action == "hold" and reason.startswith(POLICY_REJECTED_PREFIX):
+        elif action == "hold" and record.get("guarded") is False:
+            if not record.get("reminder"):  # a reminder repeats what was told: not told again
+                events.append(Event("unguarded", flag, f"{flag}: {reason}", record))
+        elif action == "reject" or (action == "hold" and reason.startswith(POLICY_REJECTED_PREFIX)):
             events.append(Event("policy_rejected", flag, f"{flag}: {reason}", record))
+        elif action == "adopt":
+            events.append(Event("adopt", flag, f"{flag}: {reason}", record))
         if stale_seen is not None:
             if record.get("stale") is True and flag not in stale_seen:
                 stale_seen.add(flag)
@@ -100,7 +106,12 @@ def events_from(records: Iterable[Mapping[str, Any]], stale_seen: set[str] | Non
 
 def payload(target: Target, event: Event) -> dict[str, Any]:
     if target.kind == "slack":
-        icon = {"rollback": ":rotating_light:", "stop": ":octagonal_sign:", "complete": ":white_check_mark:"}
+        icon = {
+            "rollback": ":rotating_light:",
+            "unguarded": ":rotating_light:",
+            "stop": ":octagonal_sign:",
+            "complete": ":white_check_mark:",
+        }
         return {"text": f"{icon.get(event.kind, ':warning:')} flagroll: {event.summary}"}
     return {"event": event.kind, "flag": event.flag, "summary": event.summary, "record": dict(event.record)}
 

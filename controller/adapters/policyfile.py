@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import difflib
 import hashlib
-import re
 import types
 import typing
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -20,35 +19,27 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from controller.core import ownership
+from controller.adapters.policyowners import judge_ownership
+from controller.adapters.yamldoc import (
+    Document,
+    FieldPath,
+    Loader,
+    Position,
+    TooLarge,
+    position,
+    reader_issue,
+    render_path,
+)
 from controller.core.errors import Issue
 from controller.core.metrictemplate import TEMPLATE_KIND, MetricTemplate
 from controller.core.metrictemplate import semantic_issues as semantic_template_issues
+from controller.core.ownership import Ownership
 from controller.core.policy import KIND, FlagRef, Metadata, Policy, Spec
 from controller.core.policyrules import semantic_issues
 from controller.core.sharing import Parts
 
-FieldPath = tuple[str | int, ...]
-Position = tuple[int, int]  # 1-based line and column
-
 POLICY_SUFFIXES = (".yaml", ".yml", ".json")
-MAX_NODES = 100_000  # alias expansion guard: a policy file is small
 MAX_FILE_BYTES = 4 * 1024 * 1024
-
-
-class _Loader(yaml.SafeLoader):
-    """SafeLoader with YAML 1.2 booleans: ``on``/``off``/``yes``/``no`` are strings."""
-
-
-_Loader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:bool",
-    re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
-    list("tTfF"),
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +80,15 @@ class PolicySet:
     files: list[str] = field(default_factory=list)
     templates: list[LoadedTemplate] = field(default_factory=list)
     invalid_templates: dict[str, str] = field(default_factory=dict)  # name → where, for messages
+    # What the documents that failed still say: (file, policy name, flag key), each as far as it reads.
+    claims: list[tuple[str, str | None, str | None]] = field(default_factory=list)
+    # Files that could not be read through (unreadable, not UTF-8, too large, broken YAML): they may
+    # hold any policy.
+    unreadable: set[str] = field(default_factory=set)
+    # With the flag file: every valid policy (``policies`` keeps those that judge a flag this cycle),
+    # and who judges what (:func:`controller.core.ownership.assign`).
+    candidates: list[LoadedPolicy] = field(default_factory=list)
+    ownership: Ownership | None = None
 
     @property
     def errors(self) -> list[Issue]:
@@ -97,96 +97,6 @@ class PolicySet:
     @property
     def warnings(self) -> list[Issue]:
         return [i for i in self.issues if i.severity != "error"]
-
-
-class _Document:
-    """A YAML document turned into plain Python, remembering where each value sits."""
-
-    def __init__(self, file: str, root: yaml.Node) -> None:
-        self.file = file
-        self.positions: dict[FieldPath, Position] = {}
-        self.issues: list[Issue] = []
-        self._nodes = 0
-        self._open: set[int] = set()  # collections being built: an alias back to one is a loop
-        self._constructor = _Loader("")
-        self.start = _position(root)
-        self.value = self._build(root, ())
-
-    def _build(self, node: yaml.Node, path: FieldPath) -> Any:
-        self._nodes += 1
-        if self._nodes > MAX_NODES:
-            raise _TooLarge(path, "document too large (alias expansion?)", node)
-        self.positions.setdefault(path, _position(node))
-        if isinstance(node, yaml.MappingNode | yaml.SequenceNode):
-            if node.tag not in _PLAIN_COLLECTION_TAGS:
-                self._issue(node, path, f"unsupported tag {node.tag!r}: policies hold plain data")
-                return None
-            if id(node) in self._open:
-                raise _TooLarge(path, "recursive alias: a value contains itself", node)
-            self._open.add(id(node))
-            try:
-                return self._collection(node, path)
-            finally:
-                self._open.discard(id(node))
-        try:
-            return self._constructor.construct_object(node, deep=True)
-        except yaml.MarkedYAMLError as exc:  # an unknown tag, say
-            self._issue(node, path, f"cannot read this value: {exc.problem or exc}")
-        except Exception as exc:  # a scalar yaml cannot build (an impossible date)
-            self._issue(node, path, f"cannot read this value: {exc}")
-        return None
-
-    def _collection(self, node: yaml.MappingNode | yaml.SequenceNode, path: FieldPath) -> Any:
-        if isinstance(node, yaml.MappingNode):
-            result: dict[str, Any] = {}
-            for key_node, value_node in node.value:
-                if not isinstance(key_node, yaml.ScalarNode):
-                    self._issue(key_node, path, "a key must be a plain string")
-                    continue
-                key = key_node.value
-                if key in result:
-                    self._issue(key_node, (*path, key), "duplicate key: the same field is given twice")
-                    continue
-                self.positions[(*path, key)] = _position(key_node)
-                result[key] = self._build(value_node, (*path, key))
-            return result
-        return [self._build(item, (*path, i)) for i, item in enumerate(node.value)]
-
-    def _issue(self, node: yaml.Node, path: FieldPath, message: str) -> None:
-        line, column = _position(node)
-        self.issues.append(Issue(self.file, line, column, render_path(path), message))
-
-    def locate(self, path: FieldPath) -> Position:
-        for cut in range(len(path), -1, -1):
-            found = self.positions.get(path[:cut])
-            if found is not None:
-                return found
-        return self.start
-
-
-class _TooLarge(Exception):
-    def __init__(self, path: FieldPath, message: str, node: yaml.Node) -> None:
-        self.path = path
-        self.message = message
-        self.position = _position(node)
-
-
-_PLAIN_COLLECTION_TAGS = frozenset({"tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"})
-
-
-def _position(node: yaml.Node) -> Position:
-    mark = node.start_mark
-    return mark.line + 1, mark.column + 1
-
-
-def render_path(path: Iterable[str | int]) -> str:
-    out = ""
-    for part in path:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += ("." if out else "") + part
-    return out
 
 
 def _field_path(loc: Sequence[str | int], data: Any) -> FieldPath:
@@ -211,9 +121,10 @@ def load_text(text: str, file: str) -> PolicySet:
     """Parse every document in ``text``; ``file`` is the name used in issues."""
     result = PolicySet(files=[file])
     try:
-        loader = _Loader(text)
+        loader = Loader(text)
     except yaml.reader.ReaderError as exc:  # a character YAML does not allow
-        result.issues.append(_reader_issue(text, file, exc))
+        result.issues.append(reader_issue(text, file, exc))
+        result.unreadable.add(file)
         return result
     try:
         try:
@@ -230,31 +141,33 @@ def load_text(text: str, file: str) -> PolicySet:
         column = mark.column + 1 if mark else None
         problem = exc.problem or exc.context or "invalid YAML"
         result.issues.append(Issue(file, line, column, "", f"YAML syntax error: {problem}"))
+        result.unreadable.add(file)
     except yaml.reader.ReaderError as exc:
-        result.issues.append(_reader_issue(text, file, exc))
+        result.issues.append(reader_issue(text, file, exc))
+        result.unreadable.add(file)
     except yaml.YAMLError as exc:
         result.issues.append(Issue(file, None, None, "", f"YAML error: {exc}"))
+        result.unreadable.add(file)
     except RecursionError:
         mark = loader.get_mark()
         result.issues.append(
             Issue(file, mark.line + 1, mark.column + 1, "", "YAML nested too deeply to be a policy")
         )
+        result.unreadable.add(file)
     result.issues.sort(key=lambda i: (i.line or 0, i.column or 0))
     return result
 
 
-def _reader_issue(text: str, file: str, exc: yaml.reader.ReaderError) -> Issue:
-    line = text.count("\n", 0, exc.position) + 1
-    column = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
-    return Issue(file, line, column, "", f"character {exc.character!r} is not allowed: {exc.reason}")
-
-
 def _load_document(root: yaml.Node, file: str, result: PolicySet) -> None:
-    """Judge one document; its issues name the flag it is for, when the flag key can be read."""
+    """Judge one document; its issues name the flag it is for, when the flag key can be read, and a
+    document that fails leaves what it claims (policy name, flag key) as far as they can be read."""
     start = len(result.issues)
-    flag = _judge_document(root, file, result)
+    claim = _judge_document(root, file, result)
+    name, flag = claim if claim is not None else (None, None)
     if flag is not None:
         result.issues[start:] = [replace(issue, flag=flag) for issue in result.issues[start:]]
+    if claim is not None and any(issue.severity == "error" for issue in result.issues[start:]):
+        result.claims.append((file, name, flag))
 
 
 def _flag_key_of(data: Any) -> str | None:
@@ -264,25 +177,33 @@ def _flag_key_of(data: Any) -> str | None:
     return key if isinstance(key, str) and key else None
 
 
-def _judge_document(root: yaml.Node, file: str, result: PolicySet) -> str | None:
-    line = _position(root)[0]
+def _name_of(data: Any) -> str | None:
+    metadata = data.get("metadata") if isinstance(data, dict) else None
+    name = metadata.get("name") if isinstance(metadata, dict) else None
+    return name if isinstance(name, str) and name else None
+
+
+def _judge_document(root: yaml.Node, file: str, result: PolicySet) -> tuple[str | None, str | None] | None:
+    """Judge one document; returns the policy name and flag key it names, as far as they read (None
+    for a metric template, which names no flag)."""
+    line = position(root)[0]
     try:
-        document = _Document(file, root)
-    except _TooLarge as exc:
+        document = Document(file, root)
+    except TooLarge as exc:
         line, column = exc.position
         result.issues.append(Issue(file, line, column, render_path(exc.path), exc.message))
-        return None
+        return None, None
     result.issues.extend(document.issues)
     already = {issue.field for issue in document.issues}
     data = document.value
     if data is None:
-        return None
+        return None, None
     if not isinstance(data, dict):
         result.issues.append(
             Issue(file, line, 1, "", "a policy document must be a mapping (apiVersion, kind, …)")
         )
-        return None
-    flag = _flag_key_of(data)
+        return None, None
+    claim = _name_of(data), _flag_key_of(data)
     kind = data.get("kind")
     if kind == TEMPLATE_KIND:
         _judge_template(document, data, line, result)
@@ -295,14 +216,15 @@ def _judge_document(root: yaml.Node, file: str, result: PolicySet) -> str | None
             else f"missing 'kind: {KIND}' (or 'kind: {TEMPLATE_KIND}')"
         )
         result.issues.append(Issue(file, where[0], where[1], "kind", message))
-        return flag
+        return claim
     try:
         policy = Policy.model_validate(data)
     except ValidationError as exc:
         _report(exc, document, data, already, result, Policy)
-        return flag
+        return claim
     if document.issues:
-        return flag
+        return claim
+    flag = claim[1]
     errors: list[Issue] = []
     warnings: list[Issue] = []
     for path, message, severity in semantic_issues(policy):
@@ -314,7 +236,7 @@ def _judge_document(root: yaml.Node, file: str, result: PolicySet) -> str | None
     if not errors:
         shared = _PARTS.share(policy)
         result.policies.append(LoadedPolicy(shared, file, line, tuple(warnings), _kept(document.positions)))
-    return flag
+    return claim
 
 
 def _kept(positions: Mapping[FieldPath, Position]) -> dict[FieldPath, Position]:
@@ -330,7 +252,7 @@ def _kept(positions: Mapping[FieldPath, Position]) -> dict[FieldPath, Position]:
 _POSITIONS_KEPT = frozenset({("metadata", "name"), ("spec", "flag", "key")})
 
 
-def _judge_template(document: _Document, data: dict[str, Any], line: int, result: PolicySet) -> None:
+def _judge_template(document: Document, data: dict[str, Any], line: int, result: PolicySet) -> None:
     file = document.file
     metadata = data.get("metadata")
     name = metadata.get("name") if isinstance(metadata, dict) else None
@@ -355,7 +277,7 @@ def _judge_template(document: _Document, data: dict[str, Any], line: int, result
 
 def _report(
     exc: ValidationError,
-    document: _Document,
+    document: Document,
     data: dict[str, Any],
     already: set[str],
     result: PolicySet,
@@ -453,18 +375,12 @@ def load_file(path: Path) -> PolicySet:
     try:
         size = path.stat().st_size
         if size > MAX_FILE_BYTES:
-            return PolicySet(
-                issues=[Issue(name, None, None, "", f"file is {size} bytes; policy files are small")],
-                files=[name],
-            )
+            return _unread(name, f"file is {size} bytes; policy files are small")
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
-        return PolicySet(issues=[Issue(name, None, None, "", f"not UTF-8 text: {exc}")], files=[name])
+        return _unread(name, f"not UTF-8 text: {exc}")
     except OSError as exc:
-        return PolicySet(
-            issues=[Issue(name, None, None, "", f"cannot read: {exc.strerror or exc}")],
-            files=[name],
-        )
+        return _unread(name, f"cannot read: {exc.strerror or exc}")
     digest = hashlib.blake2b(text.encode(), digest_size=16).digest()
     cached = _parsed.get(name)
     if cached is not None and cached[0] == digest:
@@ -474,6 +390,11 @@ def load_file(path: Path) -> PolicySet:
         _parsed.pop(next(iter(_parsed)))
     _parsed[name] = (digest, loaded)
     return loaded
+
+
+def _unread(file: str, problem: str) -> PolicySet:
+    """A file whose policies could not be read: it may hold any policy."""
+    return PolicySet(issues=[Issue(file, None, None, "", problem)], files=[file], unreadable={file})
 
 
 # What each file held when it was last parsed: the loop reads every policy file every cycle, and
@@ -503,27 +424,30 @@ def policy_files(paths: Iterable[Path]) -> Iterator[Path]:
                 yield child
 
 
-def load_paths(paths: Iterable[Path], owners: Mapping[str, str] | None = None) -> PolicySet:
-    """Load files and directories, then reject policies that clash with each other.
+def load_paths(paths: Iterable[Path], document: Mapping[str, Any] | None = None) -> PolicySet:
+    """Load files and directories, then say which policy judges which flag.
 
-    ``owners`` maps flag keys to the policy that already rolls them out (from the flag file): when a
-    second policy for such a flag appears, the newcomer is rejected and the owner keeps its
-    guardrails armed. Without an owner, every policy in a clash is rejected.
+    ``document`` (the flag file) names the owner of each managed flag: a second policy for such a flag
+    is rejected and the owner keeps its guardrails armed, and a flag that is not flagroll's is adopted
+    or refused (see :mod:`controller.core.ownership`). Without it, every policy in a clash is rejected.
     """
     combined = PolicySet()
     for path in policy_files(paths):
         if not path.exists():
             combined.issues.append(Issue(str(path), None, None, "", "no such file or directory"))
+            combined.unreadable.add(str(path))
             continue
         loaded = load_file(path)
         combined.policies.extend(loaded.policies)
         combined.issues.extend(loaded.issues)
         combined.files.extend(loaded.files)
         combined.templates.extend(loaded.templates)
+        combined.claims.extend(loaded.claims)
+        combined.unreadable |= loaded.unreadable
         for name, where in loaded.invalid_templates.items():
             combined.invalid_templates.setdefault(name, where)
     _resolve_templates(combined)
-    _reject_clashes(combined, owners or {})
+    judge_ownership(combined, document)
     return combined
 
 
@@ -567,30 +491,8 @@ def _resolve_templates(loaded: PolicySet) -> None:
             )
         if wrong:
             loaded.issues.extend(wrong)
+            loaded.claims.append((policy.file, policy.policy.name, policy.policy.flag_key))
             continue
         names = {name for _, name in policy.policy.template_references()}
         kept.append(replace(policy, templates={n: usable[n] for n in sorted(names)}) if names else policy)
     loaded.policies = kept
-
-
-def _reject_clashes(policies: PolicySet, owners: Mapping[str, str]) -> None:
-    """Reject the policies that clash (see :func:`~controller.core.ownership.clashes`), each with an
-    issue at its clashing field that names where the others are."""
-    loaded = policies.policies
-    found = ownership.clashes([ownership.Claim(p.policy.name, p.policy.flag_key) for p in loaded], owners)
-    for clash in found:
-        policy = loaded[clash.index]
-        others = ", ".join(f"{loaded[i].file}:{loaded[i].position(clash.field)[0]}" for i in clash.others)
-        line, column = policy.position(clash.field)
-        policies.issues.append(
-            Issue(
-                policy.file,
-                line,
-                column,
-                render_path(clash.field),
-                clash.reason(others),
-                flag=policy.policy.flag_key,
-            )
-        )
-    rejected = {clash.index for clash in found}
-    policies.policies = [p for i, p in enumerate(loaded) if i not in rejected]

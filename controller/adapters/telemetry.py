@@ -6,6 +6,7 @@ Metric names (a public contract: alerting rules and dashboards use them):
 ``flagroll_flag_percent{flag}``                 gauge      treatment percent after the last decision
 ``flagroll_rollout_status{flag,status}``        gauge      1 for the rollout's current status, else 0
 ``flagroll_rollout_stale{flag}``                gauge      1 while partial past the policy's review date
+``flagroll_rollout_unguarded{flag}``            gauge      1 while exposed and no valid policy judges it
 ``flagroll_decisions_total{flag,action}``       counter    decisions taken (holds included)
 ``flagroll_guardrail_value{flag,guardrail,rule}`` gauge    the treatment value a guardrail rule judged
 ``flagroll_guardrail_bound{flag,guardrail,rule}`` gauge    the bound it was judged against
@@ -24,7 +25,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -55,6 +56,12 @@ class Telemetry:
         )
         self.stale = Gauge(
             "flagroll_rollout_stale", "1 while partial past the review date", ["flag"], registry=r
+        )
+        self.unguarded = Gauge(
+            "flagroll_rollout_unguarded",
+            "1 while the flag serves the treatment to someone and no valid policy judges it",
+            ["flag"],
+            registry=r,
         )
         self.decisions = Counter("flagroll_decisions", "Decisions taken", ["flag", "action"], registry=r)
         self.guardrail_value = Gauge(
@@ -133,14 +140,18 @@ class Telemetry:
         prometheus_answered: bool,
         duration_seconds: float,
         states: Mapping[str, RolloutState] | None = None,
+        unguarded: Collection[str] = (),
     ) -> None:
         """``states``: every managed flag as the cycle left it, so that the gauges describe all of
-        them (inactive ones too, and after a restart), and forget flags that are gone."""
+        them (inactive ones too, and after a restart), and forget flags that are gone. ``unguarded``:
+        the exposed flags that no policy judged this cycle (whether or not a record said so)."""
         self.cycle_duration.observe(duration_seconds)
         with self._lock:
             recorded, self._recorded = self._recorded, set()
         if states is not None:
             self._states(states, recorded)
+            for flag in states:
+                self.unguarded.labels(flag).set(1.0 if flag in unguarded else 0.0)
         self.cycles.labels("ok" if ok else "failed").inc()
         self.policy_errors.set(policy_errors)
         if ok:
@@ -155,6 +166,7 @@ class Telemetry:
         for flag in self._known - set(states):
             self.percent.remove(flag)
             self.stale.remove(flag)
+            self.unguarded.remove(flag)
             for name in STATUSES:
                 self.status.remove(flag, name)
         for flag, state in states.items():
@@ -178,6 +190,8 @@ class Telemetry:
                 self.status.labels(flag, name).set(1.0 if name == status else 0.0)
         if isinstance(record.get("stale"), bool):
             self.stale.labels(flag).set(1.0 if record["stale"] else 0.0)
+        if isinstance(record.get("guarded"), bool) and record.get("action") != "reject":
+            self.unguarded.labels(flag).set(0.0 if record["guarded"] else 1.0)
         for check in record.get("checks") or []:
             if not isinstance(check, Mapping):
                 continue

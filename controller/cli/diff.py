@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterable, Mapping
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
-from controller.adapters.policyfile import load_paths
+from controller.adapters.policyfile import LoadedPolicy, PolicySet, load_paths
 from controller.cli import common, kubernetes
 from controller.cli.common import EXIT_FAIL, EXIT_OK, open_store
 from controller.cli.options import Commands, flags_option
-from controller.core.flagd import read_state
+from controller.core.flagd import is_managed, read_state
+from controller.core.policy import Policy, pct
 from controller.core.policydiff import effect, field_changes
+from controller.core.state import RolloutState
+
+
+def is_managed_key(document: Mapping[str, Any], key: str) -> bool:
+    return is_managed(document.get("flags", {}).get(key))
 
 
 def add_parser(commands: Commands) -> None:
@@ -31,32 +40,104 @@ def add_parser(commands: Commands) -> None:
 
 def cmd_diff(args: argparse.Namespace) -> int:
     old = {p.policy.name: p.policy for p in load_paths([args.old]).policies}
-    loaded = load_paths([args.new])
-    for issue in loaded.issues:
-        print(issue)
     document = None
     if args.flags is not None or args.flag_store != "file":
         document = open_store(args).read().document
+    loaded = load_paths([args.new], document)
+    for issue in loaded.issues:
+        print(issue)
     now = common.utc_now()
-    for item in loaded.policies:
+    new_names = {p.policy.name for p in loaded.candidates}
+    successors = _successors(loaded)
+    for item in loaded.candidates:
+        if item not in loaded.policies and item.policy.name not in successors:
+            continue  # rejected: its issue says why
         new = item.policy
         print(f"policy {new.name} (flag {new.flag_key}), revision {new.revision}")
         before = old.get(new.name)
         if before is None:
-            print("  new policy")
+            renamed = next(
+                (o for o in old.values() if o.flag_key == new.flag_key and o.name not in new_names), None
+            )
+            print(f"  renamed from policy {renamed.name!r}" if renamed is not None else "  new policy")
+            if renamed is not None:
+                print(f"  {_handover_line(new.flag_key, renamed.name, new.name)}")
         else:
             changes = field_changes(before, new)
             print(f"  revision {before.revision} → {new.revision}" if changes else "  no change in meaning")
             for line in changes:
                 print(f"  {line}")
         if document is not None:
-            state = read_state(document, new.flag_key, check_layout=False)
+            state = (
+                read_state(document, new.flag_key, check_layout=False)
+                if is_managed_key(document, new.flag_key)
+                else None
+            )
             print("  effect on the running rollout:")
-            for line in effect(new, state, now):
+            for line in _effect(loaded, item, state, now):
                 print(f"    {line}")
-    for name in sorted(old.keys() - {p.policy.name for p in loaded.policies}):
-        if old[name].spec.on_delete == "rollback":
-            print(f"policy {name}: removed; onDelete: rollback: its flag is ROLLED BACK to 0 % if exposed")
-        else:
-            print(f"policy {name}: removed (its flag is left as it is and reported as without a policy)")
+    for name in sorted(old.keys() - new_names):
+        print(_removed_line(old[name], successors.values()))
+    if document is not None:
+        _unjudged_lines(loaded, document)
     return EXIT_FAIL if loaded.errors else EXIT_OK
+
+
+def _successors(loaded: PolicySet) -> dict[str, str]:
+    """Policy name → the flag it waits to take over."""
+    if loaded.ownership is None:
+        return {}
+    return {
+        loaded.candidates[u.successor].policy.name: key
+        for key, u in loaded.ownership.unjudged.items()
+        if u.successor is not None
+    }
+
+
+def _handover_line(flag: str, old: str, new: str) -> str:
+    return (
+        f"flag {flag} belongs to policy {old!r}: {new!r} takes it over once {old!r} has been gone for "
+        f"the grace period (the flag is UNGUARDED meanwhile if exposed), or at once with "
+        f"'flagroll adopt {flag} --policy {new}'"
+    )
+
+
+def _effect(loaded: PolicySet, item: LoadedPolicy, state: RolloutState | None, now: datetime) -> list[str]:
+    new = item.policy
+    ownership = loaded.ownership
+    if ownership is not None and new.flag_key in ownership.adopt.values() and item in loaded.policies:
+        return [f"adopts flag {new.flag_key}, which is not flagroll's yet (see 'flagroll validate --flags')"]
+    if state is not None and state.policy != new.name:
+        return [
+            _handover_line(new.flag_key, state.policy, new.name),
+            *effect(new, state.moved(policy=new.name), now),
+        ]
+    return effect(new, state, now)
+
+
+def _removed_line(policy: Policy, successors: Iterable[str]) -> str:
+    flag = policy.flag_key
+    if flag in set(successors):
+        return f"policy {policy.name}: removed; flag {flag} goes to the policy that names it now (see above)"
+    if policy.spec.on_delete == "rollback":
+        return (
+            f"policy {policy.name}: removed; onDelete: rollback: flag {flag} is ROLLED BACK to 0 % if "
+            "exposed, once the policy has been gone for the grace period"
+        )
+    return (
+        f"policy {policy.name}: removed; flag {flag} is left as it is, and is UNGUARDED (recorded, "
+        "alerted) while anyone is exposed to it"
+    )
+
+
+def _unjudged_lines(loaded: PolicySet, document: Mapping[str, Any]) -> None:
+    """The managed flags that no policy would judge once NEW is in place."""
+    if loaded.ownership is None or not loaded.ownership.unjudged:
+        return
+    print("flags no policy would judge:")
+    for key, unjudged in sorted(loaded.ownership.unjudged.items()):
+        state = read_state(document, key, check_layout=False)
+        if state is None:
+            continue
+        loud = "UNGUARDED" if state.exposed else "not exposed"
+        print(f"  {key} ({state.status.value} at {pct(state.percent)} %, {loud}): {unjudged.reason}")

@@ -12,7 +12,7 @@ from controller.cli.common import EXIT_OK, open_store, optional_decision_log, wa
 from controller.cli.options import Commands, decision_log_option, env, flags_option
 from controller.core.errors import UsageError
 from controller.core.explain import explain
-from controller.core.flagd import managed_keys, owners, read_state
+from controller.core.flagd import managed_keys, read_state
 
 
 def add_parser(commands: Commands) -> None:
@@ -52,7 +52,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     )
     policy = None
     if args.policies is not None:
-        loaded = load_paths([args.policies], owners(document))
+        loaded = load_paths([args.policies], document)
         policy = next((p.policy for p in loaded.policies if p.policy.flag_key == args.flag), None)
     print(explain(args.flag, state, records, policy, common.utc_now()))
     return EXIT_OK

@@ -1,10 +1,11 @@
-"""``flagroll stop``, ``pause`` and ``resume``: a human acts on a rollout, recorded as such."""
+"""``flagroll stop``, ``pause``, ``resume`` and ``adopt``: a human acts on a rollout, recorded as such."""
 
 from __future__ import annotations
 
 import argparse
 import getpass
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import structlog
 from controller.adapters.decisionlog import DecisionLog
 from controller.adapters.flagstore import FlagStore
 from controller.adapters.notify import Notifier, events_from, parse_targets
+from controller.adapters.policyfile import load_paths
 from controller.cli import common, kubernetes
 from controller.cli.common import EXIT_OK, open_store, optional_decision_log
 from controller.cli.options import (
@@ -26,6 +28,7 @@ from controller.cli.options import (
 from controller.core.decision import Decision, pause, resume, stop
 from controller.core.errors import UsageError, WriteConflictError
 from controller.core.flagd import managed_keys, read_state, write_flag
+from controller.core.guarding import handover
 from controller.core.records import Context, Record, render, to_record
 from controller.core.state import RolloutState
 
@@ -61,6 +64,42 @@ def add_parsers(commands: Commands) -> None:
         notify_options(p)
         overlay_options(p)
         p.set_defaults(handler=handler)
+    _add_adopt(commands)
+
+
+def _add_adopt(commands: Commands) -> None:
+    p = commands.add_parser(
+        "adopt",
+        help="hand a managed flag over to another policy, which judges it from the next cycle",
+        description="Make policy NAME the owner of FLAG: it judges the flag from the next cycle, "
+        "continuing from its step under its own revision. The policy must be valid and name FLAG "
+        "(checked in --policies). Use it when a policy was renamed, or to end a clash at once; "
+        "otherwise a policy takes over a flag whose policy is gone only after the grace period.",
+    )
+    p.add_argument("flag", metavar="FLAG", help="the flag key")
+    p.add_argument(
+        "--policy", required=True, metavar="NAME", help="the policy that owns the flag from now on"
+    )
+    p.add_argument(
+        "--policies",
+        type=Path,
+        default=env("FLAGROLL_POLICIES"),
+        metavar="DIR",
+        help="the policies, to check that NAME is valid and names FLAG [env FLAGROLL_POLICIES]",
+    )
+    flags_option(p)
+    decision_log_option(p)
+    p.add_argument("--reason", default="", metavar="TEXT", help="why; recorded in the decision log")
+    p.add_argument(
+        "--actor",
+        default=env("FLAGROLL_ACTOR"),
+        metavar="NAME",
+        help="who is acting (default: the login name) [env FLAGROLL_ACTOR]",
+    )
+    kubernetes.add_store_options(p)
+    notify_options(p)
+    overlay_options(p)
+    p.set_defaults(handler=cmd_adopt)
 
 
 def cmd_stop(args: argparse.Namespace) -> int:
@@ -73,6 +112,29 @@ def cmd_pause(args: argparse.Namespace) -> int:
 
 def cmd_resume(args: argparse.Namespace) -> int:
     return _human(args, resume)
+
+
+def cmd_adopt(args: argparse.Namespace) -> int:
+    policies = Path(common.need(args.policies, "--policies", "FLAGROLL_POLICIES"))
+    loaded = load_paths([policies])
+    named = [p for p in loaded.candidates or loaded.policies if p.policy.name == args.policy]
+    if not named:
+        known = ", ".join(sorted({p.policy.name for p in loaded.candidates})) or "none"
+        raise UsageError(f"no valid policy named {args.policy!r} in {policies} (valid: {known})")
+    if all(p.policy.flag_key != args.flag for p in named):
+        raise UsageError(
+            f"policy {args.policy!r} ({named[0].where}) rolls out flag {named[0].policy.flag_key!r}, "
+            f"not {args.flag!r}"
+        )
+    actor = f"human:{args.actor or _login()}"
+
+    def hand_over(state: RolloutState, reason: str, now: datetime) -> Decision:
+        if state.policy == args.policy:
+            raise UsageError(f"flag {args.flag!r} already belongs to policy {args.policy!r}")
+        decision = handover(state, args.policy, now, "", by=actor)
+        return replace(decision, reason=f"{decision.reason}: {reason}" if reason else decision.reason)
+
+    return _human(args, hand_over)
 
 
 def _human(args: argparse.Namespace, act: Callable[[RolloutState, str, datetime], Decision]) -> int:

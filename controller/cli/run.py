@@ -8,7 +8,7 @@ import contextlib
 import shutil
 import signal
 import subprocess
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,6 +37,7 @@ from controller.cli.options import (
     prometheus_auth_options,
 )
 from controller.core.errors import UsageError
+from controller.core.guarding import Grace
 from controller.core.records import Record
 from controller.core.state import RolloutState
 from controller.reconciler import Reconciler
@@ -111,6 +112,23 @@ def _loop_options(p: argparse.ArgumentParser) -> None:
         metavar="DURATION",
         help="on SIGTERM or SIGINT, how long the cycle in progress may take to finish before it is "
         "abandoned (default 10s; nothing half-written is ever left) [env FLAGROLL_SHUTDOWN_TIMEOUT]",
+    )
+    p.add_argument(
+        "--on-delete-grace",
+        type=duration_arg,
+        default=env("FLAGROLL_ON_DELETE_GRACE", "2m"),
+        metavar="DURATION",
+        help="how long a flag's policy must be gone (every policy file read, none holding it) before "
+        "its flag is rolled back (onDelete: rollback) or taken over by the policy that names it now "
+        "(default 2m) [env FLAGROLL_ON_DELETE_GRACE]",
+    )
+    p.add_argument(
+        "--on-delete-grace-cycles",
+        type=positive_int,
+        default=env("FLAGROLL_ON_DELETE_GRACE_CYCLES", "3"),
+        metavar="N",
+        help="… and for at least this many cycles in a row, whichever ends later (default 3) "
+        "[env FLAGROLL_ON_DELETE_GRACE_CYCLES]",
     )
     p.add_argument(
         "--listen",
@@ -238,6 +256,7 @@ async def _main_loop(args: argparse.Namespace, setup: _Setup) -> bool:
             leader=setup.elector,
             observer=_Observers(setup.telemetry, setup.notifier),
             keep_records=False,
+            grace=Grace(cycles=args.on_delete_grace_cycles, seconds=args.on_delete_grace),
         )
         endpoints = setup.endpoints
         setup.log.info(
@@ -293,6 +312,7 @@ class _Observers:
         prometheus_answered: bool,
         duration_seconds: float,
         states: Mapping[str, RolloutState] | None = None,
+        unguarded: Collection[str] = (),
     ) -> None:
         self.telemetry.cycle_done(
             ok=ok,
@@ -300,6 +320,7 @@ class _Observers:
             prometheus_answered=prometheus_answered,
             duration_seconds=duration_seconds,
             states=states,
+            unguarded=unguarded,
         )
 
     def cycle_failed(self, duration_seconds: float) -> None:

@@ -5,18 +5,21 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from controller.adapters.decisionlog import last_by_flag
 from controller.adapters.flagstore import FlagStore
+from controller.adapters.policyfile import load_paths
 from controller.cli import common, kubernetes
 from controller.cli.common import EXIT_OK, open_store, optional_decision_log
-from controller.cli.options import Commands, decision_log_option, flags_option
+from controller.cli.options import Commands, decision_log_option, env, flags_option
 from controller.core.durations import format_duration
-from controller.core.errors import FlagFileError
+from controller.core.errors import FlagFileError, UsageError
 from controller.core.flagd import managed_keys, read_state
+from controller.core.guarding import unguarded_reason
 from controller.core.policy import pct
 from controller.core.state import NOT_STARTED, RolloutState
 
@@ -26,10 +29,19 @@ def add_parser(commands: Commands) -> None:
         "status",
         help="a table of every managed flag",
         description="Percent, step, status, the last decision and its age, for every flag flagroll "
-        "manages in the flag file.",
+        "manages in the flag file, and whether a policy judges it: an exposed flag that no valid policy "
+        "judges is UNGUARDED. With --policies that is worked out from the policy files now; without, "
+        "from the last decision record.",
     )
     flags_option(p)
     decision_log_option(p)
+    p.add_argument(
+        "--policies",
+        type=Path,
+        default=env("FLAGROLL_POLICIES"),
+        metavar="DIR",
+        help="the policies: say which flags no policy judges as of now [env FLAGROLL_POLICIES]",
+    )
     p.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
     kubernetes.add_store_options(p)
     p.set_defaults(handler=cmd_status)
@@ -38,7 +50,7 @@ def add_parser(commands: Commands) -> None:
 def cmd_status(args: argparse.Namespace) -> int:
     store = open_store(args)
     now = common.utc_now()
-    rows = status_rows(store, optional_decision_log(args), now)
+    rows = status_rows(store, optional_decision_log(args), now, args.policies)
     if args.json:
         print(json.dumps(rows, indent=2, ensure_ascii=False))
         return EXIT_OK
@@ -56,6 +68,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 def _table_row(row: dict[str, Any], now: datetime) -> list[str]:
     step = f"{row['step']}/{row['steps']}" if row["step"] is not None else f"-/{row['steps'] or '?'}"
     notes = []
+    if row["guarded"] is False:
+        notes.append(str(row["unguarded_reason"]))
     if row["stale"]:
         notes.append(f"STALE: review date {row['review']} has passed")
     if row["problem"]:
@@ -86,10 +100,13 @@ def _age(since: str | None, now: datetime) -> str:
     return format_duration(max(0.0, (now - moment).total_seconds()))
 
 
-def status_rows(store: FlagStore, decision_log: Path | None, now: datetime) -> list[dict[str, Any]]:
+def status_rows(
+    store: FlagStore, decision_log: Path | None, now: datetime, policies: Path | None = None
+) -> list[dict[str, Any]]:
     snapshot = store.read()
     keys = list(managed_keys(snapshot.document))
     last = last_by_flag(decision_log, keys) if decision_log is not None else {}
+    unjudged = _unjudged(policies, snapshot.document) if policies is not None else None
     rows = []
     for key in keys:
         problem = None
@@ -104,8 +121,34 @@ def status_rows(store: FlagStore, decision_log: Path | None, now: datetime) -> l
         if state is None:  # its state is unreadable: still listed, with the problem
             rows.append(_unreadable_row(key, record, problem or "no state", now))
             continue
-        rows.append(_status_row(key, state, record, problem, now))
+        row = _status_row(key, state, record, problem, now)
+        row.update(
+            _guard(state, record, unjudged.get(key) if unjudged is not None else None, unjudged is not None)
+        )
+        rows.append(row)
     return rows
+
+
+def _unjudged(policies: Path, document: Mapping[str, Any]) -> dict[str, str]:
+    """The managed flags no valid policy judges now, and why."""
+    if not policies.exists():
+        raise UsageError(f"--policies {policies}: no such file or directory")
+    ownership = load_paths([policies], document).ownership
+    return {key: u.reason for key, u in ownership.unjudged.items()} if ownership is not None else {}
+
+
+def _guard(state: RolloutState, record: dict[str, Any], reason: str | None, live: bool) -> dict[str, Any]:
+    """Whether a policy watches the exposed flag: from the policy files now (``live``), else from the
+    last record; None when nothing says (no policies given and no record)."""
+    if not state.exposed:
+        return {"guarded": True, "unguarded_reason": None}
+    if live:
+        if reason is None:
+            return {"guarded": True, "unguarded_reason": None}
+        return {"guarded": False, "unguarded_reason": unguarded_reason(state, reason)}
+    if record.get("guarded") is False:
+        return {"guarded": False, "unguarded_reason": record.get("reason")}
+    return {"guarded": True if record else None, "unguarded_reason": None}
 
 
 def _unreadable_row(key: str, record: dict[str, Any], problem: str, now: datetime) -> dict[str, Any]:
@@ -126,6 +169,8 @@ def _unreadable_row(key: str, record: dict[str, Any], problem: str, now: datetim
         "last_reason": record.get("reason"),
         "last_decision_at": record.get("time"),
         "problem": problem,
+        "guarded": None,
+        "unguarded_reason": None,
     }
 
 

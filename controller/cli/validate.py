@@ -5,13 +5,19 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from controller.adapters.flagstore import FileFlagStore
 from controller.adapters.policyfile import PolicySet, load_paths
+from controller.adapters.policyowners import candidate
 from controller.cli.common import EXIT_FAIL, EXIT_OK
 from controller.cli.options import Commands
 from controller.core.errors import Issue
+from controller.core.flagd import describe_unmanaged, read_state
+from controller.core.ownership import keeps_exposure
+from controller.core.policy import pct
 
 
 def add_parser(commands: Commands) -> None:
@@ -31,11 +37,20 @@ def add_parser(commands: Commands) -> None:
         help="text (default); json (one object: valid, policies, issues); github (workflow annotations "
         "on the offending line of a pull request)",
     )
+    p.add_argument(
+        "--flags",
+        type=Path,
+        metavar="FILE",
+        help="the flag file the policies will meet: also check who owns which flag (a second policy "
+        "for a running flag is an error), which existing flags a policy adopts or may not, and which "
+        "flags no policy would judge",
+    )
     p.set_defaults(handler=cmd_validate)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    result = load_paths(args.paths)
+    document = FileFlagStore(args.flags).read().document if args.flags is not None else None
+    result = load_paths(args.paths, document)
     failed = bool(result.errors or (args.strict and result.warnings) or not result.files)
     if args.format == "json":
         print(json.dumps(validation_report(result, valid=not failed), indent=2))
@@ -50,6 +65,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
         print(issue)
     if not args.quiet:
         _print_summary(result)
+        if document is not None:
+            for line in ownership_lines(result, document):
+                print(line)
     if result.errors or (args.strict and result.warnings):
         return EXIT_FAIL
     if not result.files:
@@ -75,6 +93,35 @@ def _print_summary(result: PolicySet) -> None:
         + f"{errors} "
         f"error{'s' * (errors != 1)}, {warnings} warning{'s' * (warnings != 1)}"
     )
+
+
+def ownership_lines(result: PolicySet, document: Mapping[str, Any]) -> list[str]:
+    """What meeting the flag file means: flags adopted, and flags no policy would judge."""
+    ownership = result.ownership
+    if ownership is None:
+        return []
+    flags = document.get("flags", {})
+    lines = []
+    for index, key in sorted(ownership.adopt.items()):
+        loaded = result.candidates[index]
+        found = describe_unmanaged(key, flags.get(key))
+        change = (
+            "nobody's exposure changes"
+            if keeps_exposure(candidate(loaded), found)
+            else "EXPOSURE CHANGES: everyone is served the policy's 'off' value (adopt: replace)"
+        )
+        lines.append(
+            f"{loaded.where}: {loaded.policy.name} adopts flag {key}, which serves "
+            f"{found.description}: {change}"
+        )
+    for key, unjudged in sorted(ownership.unjudged.items()):
+        state = read_state(document, key, check_layout=False)
+        if state is not None:
+            loud = "UNGUARDED" if state.exposed else "not exposed"
+            lines.append(
+                f"flag {key} ({state.status.value} at {pct(state.percent)} %, {loud}): {unjudged.reason}"
+            )
+    return lines
 
 
 def validation_report(result: PolicySet, *, valid: bool) -> dict[str, Any]:

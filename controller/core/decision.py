@@ -72,6 +72,8 @@ def _material(state: RolloutState) -> tuple[object, ...]:
         state.reason,
         state.exposed_since,
         state.rollback_on_delete,
+        state.absent_since,
+        state.absent_cycles,
     )
 
 
@@ -110,8 +112,21 @@ def rebase(policy: Policy, state: RolloutState | None, now: datetime) -> Rebased
     """
     if state is None:
         return Rebased(initial_state(policy, now), ("new rollout",))
+    judged_again: tuple[str, ...] = ()
+    if state.absent_since is not None:
+        judged_again = (
+            f"judged again by policy {policy.name!r} (its policy was gone since "
+            f"{state.absent_since.isoformat()})",
+        )
+        state = state.guarded_again().moved(updated_at=now)
     if state.revision == policy.revision or state.status in {Status.STOPPED, Status.PROMOTED}:
-        return Rebased(state)
+        return Rebased(state, judged_again)
+    rebased = _revised(policy, state, now)
+    return replace(rebased, notes=(*judged_again, *rebased.notes))
+
+
+def _revised(policy: Policy, state: RolloutState, now: datetime) -> Rebased:
+    """A stored state under a new revision of its policy (see :func:`rebase`)."""
     note = f"policy revision {state.revision} → {policy.revision}"
     synced = state.moved(
         policy=policy.name,

@@ -22,6 +22,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from controller.core.errors import FlagFileError, FlagNotManagedError
+from controller.core.ownership import Unmanaged
 from controller.core.state import NOT_STARTED, RolloutState, Status
 
 SCHEMA_URL = "https://flagd.dev/schema/v0/flags.json"
@@ -160,6 +161,29 @@ def is_managed(flag: Any) -> bool:
     )
 
 
+def describe_unmanaged(key: str, flag: Any) -> Unmanaged:
+    """What a flag that is not flagroll's serves, for adoption (see :mod:`controller.core.ownership`)."""
+    if not isinstance(flag, dict):
+        return Unmanaged(key, False, None, "something that is not a flag definition")
+    if flag.get("state") == "DISABLED":
+        return Unmanaged(
+            key, True, None, "nothing: it is DISABLED, so every client gets its own default", True
+        )
+    targeting = flag.get("targeting")
+    if targeting not in (None, {}):
+        shown = json.dumps(targeting, ensure_ascii=False)
+        return Unmanaged(key, False, None, f"its own targeting rule {shown[:160]}{'…' * (len(shown) > 160)}")
+    variants, default = flag.get("variants"), flag.get("defaultVariant")
+    if not isinstance(variants, dict) or not isinstance(default, str) or default not in variants:
+        return Unmanaged(
+            key, False, None, f"no known value: its defaultVariant {default!r} is not among its variants"
+        )
+    value = variants[default]
+    return Unmanaged(
+        key, True, value, f"variant {default!r} ({json.dumps(value, ensure_ascii=False)}) to everyone"
+    )
+
+
 def owners(document: Mapping[str, Any]) -> dict[str, str]:
     """Which policy rolls out each managed flag, as its metadata says."""
     return {key: document["flags"][key]["metadata"][PREFIX + "policy"] for key in managed_keys(document)}
@@ -246,6 +270,8 @@ def _state_from_metadata(meta: Mapping[str, Any], key: str) -> RolloutState:
         reason=get("reason", str, required=False) or "",
         exposed_since=_time(get("exposedSince", str, required=False), key),
         rollback_on_delete=get("onDelete", str, required=False) == "rollback",
+        absent_since=_time(get("absentSince", str, required=False), key),
+        absent_cycles=get("absentCycles", int, required=False) or 0,
     )
 
 
@@ -291,6 +317,10 @@ def _metadata(state: RolloutState) -> JsonObject:
         meta[PREFIX + "reason"] = state.reason
     if state.rollback_on_delete:
         meta[PREFIX + "onDelete"] = "rollback"
+    if state.absent_since is not None:
+        meta[PREFIX + "absentSince"] = _iso(state.absent_since)
+    if state.absent_cycles:
+        meta[PREFIX + "absentCycles"] = state.absent_cycles
     return meta
 
 
@@ -332,12 +362,16 @@ def flag_entry(
     variants: Mapping[str, Any] | None = None,
     segment: Mapping[str, Any] | None = None,
     keep_segment: bool = False,
+    adopt: bool = False,
 ) -> JsonObject:
     """The definition of flag ``key`` serving ``state``, from what ``document`` holds for it (see
-    :func:`write_flag`). Many flags change in one cycle: the caller sets each in one copy."""
+    :func:`write_flag`). Many flags change in one cycle: the caller sets each in one copy.
+
+    ``adopt``: the flag exists and is not flagroll's, and a policy takes it (its targeting and
+    variants are replaced, its own metadata kept, and a disabled flag is enabled)."""
     flags = document.get("flags", {})
     existing = flags.get(key)
-    if existing is not None and not is_managed(existing):
+    if existing is not None and not is_managed(existing) and not adopt:
         raise FlagNotManagedError(f"flag {key!r} is not managed by flagroll; not writing it")
     previous: JsonObject = existing if isinstance(existing, dict) else {}
     if keep_segment:
@@ -356,7 +390,7 @@ def flag_entry(
         served[CONTROL] = copy.deepcopy(variants[OFF])
     kept_meta = {k: v for k, v in previous.get("metadata", {}).items() if not k.startswith(PREFIX)}
     flag: JsonObject = {
-        "state": previous.get("state", "ENABLED"),
+        "state": "ENABLED" if adopt else previous.get("state", "ENABLED"),
         "variants": copy.deepcopy(served),
         "defaultVariant": OFF,
         "targeting": rule,

@@ -287,6 +287,13 @@ class FlagRef(Model):
         default_factory=_default_variants,
         description="Values served to treatment ('on') and everyone else ('off').",
     )
+    adopt: Literal["ifOff", "replace"] | None = Field(
+        default=None,
+        description="A flag that already exists in the flag file and is not flagroll's: 'ifOff' (the "
+        "default) adopts it only when it serves this policy's 'off' value to everyone (or is "
+        "disabled), so that nobody's exposure changes; 'replace' adopts it whatever it serves, and the "
+        "adopt record says whose exposure changes.",
+    )
 
 
 class Spec(Model):

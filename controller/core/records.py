@@ -34,6 +34,8 @@ class Context:
     actor: str = "controller"
     policy: Policy | None = None
     dry_run: bool = False
+    guarded: bool = True  # False: the flag is exposed and no policy judges it (an unguarded record)
+    reminder: bool = False  # an unguarded record repeating the last one (notifications skip it)
 
 
 def to_record(decision: Decision, context: Context, now: datetime) -> Record:
@@ -62,7 +64,8 @@ def to_record(decision: Decision, context: Context, now: datetime) -> Record:
         "stale": after.is_stale(now.date()),
         "actor": context.actor,
         "dry_run": context.dry_run,
-    }
+        "guarded": context.guarded,
+    } | ({"reminder": True} if context.reminder else {})
 
 
 # Rendering -------------------------------------------------------------------------------------

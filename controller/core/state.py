@@ -27,6 +27,8 @@ class Action(StrEnum):
     PAUSE = "pause"
     RESUME = "resume"
     RECOVER = "recover"  # the flag file holds a change whose decision record was lost (a crash)
+    ADOPT = "adopt"  # a policy takes a flag: an existing flag that was not flagroll's, or a hand-over
+    REJECT = "reject"  # a policy naming this flag (or its owner's name) was rejected; nothing changes
 
 
 class Outcome(StrEnum):
@@ -60,6 +62,10 @@ class RolloutState:
     # errorRatio and latency guardrails count. None at 0 % and in states written before it existed.
     exposed_since: datetime | None = None
     rollback_on_delete: bool = False  # the policy said onDelete: rollback
+    # The owning policy is certainly gone: since when, and in how many cycles in a row (the grace
+    # period before a hand-over or an onDelete rollback counts both).
+    absent_since: datetime | None = None
+    absent_cycles: int = 0
 
     @property
     def control_percent(self) -> float:
@@ -75,6 +81,16 @@ class RolloutState:
         if self.percent <= 0:
             return None
         return self.exposed_since or self.step_started_at
+
+    @property
+    def exposed(self) -> bool:
+        """Users are served the treatment and a guardrail should be watching them. A promoted flag is
+        final: its policy's work is done."""
+        return self.percent > 0 and self.status is not Status.PROMOTED
+
+    def guarded_again(self) -> RolloutState:
+        """The state once a policy judges it again: its policy is no longer counted as gone."""
+        return replace(self, absent_since=None, absent_cycles=0)
 
     def moved(self, **changes: object) -> RolloutState:
         return replace(self, **changes)  # type: ignore[arg-type]

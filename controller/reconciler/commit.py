@@ -12,12 +12,13 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
 from controller.adapters.flagstore import FlagStore, Snapshot
-from controller.core.decision import Decision, decide, deleted
+from controller.adapters.policyowners import candidate as candidate_of
+from controller.core.decision import Decision, decide
 from controller.core.errors import (
     CycleAbandoned,
     FlagFileError,
@@ -25,13 +26,16 @@ from controller.core.errors import (
     LockTimeoutError,
     WriteConflictError,
 )
-from controller.core.flagd import flag_entry, read_state
+from controller.core.flagd import describe_unmanaged, flag_entry, is_managed, read_state
+from controller.core.guarding import Grace, adopted, is_reminder, unjudged
+from controller.core.ownership import adoptable, keeps_exposure
 from controller.core.readings import Readings
 from controller.core.records import Context, Record
 from controller.core.state import ACTIVE, Action
-from controller.reconciler.plan import Plan
+from controller.reconciler.plan import Notice, Orphan, Plan
 from controller.reconciler.record import Recorder
 from controller.reconciler.recovery import Recovery
+from controller.reconciler.reminders import Reminders
 from controller.reconciler.shared import Clock, CycleResult, Leadership
 
 LOCK_SLICE_SECONDS = 0.25
@@ -50,8 +54,12 @@ class Committer:
         dry_run: bool,
         recorder: Recorder,
         recovery: Recovery,
+        grace: Grace,
+        reminders: Reminders,
     ) -> None:
         self.store = store
+        self.grace = grace
+        self.reminders = reminders
         self.lock_timeout_seconds = lock_timeout_seconds
         self.clock = clock
         self.log = log
@@ -99,19 +107,19 @@ class Committer:
         plans: Sequence[Plan],
         readings: Readings,
         result: CycleResult,
-        notices: Mapping[str, str] | None = None,
-        deletions: Sequence[str] = (),
+        orphans: Sequence[Orphan] = (),
+        notices: Sequence[Notice] = (),
     ) -> None:
-        """Decide ``plans`` on ``readings``, roll back ``deletions``, record ``notices`` (flag → why
-        it holds), write and record; also records what a dead process or an earlier refusal of the
-        decision log left unrecorded."""
+        """Decide ``plans`` on ``readings``, act on the flags no policy judges (``orphans``: mark them
+        unguarded, hand them over or roll them back), record ``notices``, write and record; also
+        records what a dead process or an earlier refusal of the decision log left unrecorded."""
         with self._mutex:  # cycles overlap; their commits take turns
-            if not (plans or notices or deletions or self.recorder.backlog or self.recovery.pending):
+            if not (plans or orphans or notices or self.recorder.backlog or self.recovery.pending):
                 return
             problems = len(result.problems)
             for attempt in range(1, CONFLICT_ATTEMPTS + 1):
                 try:
-                    self._commit_once(plans, readings, result, notices, deletions)
+                    self._commit_once(plans, readings, result, orphans, notices)
                     return
                 except WriteConflictError as exc:
                     del result.problems[problems:]
@@ -126,13 +134,13 @@ class Committer:
         plans: Sequence[Plan],
         readings: Readings,
         result: CycleResult,
-        notices: Mapping[str, str] | None,
-        deletions: Sequence[str],
+        orphans: Sequence[Orphan],
+        notices: Sequence[Notice],
     ) -> None:
         lock = contextlib.nullcontext() if self.dry_run else self.locked()
         with lock:
             now = self.clock()
-            recovered, outcomes = self._decide_and_write(plans, readings, result, notices, deletions, now)
+            recovered, outcomes = self._decide_and_write(plans, readings, result, orphans, notices, now)
             self.recovery.checked = True  # past the write: a conflict retry would have checked again
             self.recorder.record(recovered, outcomes, now, result)
 
@@ -141,8 +149,8 @@ class Committer:
         plans: Sequence[Plan],
         readings: Readings,
         result: CycleResult,
-        notices: Mapping[str, str] | None,
-        deletions: Sequence[str],
+        orphans: Sequence[Orphan],
+        notices: Sequence[Notice],
         now: datetime,
     ) -> tuple[list[Record], list[tuple[Context, Decision]]]:
         """Under the lock: read the flag file, decide, write every change at once. Returns the
@@ -151,11 +159,20 @@ class Committer:
         draft = _Draft(snapshot, self.dry_run)
         recovered = self.recovery.lost_records(draft.document)
         for plan in plans:
-            draft.rollout(plan, readings, now, result, self.log)
-        for key in deletions:
-            draft.deleted(key, now)
-        for key, reason in (notices or {}).items():
-            draft.notice(key, reason)
+            if plan.adopt:
+                draft.adopt(plan, now)
+            else:
+                draft.rollout(plan, readings, now, result, self.log)
+        self.reminders.prime(orphan.key for orphan in orphans)
+        for orphan in orphans:
+            draft.orphan(orphan, now, self.grace, self.reminders)
+        for notice in notices:
+            draft.notice(notice)
+        for key in draft.judged:
+            self.reminders.forget(key)
+        for context, decision in draft.outcomes:
+            if decision.action in {Action.ADOPT, Action.ROLLBACK}:
+                result.unguarded.pop(context.flag, None)  # handed over, or nobody exposed any more
         if draft.changed and not self.dry_run:
             if self.leader is not None and not self.leader.is_leader():
                 raise LeadershipLostError(f"not the leader any more; not writing {self.store.location}")
@@ -176,6 +193,7 @@ class _Draft:
         self.document["flags"] = self.flags
         self.dry_run = dry_run
         self.changed: list[str] = []
+        self.judged: list[str] = []  # flags a policy judged in this commit
         self.outcomes: list[tuple[Context, Decision]] = []
 
     def rollout(self, plan: Plan, readings: Readings, now: datetime, result: CycleResult, log: Any) -> None:
@@ -191,6 +209,7 @@ class _Draft:
             log.info("flag_changed_during_cycle", flag=key, note="deciding next cycle")
             return
         decision = decide(plan.loaded.policy, fresh, plan.queries, readings, now)
+        self.judged.append(key)
         if decision.after.status not in ACTIVE and not decision.writes:
             return  # an inactive rollout with nothing new: no record
         if decision.writes:
@@ -201,21 +220,63 @@ class _Draft:
             self.changed.append(key)
         self.outcomes.append((Context(key, policy=plan.loaded.policy, dry_run=self.dry_run), decision))
 
-    def deleted(self, key: str, now: datetime) -> None:
-        """Roll back the flag of a deleted policy that said ``onDelete: rollback``, if still exposed."""
-        with contextlib.suppress(FlagFileError):
-            fresh = read_state(self.document, key, check_layout=False)
-            gone = deleted(fresh, now) if fresh is not None else None
-            if gone is not None:
-                self.flags[key] = flag_entry(self.document, key, gone.after, keep_segment=True)
-                self.changed.append(key)
-                self.outcomes.append((Context(key, dry_run=self.dry_run), gone))
+    def adopt(self, plan: Plan, now: datetime) -> None:
+        """A policy takes a flag that exists and is not flagroll's, if it still may (the flag file may
+        have changed since the plan): the flag serves the policy's 'off' value to everyone at 0 %."""
+        policy = plan.loaded.policy
+        key = policy.flag_key
+        existing = self.flags.get(key)
+        if existing is None or is_managed(existing):
+            return  # gone or taken meanwhile: the next cycle plans again
+        found = describe_unmanaged(key, existing)
+        candidate = candidate_of(plan.loaded)
+        if not adoptable(candidate, found):
+            return
+        decision = adopted(policy, found.description, not keeps_exposure(candidate, found), now)
+        spec = policy.spec
+        self.flags[key] = flag_entry(
+            self.document, key, decision.after, variants=spec.flag.variants, segment=spec.segment, adopt=True
+        )
+        self.changed.append(key)
+        self.outcomes.append((Context(key, policy=policy, dry_run=self.dry_run), decision))
 
-    def notice(self, key: str, reason: str) -> None:
-        """A hold that changes nothing, so that the records say why the flag is not judged."""
+    def orphan(self, orphan: Orphan, now: datetime, grace: Grace, reminders: Reminders) -> None:
+        """A flag no policy judges: recorded as unguarded when that changes (and as a reminder),
+        handed over, or rolled back, as :func:`controller.core.guarding.unjudged` says."""
         with contextlib.suppress(FlagFileError):
-            state = read_state(self.document, key, check_layout=False)
-            if state is not None:
-                self.outcomes.append(
-                    (Context(key, dry_run=self.dry_run), Decision(Action.HOLD, state, state, reason))
+            fresh = read_state(self.document, orphan.key, check_layout=False)
+            if fresh is None:
+                return
+            successor = orphan.successor.policy.name if orphan.successor is not None else None
+            why = orphan.unjudged
+            noticed = reminders.last(orphan.key)
+            move = unjudged(fresh, why.why, why.reason, now, grace, successor, noticed)
+            if move is None:
+                return
+            decision = move.decision
+            if decision.writes:
+                self.flags[orphan.key] = flag_entry(
+                    self.document, orphan.key, decision.after, keep_segment=True
                 )
+                self.changed.append(orphan.key)
+            if not move.record:
+                return
+            unguarded = decision.action is Action.HOLD and fresh.exposed
+            if unguarded:
+                reminders.said(orphan.key, decision.reason, now)
+            context = Context(
+                orphan.key,
+                dry_run=self.dry_run,
+                guarded=not unguarded,
+                reminder=unguarded and is_reminder(decision, noticed),
+            )
+            self.outcomes.append((context, decision))
+
+    def notice(self, notice: Notice) -> None:
+        """A record that changes nothing: why the flag is not judged, or a policy that was rejected."""
+        with contextlib.suppress(FlagFileError):
+            state = read_state(self.document, notice.key, check_layout=False)
+            if state is not None:
+                decision = Decision(notice.action, state, state, notice.reason)
+                context = Context(notice.key, dry_run=self.dry_run, guarded=notice.guarded)
+                self.outcomes.append((context, decision))

@@ -13,12 +13,14 @@ import structlog
 from controller.adapters.decisionlog import DecisionLog
 from controller.adapters.flagstore import FlagStore
 from controller.adapters.policyfile import PolicySet
+from controller.core.guarding import DEFAULT_GRACE, Grace
 from controller.core.queries import MetricsSource, ReadingKind
 from controller.reconciler.ask import answered
 from controller.reconciler.commit import Committer
 from controller.reconciler.plan import load_policies, plan
 from controller.reconciler.record import Recorder
 from controller.reconciler.recovery import Recovery
+from controller.reconciler.reminders import Reminders
 from controller.reconciler.schedule import Schedule
 from controller.reconciler.shared import Clock, CycleObserver, CycleResult, Leadership, Reported, utc_now
 
@@ -38,6 +40,7 @@ class Reconciler:
         leader: Leadership | None = None,
         observer: CycleObserver | None = None,
         keep_records: bool = True,
+        grace: Grace = DEFAULT_GRACE,
     ) -> None:
         """``keep_records``: keep each cycle's records in its :class:`CycleResult`. ``flagroll run``
         does not: records go to stdout, the decision log and the observer a chunk at a time, so that
@@ -65,6 +68,8 @@ class Reconciler:
                 decision_log=writing_log, log=self._log, observer=observer, keep_records=keep_records
             ),
             recovery=Recovery(writing_log, self._log),
+            grace=grace,
+            reminders=Reminders(writing_log, self._log),
         )
 
     @property
@@ -127,8 +132,8 @@ class Reconciler:
                 wave,
                 readings,
                 result,
-                planned.notices if first else None,
-                planned.deletions if first else (),
+                planned.orphans if first else (),
+                planned.notices if first else (),
             )
             first = False
             if decided is not None:

@@ -1,5 +1,8 @@
 """Planning, from a read of the flag file without the lock: which rollouts to decide this cycle, with
-the queries each one asks, and which flags the policy set leaves unguarded or orphaned."""
+the queries each one asks, which flags a policy adopts, which flags no policy judges (and why), and
+the notices to record about rejected policies. Who judges what is the core's answer
+(:mod:`controller.core.ownership`, applied by :func:`~controller.adapters.policyfile.load_paths`);
+here it is only turned into work for the commit."""
 
 from __future__ import annotations
 
@@ -11,35 +14,60 @@ from pathlib import Path
 from typing import Any
 
 from controller.adapters.policyfile import LoadedPolicy, PolicySet, load_paths
-from controller.core import ownership
+from controller.adapters.yamldoc import render_path
 from controller.core.decision import queries_for, rebase
 from controller.core.errors import FlagFileError
-from controller.core.flagd import managed_keys, owners, read_state
+from controller.core.flagd import managed_keys, read_state
+from controller.core.guarding import unguarded_reason
+from controller.core.ownership import Unjudged, Why
 from controller.core.queries import PlannedQuery
-from controller.core.state import ACTIVE, RolloutState
+from controller.core.records import POLICY_REJECTED_PREFIX
+from controller.core.state import ACTIVE, Action, RolloutState
 from controller.reconciler.shared import CycleResult, Reported
 
 
 @dataclass(frozen=True)
 class Plan:
-    """One rollout to decide: its policy, its state when planned, and the queries to ask for it."""
+    """One rollout to decide: its policy, its state when planned, and the queries to ask for it.
+    ``adopt``: the flag exists and is not flagroll's; the policy takes it first."""
 
     loaded: LoadedPolicy
     stored: RolloutState | None
     queries: list[PlannedQuery]
+    adopt: bool = False
+
+
+@dataclass(frozen=True)
+class Orphan:
+    """A managed flag that no policy judges this cycle; ``successor``: the policy waiting to take it."""
+
+    key: str
+    unjudged: Unjudged
+    successor: LoadedPolicy | None = None
+
+
+@dataclass(frozen=True)
+class Notice:
+    """A record that changes nothing: why a flag is not judged, or that a policy naming it was
+    rejected. Each distinct notice once per process. ``guarded``: whether a policy judges the flag."""
+
+    key: str
+    action: Action
+    reason: str
+    guarded: bool = True
 
 
 @dataclass(frozen=True)
 class Planned:
     plans: list[Plan]
-    notices: dict[str, str]  # flags whose policy was rejected, with the reason (each reason once)
-    deletions: list[str]  # flags to roll back because their policy was deleted (onDelete: rollback)
+    orphans: list[Orphan]
+    notices: list[Notice]
 
 
 def load_policies(path: Path, document: Mapping[str, Any] | None, reported: Reported) -> PolicySet:
     """Load every policy under ``path``; ``document`` (the flag file) tells which policy owns which
     flag. Each rejected policy is logged once."""
-    policies = load_paths([path], owners(document) if document is not None else None)
+    policies = load_paths([path], document)
     if not policies.files and not policies.issues:
         reported.once(f"empty:{path}", "no_policies", path=str(path))
     for issue in policies.issues:
@@ -64,11 +92,15 @@ def plan(
         with contextlib.suppress(FlagFileError):
             if (read := read_state(document, key, check_layout=False)) is not None:
                 result.states[key] = read
+    adopting = set(policies.ownership.adopt.values()) if policies.ownership is not None else set()
     plans: list[Plan] = []
     for loaded in policies.policies:
         if only is not None and loaded.policy.name not in only:
             continue
         key = loaded.policy.flag_key
+        if key in adopting:
+            plans.append(Plan(loaded, None, [], adopt=True))
+            continue
         try:
             stored = read_state(document, key)
         except FlagFileError as exc:
@@ -79,34 +111,53 @@ def plan(
         if state.status not in ACTIVE and state == stored:
             continue  # stopped, rolled back, completed or promoted, and no new revision
         plans.append(Plan(loaded, stored, queries_for(loaded.policy, state, now, loaded.templates)))
-    deletions = _orphans(document, policies, now, reported)
-    return Planned(plans, _notices(document, policies, reported), deletions)
+    orphans = _orphans(policies, result.states, reported)
+    for orphan in orphans:
+        held = result.states.get(orphan.key)
+        if held is not None and held.exposed:
+            result.unguarded[orphan.key] = unguarded_reason(held, orphan.unjudged.reason)
+    return Planned(plans, orphans, _notices(policies, result.states, orphans, result.unguarded, reported))
 
 
-def _guarded(policies: PolicySet) -> set[str]:
-    return {loaded.policy.flag_key for loaded in policies.policies}
+def _orphans(policies: PolicySet, states: Mapping[str, RolloutState], reported: Reported) -> list[Orphan]:
+    """The managed flags no policy judges, with the policy waiting to take each over, if any."""
+    if policies.ownership is None:
+        return []
+    found = []
+    for key, unjudged in policies.ownership.unjudged.items():
+        successor = policies.candidates[unjudged.successor] if unjudged.successor is not None else None
+        found.append(Orphan(key, unjudged, successor))
+        state = states.get(key)
+        if unjudged.why is Why.ABSENT and successor is None and state is not None and not state.exposed:
+            reported.once(f"orphan:{key}", "flag_without_policy", flag=key, note=unjudged.reason)
+    return found
 
 
-def _orphans(
-    document: Mapping[str, Any], policies: PolicySet, now: datetime, reported: Reported
-) -> list[str]:
-    """The flags to roll back because their policy was deleted; the other flags that no policy names
-    are reported once and left as they are."""
-    found = ownership.orphans(
-        document, _guarded(policies), errors=policies.errors, files=policies.files, now=now
-    )
-    for key in found.left:
-        reported.once(
-            f"orphan:{key}",
-            "flag_without_policy",
-            flag=key,
-            note="managed by flagroll but no policy names it; left as it is",
-        )
-    return found.roll_back
-
-
-def _notices(document: Mapping[str, Any], policies: PolicySet, reported: Reported) -> dict[str, str]:
-    """Managed flags whose policy was rejected: their guardrails are not evaluated. Each new problem
-    gets one decision record, so that status and the log say so."""
-    reasons = ownership.unguarded(managed_keys(document), _guarded(policies), policies.errors)
-    return {key: reason for key, reason in reasons.items() if reported.first(f"notice:{key}:{reason}")}
+def _notices(
+    policies: PolicySet,
+    states: Mapping[str, RolloutState],
+    orphans: list[Orphan],
+    unguarded: Mapping[str, str],
+    reported: Reported,
+) -> list[Notice]:
+    """Rejections of policies that name a managed flag (or its owner's name), and the flags nobody
+    exposed that a failed policy file keeps from being judged: each distinct one once."""
+    found: list[Notice] = []
+    ownership = policies.ownership
+    for rejection in ownership.rejected if ownership is not None else []:
+        if rejection.flag is None or rejection.flag not in states:
+            continue
+        policy = policies.candidates[rejection.index]
+        line, column = policy.position(rejection.field)
+        where = f"{policy.file}:{line}:{column}: {render_path(rejection.field)}"
+        reason = f"{POLICY_REJECTED_PREFIX}: {where}: {rejection.reason}"
+        found.append(Notice(rejection.flag, Action.REJECT, reason, rejection.flag not in unguarded))
+    for orphan in orphans:
+        state = states.get(orphan.key)
+        if orphan.unjudged.why is Why.BLOCKED and state is not None and not state.exposed:
+            reason = (
+                f"{POLICY_REJECTED_PREFIX}, guardrails NOT evaluated until it is fixed; the flag stays "
+                f"as it is: {orphan.unjudged.reason}"
+            )
+            found.append(Notice(orphan.key, Action.HOLD, reason))
+    return [n for n in found if reported.first(f"notice:{n.key}:{n.reason}")]

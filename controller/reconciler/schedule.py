@@ -148,6 +148,7 @@ class Schedule:
                 prometheus_answered=result.prometheus_answered,
                 duration_seconds=time.monotonic() - started,
                 states=result.states,
+                unguarded=result.unguarded,
             )
         return result.ok
 

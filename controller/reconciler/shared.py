@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol, runtime_checkable
@@ -28,6 +28,7 @@ class CycleResult:
     wrote: bool = False
     prometheus_answered: bool = True  # False when every query of the cycle was an error
     states: dict[str, RolloutState] = field(default_factory=dict)  # every managed flag, as written
+    unguarded: dict[str, str] = field(default_factory=dict)  # exposed flags no policy judges, and why
 
     @property
     def ok(self) -> bool:
@@ -50,6 +51,7 @@ class CycleObserver(Protocol):
         prometheus_answered: bool,
         duration_seconds: float,
         states: Mapping[str, RolloutState] | None = None,
+        unguarded: Collection[str] = (),
     ) -> None: ...
 
     def cycle_failed(self, duration_seconds: float) -> None: ...

@@ -290,3 +290,35 @@ def test_a_record_of_the_cycle_has_the_last_word_on_its_flag_gauges() -> None:
         ok=True, policy_errors=0, prometheus_answered=True, duration_seconds=0.1, states=on_file
     )
     assert _samples(telemetry)[percent] == 1.0  # a cycle without a record for it: the file's word
+
+
+def test_the_unguarded_gauge_follows_every_cycle_not_only_its_records() -> None:
+    """Unguarded records come on change and every ten minutes; the gauge says so every cycle."""
+    from datetime import UTC, datetime
+
+    from controller.core.state import RolloutState, Status
+
+    moment = datetime(2026, 11, 21, tzinfo=UTC)
+    states = {
+        key: RolloutState("p", "r", Status.PROGRESSING, 0, 2, 5.0, True, moment, moment)
+        for key in ("cache", "search")
+    }
+    telemetry = Telemetry(clock=lambda: moment.timestamp())
+    gauge = "flagroll_rollout_unguarded"
+
+    def done(unguarded: tuple[str, ...]) -> dict[str, float]:
+        telemetry.cycle_done(
+            ok=True,
+            policy_errors=1,
+            prometheus_answered=True,
+            duration_seconds=0.1,
+            states=states,
+            unguarded=unguarded,
+        )
+        return {dict(labels)["flag"]: v for (name, labels), v in _samples(telemetry).items() if name == gauge}
+
+    assert done(("cache",)) == {"cache": 1.0, "search": 0.0}
+    assert done(("cache",)) == {"cache": 1.0, "search": 0.0}  # no record this cycle: still 1
+    assert done(()) == {"cache": 0.0, "search": 0.0}
+    del states["search"]
+    assert done(()) == {"cache": 0.0}

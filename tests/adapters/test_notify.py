@@ -57,6 +57,21 @@ def test_which_records_become_events() -> None:
     assert "cache rolled back (5.0% → 0.0%)" in events_from([records[2]])[0].summary
 
 
+def test_an_unguarded_flag_is_told_once_per_notice_and_reminders_are_not() -> None:
+    loud = _record("hold", guarded=False, reason="UNGUARDED: 5 % exposed and guardrails NOT evaluated, …")
+    reminder = {**loud, "reminder": True}
+    rejected = _record("reject", reason="policy rejected: copy.yaml:3:8: spec.flag.key: …")
+    adopted = _record("adopt", reason="adopted flag 'cache' for policy 'cache': …")
+    assert [e.kind for e in events_from([loud, reminder, rejected, adopted])] == [
+        "unguarded",
+        "policy_rejected",
+        "adopt",
+    ]
+    assert payload(Target("slack", "https://hooks.example/x"), events_from([loud])[0])["text"].startswith(
+        ":rotating_light: flagroll: cache: UNGUARDED"
+    )
+
+
 def test_a_stale_rollout_is_reported_once_until_it_is_no_longer_stale() -> None:
     seen: set[str] = set()
     stale = _record("hold", stale=True, review="2026-10-01")

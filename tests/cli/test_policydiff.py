@@ -96,12 +96,43 @@ def test_an_invalid_edit_exits_1_with_its_problems(
     assert "spec.guardrails[0].max" in out
 
 
-def test_a_removed_policy_is_said_to_leave_its_flag_alone(
+def test_a_renamed_policy_is_a_hand_over_not_a_new_rollout(
     env: Environment, capsys: pytest.CaptureFixture[str]
 ) -> None:
     _, out = _diff(
         env, capsys, OLD.replace("metadata: {name: cache}", "metadata: {name: renamed}"), flags=False
     )
     assert "policy renamed (flag cache)" in out
-    assert "new policy" in out
-    assert "policy cache: removed (its flag is left as it is" in out
+    assert "renamed from policy 'cache'" in out
+    assert "takes it over once 'cache' has been gone for the grace period" in out
+    assert "flagroll adopt cache --policy renamed" in out
+    assert "policy cache: removed; flag cache goes to the policy that names it now" not in out  # no flags
+
+
+def test_with_the_flag_file_a_rename_shows_the_hand_over_and_the_unguarded_wait(
+    env: Environment, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _at_five_percent(env)
+    _, out = _diff(env, capsys, OLD.replace("metadata: {name: cache}", "metadata: {name: renamed}"))
+    assert "renamed from policy 'cache'" in out
+    assert "continuing at 5 %" in out  # after the hand-over, the same ramp goes on
+    assert "ROLLED BACK" not in out
+    assert "policy cache: removed; flag cache goes to the policy that names it now" in out
+    assert "flags no policy would judge:" in out
+    assert "cache (progressing at 5 %, UNGUARDED)" in out
+
+
+def test_a_renamed_flag_key_leaves_the_old_flag_unguarded_and_says_so(
+    env: Environment, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _at_five_percent(env)
+    _, out = _diff(env, capsys, OLD.replace("flag: {key: cache}", "flag: {key: cache-v2}"))
+    assert "policy cache (flag cache-v2)" in out
+    assert "cache (progressing at 5 %, UNGUARDED): its policy 'cache' now rolls out flag 'cache-v2'" in out
+
+
+def test_a_removed_policy_is_said_to_leave_its_flag_exposed_and_unguarded(
+    env: Environment, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, out = _diff(env, capsys, POLICY.format(name="other", key="other"), flags=False)
+    assert "policy cache: removed; flag cache is left as it is, and is UNGUARDED" in out

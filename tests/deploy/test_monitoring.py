@@ -30,6 +30,7 @@ METRICS: dict[str, set[str]] = {
     "flagroll_flag_percent": {"flag"},
     "flagroll_rollout_status": {"flag", "status"},
     "flagroll_rollout_stale": {"flag"},
+    "flagroll_rollout_unguarded": {"flag"},
     "flagroll_decisions_total": {"flag", "action"},
     "flagroll_guardrail_value": {"flag", "guardrail", "rule"},
     "flagroll_guardrail_bound": {"flag", "guardrail", "rule"},
@@ -133,6 +134,32 @@ UNIT_TESTS: list[dict[str, Any]] = [
                 "alertname": "FlagrollRolledBack",
                 "exp_alerts": [expect("FlagrollRolledBack", "warning", namespace="apps", flag="cache")],
             },
+        ],
+    },
+    {
+        "name": "an unguarded flag alerts within a minute, once per flag, and stops when guarded again",
+        "interval": "1m",
+        "input_series": [
+            {
+                "series": 'flagroll_rollout_unguarded{namespace="apps",pod="a",flag="cache"}',
+                "values": "0 1 1 1 0 0",
+            },
+            {
+                "series": 'flagroll_rollout_unguarded{namespace="apps",pod="b",flag="cache"}',
+                "values": "0 1 1 1 0 0",
+            },
+            {"series": 'flagroll_rollout_unguarded{namespace="apps",pod="a",flag="prompt"}', "values": "0x5"},
+        ],
+        "alert_rule_test": [
+            {"eval_time": "1m", "alertname": "FlagrollRolloutUnguarded", "exp_alerts": []},
+            {
+                "eval_time": "2m",
+                "alertname": "FlagrollRolloutUnguarded",
+                "exp_alerts": [
+                    expect("FlagrollRolloutUnguarded", "critical", namespace="apps", flag="cache")
+                ],
+            },
+            {"eval_time": "5m", "alertname": "FlagrollRolloutUnguarded", "exp_alerts": []},
         ],
     },
     {

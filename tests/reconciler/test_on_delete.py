@@ -11,6 +11,9 @@ import pytest
 from structlog.testing import capture_logs
 
 from controller.adapters.policyfile import load_paths
+from controller.core.decision import stop
+from controller.core.flagd import read_state, write_flag
+from controller.core.guarding import Grace
 from tests.support.environment import POLICY, Environment
 from tests.support.paths import EXAMPLES
 
@@ -33,7 +36,11 @@ def env(tmp_path: Path) -> Environment:
     return Environment(tmp_path)
 
 
-def test_on_delete_rollback_rolls_an_exposed_rollout_back_once(env: Environment) -> None:
+def _flag_records(env: Environment) -> list[dict[str, object]]:
+    return [r for r in env.cycle() if r["flag"] == "cache"]
+
+
+def test_on_delete_rollback_acts_once_the_policy_has_been_gone_for_the_grace_period(env: Environment) -> None:
     env.add_policy("cache", "cache", _policy("rollback"))
     env.add_policy("other", "other")  # another valid policy remains: the deletion is unambiguous
     env.cycle()
@@ -41,24 +48,61 @@ def test_on_delete_rollback_rolls_an_exposed_rollout_back_once(env: Environment)
     assert metadata["flagroll.onDelete"] == "rollback"  # remembered in the flag: the policy will be gone
     (env.policies / "cache.yaml").unlink()
     env.clock.now += timedelta(seconds=10)
-    records = [r for r in env.cycle() if r["flag"] == "cache"]
-    assert [(r["action"], r["reason"]) for r in records] == [
-        ("rollback", "policy deleted; onDelete: rollback")
-    ]
+    (first,) = _flag_records(env)
+    assert (first["action"], first["guarded"]) == ("hold", False)  # exposed and judged by nobody: loud
+    assert "UNGUARDED" in str(first["reason"])
+    assert "rolled back (onDelete)" in str(first["reason"])
+    assert _percent(env) == 1.0
+    for _ in range(2):  # three cycles, but not yet two minutes: still waiting
+        env.clock.now += timedelta(seconds=10)
+        assert _flag_records(env) == []
+    assert _percent(env) == 1.0
+    env.clock.now += timedelta(minutes=2)
+    records = _flag_records(env)
+    assert [r["action"] for r in records] == ["rollback"]
+    assert str(records[0]["reason"]).startswith("policy deleted; onDelete: rollback")
     assert _percent(env) == 0.0
     env.clock.now += timedelta(seconds=10)
-    assert [r for r in env.cycle() if r["flag"] == "cache"] == []
+    assert _flag_records(env) == []
 
 
-def test_by_default_a_deleted_policy_leaves_its_flag_alone(env: Environment) -> None:
+def test_a_policy_back_within_the_grace_period_is_never_rolled_back(env: Environment) -> None:
+    """A policy moved between files (gone for a cycle, then back, identical) keeps its rollout."""
+    env.add_policy("cache", "cache", _policy("rollback"))
+    env.add_policy("other", "other")
+    env.cycle()
+    (env.policies / "cache.yaml").rename(env.policies / ".cache.yaml.moving")
+    env.clock.now += timedelta(seconds=10)
+    assert [r["action"] for r in _flag_records(env)] == ["hold"]
+    (env.policies / ".cache.yaml.moving").rename(env.policies / "moved.yaml")
+    env.clock.now += timedelta(minutes=5)
+    (back,) = _flag_records(env)
+    assert back["guarded"] is True
+    assert back["action"] != "rollback"
+    assert any("judged again by policy 'cache'" in str(n) for n in back["notes"])  # type: ignore[attr-defined]
+    metadata = json.loads(env.flags.read_text())["flags"]["cache"]["metadata"]
+    assert "flagroll.absentSince" not in metadata
+    env.clock.now += timedelta(minutes=5)
+    assert all(r["action"] != "rollback" for r in _flag_records(env))
+
+
+def test_by_default_a_deleted_policy_leaves_its_flag_exposed_and_says_so_loudly(env: Environment) -> None:
     env.add_policy("cache", "cache", _policy(None))
     env.add_policy("other", "other")
     env.cycle()
     (env.policies / "cache.yaml").unlink()
-    with capture_logs() as logs:
-        assert [r for r in env.cycle() if r["flag"] == "cache"] == []
+    (record,) = _flag_records(env)
+    assert (record["action"], record["guarded"]) == ("hold", False)
+    assert "no policy judges this flag" in str(record["reason"])
+    assert "its policy 'cache' was deleted or renamed" in str(record["reason"])
+    for _ in range(3):  # not repeated every cycle …
+        env.clock.now += timedelta(minutes=2)
+        assert _flag_records(env) == []
+    env.clock.now += timedelta(minutes=5)  # … but at least every ten minutes, as a reminder
+    (reminder,) = _flag_records(env)
+    assert reminder["reason"] == record["reason"]
+    assert reminder.get("reminder") is True
     assert _percent(env) == 1.0
-    assert [e["event"] for e in logs if e.get("flag") == "cache"] == ["flag_without_policy"]
 
 
 def test_explicit_leave_is_the_same_as_the_default(env: Environment) -> None:
@@ -66,8 +110,26 @@ def test_explicit_leave_is_the_same_as_the_default(env: Environment) -> None:
     env.add_policy("other", "other")
     env.cycle()
     (env.policies / "cache.yaml").unlink()
-    assert [r for r in env.cycle() if r["flag"] == "cache"] == []
+    for _ in range(4):
+        env.clock.now += timedelta(minutes=2)
+        assert all(r["action"] == "hold" for r in _flag_records(env))
     assert _percent(env) == 1.0
+
+
+def test_a_deleted_policys_flag_nobody_is_exposed_to_is_only_logged(env: Environment) -> None:
+    env.add_policy("cache", "cache", _policy(None))
+    env.add_policy("other", "other")
+    env.cycle()
+    document = json.loads(env.flags.read_text())
+    state = read_state(document, "cache")
+    assert state is not None
+    env.flags.write_text(
+        json.dumps(write_flag(document, "cache", stop(state, "oops", env.clock.now).after, keep_segment=True))
+    )
+    (env.policies / "cache.yaml").unlink()
+    with capture_logs() as logs:
+        assert _flag_records(env) == []
+    assert [e["event"] for e in logs if e.get("flag") == "cache"] == ["flag_without_policy"]
 
 
 def test_no_rollback_while_another_policy_file_is_broken(env: Environment) -> None:
@@ -93,6 +155,7 @@ def test_new_optional_fields_keep_the_revisions_of_existing_policies() -> None:
 def test_an_empty_policy_directory_rolls_nothing_back_but_one_valid_file_is_enough(env: Environment) -> None:
     import asyncio
 
+    env.grace = Grace(cycles=1, seconds=0)  # the loop's cycles come at once: act at the first one
     env.add_policy("cache", "cache", _policy("rollback"))
     env.cycle()
     (env.policies / "cache.yaml").unlink()

@@ -109,12 +109,16 @@ def test_an_invalid_policy_is_skipped_and_its_flag_untouched(env: Environment) -
     assert env.percent("cache") == 5
 
 
-def test_a_flag_flagroll_does_not_own_is_left_alone(env: Environment) -> None:
+def test_a_flag_flagroll_does_not_own_is_left_alone_unless_it_serves_off_to_everyone(
+    env: Environment,
+) -> None:
     original = {"flags": {"cache": {"state": "ENABLED", "variants": {"on": True}, "defaultVariant": "on"}}}
     env.flags.write_text(json.dumps(original))
     result = asyncio.run(env.reconciler().cycle())
     assert not result.ok
-    assert "not managed by flagroll" in result.problems[0]
+    (issue,) = result.policy_errors
+    assert "already exists and is not flagroll's: it serves variant 'on' (true) to everyone" in issue.message
+    assert "spec.flag.adopt: replace" in issue.message
     assert json.loads(env.flags.read_text()) == original
     assert not env.log.exists()
 
@@ -218,7 +222,8 @@ def test_a_second_policy_for_a_running_flag_does_not_disarm_the_first(env: Envir
     result = asyncio.run(env.reconciler().cycle())
     assert [i.field for i in result.policy_errors] == ["spec.flag.key"]
     assert "already rolled out by policy 'cache'" in result.policy_errors[0].message
-    assert [r["action"] for r in result.records] == ["rollback"]
+    assert [r["action"] for r in result.records] == ["rollback", "reject"]
+    assert "cache-copy.yaml" in str(result.records[1]["reason"])  # the flag's history names the newcomer
     assert env.percent() == 0
 
 

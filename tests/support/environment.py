@@ -13,6 +13,7 @@ from pathlib import Path
 from controller.adapters.decisionlog import DecisionLog, read_records
 from controller.adapters.flagstore import FileFlagStore
 from controller.core.flagd import read_state
+from controller.core.guarding import DEFAULT_GRACE
 from controller.core.queries import PlannedQuery, QueryKey, Reading
 from controller.reconciler import Reconciler
 
@@ -91,6 +92,7 @@ class Environment:
         self.log = root / "decisions.jsonl"
         self.clock = Clock()
         self.metrics = FakeMetrics()
+        self.grace = DEFAULT_GRACE
         self.add_policy("cache", "cache")
 
     def add_policy(self, name: str, key: str, text: str | None = None) -> None:
@@ -105,6 +107,7 @@ class Environment:
             decision_log=DecisionLog(self.log),
             dry_run=dry_run,
             clock=self.clock,
+            grace=self.grace,
         )
 
     def cycle(self, *, dry_run: bool = False) -> list[dict[str, object]]:
