@@ -13,6 +13,7 @@ from controller.cli.options import Commands, decision_log_option, env, flags_opt
 from controller.core.errors import UsageError
 from controller.core.explain import explain
 from controller.core.flagd import managed_keys, read_state
+from controller.core.guarding import unguarded_reason
 
 
 def add_parser(commands: Commands) -> None:
@@ -51,8 +52,11 @@ def cmd_explain(args: argparse.Namespace) -> int:
         else []
     )
     policy = None
+    unguarded = str(records[-1].get("reason")) if records and records[-1].get("guarded") is False else None
     if args.policies is not None:
         loaded = load_paths([args.policies], document)
         policy = next((p.policy for p in loaded.policies if p.policy.flag_key == args.flag), None)
-    print(explain(args.flag, state, records, policy, common.utc_now()))
+        why = loaded.ownership.unjudged.get(args.flag) if loaded.ownership is not None else None
+        unguarded = unguarded_reason(state, why.reason) if why is not None else None
+    print(explain(args.flag, state, records, policy, common.utc_now(), unguarded))
     return EXIT_OK

@@ -43,12 +43,16 @@ def explain(
     records: Sequence[Mapping[str, Any]],
     policy: Policy | None,
     now: datetime,
+    unguarded: str | None = None,
 ) -> str:
+    """``unguarded``: why no policy judges the exposed flag, when none does."""
     last = records[-1] if records else None
     lines = [
         f"{flag}: {state.status.value}, {_step(state)} at {pct(state.percent)} % "
         f"(control {pct(state.control_percent)} %), policy {state.policy} rev {state.revision}"
     ]
+    if unguarded is not None and state.exposed:
+        lines.append(f"  {unguarded}")
     spec = policy.spec if policy is not None else None
     aim = spec.aim if spec is not None else (last or {}).get("aim")
     mechanism = spec.mechanism if spec is not None else (last or {}).get("mechanism")

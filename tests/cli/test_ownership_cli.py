@@ -130,3 +130,16 @@ def test_validate_against_the_flag_file_rejects_a_newcomer_and_shows_adoption(
     assert "already rolled out by policy 'cache'" in out
     code, _, _ = run(capsys, "validate", str(env.policies))
     assert code == 1  # without the flag file: a plain clash, both rejected
+
+
+def test_explain_leads_with_unguarded(env: Environment, capsys: pytest.CaptureFixture[str]) -> None:
+    (env.policies / "cache.yaml").write_text(
+        POLICY.format(name="cache", key="cache").replace("max: 0.01", "max: lots")
+    )
+    code, out, _ = run(capsys, "explain", "cache", "--flags", str(env.flags), "--policies", str(env.policies))
+    assert code == 0
+    assert out.splitlines()[1].startswith("  UNGUARDED: 1 % exposed and guardrails NOT evaluated")
+    assert "cache.yaml" in out.splitlines()[1]
+    assert "spec.guardrails[0].max" in out.splitlines()[1]
+    code, out, _ = run(capsys, "explain", "other", "--flags", str(env.flags), "--policies", str(env.policies))
+    assert "UNGUARDED" not in out
