@@ -21,6 +21,7 @@ from controller.core.ownership import (
     Candidate,
     Managed,
     assign,
+    keeps_exposure,
 )
 
 if TYPE_CHECKING:
@@ -114,3 +115,14 @@ def failed_files(policies: PolicySet) -> list[Broken]:
         else Broken(str(issue), frozenset(names.get(file, ())), frozenset(keys.get(file, ())))
         for file, issue in first.items()
     ]
+
+
+def adoption(loaded: LoadedPolicy, flag: Any) -> str:
+    """What adopting ``flag`` (its definition in the flag file) means, in words, for messages."""
+    found = describe_unmanaged(loaded.policy.flag_key, flag)
+    change = (
+        "nobody's exposure changes"
+        if keeps_exposure(candidate(loaded), found)
+        else "EXPOSURE CHANGES: everyone is served the policy's 'off' value (adopt: replace)"
+    )
+    return f"it serves {found.description}: {change}"

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from controller.adapters.policyfile import LoadedPolicy, PolicySet, load_paths
+from controller.adapters.policyowners import adoption
 from controller.cli import common, kubernetes
 from controller.cli.common import EXIT_FAIL, EXIT_OK, open_store
 from controller.cli.options import Commands, flags_option
@@ -74,7 +75,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
                 else None
             )
             print("  effect on the running rollout:")
-            for line in _effect(loaded, item, state, now):
+            for line in _effect(loaded, item, document, state, now):
                 print(f"    {line}")
     for name in sorted(old.keys() - new_names):
         print(_removed_line(old[name], successors.values()))
@@ -102,11 +103,21 @@ def _handover_line(flag: str, old: str, new: str) -> str:
     )
 
 
-def _effect(loaded: PolicySet, item: LoadedPolicy, state: RolloutState | None, now: datetime) -> list[str]:
+def _effect(
+    loaded: PolicySet,
+    item: LoadedPolicy,
+    document: Mapping[str, Any],
+    state: RolloutState | None,
+    now: datetime,
+) -> list[str]:
     new = item.policy
     ownership = loaded.ownership
     if ownership is not None and new.flag_key in ownership.adopt.values() and item in loaded.policies:
-        return [f"adopts flag {new.flag_key}, which is not flagroll's yet (see 'flagroll validate --flags')"]
+        flag = document.get("flags", {}).get(new.flag_key)
+        return [
+            f"adopts flag {new.flag_key}, which is not flagroll's: {adoption(item, flag)}",
+            "then the ramp starts at the next cycle, as for a new flag",
+        ]
     if state is not None and state.policy != new.name:
         return [
             _handover_line(new.flag_key, state.policy, new.name),

@@ -11,12 +11,11 @@ from typing import Any
 
 from controller.adapters.flagstore import FileFlagStore
 from controller.adapters.policyfile import PolicySet, load_paths
-from controller.adapters.policyowners import candidate
+from controller.adapters.policyowners import adoption
 from controller.cli.common import EXIT_FAIL, EXIT_OK
 from controller.cli.options import Commands
 from controller.core.errors import Issue
-from controller.core.flagd import describe_unmanaged, read_state
-from controller.core.ownership import keeps_exposure
+from controller.core.flagd import read_state
 from controller.core.policy import pct
 
 
@@ -104,15 +103,8 @@ def ownership_lines(result: PolicySet, document: Mapping[str, Any]) -> list[str]
     lines = []
     for index, key in sorted(ownership.adopt.items()):
         loaded = result.candidates[index]
-        found = describe_unmanaged(key, flags.get(key))
-        change = (
-            "nobody's exposure changes"
-            if keeps_exposure(candidate(loaded), found)
-            else "EXPOSURE CHANGES: everyone is served the policy's 'off' value (adopt: replace)"
-        )
         lines.append(
-            f"{loaded.where}: {loaded.policy.name} adopts flag {key}, which serves "
-            f"{found.description}: {change}"
+            f"{loaded.where}: {loaded.policy.name} adopts flag {key}; {adoption(loaded, flags.get(key))}"
         )
     for key, unjudged in sorted(ownership.unjudged.items()):
         state = read_state(document, key, check_layout=False)

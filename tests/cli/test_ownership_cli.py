@@ -120,7 +120,7 @@ def test_validate_against_the_flag_file_rejects_a_newcomer_and_shows_adoption(
     code, out, _ = run(capsys, "validate", str(env.policies), "--flags", str(env.flags))
     assert code == 0, out
     assert (
-        "legacy adopts flag legacy, which serves variant 'off' (false) to everyone: nobody's exposure changes"
+        "legacy adopts flag legacy; it serves variant 'off' (false) to everyone: nobody's exposure changes"
         in out
     )
     env.add_policy("intruder", "cache")
@@ -143,3 +143,28 @@ def test_explain_leads_with_unguarded(env: Environment, capsys: pytest.CaptureFi
     assert "spec.guardrails[0].max" in out.splitlines()[1]
     code, out, _ = run(capsys, "explain", "other", "--flags", str(env.flags), "--policies", str(env.policies))
     assert "UNGUARDED" not in out
+
+
+def test_diff_shows_what_adopting_an_existing_flag_does(
+    env: Environment, capsys: pytest.CaptureFixture[str]
+) -> None:
+    document = json.loads(env.flags.read_text())
+    document["flags"]["legacy"] = {
+        "state": "ENABLED",
+        "variants": {"on": True, "off": False},
+        "defaultVariant": "on",
+    }
+    env.flags.write_text(json.dumps(document))
+    new = env.policies.parent / "legacy.yaml"
+    new.write_text(
+        POLICY.format(name="legacy", key="legacy").replace(
+            "flag: {key: legacy}", "flag: {key: legacy, adopt: replace}"
+        )
+    )
+    old = env.policies / "other.yaml"
+    code, out, _ = run(capsys, "diff", str(old), str(new), "--flags", str(env.flags))
+    assert code == 0
+    assert (
+        "adopts flag legacy, which is not flagroll's: it serves variant 'on' (true) to everyone: EXPOSURE CHANGES"
+        in out
+    )
