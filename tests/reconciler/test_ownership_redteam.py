@@ -27,6 +27,7 @@ from controller.adapters.kube.stores import ConfigMapFlagStore
 from controller.adapters.notify import events_from
 from controller.adapters.overlay import OverlayStore
 from controller.core.decision import Decision
+from controller.core.errors import WriteError
 from controller.core.flagd import read_state, write_flag
 from controller.core.guarding import handover
 from controller.core.queries import Reading
@@ -271,3 +272,47 @@ def test_two_controllers_on_one_flag_file_notify_once_per_unguarded_spell(env: E
     env.clock.now += timedelta(seconds=10)
     notified = sum(_unguarded_events(asyncio.run(c.cycle()).records) for c in (first, second))
     assert notified == 1
+
+
+def test_a_cronjob_whose_decision_log_cannot_be_written_notifies_once_per_unguarded_spell(
+    env: Environment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """README: "While the log cannot be written (disk full, read-only), records are kept in memory";
+    a CronJob's memory ends with each run, and each new run must still not tell the spell again."""
+    env.cycle()
+    (env.policies / "cache.yaml").unlink()
+
+    def disk_full(self: DecisionLog, records: object) -> None:
+        raise WriteError(f"cannot append to {self.path}: No space left on device")
+
+    monkeypatch.setattr(DecisionLog, "append", disk_full)
+    notified = 0
+    for _ in range(4):
+        env.clock.now += timedelta(minutes=2)
+        notified += _unguarded_events(env.cycle())
+    assert notified == 1
+
+
+# --- The grace period counts a policy's absence in a row ------------------------------------------
+
+
+def test_a_policy_gone_for_one_cycle_after_it_came_back_broken_is_not_rolled_back(env: Environment) -> None:
+    """README: a missing policy's flag is rolled back only once the policy "has been gone for 3 cycles
+    and 2 minutes"; "a policy moved between files, or deleted by mistake and restored, is back long
+    before". Here it was deleted by mistake (two cycles), restored with a typo (its file fails, so it
+    is there), then its file removed for one sync to be added back fixed."""
+    env.add_policy("cache", "cache", _on_delete_rollback())
+    env.cycle()
+    owner = env.policies / "cache.yaml"
+    owner.unlink()
+    for _ in range(2):
+        env.clock.now += timedelta(seconds=30)
+        env.cycle()
+    owner.write_text(_on_delete_rollback().replace("max: 0.01", "max: lots"))  # back, with a typo
+    for _ in range(4):
+        env.clock.now += timedelta(seconds=30)
+        env.cycle()
+    owner.unlink()  # one sync without it
+    env.clock.now += timedelta(seconds=30)
+    env.cycle()
+    assert env.percent() == 1.0
