@@ -127,3 +127,19 @@ def test_run_once_fails_while_a_flag_is_unguarded(
     unguarded = [r for r in read_records(env.log) if r["flag"] == "cache" and r["guarded"] is False]
     assert unguarded  # the run saw it: exposed, no policy
     assert code == 1
+
+
+def test_diff_shows_what_a_renamed_policy_changes_field_by_field(
+    env: Environment, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """docs/gitops.md: `flagroll diff` "shows what the edit changes, field by field". A pull request
+    that renames metadata.name and loosens a guardrail in the same edit hands the running flag to a
+    policy with a ten times looser bound: the diff must show it, as it does without the rename."""
+    old, new = tmp_path / "old", tmp_path / "new"
+    shutil.copytree(env.policies, old)
+    shutil.copytree(env.policies, new)
+    renamed = POLICY.format(name="cache-renamed", key="cache").replace("max: 0.01", "max: 0.1")
+    (new / "cache.yaml").write_text(renamed)
+    code, out = run(capsys, "diff", str(old), str(new), "--flags", str(env.flags))
+    assert code == 0
+    assert "spec.guardrails[0].max" in out, out
