@@ -19,7 +19,7 @@ import time
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from openfeature.contrib.tools.flagd.core import FlagdCore
 
@@ -47,6 +47,31 @@ class FlagStore(Protocol):
     def read(self) -> Snapshot: ...
 
     def write(self, document: Mapping[str, Any], expected: Snapshot, changed: Collection[str]) -> None: ...
+
+
+@runtime_checkable
+class Layered(Protocol):
+    """A store whose flags are served over flags from other sources (Git-owned bases): a policy for a
+    flag that exists there meets it as an existing flag (adoption), never as a new one."""
+
+    def underlying(self) -> dict[str, Any]:
+        """The flags of the other sources, by key; FlagFileError when one cannot be read."""
+        ...
+
+
+# What a policy meets besides the store's own flags: the flags of the sources below it, or why they
+# cannot be read (then no flag missing from the store can be taken for a new one).
+Underlay = Mapping[str, Any] | str
+
+
+def underlay(store: object) -> Underlay:
+    """The flags under ``store`` (none for a plain store), or the problem reading them."""
+    if not isinstance(store, Layered):
+        return {}
+    try:
+        return store.underlying()
+    except FlagFileError as exc:
+        return str(exc)
 
 
 def check_loadable(document: Mapping[str, Any], keys: Collection[str], source: str) -> None:

@@ -65,6 +65,10 @@ class OverlayStore:
     def read(self) -> Snapshot:
         return self.override.read()
 
+    def underlying(self) -> dict[str, Any]:
+        """The bases' flags (later bases win), which the override's managed flags shadow."""
+        return dict(merge(list(self._read_bases()), empty_document())["flags"])
+
     def write(self, document: Mapping[str, Any], expected: Snapshot, changed: Collection[str]) -> None:
         self.override.write(document, expected, changed)
         # The override is written: that is the decision. A merged file that cannot follow (a broken

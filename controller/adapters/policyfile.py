@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from controller.adapters.flagstore import Underlay
 from controller.adapters.policyowners import judge_ownership
 from controller.adapters.yamldoc import (
     Document,
@@ -414,7 +415,9 @@ def policy_files(paths: Iterable[Path]) -> Iterator[Path]:
             children = [
                 (c, folder / c.name)
                 for c in sorted(path.iterdir())
-                if not c.name.startswith(".") and c.suffix in POLICY_SUFFIXES and c.is_file()
+                # Not only regular files: a directory, a broken link or a link loop named like a policy
+                # file cannot be read, and is reported (it may hold any policy), never skipped.
+                if not c.name.startswith(".") and c.suffix in POLICY_SUFFIXES
             ]
         else:
             children = [(path, path.resolve())]
@@ -424,7 +427,9 @@ def policy_files(paths: Iterable[Path]) -> Iterator[Path]:
                 yield child
 
 
-def load_paths(paths: Iterable[Path], document: Mapping[str, Any] | None = None) -> PolicySet:
+def load_paths(
+    paths: Iterable[Path], document: Mapping[str, Any] | None = None, underlay: Underlay | None = None
+) -> PolicySet:
     """Load files and directories, then say which policy judges which flag.
 
     ``document`` (the flag file) names the owner of each managed flag: a second policy for such a flag
@@ -447,7 +452,7 @@ def load_paths(paths: Iterable[Path], document: Mapping[str, Any] | None = None)
         for name, where in loaded.invalid_templates.items():
             combined.invalid_templates.setdefault(name, where)
     _resolve_templates(combined)
-    judge_ownership(combined, document)
+    judge_ownership(combined, document, underlay or {})
     return combined
 
 

@@ -13,13 +13,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from controller.adapters.flagstore import Underlay
 from controller.core.errors import Issue
-from controller.core.flagd import describe_unmanaged, owners
+from controller.core.flagd import PREFIX, describe_unmanaged, owners
 from controller.core.ownership import (
     FLAG_KEY_FIELD,
     Broken,
     Candidate,
     Managed,
+    Unmanaged,
     assign,
     keeps_exposure,
 )
@@ -28,21 +30,21 @@ if TYPE_CHECKING:
     from controller.adapters.policyfile import LoadedPolicy, PolicySet
 
 
-def judge_ownership(policies: PolicySet, document: Mapping[str, Any] | None) -> None:
+def judge_ownership(policies: PolicySet, document: Mapping[str, Any] | None, underlay: Underlay) -> None:
     """Decide who judges what, and keep in ``policies.policies`` only the policies that judge a flag."""
     loaded = policies.policies
     recorded = owners(document) if document is not None else {}
     flags = document.get("flags", {}) if document is not None else {}
     candidates = [candidate(p) for p in loaded]
     unmanaged = [
-        describe_unmanaged(key, flags[key])
-        for key in sorted({c.flag_key for c in candidates})
-        if key in flags and key not in recorded
+        existing
+        for key in sorted({c.flag_key for c in candidates} - set(recorded))
+        if (existing := _existing(key, flags, underlay)) is not None
     ]
     result = assign(
         candidates,
         failed_files(policies),
-        [Managed(key, owner) for key, owner in recorded.items()],
+        [Managed(key, owner, _revision(flags.get(key))) for key, owner in recorded.items()],
         unmanaged,
         files=len(policies.files),
     )
@@ -81,6 +83,18 @@ def judge_ownership(policies: PolicySet, document: Mapping[str, Any] | None) -> 
     policies.ownership = result
 
 
+def _existing(key: str, flags: Mapping[str, Any], underlay: Underlay) -> Unmanaged | None:
+    """The flag ``key`` as a policy meets it when flagroll does not manage it: in the flag file, in a
+    source below it, or unknown (a source below cannot be read); None when it does not exist."""
+    if key in flags:
+        return describe_unmanaged(key, flags[key])
+    if isinstance(underlay, str):
+        return Unmanaged(key, False, None, f"something unknown: a base file cannot be read ({underlay})")
+    if key in underlay:
+        return describe_unmanaged(key, underlay[key])
+    return None
+
+
 def candidate(loaded: LoadedPolicy) -> Candidate:
     flag = loaded.policy.spec.flag
     return Candidate(
@@ -89,6 +103,7 @@ def candidate(loaded: LoadedPolicy) -> Candidate:
         loaded.where,
         off=flag.variants.get("off"),
         replace=flag.adopt == "replace",
+        revision=loaded.policy.revision,
     )
 
 
@@ -126,3 +141,8 @@ def adoption(loaded: LoadedPolicy, flag: Any) -> str:
         else "EXPOSURE CHANGES: everyone is served the policy's 'off' value (adopt: replace)"
     )
     return f"it serves {found.description}: {change}"
+
+
+def _revision(flag: Any) -> str:
+    revision = flag.get("metadata", {}).get(PREFIX + "revision") if isinstance(flag, dict) else None
+    return revision if isinstance(revision, str) else ""

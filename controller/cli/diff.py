@@ -14,9 +14,10 @@ from controller.cli import common, kubernetes
 from controller.cli.common import EXIT_FAIL, EXIT_OK, open_store
 from controller.cli.options import Commands, flags_option
 from controller.core.flagd import is_managed, read_state
+from controller.core.ownership import Why
 from controller.core.policy import Policy, pct
 from controller.core.policydiff import effect, field_changes
-from controller.core.state import RolloutState
+from controller.core.state import RolloutState, Status
 
 
 def is_managed_key(document: Mapping[str, Any], key: str) -> bool:
@@ -57,13 +58,13 @@ def cmd_diff(args: argparse.Namespace) -> int:
         print(f"policy {new.name} (flag {new.flag_key}), revision {new.revision}")
         before = old.get(new.name)
         if before is None:
-            renamed = next(
+            before = next(
                 (o for o in old.values() if o.flag_key == new.flag_key and o.name not in new_names), None
             )
-            print(f"  renamed from policy {renamed.name!r}" if renamed is not None else "  new policy")
-            if renamed is not None:
-                print(f"  {_handover_line(new.flag_key, renamed.name, new.name)}")
-        else:
+            print(f"  renamed from policy {before.name!r}" if before is not None else "  new policy")
+            if before is not None:
+                print(f"  {_handover_line(new.flag_key, before.name, new.name)}")
+        if before is not None:
             changes = field_changes(before, new)
             print(f"  revision {before.revision} → {new.revision}" if changes else "  no change in meaning")
             for line in changes:
@@ -152,3 +153,9 @@ def _unjudged_lines(loaded: PolicySet, document: Mapping[str, Any]) -> None:
             continue
         loud = "UNGUARDED" if state.exposed else "not exposed"
         print(f"  {key} ({state.status.value} at {pct(state.percent)} %, {loud}): {unjudged.reason}")
+        if unjudged.why is Why.ABSENT and unjudged.successor is None and state.exposed:
+            if state.rollback_on_delete and state.status is not Status.PROMOTED:
+                then = "is ROLLED BACK to 0 % once its policy has been gone for the grace period"
+            else:
+                then = "stays as it is, UNGUARDED, until a policy names it or a human stops it"
+            print(f"    then: {key} {then}")

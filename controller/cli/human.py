@@ -178,7 +178,9 @@ def _human_once(
         decision = act(state, args.reason, now)
         document = write_flag(snapshot.document, args.flag, decision.after, keep_segment=True)
         store.write(document, snapshot, [args.flag])
-        record = to_record(decision, Context(args.flag, actor=f"human:{actor}"), now)
+        after = decision.after
+        guarded = not (after.unguarded and after.exposed)
+        record = to_record(decision, Context(args.flag, actor=f"human:{actor}", guarded=guarded), now)
         if log_path is not None:
             DecisionLog(log_path).append([record])
         return record

@@ -122,9 +122,7 @@ def status_rows(
             rows.append(_unreadable_row(key, record, problem or "no state", now))
             continue
         row = _status_row(key, state, record, problem, now)
-        row.update(
-            _guard(state, record, unjudged.get(key) if unjudged is not None else None, unjudged is not None)
-        )
+        row.update(_guard(state, unjudged.get(key) if unjudged is not None else None, unjudged is not None))
         rows.append(row)
     return rows
 
@@ -137,18 +135,16 @@ def _unjudged(policies: Path, document: Mapping[str, Any]) -> dict[str, str]:
     return {key: u.reason for key, u in ownership.unjudged.items()} if ownership is not None else {}
 
 
-def _guard(state: RolloutState, record: dict[str, Any], reason: str | None, live: bool) -> dict[str, Any]:
+def _guard(state: RolloutState, reason: str | None, live: bool) -> dict[str, Any]:
     """Whether a policy watches the exposed flag: from the policy files now (``live``), else from the
-    last record; None when nothing says (no policies given and no record)."""
-    if not state.exposed:
-        return {"guarded": True, "unguarded_reason": None}
+    mark the controller keeps in the flag's metadata."""
     if live:
-        if reason is None:
+        if reason is None or not state.exposed:
             return {"guarded": True, "unguarded_reason": None}
         return {"guarded": False, "unguarded_reason": unguarded_reason(state, reason)}
-    if record.get("guarded") is False:
-        return {"guarded": False, "unguarded_reason": record.get("reason")}
-    return {"guarded": True if record else None, "unguarded_reason": None}
+    if state.unguarded and state.exposed:
+        return {"guarded": False, "unguarded_reason": state.unguarded_reason}
+    return {"guarded": True, "unguarded_reason": None}
 
 
 def _unreadable_row(key: str, record: dict[str, Any], problem: str, now: datetime) -> dict[str, Any]:

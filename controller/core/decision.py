@@ -72,6 +72,9 @@ def _material(state: RolloutState) -> tuple[object, ...]:
         state.reason,
         state.exposed_since,
         state.rollback_on_delete,
+        state.unguarded_reason,
+        state.unguarded_since,
+        state.unguarded_noticed_at,
         state.absent_since,
         state.absent_cycles,
     )
@@ -113,10 +116,11 @@ def rebase(policy: Policy, state: RolloutState | None, now: datetime) -> Rebased
     if state is None:
         return Rebased(initial_state(policy, now), ("new rollout",))
     judged_again: tuple[str, ...] = ()
-    if state.absent_since is not None:
+    since = state.unguarded_since or state.absent_since
+    if state.unguarded or state.absent_since is not None:
         judged_again = (
-            f"judged again by policy {policy.name!r} (its policy was gone since "
-            f"{state.absent_since.isoformat()})",
+            f"judged again by policy {policy.name!r}"
+            + (f" (no policy judged it since {since.isoformat()})" if since is not None else ""),
         )
         state = state.guarded_again().moved(updated_at=now)
     if state.revision == policy.revision or state.status in {Status.STOPPED, Status.PROMOTED}:

@@ -270,6 +270,9 @@ def _state_from_metadata(meta: Mapping[str, Any], key: str) -> RolloutState:
         reason=get("reason", str, required=False) or "",
         exposed_since=_time(get("exposedSince", str, required=False), key),
         rollback_on_delete=get("onDelete", str, required=False) == "rollback",
+        unguarded_reason=get("unguarded", str, required=False) or "",
+        unguarded_since=_time(get("unguardedSince", str, required=False), key),
+        unguarded_noticed_at=_time(get("unguardedNoticedAt", str, required=False), key),
         absent_since=_time(get("absentSince", str, required=False), key),
         absent_cycles=get("absentCycles", int, required=False) or 0,
     )
@@ -317,8 +320,15 @@ def _metadata(state: RolloutState) -> JsonObject:
         meta[PREFIX + "reason"] = state.reason
     if state.rollback_on_delete:
         meta[PREFIX + "onDelete"] = "rollback"
-    if state.absent_since is not None:
-        meta[PREFIX + "absentSince"] = _iso(state.absent_since)
+    if state.unguarded_reason:
+        meta[PREFIX + "unguarded"] = state.unguarded_reason
+    for name, moment in (
+        ("unguardedSince", state.unguarded_since),
+        ("unguardedNoticedAt", state.unguarded_noticed_at),
+        ("absentSince", state.absent_since),
+    ):
+        if moment is not None:
+            meta[PREFIX + name] = _iso(moment)
     if state.absent_cycles:
         meta[PREFIX + "absentCycles"] = state.absent_cycles
     return meta
@@ -332,6 +342,17 @@ def _iso(moment: datetime) -> str:
     if moment.tzinfo is None:
         raise ValueError("naive datetime")
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def with_state(document: Mapping[str, Any], key: str, state: RolloutState) -> JsonObject:
+    """Flag ``key`` of ``document`` with ``state`` in its metadata and nothing else changed: what it
+    serves (targeting, variants, state) stays as it is, even if edited by hand. For flagroll's own
+    marks (unguarded, a missing policy counted), never for a move."""
+    existing = document.get("flags", {}).get(key)
+    if not is_managed(existing):
+        raise FlagNotManagedError(f"flag {key!r} is not managed by flagroll; not writing it")
+    meta = {k: v for k, v in existing["metadata"].items() if not k.startswith(PREFIX)}
+    return {**existing, "metadata": {**meta, **_metadata(state)}}
 
 
 def write_flag(

@@ -4,13 +4,16 @@
 the flag's state and ``now`` say what to write and record:
 
 - **Unguarded is loud.** A flag that serves the treatment to someone while no valid policy judges it is
-  marked unguarded in its metadata (why, and since when), and a ``hold`` record says so when the
-  reason changes and again every :data:`NOTICE_REPEAT_SECONDS` (a reminder, which notifications skip).
+  marked unguarded in its metadata (why, since when, when last recorded: flagroll's own marks, never
+  what the flag serves), and a ``hold`` record says so when the reason changes and again every
+  :data:`NOTICE_REPEAT_SECONDS` (a reminder, which notifications skip). The marks live with the flag,
+  so a restart, a second replica or a CronJob's next run does not tell the same spell twice.
 - **Grace before acting on a missing policy.** When the owner is certainly gone (``ABSENT``), the flag
   counts the cycles and the time it has been gone. Once both reach the :class:`Grace` period, the one
   policy that names the flag takes it over (``adopt``), or, with none, a flag whose policy said
   ``onDelete: rollback`` rolls back. A policy file that is moved, or broken for a cycle, is back long
-  before. While the owner may still be in a file that failed (``BLOCKED``), nothing is counted.
+  before. While the owner may still be in a file that failed (``BLOCKED``), the count starts again:
+  it counts absences in a row. A flag edited by hand is reported and never counted or moved.
 - **Adoption.** A policy takes a flag that was not flagroll's with an ``adopt`` record saying what the
   flag served and whose exposure changes; the ramp starts at the next cycle.
 """
@@ -52,20 +55,23 @@ DEFAULT_GRACE = Grace()
 
 
 @dataclass(frozen=True, slots=True)
-class Noticed:
-    """The last unguarded record of a flag: what it said, and when."""
-
-    reason: str
-    at: datetime
-
-
-@dataclass(frozen=True, slots=True)
 class Move:
-    """What to do with a flag no policy judges: the decision (written when it changes the state) and
-    whether to record it (an unchanged unguarded flag is recorded only when a notice is due)."""
+    """What to do with a flag no policy judges: the decision (written when it changes the state; a
+    HOLD changes only flagroll's marks in the flag's metadata, never what it serves) and whether to
+    record it (an unguarded flag is recorded when that changes and as a reminder)."""
 
     decision: Decision
     record: bool = True
+
+    @property
+    def marks_only(self) -> bool:
+        return self.decision.action is Action.HOLD
+
+    @property
+    def reminder(self) -> bool:
+        """A record repeating what the last one said (notifications skip it)."""
+        before = self.decision.before
+        return before is not None and before.unguarded_reason == self.decision.after.unguarded_reason != ""
 
 
 def unjudged(
@@ -75,14 +81,17 @@ def unjudged(
     now: datetime,
     grace: Grace,
     successor: str | None = None,
-    noticed: Noticed | None = None,
+    *,
+    edited: str | None = None,
 ) -> Move | None:
     """What to do with a managed flag that no policy judges this cycle; None: nothing. ``successor``
-    names the one policy waiting to take an ABSENT flag over; ``noticed`` is the flag's last
-    unguarded record, if any.
+    names the one policy waiting to take an ABSENT flag over; ``edited``: why the flag's targeting
+    does not serve what its state records (edited by hand): then nothing is counted or moved.
 
-    Only an ABSENT flag's state changes (the grace period is counted in its metadata): a policy file
-    that failed never changes a flag, so a BLOCKED one is only recorded."""
+    While the owner may still be in a file that failed (BLOCKED), the count of a missing policy starts
+    again: the grace period counts absences in a row."""
+    if edited is not None:
+        why, reason = Why.BLOCKED, f"{reason}; and {edited}"
     marked = state
     if why is Why.ABSENT:
         pending = successor is not None or (state.rollback_on_delete and state.exposed)
@@ -100,34 +109,34 @@ def unjudged(
                 return Move(Decision(Action.ROLLBACK, state, gone.after.guarded_again(), why_text))
         if pending:
             reason = f"{reason}; {_pending(marked, grace, successor)}"
-    if not state.exposed:
-        return Move(Decision(Action.HOLD, state, marked, reason), record=False) if marked != state else None
-    text = unguarded_reason(state, reason)
-    due = _due(noticed, text, now)
-    if marked == state and not due:
+    else:
+        marked = state.moved(absent_since=None, absent_cycles=0)
+    if state.exposed or edited is not None:
+        served = "exposed as edited by hand" if edited is not None else f"{state.percent:g} % exposed"
+        text = unguarded_reason(state, reason, served)
+        if state.unguarded_reason != text or _due(state, now):
+            marked = marked.moved(
+                unguarded_reason=text,
+                unguarded_since=state.unguarded_since or now,
+                unguarded_noticed_at=now,
+            )
+            return Move(Decision(Action.HOLD, state, marked, text))
+    elif state.unguarded:
+        marked = marked.moved(unguarded_reason="", unguarded_since=None, unguarded_noticed_at=None)
+    if marked == state:
         return None
-    return Move(Decision(Action.HOLD, state, marked, text), record=due)
+    return Move(Decision(Action.HOLD, state, marked, marked.unguarded_reason or reason), record=False)
 
 
-def unguarded_reason(state: RolloutState, reason: str) -> str:
-    return (
-        f"UNGUARDED: {state.percent:g} % exposed and guardrails NOT evaluated, because no policy judges "
-        f"this flag: {reason}"
-    )
+def unguarded_reason(state: RolloutState, reason: str, served: str | None = None) -> str:
+    shown = served if served is not None else f"{state.percent:g} % exposed"
+    return f"UNGUARDED: {shown} and guardrails NOT evaluated, because no policy judges this flag: {reason}"
 
 
-def _due(noticed: Noticed | None, text: str, now: datetime) -> bool:
-    """A new unguarded record is due: the reason changed, or the last record is old."""
-    return (
-        noticed is None
-        or noticed.reason != text
-        or (now - noticed.at).total_seconds() >= NOTICE_REPEAT_SECONDS
-    )
-
-
-def is_reminder(decision: Decision, noticed: Noticed | None) -> bool:
-    """An unguarded record that repeats what the last one said (notifications skip it)."""
-    return noticed is not None and noticed.reason == decision.reason
+def _due(state: RolloutState, now: datetime) -> bool:
+    """A reminder is due: the last unguarded record is old."""
+    noticed = state.unguarded_noticed_at
+    return noticed is None or (now - noticed).total_seconds() >= NOTICE_REPEAT_SECONDS
 
 
 def _gone(state: RolloutState, grace: Grace) -> str:

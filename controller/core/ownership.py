@@ -51,6 +51,7 @@ class Candidate:
     where: str  # file:line, for messages
     off: object = False  # the value of the policy's 'off' variant
     replace: bool = False  # flag.adopt: replace
+    revision: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +75,7 @@ class Managed:
 
     key: str
     owner: str
+    revision: str = ""  # the owner's revision, as last written: it tells the original from an edited copy
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,6 +256,9 @@ def _managed(
 ) -> None:
     """Who judges the managed ``flag``: its owner (the first copy), or nobody, and why."""
     owning = [i for i in naming if candidates[i].name == flag.owner]
+    # Copies of the owner: the one whose revision the flag records is the original (an edited copy
+    # in another file must not take its place); otherwise the first.
+    owning.sort(key=lambda i: candidates[i].revision != flag.revision)
     others = [i for i in naming if candidates[i].name != flag.owner]
     if owning:
         result.judged[owning[0]] = flag.key

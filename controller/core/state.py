@@ -62,6 +62,11 @@ class RolloutState:
     # errorRatio and latency guardrails count. None at 0 % and in states written before it existed.
     exposed_since: datetime | None = None
     rollback_on_delete: bool = False  # the policy said onDelete: rollback
+    # Exposed while no valid policy judges it: why (the text of its records), since when, and when a
+    # record last said so (a flag file change of flagroll's own marks only: never what it serves).
+    unguarded_reason: str = ""
+    unguarded_since: datetime | None = None
+    unguarded_noticed_at: datetime | None = None
     # The owning policy is certainly gone: since when, and in how many cycles in a row (the grace
     # period before a hand-over or an onDelete rollback counts both).
     absent_since: datetime | None = None
@@ -88,9 +93,21 @@ class RolloutState:
         final: its policy's work is done."""
         return self.percent > 0 and self.status is not Status.PROMOTED
 
+    @property
+    def unguarded(self) -> bool:
+        """Marked as exposed while no valid policy judges it (see :mod:`controller.core.guarding`)."""
+        return bool(self.unguarded_reason)
+
     def guarded_again(self) -> RolloutState:
-        """The state once a policy judges it again: its policy is no longer counted as gone."""
-        return replace(self, absent_since=None, absent_cycles=0)
+        """The state once a policy judges it again: not unguarded, its policy not counted as gone."""
+        return replace(
+            self,
+            unguarded_reason="",
+            unguarded_since=None,
+            unguarded_noticed_at=None,
+            absent_since=None,
+            absent_cycles=0,
+        )
 
     def moved(self, **changes: object) -> RolloutState:
         return replace(self, **changes)  # type: ignore[arg-type]

@@ -16,7 +16,7 @@ from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
-from controller.adapters.flagstore import FlagStore, Snapshot
+from controller.adapters.flagstore import FlagStore, Snapshot, Underlay, underlay
 from controller.adapters.policyowners import candidate as candidate_of
 from controller.core.decision import Decision, decide
 from controller.core.errors import (
@@ -26,8 +26,8 @@ from controller.core.errors import (
     LockTimeoutError,
     WriteConflictError,
 )
-from controller.core.flagd import describe_unmanaged, flag_entry, is_managed, read_state
-from controller.core.guarding import Grace, adopted, is_reminder, unjudged
+from controller.core.flagd import describe_unmanaged, flag_entry, is_managed, read_state, with_state
+from controller.core.guarding import Grace, adopted, unjudged
 from controller.core.ownership import adoptable, keeps_exposure
 from controller.core.readings import Readings
 from controller.core.records import Context, Record
@@ -35,7 +35,6 @@ from controller.core.state import ACTIVE, Action
 from controller.reconciler.plan import Notice, Orphan, Plan
 from controller.reconciler.record import Recorder
 from controller.reconciler.recovery import Recovery
-from controller.reconciler.reminders import Reminders
 from controller.reconciler.shared import Clock, CycleResult, Leadership
 
 LOCK_SLICE_SECONDS = 0.25
@@ -55,11 +54,9 @@ class Committer:
         recorder: Recorder,
         recovery: Recovery,
         grace: Grace,
-        reminders: Reminders,
     ) -> None:
         self.store = store
         self.grace = grace
-        self.reminders = reminders
         self.lock_timeout_seconds = lock_timeout_seconds
         self.clock = clock
         self.log = log
@@ -158,18 +155,16 @@ class Committer:
         snapshot = self.store.read()
         draft = _Draft(snapshot, self.dry_run)
         recovered = self.recovery.lost_records(draft.document)
+        below = underlay(self.store) if any(plan.adopt for plan in plans) else {}
         for plan in plans:
             if plan.adopt:
-                draft.adopt(plan, now)
+                draft.adopt(plan, now, below)
             else:
                 draft.rollout(plan, readings, now, result, self.log)
-        self.reminders.prime(orphan.key for orphan in orphans)
         for orphan in orphans:
-            draft.orphan(orphan, now, self.grace, self.reminders)
+            draft.orphan(orphan, now, self.grace, self.log)
         for notice in notices:
             draft.notice(notice)
-        for key in draft.judged:
-            self.reminders.forget(key)
         for context, decision in draft.outcomes:
             if decision.action in {Action.ADOPT, Action.ROLLBACK}:
                 result.unguarded.pop(context.flag, None)  # handed over, or nobody exposed any more
@@ -193,7 +188,6 @@ class _Draft:
         self.document["flags"] = self.flags
         self.dry_run = dry_run
         self.changed: list[str] = []
-        self.judged: list[str] = []  # flags a policy judged in this commit
         self.outcomes: list[tuple[Context, Decision]] = []
 
     def rollout(self, plan: Plan, readings: Readings, now: datetime, result: CycleResult, log: Any) -> None:
@@ -209,7 +203,6 @@ class _Draft:
             log.info("flag_changed_during_cycle", flag=key, note="deciding next cycle")
             return
         decision = decide(plan.loaded.policy, fresh, plan.queries, readings, now)
-        self.judged.append(key)
         if decision.after.status not in ACTIVE and not decision.writes:
             return  # an inactive rollout with nothing new: no record
         if decision.writes:
@@ -220,14 +213,17 @@ class _Draft:
             self.changed.append(key)
         self.outcomes.append((Context(key, policy=plan.loaded.policy, dry_run=self.dry_run), decision))
 
-    def adopt(self, plan: Plan, now: datetime) -> None:
-        """A policy takes a flag that exists and is not flagroll's, if it still may (the flag file may
-        have changed since the plan): the flag serves the policy's 'off' value to everyone at 0 %."""
+    def adopt(self, plan: Plan, now: datetime, below: Underlay) -> None:
+        """A policy takes a flag that exists and is not flagroll's (in the flag file, or in a source
+        below it), if it still may (it may have changed since the plan): at 0 %, the flag serves the
+        policy's 'off' value to everyone."""
         policy = plan.loaded.policy
         key = policy.flag_key
         existing = self.flags.get(key)
+        if existing is None and not isinstance(below, str):
+            existing = below.get(key)
         if existing is None or is_managed(existing):
-            return  # gone or taken meanwhile: the next cycle plans again
+            return  # gone or taken meanwhile (or a base cannot be read): the next cycle plans again
         found = describe_unmanaged(key, existing)
         candidate = candidate_of(plan.loaded)
         if not adoptable(candidate, found):
@@ -240,36 +236,39 @@ class _Draft:
         self.changed.append(key)
         self.outcomes.append((Context(key, policy=policy, dry_run=self.dry_run), decision))
 
-    def orphan(self, orphan: Orphan, now: datetime, grace: Grace, reminders: Reminders) -> None:
-        """A flag no policy judges: recorded as unguarded when that changes (and as a reminder),
-        handed over, or rolled back, as :func:`controller.core.guarding.unjudged` says."""
-        with contextlib.suppress(FlagFileError):
-            fresh = read_state(self.document, orphan.key, check_layout=False)
-            if fresh is None:
-                return
-            successor = orphan.successor.policy.name if orphan.successor is not None else None
-            why = orphan.unjudged
-            noticed = reminders.last(orphan.key)
-            move = unjudged(fresh, why.why, why.reason, now, grace, successor, noticed)
-            if move is None:
-                return
-            decision = move.decision
-            if decision.writes:
-                self.flags[orphan.key] = flag_entry(
-                    self.document, orphan.key, decision.after, keep_segment=True
-                )
-                self.changed.append(orphan.key)
-            if not move.record:
-                return
-            unguarded = decision.action is Action.HOLD and fresh.exposed
-            if unguarded:
-                reminders.said(orphan.key, decision.reason, now)
-            context = Context(
-                orphan.key,
-                dry_run=self.dry_run,
-                guarded=not unguarded,
-                reminder=unguarded and is_reminder(decision, noticed),
-            )
+    def orphan(self, orphan: Orphan, now: datetime, grace: Grace, log: Any) -> None:
+        """A flag no policy judges: marked and recorded as unguarded when that changes (and as a
+        reminder), handed over, or rolled back, as :func:`controller.core.guarding.unjudged` says.
+        A flag that changed owner since the plan (a human hand-over) is left for the next cycle."""
+        key = orphan.key
+        edited = None
+        try:
+            fresh = read_state(self.document, key)
+        except FlagFileError as exc:  # edited by hand: reported, never overwritten
+            edited = str(exc)
+            try:
+                fresh = read_state(self.document, key, check_layout=False)
+            except FlagFileError:
+                return  # its state cannot be read: the cycle's problems say so
+        if fresh is None:
+            return
+        if fresh.policy != orphan.owner:
+            log.info("flag_changed_during_cycle", flag=key, note="deciding next cycle")
+            return
+        successor = orphan.successor.policy.name if orphan.successor is not None else None
+        why = orphan.unjudged
+        move = unjudged(fresh, why.why, why.reason, now, grace, successor, edited=edited)
+        if move is None:
+            return
+        decision = move.decision
+        if move.marks_only:
+            self.flags[key] = with_state(self.document, key, decision.after)
+        else:
+            self.flags[key] = flag_entry(self.document, key, decision.after, keep_segment=True)
+        self.changed.append(key)
+        if move.record:
+            unguarded = decision.after.unguarded
+            context = Context(key, dry_run=self.dry_run, guarded=not unguarded, reminder=move.reminder)
             self.outcomes.append((context, decision))
 
     def notice(self, notice: Notice) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 import structlog
 
 from controller.adapters.decisionlog import DecisionLog
-from controller.adapters.flagstore import FlagStore
+from controller.adapters.flagstore import FlagStore, underlay
 from controller.adapters.policyfile import PolicySet
 from controller.core.guarding import DEFAULT_GRACE, Grace
 from controller.core.queries import MetricsSource, ReadingKind
@@ -20,7 +20,6 @@ from controller.reconciler.commit import Committer
 from controller.reconciler.plan import load_policies, plan
 from controller.reconciler.record import Recorder
 from controller.reconciler.recovery import Recovery
-from controller.reconciler.reminders import Reminders
 from controller.reconciler.schedule import Schedule
 from controller.reconciler.shared import Clock, CycleObserver, CycleResult, Leadership, Reported, utc_now
 
@@ -69,7 +68,6 @@ class Reconciler:
             ),
             recovery=Recovery(writing_log, self._log),
             grace=grace,
-            reminders=Reminders(writing_log, self._log),
         )
 
     @property
@@ -106,7 +104,8 @@ class Reconciler:
 
     def load_policies(self, document: Mapping[str, Any] | None = None) -> PolicySet:
         """Load every policy; ``document`` (the flag file) tells which policy owns which flag."""
-        return load_policies(self._policies_path, document, self.reported)
+        below = underlay(self._store) if document is not None else None
+        return load_policies(self._policies_path, document, self.reported, below)
 
     async def cycle(
         self, only: set[str] | None = None, decided: Callable[[Collection[str]], None] | None = None

@@ -13,6 +13,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from controller.adapters.flagstore import Underlay
 from controller.adapters.policyfile import LoadedPolicy, PolicySet, load_paths
 from controller.adapters.yamldoc import render_path
 from controller.core.decision import queries_for, rebase
@@ -39,9 +40,11 @@ class Plan:
 
 @dataclass(frozen=True)
 class Orphan:
-    """A managed flag that no policy judges this cycle; ``successor``: the policy waiting to take it."""
+    """A managed flag that no policy judges this cycle: its owner when planned, why nobody judges it,
+    and the policy waiting to take it over, if any."""
 
     key: str
+    owner: str
     unjudged: Unjudged
     successor: LoadedPolicy | None = None
 
@@ -64,10 +67,12 @@ class Planned:
     notices: list[Notice]
 
 
-def load_policies(path: Path, document: Mapping[str, Any] | None, reported: Reported) -> PolicySet:
+def load_policies(
+    path: Path, document: Mapping[str, Any] | None, reported: Reported, underlay: Underlay | None = None
+) -> PolicySet:
     """Load every policy under ``path``; ``document`` (the flag file) tells which policy owns which
-    flag. Each rejected policy is logged once."""
-    policies = load_paths([path], document)
+    flag, and ``underlay`` what flags sources below it serve. Each rejected policy is logged once."""
+    policies = load_paths([path], document, underlay)
     if not policies.files and not policies.issues:
         reported.once(f"empty:{path}", "no_policies", path=str(path))
     for issue in policies.issues:
@@ -114,9 +119,18 @@ def plan(
     orphans = _orphans(policies, result.states, reported)
     for orphan in orphans:
         held = result.states.get(orphan.key)
-        if held is not None and held.exposed:
+        if held is not None and (held.exposed or _edited(document, orphan.key)):
             result.unguarded[orphan.key] = unguarded_reason(held, orphan.unjudged.reason)
     return Planned(plans, orphans, _notices(policies, result.states, orphans, result.unguarded, reported))
+
+
+def _edited(document: Mapping[str, Any], key: str) -> bool:
+    """Its targeting does not serve what its state records (edited by hand): take it as exposed."""
+    try:
+        read_state(document, key)
+    except FlagFileError:
+        return True
+    return False
 
 
 def _orphans(policies: PolicySet, states: Mapping[str, RolloutState], reported: Reported) -> list[Orphan]:
@@ -126,8 +140,10 @@ def _orphans(policies: PolicySet, states: Mapping[str, RolloutState], reported: 
     found = []
     for key, unjudged in policies.ownership.unjudged.items():
         successor = policies.candidates[unjudged.successor] if unjudged.successor is not None else None
-        found.append(Orphan(key, unjudged, successor))
         state = states.get(key)
+        if state is None:
+            continue  # its state cannot be read: the cycle's problems say so
+        found.append(Orphan(key, state.policy, unjudged, successor))
         if unjudged.why is Why.ABSENT and successor is None and state is not None and not state.exposed:
             reported.once(f"orphan:{key}", "flag_without_policy", flag=key, note=unjudged.reason)
     return found

@@ -150,7 +150,9 @@ class Schedule:
                 states=result.states,
                 unguarded=result.unguarded,
             )
-        return result.ok
+        # With --once (a CronJob, which serves no metrics) an exposed flag no policy judges fails the
+        # run, so that the Job says so; the loop's health (ok) is about reconciling, not about it.
+        return result.ok and not (self.once and result.unguarded)
 
     def _failed(self, started: float) -> None:
         if self.reconciler.observer is not None:

@@ -55,6 +55,14 @@ class Overlay:
     def store(self) -> OverlayStore:
         return OverlayStore(self.env.flags, [self.base], self.merged)
 
+    def adopt_the_base_flag(self) -> None:
+        """The base's ``cache`` is off for everyone: the policy adopts it (an ``adopt`` record), and the
+        ramp starts at the next cycle."""
+        self.run_once()
+        records = [json.loads(line) for line in self.env.log.read_text().splitlines()]
+        assert [(r["action"], r["to_percent"]) for r in records] == [("adopt", 0.0)]
+        self.env.clock.now += timedelta(seconds=10)
+
     def run_once(self) -> None:
         reconciler = Reconciler(
             policies=self.env.policies,
@@ -78,6 +86,7 @@ def overlay(tmp_path: Path) -> Overlay:
 
 def test_the_base_is_never_written_and_the_override_holds_only_flagrolls_flags(overlay: Overlay) -> None:
     before = _digest(overlay.base)
+    overlay.adopt_the_base_flag()
     overlay.run_once()
     overlay.env.clock.now += timedelta(minutes=1)
     overlay.run_once()
@@ -105,6 +114,7 @@ def test_a_git_sync_of_the_base_refreshes_the_merged_file_without_a_decision(ove
 
 
 def test_a_broken_base_leaves_the_merged_file_intact_and_is_reported(overlay: Overlay) -> None:
+    overlay.adopt_the_base_flag()
     overlay.run_once()
     merged_before = overlay.merged.read_bytes()
     overlay.base.write_text('{"flags": ')
@@ -156,6 +166,7 @@ def test_an_on_call_stop_updates_the_merged_file_too(
 
 
 def test_a_base_number_json_cannot_hold_never_stops_the_loop(overlay: Overlay) -> None:
+    overlay.adopt_the_base_flag()
     overlay.run_once()
     overlay.base.write_text(
         '{"flags": {"x": {"state": "ENABLED", "variants": {"a": 1e999}, "defaultVariant": "a"}}}'

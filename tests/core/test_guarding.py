@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from controller.core.decision import rebase
-from controller.core.guarding import Grace, Noticed, adopted, handover, unjudged
+from controller.core.guarding import Grace, adopted, handover, unjudged
 from controller.core.ownership import Why
 from controller.core.state import NOT_STARTED, Action, RolloutState, Status
 from tests.support.policytext import BASE, load
@@ -31,32 +31,52 @@ def state(
     )
 
 
-def test_a_blocked_exposed_flag_is_recorded_loudly_and_never_written() -> None:
+def test_a_blocked_exposed_flag_is_marked_unguarded_and_recorded_without_touching_what_it_serves() -> None:
     move = unjudged(state(), Why.BLOCKED, "its policy 'cache' is in a file that failed: x", T0, GRACE)
     assert move is not None
     assert move.record
-    assert move.decision.action is Action.HOLD
-    assert not move.decision.writes
+    assert move.marks_only  # only flagroll's marks in the metadata: never its targeting
+    after = move.decision.after
+    assert after.unguarded
+    assert (after.unguarded_since, after.unguarded_noticed_at) == (T0, T0)
+    assert (after.percent, after.step, after.status) == (5.0, 0, Status.PROGRESSING)
     assert move.decision.reason.startswith("UNGUARDED: 5 % exposed and guardrails NOT evaluated")
+    assert not move.reminder
 
 
 def test_an_unguarded_notice_is_repeated_on_change_and_every_ten_minutes_not_every_cycle() -> None:
     first = unjudged(state(), Why.BLOCKED, "reason A", T0, GRACE)
     assert first is not None
-    noticed = Noticed(first.decision.reason, T0)
-    assert (
-        unjudged(state(), Why.BLOCKED, "reason A", T0 + timedelta(minutes=9), GRACE, noticed=noticed) is None
-    )
-    changed = unjudged(state(), Why.BLOCKED, "reason B", T0 + timedelta(minutes=1), GRACE, noticed=noticed)
+    marked = first.decision.after
+    assert unjudged(marked, Why.BLOCKED, "reason A", T0 + timedelta(minutes=9), GRACE) is None
+    changed = unjudged(marked, Why.BLOCKED, "reason B", T0 + timedelta(minutes=1), GRACE)
     assert changed is not None
     assert changed.record
-    reminder = unjudged(state(), Why.BLOCKED, "reason A", T0 + timedelta(minutes=10), GRACE, noticed=noticed)
+    assert not changed.reminder
+    assert changed.decision.after.unguarded_since == T0  # the same spell
+    reminder = unjudged(marked, Why.BLOCKED, "reason A", T0 + timedelta(minutes=10), GRACE)
     assert reminder is not None
     assert reminder.record
+    assert reminder.reminder
 
 
-def test_a_blocked_flag_nobody_is_exposed_to_is_left_to_the_caller() -> None:
+def test_a_flag_nobody_is_exposed_to_loses_its_unguarded_mark_quietly() -> None:
     assert unjudged(state(0.0), Why.BLOCKED, "x", T0, GRACE) is None
+    marked = state(0.0).moved(unguarded_reason="UNGUARDED: …", unguarded_since=T0, unguarded_noticed_at=T0)
+    move = unjudged(marked, Why.BLOCKED, "x", T0, GRACE)  # stopped by a human meanwhile
+    assert move is not None
+    assert not move.record
+    assert not move.decision.after.unguarded
+
+
+def test_a_hand_edited_flag_is_reported_and_never_counted() -> None:
+    current = state(rollback_on_delete=True)
+    move = unjudged(current, Why.ABSENT, "gone", T0, GRACE, edited="targeting serves 50 %")
+    assert move is not None
+    assert move.marks_only
+    assert move.decision.after.absent_since is None
+    assert "exposed as edited by hand" in move.decision.reason
+    assert "targeting serves 50 %" in move.decision.reason
 
 
 def test_an_absent_flag_counts_its_grace_then_rolls_back_with_on_delete() -> None:
@@ -68,9 +88,8 @@ def test_an_absent_flag_counts_its_grace_then_rolls_back_with_on_delete() -> Non
         assert move.decision.action is Action.HOLD
         current = move.decision.after
     assert (current.absent_since, current.absent_cycles, current.percent) == (T0, 3, 5.0)
-    move = unjudged(current, Why.ABSENT, "gone", T0 + timedelta(seconds=119), GRACE)
-    assert move is not None
-    assert move.decision.action is Action.HOLD
+    # Three cycles, not yet two minutes: still waiting, and nothing new to write or record.
+    assert unjudged(current, Why.ABSENT, "gone", T0 + timedelta(seconds=119), GRACE) is None
     move = unjudged(current, Why.ABSENT, "gone", T0 + timedelta(seconds=120), GRACE)
     assert move is not None
     assert move.decision.action is Action.ROLLBACK
@@ -121,12 +140,13 @@ def test_an_unexposed_flag_waiting_for_a_successor_counts_silently() -> None:
     assert move.decision.writes
 
 
-def test_a_blocked_flag_counts_nothing() -> None:
-    current = state(rollback_on_delete=True).moved(absent_since=T0, absent_cycles=3)
+def test_a_blocked_flag_starts_the_count_again() -> None:
+    """The grace period counts absences in a row: an owner back in a broken file resets it."""
+    current = state(rollback_on_delete=True).moved(absent_since=T0, absent_cycles=2)
     move = unjudged(current, Why.BLOCKED, "broken", T0 + timedelta(hours=1), GRACE)
     assert move is not None
     assert move.decision.action is Action.HOLD
-    assert not move.decision.writes
+    assert (move.decision.after.absent_since, move.decision.after.absent_cycles) == (None, 0)
 
 
 def test_a_human_handover_names_who() -> None:

@@ -22,6 +22,7 @@ from controller.core.state import Status
 from controller.reconciler import Reconciler
 from controller.reconciler import record as record_module
 from tests.support.environment import POLICY, T0, Environment, FakeMetrics, down, failing, healthy
+from tests.support.flags import without_unguarded_marks
 
 
 @pytest.fixture
@@ -105,7 +106,9 @@ def test_an_invalid_policy_is_skipped_and_its_flag_untouched(env: Environment) -
     env.clock.now += timedelta(minutes=2)
     result = asyncio.run(env.reconciler().cycle())
     assert [str(i.field) for i in result.policy_errors] == ["spec.guardrails[0]"]
-    assert json.loads(env.flags.read_text())["flags"]["other"] == before
+    after = json.loads(env.flags.read_text())["flags"]["other"]
+    assert without_unguarded_marks({"flags": {"other": after}}) == {"flags": {"other": before}}
+    assert after["metadata"]["flagroll.unguarded"].startswith("UNGUARDED")  # loud, not silent
     assert env.percent("cache") == 5
 
 
