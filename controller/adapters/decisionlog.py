@@ -72,8 +72,11 @@ def read_records(path: Path, warn: Warn | None = None) -> Iterator[Record]:
             yield record
 
 
-def last_by_flag(path: Path, flags: Iterable[str] | None = None) -> dict[str, Record]:
-    """The newest record of each flag, reading backwards so a long log costs little."""
+def last_by_flag(
+    path: Path, flags: Iterable[str] | None = None, where: Callable[[Record], bool] | None = None
+) -> dict[str, Record]:
+    """The newest record of each flag (of those ``where`` accepts), reading backwards so a long log
+    costs little."""
     wanted = set(flags) if flags is not None else None
     found: dict[str, Record] = {}
     try:
@@ -94,7 +97,7 @@ def last_by_flag(path: Path, flags: Iterable[str] | None = None) -> dict[str, Re
                 if record is None:
                     continue
                 flag = record.get("flag")
-                if isinstance(flag, str) and flag not in found:
+                if isinstance(flag, str) and flag not in found and (where is None or where(record)):
                     found[flag] = record
             end = start
     return found

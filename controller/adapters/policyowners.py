@@ -23,7 +23,7 @@ from controller.core.ownership import (
     Managed,
     Unmanaged,
     assign,
-    keeps_exposure,
+    exposure_change,
 )
 
 if TYPE_CHECKING:
@@ -135,12 +135,7 @@ def failed_files(policies: PolicySet) -> list[Broken]:
 def adoption(loaded: LoadedPolicy, flag: Any) -> str:
     """What adopting ``flag`` (its definition in the flag file) means, in words, for messages."""
     found = describe_unmanaged(loaded.policy.flag_key, flag)
-    change = (
-        "nobody's exposure changes"
-        if keeps_exposure(candidate(loaded), found)
-        else "EXPOSURE CHANGES: everyone is served the policy's 'off' value (adopt: replace)"
-    )
-    return f"it serves {found.description}: {change}"
+    return f"it serves {found.description}: {exposure_change(candidate(loaded), found)}"
 
 
 def _revision(flag: Any) -> str:

@@ -164,16 +164,10 @@ def handover(state: RolloutState, policy: str, now: datetime, why: str, *, by: s
     return Decision(Action.ADOPT, state, after, reason)
 
 
-def adopted(policy: Policy, served: str, changes_exposure: bool, now: datetime) -> Decision:
-    """A policy takes an existing flag that was not flagroll's. ``served``: what the flag served (for
-    the record); ``changes_exposure``: whether serving the policy's 'off' value to everyone changes
-    what some users get (an opt-in with ``flag.adopt: replace``)."""
-    change = (
-        "it now serves the policy's 'off' value to everyone: users who were served anything else are "
-        "switched to 'off'"
-        if changes_exposure
-        else "nobody's exposure changes"
-    )
+def adopted(policy: Policy, served: str, change: str, now: datetime) -> Decision:
+    """A policy takes an existing flag that was not flagroll's. ``served``: what the flag served;
+    ``change``: what adopting it changes for its users (see
+    :func:`controller.core.ownership.exposure_change`). Both go in the record."""
     reason = (
         f"adopted flag {policy.flag_key!r} for policy {policy.name!r}: it served {served}; {change}; the "
         "ramp starts at the next cycle"

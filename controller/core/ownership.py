@@ -101,6 +101,21 @@ def keeps_exposure(candidate: Candidate, flag: Unmanaged) -> bool:
     return flag.disabled or (flag.serves_one and _same(flag.served, candidate.off))
 
 
+def exposure_change(candidate: Candidate, flag: Unmanaged) -> str:
+    """What adopting ``flag`` changes for the users it serves, in words, for records and previews."""
+    if flag.disabled:
+        return (
+            "while DISABLED each client got its own default; from now on everyone gets the policy's "
+            f"'off' value ({_shown(candidate.off)}): clients whose default differs change"
+        )
+    if keeps_exposure(candidate, flag):
+        return "nobody's exposure changes"
+    return (
+        "EXPOSURE CHANGES (adopt: replace): everyone is now served the policy's 'off' value "
+        f"({_shown(candidate.off)}); users who were served anything else are switched to it"
+    )
+
+
 def _same(a: object, b: object) -> bool:
     """JSON equality: ``true`` is not ``1``."""
     return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)

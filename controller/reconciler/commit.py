@@ -16,6 +16,7 @@ from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
+from controller.adapters.decisionlog import last_by_flag
 from controller.adapters.flagstore import FlagStore, Snapshot, Underlay, underlay
 from controller.adapters.policyowners import candidate as candidate_of
 from controller.core.decision import Decision, decide
@@ -28,7 +29,7 @@ from controller.core.errors import (
 )
 from controller.core.flagd import describe_unmanaged, flag_entry, is_managed, read_state, with_state
 from controller.core.guarding import Grace, adopted, unjudged
-from controller.core.ownership import adoptable, keeps_exposure
+from controller.core.ownership import adoptable, exposure_change
 from controller.core.readings import Readings
 from controller.core.records import Context, Record
 from controller.core.state import ACTIVE, Action
@@ -66,6 +67,18 @@ class Committer:
         self.recovery = recovery
         self._abandon = threading.Event()
         self._mutex = threading.Lock()
+
+    def _rejection_recorded(self, notice: Notice) -> bool:
+        """Whether the decision log's last ``reject`` record of this flag already says this: a
+        CronJob's next run, or a restarted controller, does not record (and notify) it again."""
+        decision_log = self.recorder.decision_log
+        if decision_log is None:
+            return False
+        try:
+            last = last_by_flag(decision_log.path, [notice.key], where=lambda r: r.get("action") == "reject")
+        except OSError:
+            return False
+        return last.get(notice.key, {}).get("reason") == notice.reason
 
     def abandon(self) -> None:
         """A commit still waiting for the lock gives up; one already writing finishes."""
@@ -164,7 +177,8 @@ class Committer:
         for orphan in orphans:
             draft.orphan(orphan, now, self.grace, self.log)
         for notice in notices:
-            draft.notice(notice)
+            if notice.action is not Action.REJECT or not self._rejection_recorded(notice):
+                draft.notice(notice)
         for context, decision in draft.outcomes:
             if decision.action in {Action.ADOPT, Action.ROLLBACK}:
                 result.unguarded.pop(context.flag, None)  # handed over, or nobody exposed any more
@@ -228,7 +242,7 @@ class _Draft:
         candidate = candidate_of(plan.loaded)
         if not adoptable(candidate, found):
             return
-        decision = adopted(policy, found.description, not keeps_exposure(candidate, found), now)
+        decision = adopted(policy, found.description, exposure_change(candidate, found), now)
         spec = policy.spec
         self.flags[key] = flag_entry(
             self.document, key, decision.after, variants=spec.flag.variants, segment=spec.segment, adopt=True

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 from controller.core.decision import rebase
 from controller.core.guarding import Grace, adopted, handover, unjudged
-from controller.core.ownership import Why
+from controller.core.ownership import Candidate, Unmanaged, Why, exposure_change
 from controller.core.state import NOT_STARTED, Action, RolloutState, Status
 from tests.support.policytext import BASE, load
 
@@ -158,14 +158,21 @@ def test_a_human_handover_names_who() -> None:
 
 def test_adoption_says_whose_exposure_changes() -> None:
     policy = load(BASE).policies[0].policy
-    quiet = adopted(policy, "variant 'off' (false) to everyone", False, T0)
+    off = Unmanaged("cache", True, False, "variant 'off' (false) to everyone")
+    on = Unmanaged("cache", True, True, "variant 'on' (true) to everyone")
+    disabled = Unmanaged("cache", True, None, "nothing: it is DISABLED", disabled=True)
+    taker = Candidate("cache", "cache", "cache.yaml:1", off=False, replace=True)
+    quiet = adopted(policy, off.description, exposure_change(taker, off), T0)
     assert quiet.action is Action.ADOPT
     assert quiet.before is None
     assert quiet.after.percent == 0
     assert "nobody's exposure changes" in quiet.reason
-    loud = adopted(policy, "variant 'on' (true) to everyone", True, T0)
+    loud = adopted(policy, on.description, exposure_change(taker, on), T0)
     assert "variant 'on' (true) to everyone" in loud.reason
-    assert "switched to 'off'" in loud.reason
+    assert "EXPOSURE CHANGES" in loud.reason
+    assert "switched to it" in loud.reason
+    woken = adopted(policy, disabled.description, exposure_change(taker, disabled), T0)
+    assert "clients whose default differs change" in woken.reason  # not "nobody's exposure changes"
 
 
 def test_a_policy_judging_a_flag_again_clears_its_absence() -> None:

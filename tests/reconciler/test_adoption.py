@@ -126,7 +126,7 @@ def test_adopt_replace_takes_the_flag_and_the_record_says_whose_exposure_changed
     (adopt,) = env.cycle()
     assert adopt["action"] == "adopt"
     assert "variant 'on' (true) to everyone" in str(adopt["reason"])
-    assert "switched to 'off'" in str(adopt["reason"])
+    assert "EXPOSURE CHANGES" in str(adopt["reason"])
     assert served(env.flags) == {"False": len(USERS)}
 
 

@@ -553,3 +553,15 @@ def test_records_of_one_commit_follow_the_order_of_the_policies(env: Environment
         records = env.cycle()
         assert [r["flag"] for r in records] == expected
         assert list(json.loads(env.flags.read_text())["flags"]) == expected
+
+
+def test_a_rejected_newcomer_is_recorded_once_across_runs_of_a_cronjob(env: Environment) -> None:
+    """Each ``run --once`` is a new process: the decision log tells it the rejection was recorded."""
+    env.cycle()
+    env.add_policy("cache-copy", "cache")
+    rejects = []
+    for _ in range(3):
+        env.clock.now += timedelta(minutes=2)
+        rejects += [r for r in env.cycle() if r["action"] == "reject"]  # a new Reconciler each time
+    assert len(rejects) == 1
+    assert "cache-copy.yaml" in str(rejects[0]["reason"])
