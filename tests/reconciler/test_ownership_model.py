@@ -839,7 +839,7 @@ class OwnershipModel(RuleBasedStateMachine):
                 was, now = cycle.before["flags"][key], cycle.after["flags"][key]
                 changed = {k: (was["metadata"].get(k), v) for k, v in now["metadata"].items()}
                 changed = {k: v for k, v in changed.items() if v[0] != v[1]}
-                assert now == was, (
+                assert json.dumps(now) == json.dumps(was), (  # its text, key order included
                     f"{key}: changed while its owner {prior.policy!r} may be in a file that failed "
                     f"({self.files}): metadata {changed}; records: {cycle.of(key)}"
                 )
