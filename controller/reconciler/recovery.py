@@ -1,7 +1,9 @@
 """Recovery of records a dead process left unwritten: once per process, under the lock, a flag whose
 state in the flag file is newer than its last decision record was changed by a process that died
-between writing the flag file and appending the record. The first commit says so in the log, with the
-state the flag file holds, so that no move goes unrecorded."""
+between writing the flag file and appending the record; so was a flag whose unguarded marks say it
+was noticed after its last record. The first commit says so in the log, with the state the flag file
+holds (``guarded: false`` for an unguarded flag), so that no move and no unguarded spell goes
+unrecorded."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from controller.core.decision import Decision
 from controller.core.errors import FlagFileError
 from controller.core.flagd import managed_keys, read_state
 from controller.core.records import Context, Record, to_record
-from controller.core.state import Action
+from controller.core.state import Action, RolloutState
 
 
 def recorded_since(record: Record | None, updated_at: datetime) -> bool:
@@ -59,14 +61,30 @@ class Recovery:
                 state = read_state(document, key, check_layout=False)
             except FlagFileError:
                 continue
-            if state is None or recorded_since(last.get(key), state.updated_at):
+            if state is None:
                 continue
-            reason = (
-                f"the flag file shows a change at {state.updated_at.isoformat()} that has no decision "
-                "record (the process that made it stopped before logging it, or the log was rotated); "
-                "this is the state the flag file holds"
-            )
-            decision = Decision(Action.RECOVER, state, state, reason)
-            lost.append(to_record(decision, Context(key), state.updated_at))
-            self.log.warning("decision_record_recovered", flag=key, updated_at=state.updated_at.isoformat())
+            record = _lost_record(key, state, last.get(key))
+            if record is not None:
+                lost.append(record)
+                self.log.warning("decision_record_recovered", flag=key, time=str(record["time"]))
         return lost
+
+
+def _lost_record(key: str, state: RolloutState, last: Record | None) -> Record | None:
+    """The record a dead process owed for ``state``: a move (the flag file's change is newer than the
+    flag's last record) or an unguarded notice (its marks say it was noticed after that record)."""
+    moved = not recorded_since(last, state.updated_at)
+    noticed = state.unguarded_noticed_at
+    unnoticed = state.unguarded and noticed is not None and not recorded_since(last, noticed)
+    if not (moved or unnoticed):
+        return None
+    when = state.updated_at if moved or noticed is None else max(state.updated_at, noticed)
+    reason = (
+        f"the flag file shows a change at {when.isoformat()} that has no decision record (the process "
+        "that made it stopped before logging it, or the log was rotated); this is the state the flag "
+        "file holds"
+    )
+    if state.unguarded:
+        reason = f"{state.unguarded_reason}; {reason}"
+    decision = Decision(Action.RECOVER, state, state, reason)
+    return to_record(decision, Context(key, guarded=not state.unguarded), when)

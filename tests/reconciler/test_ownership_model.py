@@ -32,8 +32,9 @@ file, the decision log and the ``CycleResult`` say:
   record built with that policy (its ``aim`` names the policy, so the record tells which text judged),
   ``guarded: true``. Every policy is due in these cycles and an exposed rollout is active, so a
   judging policy always records a decision. Otherwise the cycle reports the flag unguarded
-  (``CycleResult.unguarded``) and the decision log holds an unguarded record (``guarded: false``)
-  for it no older than 10 minutes. A hand-over (the ``adopt`` record of the grace period, from the
+  (``CycleResult.unguarded``), the decision log holds an unguarded record (``guarded: false``)
+  for it no older than 10 minutes, and ``flagroll status`` (from the flag file's marks) shows
+  ``guarded: false`` for exactly these flags. A hand-over (the ``adopt`` record of the grace period, from the
   successor, ``guarded: true``) counts as the successor taking it; it judges from the next cycle.
   With the model: a flag whose owner is valid in some file is judged by it, once (a clash never
   disarms the owner), and a flag whose owner is not valid is judged by nobody;
@@ -52,7 +53,8 @@ file, the decision log and the ``CycleResult`` say:
   treatment ⇄ off or control ⇄ off, only when the percentage changes, and no user is ever served both
   treatment and control of one flag (checked after commands too);
 - I6: a flag whose owner may be in a file that failed (or with no policy file left) keeps its flag
-  file entry exactly as it was; a hand-over or an ``onDelete`` rollback happens only after the grace
+  file entry exactly as it was, but for its unguarded marks (``flagroll.unguarded*``, and the absence
+  counters they reset); a hand-over or an ``onDelete`` rollback happens only after the grace
   period (the model counts the cycles and the time since the owner was last valid), and does happen
   once the owner has been certainly gone (the flag exposed, or a successor waiting) for all of it;
 - after a process died between the flag write and the log append, the next process's first cycle
@@ -92,6 +94,7 @@ from openfeature.evaluation_context import EvaluationContext
 from controller import cli
 from controller.adapters.decisionlog import DecisionLog, parse_line
 from controller.adapters.flagstore import FileFlagStore
+from controller.cli.status import status_rows
 from controller.adapters.policyfile import MAX_FILE_BYTES
 from controller.cli import common
 from controller.core.flagd import PREFIX, is_managed, read_state
@@ -673,6 +676,7 @@ class OwnershipModel(RuleBasedStateMachine):
             self.remember_unrecorded(cycle)
             return
         self.check_judged(cycle, result)
+        self.check_status(result)
         self.check_regressions(cycle)
 
     def count_streaks(self, cycle: Cycle) -> None:
@@ -747,6 +751,17 @@ class OwnershipModel(RuleBasedStateMachine):
                 f"{key}: exposed at {state.percent:g} % and judged by no policy, with no unguarded record "
                 f"in the last 10 minutes (last: {noticed}); records this cycle: {mine}"
             )
+
+    def check_status(self, result: CycleResult) -> None:
+        """I1, as on-call sees it: ``flagroll status`` (from the marks in the flag file, as a CronJob's
+        replica would read them) says ``guarded: false`` exactly for the flags the cycle reported
+        unguarded, with their reason."""
+        rows = status_rows(FileFlagStore(self.env.flags), None, self.now)
+        shown = {row["flag"]: row["unguarded_reason"] for row in rows if row["guarded"] is False}
+        assert sorted(shown) == sorted(result.unguarded), (
+            f"status shows {shown} unguarded; the cycle reported {result.unguarded}"
+        )
+        assert all(str(reason).startswith("UNGUARDED: ") for reason in shown.values()), shown
 
     def check_regressions(self, cycle: Cycle) -> None:
         """I2: a guarded, active, exposed flag whose guardrail fails is rolled back in that cycle."""
@@ -832,14 +847,15 @@ class OwnershipModel(RuleBasedStateMachine):
             assert state.percent == 0, state
 
     def check_blocked(self, cycle: Cycle) -> None:
-        """I6: while the owner may be in a file that failed, its flag is left exactly as it is."""
+        """I6: while the owner may be in a file that failed, its flag serves exactly what it did: only
+        the unguarded marks (and the absence counters they reset) may change in its metadata."""
         for key in KEYS:
             prior = cycle.before_state(key)
             if prior is not None and self.blocked(prior.policy, key):
                 was, now = cycle.before["flags"][key], cycle.after["flags"][key]
                 changed = {k: (was["metadata"].get(k), v) for k, v in now["metadata"].items()}
                 changed = {k: v for k, v in changed.items() if v[0] != v[1]}
-                assert json.dumps(now) == json.dumps(was), (  # its text, key order included
+                assert json.dumps(unmarked(now)) == json.dumps(unmarked(was)), (  # key order included
                     f"{key}: changed while its owner {prior.policy!r} may be in a file that failed "
                     f"({self.files}): metadata {changed}; records: {cycle.of(key)}"
                 )
@@ -950,3 +966,13 @@ def owners(document: dict[str, Any]) -> dict[str, str]:
 
 TestOwnershipModel = OwnershipModel.TestCase
 TestOwnershipModel.settings = settings.get_profile(PROFILE)
+
+
+MARKS = tuple(PREFIX + name for name in ("unguarded", "unguardedSince", "unguardedNoticedAt"))
+COUNTERS = (PREFIX + "absentSince", PREFIX + "absentCycles")
+
+
+def unmarked(entry: dict[str, Any]) -> dict[str, Any]:
+    """A flag entry without the marks a cycle may set while its owner's file fails."""
+    metadata = {k: v for k, v in entry["metadata"].items() if k not in MARKS + COUNTERS}
+    return {**entry, "metadata": metadata}

@@ -287,6 +287,27 @@ def test_a_change_whose_record_was_lost_in_a_crash_is_recorded_once_by_the_next_
     assert [r["action"] for r in env.cycle()] == ["hold"]  # a fresh process finds nothing missing
 
 
+def test_an_unguarded_notice_whose_record_was_lost_in_a_crash_is_recorded_by_the_next_controller(
+    env: Environment,
+) -> None:
+    env.cycle()  # the rollout starts: 1 %
+    (env.policies / "cache.yaml").unlink()
+    env.clock.now += timedelta(seconds=10)
+    kept = env.log.read_bytes()
+    noticed = env.cycle()
+    assert [r["guarded"] for r in noticed] == [False]  # marked in the flag file and recorded
+    env.log.write_bytes(kept)  # as if the process died after marking the flag, before appending
+    env.clock.now += timedelta(seconds=10)
+    with capture_logs() as logs:
+        records = env.cycle()
+    assert [(r["action"], r["guarded"]) for r in records] == [("recover", False)]
+    assert str(records[0]["reason"]).startswith("UNGUARDED: 1 % exposed")
+    assert "no decision record" in str(records[0]["reason"])
+    assert [e["event"] for e in logs if e["log_level"] == "warning"] == ["decision_record_recovered"]
+    env.clock.now += timedelta(seconds=10)
+    assert env.cycle() == []  # recorded now: a fresh process owes nothing until the reminder
+
+
 def test_leftover_temporary_files_of_a_killed_writer_are_swept_by_the_next_write(env: Environment) -> None:
     env.cycle()
     leftover = env.flags.parent / ".flags.json.abc123.tmp"
