@@ -78,7 +78,7 @@ def _lost_record(key: str, state: RolloutState, last: Record | None) -> Record |
     unnoticed = state.unguarded and noticed is not None and not recorded_since(last, noticed)
     if not (moved or unnoticed):
         return None
-    when = state.updated_at if moved or noticed is None else max(state.updated_at, noticed)
+    when = max(state.updated_at, noticed) if unnoticed and noticed is not None else state.updated_at
     reason = (
         f"the flag file shows a change at {when.isoformat()} that has no decision record (the process "
         "that made it stopped before logging it, or the log was rotated); this is the state the flag "

@@ -308,6 +308,18 @@ def test_an_unguarded_notice_whose_record_was_lost_in_a_crash_is_recorded_by_the
     assert env.cycle() == []  # recorded now: a fresh process owes nothing until the reminder
 
 
+def test_a_lost_start_and_a_lost_unguarded_notice_are_recovered_as_of_the_notice(env: Environment) -> None:
+    env.cycle()  # the rollout starts: 1 %
+    (env.policies / "cache.yaml").unlink()
+    env.clock.now += timedelta(minutes=8)
+    env.cycle()  # noticed unguarded
+    env.log.unlink()  # both records lost, as if each process died before appending
+    env.clock.now += timedelta(minutes=2)
+    records = env.cycle()
+    assert [(r["action"], r["guarded"]) for r in records] == [("recover", False)]
+    assert records[0]["time"] == "2026-11-21T12:08:00.000Z"  # the notice: a reminder is due 10 min on
+
+
 def test_leftover_temporary_files_of_a_killed_writer_are_swept_by_the_next_write(env: Environment) -> None:
     env.cycle()
     leftover = env.flags.parent / ".flags.json.abc123.tmp"
