@@ -60,7 +60,7 @@ file, the decision log and the ``CycleResult`` say:
 - after a process died between the flag write and the log append, the next process's first cycle
   records ``recover`` for each flag it moved.
 
-Default: bounded for ``make test`` (300 sequences of 30 steps, about 20 s). A long soak::
+Default: bounded for ``make test`` (300 sequences of 30 steps, about 10 s). A long soak::
 
     FLAGROLL_SOAK=1 .venv/bin/pytest tests/reconciler/test_ownership_model.py -q --hypothesis-show-statistics
 
