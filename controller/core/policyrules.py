@@ -382,7 +382,7 @@ def sequential_guardrail_bounds_apply(policy: Policy, index: int) -> Findings:
         if rule not in SEQUENTIAL_RULES:
             yield error(
                 (*_guardrail_path(index), rule),
-                f"{rule} does not apply to a {kind} guardrail, which compares the share of bad "
+                f"{rule} does not apply to {_a(kind)} guardrail, which compares the share of bad "
                 "requests with the control arm: use maxDelta (tolerated rise of the share, e.g. "
                 "0.002) or maxIncrease (tolerated relative rise, e.g. 0.1)",
             )
@@ -394,7 +394,7 @@ def sequential_guardrail_has_a_bound(policy: Policy, index: int) -> Findings:
     if _judged_sequentially(guardrail) and next(guardrail.rules(), None) is None:
         yield error(
             _guardrail_path(index),
-            f"no bound set: a {guardrail.kind} guardrail needs maxDelta (tolerated rise of the share, "
+            f"no bound set: {_a(guardrail.kind)} guardrail needs maxDelta (tolerated rise of the share, "
             "e.g. 0.002; 0 tolerates none) or maxIncrease (tolerated relative rise, e.g. 0.1)",
         )
 
@@ -477,7 +477,7 @@ def expectation_names_a_query_guardrail(policy: Policy, index: int) -> Findings:
     elif referenced.sequential:
         yield error(
             (*_expectation_path(index), "name"),
-            f"{expectation.name!r} is a {referenced.kind} guardrail, judged with a "
+            f"{expectation.name!r} is {_a(referenced.kind)} guardrail, judged with a "
             "confidence sequence; give this expectation its own query",
         )
 
@@ -559,6 +559,11 @@ def _item_by_item(policy: Policy, count: int, rules: Sequence[ItemRule]) -> Find
 
 
 # --- shared by several rules -------------------------------------------------------------------------
+
+
+def _a(word: str) -> str:
+    """``word`` with its indefinite article, by its first letter: "an errorRatio", "a latency"."""
+    return f"{'an' if word[:1].lower() in 'aeiou' else 'a'} {word}"
 
 
 def _is_multiple(value: float, step: float) -> bool:

@@ -509,3 +509,41 @@ def test_findings_come_in_rule_order_item_by_item() -> None:
         (("spec", "guardrails", 0, "min"), "error"),  # guardrail 0, then guardrail 2
         (("spec", "guardrails", 2, "name"), "error"),
     ]
+
+
+@pytest.mark.parametrize(
+    ("rule", "change", "index", "phrase"),
+    [
+        (
+            policyrules.sequential_guardrail_bounds_apply,
+            guardrail(1, max=0.1),
+            1,
+            "to an errorRatio guardrail",
+        ),
+        (policyrules.sequential_guardrail_bounds_apply, guardrail(2, max=0.1), 2, "to a latency guardrail"),
+        (
+            policyrules.sequential_guardrail_has_a_bound,
+            guardrail(1, maxDelta=None),
+            1,
+            "no bound set: an errorRatio guardrail needs",
+        ),
+        (
+            policyrules.expectation_names_a_query_guardrail,
+            expectation(0, name="error-ratio"),
+            0,
+            "'error-ratio' is an errorRatio guardrail, judged",
+        ),
+        (
+            policyrules.expectation_names_a_query_guardrail,
+            expectation(0, name="slow"),
+            0,
+            "'slow' is a latency guardrail, judged",
+        ),
+    ],
+    ids=["bounds-errorRatio", "bounds-latency", "no-bound-errorRatio", "expect-errorRatio", "expect-latency"],
+)
+def test_messages_name_a_guardrail_kind_with_the_right_article(
+    rule: ItemRule, change: Edit, index: int, phrase: str
+) -> None:
+    [(_, message, _)] = found_at(rule, policy(change), index)
+    assert phrase in message
