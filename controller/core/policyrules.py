@@ -454,6 +454,38 @@ def _expectation_path(index: int) -> Path:
     return ("spec", "checkpoint", "expect", index)
 
 
+def expectation_name_is_unique(policy: Policy, index: int) -> Findings:
+    """No earlier expectation has this expectation's name: the answers of a checkpoint are stored
+    and looked up by name, so two of one name would both be judged on one query."""
+    checkpoint = policy.spec.checkpoint
+    assert checkpoint is not None, "expectation rules run only on a policy with a checkpoint"
+    name = checkpoint.expect[index].name
+    first = next(i for i, e in enumerate(checkpoint.expect) if e.name == name)
+    if first < index:
+        yield error(
+            (*_expectation_path(index), "name"),
+            f"duplicate expectation name {name!r} (also at checkpoint.expect[{first}]): both would be "
+            "judged on one query; give each expectation its own name, or put the bounds of both in one",
+        )
+
+
+def expectation_with_its_own_query_has_its_own_name(policy: Policy, index: int) -> Findings:
+    """An expectation with its own query or template does not take a guardrail's name (a warning):
+    its own query is judged, yet a reader of the policy or of a decision record would take it for
+    the guardrail's."""
+    expectation = _expectation(policy, index)
+    if expectation.query is None and expectation.template is None:
+        return
+    if policy.guardrail(expectation.name) is not None:
+        own = "query" if expectation.query is not None else "template"
+        yield warning(
+            (*_expectation_path(index), "name"),
+            f"{expectation.name!r} is also a guardrail's name, but this expectation has its own "
+            f"{own}, which is judged instead of the guardrail's; give it a name of its own, or "
+            f"leave out its {own} to judge the guardrail's query",
+        )
+
+
 def expectation_has_one_source(policy: Policy, index: int) -> Findings:
     """An expectation gives a query or a template, not both."""
     expectation = _expectation(policy, index)
@@ -520,7 +552,9 @@ GUARDRAIL_RULES: tuple[ItemRule, ...] = (
 )
 
 EXPECTATION_RULES: tuple[ItemRule, ...] = (
+    expectation_name_is_unique,
     expectation_has_one_source,
+    expectation_with_its_own_query_has_its_own_name,
     expectation_names_a_query_guardrail,
     expectation_bounds_are_sound,
 )

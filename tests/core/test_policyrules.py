@@ -432,6 +432,14 @@ ITEM_RULE_CASES = [
         id="latency_histogram_is_sound",
     ),
     pytest.param(
+        policyrules.expectation_name_is_unique,
+        expectation(1, name="errors", query=None),
+        1,
+        ("spec", "checkpoint", "expect", 1, "name"),
+        "duplicate expectation name 'errors' (also at checkpoint.expect[0])",
+        id="expectation_name_is_unique",
+    ),
+    pytest.param(
         policyrules.expectation_has_one_source,
         expectation(1, template="orders"),
         1,
@@ -547,3 +555,14 @@ def test_messages_name_a_guardrail_kind_with_the_right_article(
 ) -> None:
     [(_, message, _)] = found_at(rule, policy(change), index)
     assert phrase in message
+
+
+def test_an_expectation_with_its_own_query_under_a_guardrails_name_is_warned() -> None:
+    """Its own query is judged (the checkpoint's answers are kept apart from the guardrails'), but
+    the record would show two different measurements under one name."""
+    target = policy(expectation(1, name="errors"))
+    rule = policyrules.expectation_with_its_own_query_has_its_own_name
+    [(path, message, severity)] = found_at(rule, target, 1)
+    assert (path, severity) == (("spec", "checkpoint", "expect", 1, "name"), "warning")
+    assert "'errors' is also a guardrail's name" in message
+    assert found_at(rule, target, 0) == []  # naming the guardrail to reuse its query is the point
