@@ -441,7 +441,9 @@ def test_a_checkpoint_expectation_is_judged_on_its_own_template(
     env.clock.now += timedelta(seconds=61)
     (record,) = env.cycle()
     assert record["action"] == action, record["reason"]
-    (judged,) = [c for c in record["checks"] if c["kind"] == "checkpoint"]
+    checks = record["checks"]
+    assert isinstance(checks, list)
+    (judged,) = [c for c in checks if c["kind"] == "checkpoint"]
     assert (judged["name"], judged["value"], judged["rule"]) == (name, conversion, "min")
     assert judged["query"].startswith(
         '# template orders-per-visit, series {feature_flag_key="cache", feature_flag_result_variant="on"}\n'
