@@ -39,7 +39,15 @@ ItemRule = Callable[[Policy, int], Findings]  # a rule of one step, guardrail or
 PERCENT_RESOLUTION = 0.01  # flagd weights are integers; one weight unit is 0.01 %
 
 _FLAG_KEY = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9_.\-]{0,251}[A-Za-z0-9])?$")
-_SELECTOR = re.compile(r"^[A-Za-z_:][A-Za-z0-9_:]*\s*(\{[^{}]*\})?$")
+# One PromQL series selector: a metric name, then optionally matchers `label op "value"` in braces,
+# comma-separated (a trailing comma allowed). A value is a PromQL string: double- or single-quoted with
+# backslash escapes, or in backticks (raw); it may hold any character, braces included
+# (route="/items/{id}"), and an escaped quote.
+_STRING = r'"(?:[^"\\\n]|\\.)*"' + r"|'(?:[^'\\\n]|\\.)*'" + r"|`[^`]*`"
+_MATCHER = rf"[A-Za-z_][A-Za-z0-9_]*\s*(?:=~|!~|!=|=)\s*(?:{_STRING})"
+_SELECTOR = re.compile(
+    rf"^[A-Za-z_:][A-Za-z0-9_:]*\s*(?:\{{\s*(?:{_MATCHER}(?:\s*,\s*{_MATCHER})*\s*(?:,\s*)?)?\}})?$"
+)
 _HISTOGRAM_SUFFIXES = ("_bucket", "_count", "_sum")
 _NEEDS_VARIANT = "the query must contain {{variant}} so that treatment and control are measured apart"
 

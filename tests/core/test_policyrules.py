@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -566,3 +567,15 @@ def test_an_expectation_with_its_own_query_under_a_guardrails_name_is_warned() -
     assert (path, severity) == (("spec", "checkpoint", "expect", 1, "name"), "warning")
     assert "'errors' is also a guardrail's name" in message
     assert found_at(rule, target, 0) == []  # naming the guardrail to reuse its query is the point
+
+
+def test_a_long_malformed_selector_is_refused_at_once() -> None:
+    """The selector pattern never backtracks over a run of spaces: a policy file (up to 4 MiB) can
+    hold one, and validation must not stall on it."""
+    selector = 'requests_total{v="{{variant}}"' + " " * 200_000 + "x"
+    target = policy(guardrail(1, errorRatio={"errors": 'e{v="{{variant}}"}', "requests": selector}))
+    started = time.monotonic()
+    [(path, message, _)] = found_at(policyrules.error_ratio_selectors_are_sound, target, 1)
+    assert time.monotonic() - started < 2.0
+    assert path == ("spec", "guardrails", 1, "errorRatio", "requests")
+    assert "must be a metric selector" in message
