@@ -37,6 +37,9 @@ Rule = Callable[[Policy], Findings]
 ItemRule = Callable[[Policy, int], Findings]  # a rule of one step, guardrail or expectation, by index
 
 PERCENT_RESOLUTION = 0.01  # flagd weights are integers; one weight unit is 0.01 %
+# The least traffic (requests per second, in the whole segment) that first_step_can_gather_min_samples
+# assumes a rollout gets: a policy states no traffic figure, so only a need above this is warned.
+ASSUMED_REQUESTS_PER_SECOND = 1.0
 
 _FLAG_KEY = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9_.\-]{0,251}[A-Za-z0-9])?$")
 # One PromQL series selector: a metric name, then optionally matchers `label op "value"` in braces,
@@ -210,6 +213,56 @@ def statistics_have_an_effect(policy: Policy) -> Findings:
             ("spec", "statistics"),
             "no errorRatio or latency guardrail and no exposure: statistics has no effect",
         )
+
+
+def first_step_can_gather_min_samples(policy: Policy) -> Findings:
+    """With onNoData: rollback, the first step plausibly gathers minSamples within one interval (a
+    warning otherwise). The first check after the rollout starts comes one interval later, when each
+    arm has had at most one interval of traffic at the first step's percentage; below minSamples that
+    check is no_data, and onNoData: rollback rolls the rollout back at once. A policy states no traffic
+    figure, so the rule assumes as little as :data:`ASSUMED_REQUESTS_PER_SECOND` from the segment."""
+    spec = policy.spec
+    needed = _most_samples_needed(policy)
+    if spec.on_no_data != "rollback" or needed is None:
+        return
+    samples, need = needed
+    interval = spec.interval_seconds
+    first = spec.steps[0].percent
+    rate = samples / (interval * first / 100)
+    if rate <= ASSUMED_REQUESTS_PER_SECOND:
+        return
+    yield warning(
+        ("spec", "onNoData"),
+        f"onNoData is rollback and {need}: the first check after the rollout starts "
+        f"comes one interval ({format_duration(interval)}) later, when each arm has had at most "
+        f"{format_duration(interval)} of traffic at {pct(first)} %; to count {samples} samples by then "
+        f"the segment must serve at least {rate:.3g} requests per second, or that check is no_data and "
+        "rolls the rollout back at once. The policy states no traffic figure, so this is warned "
+        f"whenever it needs more than {ASSUMED_REQUESTS_PER_SECOND:g} request per second; use "
+        "onNoData: hold (too few samples then holds the rollout until they come), or a larger first "
+        "step, a longer interval or a lower minSamples",
+    )
+
+
+def _most_samples_needed(policy: Policy) -> tuple[int, str] | None:
+    """The largest sample count an acting check needs per arm before it is judged, and what sets it:
+    traffic.minSamples, or an errorRatio/latency guardrail's own (at least 1 request)."""
+    spec = policy.spec
+    traffic = spec.traffic.min_samples if spec.traffic is not None else 0
+    found: list[tuple[int, str]] = []
+    if traffic > 0:
+        found.append((traffic, f"traffic.minSamples is {traffic}"))
+    for index, guardrail in enumerate(spec.guardrails):
+        if not guardrail.sequential or guardrail.dry_run:
+            continue
+        own = guardrail.min_samples
+        if own:
+            found.append((own, f"guardrails[{index}].minSamples is {own}"))
+        elif own is None and traffic > 0:
+            found.append((traffic, f"traffic.minSamples is {traffic}"))
+        else:  # a comparison needs one request per arm at the least
+            found.append((1, f"guardrail {guardrail.name!r} needs 1 request per arm"))
+    return max(found, key=lambda need: need[0], default=None)  # the first of equals
 
 
 def promotion_stays_within_max_percent(policy: Policy) -> Findings:
@@ -584,6 +637,7 @@ RULES: tuple[Rule, ...] = (
     exposure_is_sound,
     sample_ratio_is_checked,
     statistics_have_an_effect,
+    first_step_can_gather_min_samples,
     promotion_stays_within_max_percent,
     checkpoint_expectations_resolve,
 )

@@ -273,6 +273,18 @@ WARNING_CASES = [
 ]
 
 
+WARNING_CASES.append(
+    pytest.param(
+        before_interval("onNoData: rollback"),
+        11,
+        "spec.onNoData",
+        "the segment must serve at least 333 requests per second, or that check is no_data and rolls "
+        "the rollout back at once",
+        id="no-data-rollback-before-the-first-step-can-count-min-samples",
+    )
+)
+
+
 @pytest.mark.parametrize(("change", "line", "field", "fragment"), WARNING_CASES)
 def test_warning_keeps_the_policy(change: tuple[str, str], line: int, field: str, fragment: str) -> None:
     result = load(edit(change))

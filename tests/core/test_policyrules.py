@@ -284,6 +284,16 @@ POLICY_RULE_CASES = [
         id="statistics_have_an_effect",
     ),
     pytest.param(
+        policyrules.first_step_can_gather_min_samples,
+        set_("onNoData", "rollback"),
+        ("spec", "onNoData"),
+        "warning",
+        "onNoData is rollback and traffic.minSamples is 100: the first check after the rollout starts "
+        "comes one interval (30s) later, when each arm has had at most 30s of traffic at 1 %; to count "
+        "100 samples by then the segment must serve at least 333 requests per second",
+        id="first_step_can_gather_min_samples",
+    ),
+    pytest.param(
         policyrules.promotion_stays_within_max_percent,
         lambda s: (s.__setitem__("maxPercent", 5), s["checkpoint"].update(onPass="promote")),
         ("spec", "checkpoint", "onPass"),
@@ -579,3 +589,56 @@ def test_a_long_malformed_selector_is_refused_at_once() -> None:
     assert time.monotonic() - started < 2.0
     assert path == ("spec", "guardrails", 1, "errorRatio", "requests")
     assert "must be a metric selector" in message
+
+
+@pytest.mark.parametrize(
+    ("change", "fragment"),
+    [
+        pytest.param(
+            guardrail(1, minSamples=600),
+            "guardrails[1].minSamples is 600",
+            id="a-statistical-guardrail-needs-more",
+        ),
+        pytest.param(
+            both(lambda s: s.pop("traffic"), guardrail(0, dryRun=True)),
+            "guardrail 'error-ratio' needs 1 request per arm: the first check",
+            id="without-traffic-a-statistical-guardrail-needs-one-request",
+        ),
+    ],
+)
+def test_the_first_step_is_held_to_the_most_samples_an_acting_check_needs(
+    change: Edit, fragment: str
+) -> None:
+    target = policy(set_("onNoData", "rollback"), change)
+    [(path, message, severity)] = found(policyrules.first_step_can_gather_min_samples, target)
+    assert (path, severity) == (("spec", "onNoData"), "warning")
+    assert fragment in message
+    assert "use onNoData: hold" in message
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        pytest.param(set_("onNoData", "hold"), id="onNoData-hold"),
+        # 30 samples in 30s at 10 %: one request per second from the segment is enough.
+        pytest.param(
+            both(
+                set_("onNoData", "rollback"),
+                lambda s: s["traffic"].update(minSamples=3),
+                lambda s: s["steps"][0].update(percent=10),
+                lambda s: s["steps"][1].update(percent=20),
+            ),
+            id="reachable-at-one-request-per-second",
+        ),
+        pytest.param(
+            both(
+                set_("onNoData", "rollback"),
+                lambda s: s.pop("traffic"),
+                lambda s: s.__setitem__("guardrails", s["guardrails"][:1]),
+            ),
+            id="no-count-is-needed",
+        ),
+    ],
+)
+def test_the_first_step_rule_is_quiet_when_a_shortfall_cannot_roll_back(change: Edit) -> None:
+    assert found(policyrules.first_step_can_gather_min_samples, policy(change)) == []
