@@ -13,26 +13,20 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 
 from controller.core.durations import format_duration
-from controller.core.policy import (
-    NAME_PATTERN,
-    PLACEHOLDER_PATTERN,
-    PLACEHOLDERS,
-    RELATIVE_RULES,
-    SEQUENTIAL_RULES,
-    Bounds,
-    Expectation,
-    Guardrail,
-    Path,
-    Policy,
-    pct,
-    placeholders,
+from controller.core.policy import NAME_PATTERN, SEQUENTIAL_RULES, Expectation, Guardrail, Path, Policy, pct
+from controller.core.querytext import (
+    Finding,
+    Findings,
+    bounds_problems,
+    error,
+    query_problems,
+    selector_problems,
+    warning,
 )
 
-Finding = tuple[Path, str, str]  # (path of the field at fault, message, "error" or "warning")
-Findings = Iterator[Finding]
 Rule = Callable[[Policy], Findings]
 ItemRule = Callable[[Policy, int], Findings]  # a rule of one step, guardrail or expectation, by index
 
@@ -42,25 +36,7 @@ PERCENT_RESOLUTION = 0.01  # flagd weights are integers; one weight unit is 0.01
 ASSUMED_REQUESTS_PER_SECOND = 1.0
 
 _FLAG_KEY = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9_.\-]{0,251}[A-Za-z0-9])?$")
-# One PromQL series selector: a metric name, then optionally matchers `label op "value"` in braces,
-# comma-separated (a trailing comma allowed). A value is a PromQL string: double- or single-quoted with
-# backslash escapes, or in backticks (raw); it may hold any character, braces included
-# (route="/items/{id}"), and an escaped quote.
-_STRING = r'"(?:[^"\\\n]|\\.)*"' + r"|'(?:[^'\\\n]|\\.)*'" + r"|`[^`]*`"
-_MATCHER = rf"[A-Za-z_][A-Za-z0-9_]*\s*(?:=~|!~|!=|=)\s*(?:{_STRING})"
-_SELECTOR = re.compile(
-    rf"^[A-Za-z_:][A-Za-z0-9_:]*\s*(?:\{{\s*(?:{_MATCHER}(?:\s*,\s*{_MATCHER})*\s*(?:,\s*)?)?\}})?$"
-)
 _HISTOGRAM_SUFFIXES = ("_bucket", "_count", "_sum")
-_NEEDS_VARIANT = "the query must contain {{variant}} so that treatment and control are measured apart"
-
-
-def error(path: Path, message: str) -> Finding:
-    return (path, message, "error")
-
-
-def warning(path: Path, message: str) -> Finding:
-    return (path, message, "warning")
 
 
 # --- the policy as a whole ---------------------------------------------------------------------------
@@ -152,7 +128,7 @@ def traffic_is_well_formed(policy: Policy) -> Findings:
     if (traffic.query is None) == (traffic.template is None):
         yield error(("spec", "traffic"), "give exactly one of query and template")
     elif traffic.query is not None:
-        yield from _query_problems(("spec", "traffic", "query"), traffic.query, needs_variant=True)
+        yield from query_problems(("spec", "traffic", "query"), traffic.query, needs_variant=True)
 
 
 def guardrails_can_roll_back(policy: Policy) -> Findings:
@@ -189,7 +165,7 @@ def exposure_is_sound(policy: Policy) -> Findings:
     path: Path = ("spec", "statistics", "exposure")
     if not policy.spec.control:
         yield error(path, "the sample-ratio check needs a control arm; set control: true")
-    yield from _selector_problems(path, stats.exposure, "exposure")
+    yield from selector_problems(path, stats.exposure, "exposure")
 
 
 def sample_ratio_is_checked(policy: Policy) -> Findings:
@@ -419,7 +395,7 @@ def query_guardrail_bounds_are_sound(policy: Policy, index: int) -> Findings:
     """A query guardrail's bounds are set and consistent, and its query fits them."""
     guardrail = policy.spec.guardrails[index]
     if _judged_by_bounds(guardrail):
-        yield from _bounds_problems(_guardrail_path(index), guardrail, guardrail.query, policy.spec.control)
+        yield from bounds_problems(_guardrail_path(index), guardrail, guardrail.query, policy.spec.control)
 
 
 def sequential_guardrail_has_control(policy: Policy, index: int) -> Findings:
@@ -477,8 +453,8 @@ def error_ratio_selectors_are_sound(policy: Policy, index: int) -> Findings:
     if ratio is None or not _judged_sequentially(guardrail):
         return
     path: Path = (*_guardrail_path(index), guardrail.kind)
-    yield from _selector_problems((*path, "errors"), ratio.errors, "errors")
-    yield from _selector_problems((*path, "requests"), ratio.requests, "requests")
+    yield from selector_problems((*path, "errors"), ratio.errors, "errors")
+    yield from selector_problems((*path, "requests"), ratio.requests, "requests")
     if ratio.errors == ratio.requests:
         yield error((*path, "errors"), "errors and requests are the same selector")
 
@@ -490,7 +466,7 @@ def latency_histogram_is_sound(policy: Policy, index: int) -> Findings:
     if latency is None or not _judged_sequentially(guardrail):
         return
     path: Path = (*_guardrail_path(index), guardrail.kind)
-    yield from _selector_problems((*path, "histogram"), latency.histogram, "histogram")
+    yield from selector_problems((*path, "histogram"), latency.histogram, "histogram")
     name = latency.histogram.split("{", 1)[0].strip()
     if name.endswith(_HISTOGRAM_SUFFIXES):
         base = name.rsplit("_", 1)[0]
@@ -586,7 +562,7 @@ def expectation_bounds_are_sound(policy: Policy, index: int) -> Findings:
         if referenced is None or referenced.sequential:
             return  # expectation_names_a_query_guardrail
         query = referenced.query
-    yield from _bounds_problems(_expectation_path(index), expectation, query, policy.spec.control)
+    yield from bounds_problems(_expectation_path(index), expectation, query, policy.spec.control)
 
 
 # --- the rules, in the order of their findings --------------------------------------------------------
@@ -664,63 +640,3 @@ def _a(word: str) -> str:
 
 def _is_multiple(value: float, step: float) -> bool:
     return math.isclose(round(value / step) * step, value, rel_tol=0, abs_tol=1e-9)
-
-
-def _query_problems(path: Path, query: str, *, needs_variant: bool) -> Findings:
-    """Placeholders other than {{variant}} and {{flag}}; a missing {{variant}} if one is needed."""
-    used = placeholders(query)
-    unknown = sorted({p for p in used if p not in PLACEHOLDERS})
-    if unknown:
-        yield error(
-            path,
-            f"unknown placeholder {{{{{unknown[0]}}}}}; only {{{{variant}}}} and {{{{flag}}}} "
-            "are substituted",
-        )
-    if needs_variant and "variant" not in used:
-        yield error(path, _NEEDS_VARIANT)
-
-
-def _bounds_problems(path: Path, bounds: Bounds, query: str | None, control: bool) -> Findings:
-    """At least one bound, relative ones with a control arm, min not above max, and a query that
-    fits: ``query`` is None for a template, which is split per variant by its labels."""
-    rules = dict(bounds.rules())
-    if not rules:
-        yield error(
-            path,
-            "no bound set: give at least one of max, min, maxIncrease, maxDecrease, "
-            "minIncrease, minDecrease, maxDelta, minDelta",
-        )
-    relative = sorted(RELATIVE_RULES & set(rules))
-    if relative and not control:
-        yield error((*path, relative[0]), f"{relative[0]} compares with the control arm; set control: true")
-    if "max" in rules and "min" in rules and rules["min"] > rules["max"]:
-        yield error((*path, "min"), f"min {rules['min']} is above max {rules['max']}")
-    if query is None:
-        return
-    own_query = isinstance(bounds, Guardrail) or (
-        isinstance(bounds, Expectation) and bounds.query is not None
-    )
-    query_path: Path = (*path, "query") if own_query else (*path, "name")
-    if own_query:
-        yield from _query_problems(query_path, query, needs_variant=False)
-    if "variant" in placeholders(query):
-        return
-    if relative:
-        yield error(query_path, _NEEDS_VARIANT)
-    elif own_query:
-        yield warning(
-            query_path, "the query has no {{variant}}: it measures every user, not the treatment arm"
-        )
-
-
-def _selector_problems(path: Path, selector: str, what: str) -> Findings:
-    """A counter selector ``name{labels}``: flagroll wraps it in ``sum(increase(…[Ns]))``."""
-    yield from _query_problems(path, selector, needs_variant=True)
-    plain = PLACEHOLDER_PATTERN.sub("x", selector)
-    if not _SELECTOR.match(plain):
-        yield error(
-            path,
-            f"{what} must be a metric selector such as "
-            'http_server_requests_total{feature_flag_result_variant="{{variant}}"}: '
-            "flagroll adds sum(increase(…[window])) itself; no functions, ranges or operators",
-        )

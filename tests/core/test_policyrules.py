@@ -21,11 +21,11 @@ from controller.core.policyrules import (
     GUARDRAIL_RULES,
     RULES,
     STEP_RULES,
-    Finding,
     ItemRule,
     Rule,
     semantic_issues,
 )
+from controller.core.querytext import Finding
 
 SOUND: dict[str, Any] = {
     "apiVersion": "flagroll/v1",
