@@ -155,8 +155,10 @@ def describe(check: Mapping[str, Any]) -> str:
     if value is None or rule not in SYMBOL:
         return f"{head}: {verdict} ({check.get('detail') or 'no value'})"
     symbol = SYMBOL[rule]
-    if verdict == Outcome.FAIL.value:
-        symbol = {"≤": ">", "≥": "<"}[symbol]
+    if verdict == Outcome.FAIL.value or (rule == "minSamples" and verdict != Outcome.PASS.value):
+        symbol = {"≤": ">", "≥": "<"}[symbol]  # too few samples: the count is below minSamples
+    elif verdict != Outcome.PASS.value:
+        symbol = "vs"  # not judged (too few samples, a missing control…): neither a pass nor a failure
     how = rule
     control = check.get("control") or {}
     if rule not in {"max", "min", "minSamples"}:

@@ -15,7 +15,16 @@ from dataclasses import replace
 
 from controller.core.checkrecord import SEVERITY, SYMBOL, ArmEvidence, Check, fmt
 from controller.core.policy import Bounds, Policy
-from controller.core.queries import Arm, PlannedQuery, QueryKey, Reading, ReadingKind, Source, arms
+from controller.core.queries import (
+    Arm,
+    PlannedQuery,
+    QueryKey,
+    Reading,
+    ReadingKind,
+    Source,
+    arms,
+    expectation_source,
+)
 from controller.core.readings import PolicyReadings, Readings
 from controller.core.statchecks import sample_ratio_check, sequential_checks
 from controller.core.state import Outcome
@@ -222,7 +231,6 @@ def checkpoint_checks(policy: Policy, queries: Sequence[PlannedQuery], readings:
         return []
     checks = []
     for expectation in checkpoint.expect:
-        source = Source.CHECKPOINT if expectation.query is not None else Source.GUARDRAIL
         checks.extend(
             bound_checks(
                 policy,
@@ -231,7 +239,7 @@ def checkpoint_checks(policy: Policy, queries: Sequence[PlannedQuery], readings:
                 source=Source.CHECKPOINT,
                 name=expectation.name,
                 bounds=expectation,
-                reading_key=QueryKey(source, expectation.name, Arm.TREATMENT),
+                reading_key=QueryKey(expectation_source(expectation), expectation.name, Arm.TREATMENT),
             )
         )
     return checks

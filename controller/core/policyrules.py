@@ -13,43 +13,30 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 
 from controller.core.durations import format_duration
-from controller.core.policy import (
-    NAME_PATTERN,
-    PLACEHOLDER_PATTERN,
-    PLACEHOLDERS,
-    RELATIVE_RULES,
-    SEQUENTIAL_RULES,
-    Bounds,
-    Expectation,
-    Guardrail,
-    Path,
-    Policy,
-    pct,
-    placeholders,
+from controller.core.policy import NAME_PATTERN, SEQUENTIAL_RULES, Expectation, Guardrail, Path, Policy, pct
+from controller.core.querytext import (
+    Finding,
+    Findings,
+    bounds_problems,
+    error,
+    query_problems,
+    selector_problems,
+    warning,
 )
 
-Finding = tuple[Path, str, str]  # (path of the field at fault, message, "error" or "warning")
-Findings = Iterator[Finding]
 Rule = Callable[[Policy], Findings]
 ItemRule = Callable[[Policy, int], Findings]  # a rule of one step, guardrail or expectation, by index
 
 PERCENT_RESOLUTION = 0.01  # flagd weights are integers; one weight unit is 0.01 %
+# The least traffic (requests per second, in the whole segment) that first_step_can_gather_min_samples
+# assumes a rollout gets: a policy states no traffic figure, so only a need above this is warned.
+ASSUMED_REQUESTS_PER_SECOND = 1.0
 
 _FLAG_KEY = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9_.\-]{0,251}[A-Za-z0-9])?$")
-_SELECTOR = re.compile(r"^[A-Za-z_:][A-Za-z0-9_:]*\s*(\{[^{}]*\})?$")
 _HISTOGRAM_SUFFIXES = ("_bucket", "_count", "_sum")
-_NEEDS_VARIANT = "the query must contain {{variant}} so that treatment and control are measured apart"
-
-
-def error(path: Path, message: str) -> Finding:
-    return (path, message, "error")
-
-
-def warning(path: Path, message: str) -> Finding:
-    return (path, message, "warning")
 
 
 # --- the policy as a whole ---------------------------------------------------------------------------
@@ -141,7 +128,7 @@ def traffic_is_well_formed(policy: Policy) -> Findings:
     if (traffic.query is None) == (traffic.template is None):
         yield error(("spec", "traffic"), "give exactly one of query and template")
     elif traffic.query is not None:
-        yield from _query_problems(("spec", "traffic", "query"), traffic.query, needs_variant=True)
+        yield from query_problems(("spec", "traffic", "query"), traffic.query, needs_variant=True)
 
 
 def guardrails_can_roll_back(policy: Policy) -> Findings:
@@ -178,7 +165,7 @@ def exposure_is_sound(policy: Policy) -> Findings:
     path: Path = ("spec", "statistics", "exposure")
     if not policy.spec.control:
         yield error(path, "the sample-ratio check needs a control arm; set control: true")
-    yield from _selector_problems(path, stats.exposure, "exposure")
+    yield from selector_problems(path, stats.exposure, "exposure")
 
 
 def sample_ratio_is_checked(policy: Policy) -> Findings:
@@ -202,6 +189,56 @@ def statistics_have_an_effect(policy: Policy) -> Findings:
             ("spec", "statistics"),
             "no errorRatio or latency guardrail and no exposure: statistics has no effect",
         )
+
+
+def first_step_can_gather_min_samples(policy: Policy) -> Findings:
+    """With onNoData: rollback, the first step plausibly gathers minSamples within one interval (a
+    warning otherwise). The first check after the rollout starts comes one interval later, when each
+    arm has had at most one interval of traffic at the first step's percentage; below minSamples that
+    check is no_data, and onNoData: rollback rolls the rollout back at once. A policy states no traffic
+    figure, so the rule assumes as little as :data:`ASSUMED_REQUESTS_PER_SECOND` from the segment."""
+    spec = policy.spec
+    needed = _most_samples_needed(policy)
+    if spec.on_no_data != "rollback" or needed is None:
+        return
+    samples, need = needed
+    interval = spec.interval_seconds
+    first = spec.steps[0].percent
+    rate = samples / (interval * first / 100)
+    if rate <= ASSUMED_REQUESTS_PER_SECOND:
+        return
+    yield warning(
+        ("spec", "onNoData"),
+        f"onNoData is rollback and {need}: the first check after the rollout starts "
+        f"comes one interval ({format_duration(interval)}) later, when each arm has had at most "
+        f"{format_duration(interval)} of traffic at {pct(first)} %; to count {samples} samples by then "
+        f"the segment must serve at least {rate:.3g} requests per second, or that check is no_data and "
+        "rolls the rollout back at once. The policy states no traffic figure, so this is warned "
+        f"whenever it needs more than {ASSUMED_REQUESTS_PER_SECOND:g} request per second; use "
+        "onNoData: hold (too few samples then holds the rollout until they come), or a larger first "
+        "step, a longer interval or a lower minSamples",
+    )
+
+
+def _most_samples_needed(policy: Policy) -> tuple[int, str] | None:
+    """The largest sample count an acting check needs per arm before it is judged, and what sets it:
+    traffic.minSamples, or an errorRatio/latency guardrail's own (at least 1 request)."""
+    spec = policy.spec
+    traffic = spec.traffic.min_samples if spec.traffic is not None else 0
+    found: list[tuple[int, str]] = []
+    if traffic > 0:
+        found.append((traffic, f"traffic.minSamples is {traffic}"))
+    for index, guardrail in enumerate(spec.guardrails):
+        if not guardrail.sequential or guardrail.dry_run:
+            continue
+        own = guardrail.min_samples
+        if own:
+            found.append((own, f"guardrails[{index}].minSamples is {own}"))
+        elif own is None and traffic > 0:
+            found.append((traffic, f"traffic.minSamples is {traffic}"))
+        else:  # a comparison needs one request per arm at the least
+            found.append((1, f"guardrail {guardrail.name!r} needs 1 request per arm"))
+    return max(found, key=lambda need: need[0], default=None)  # the first of equals
 
 
 def promotion_stays_within_max_percent(policy: Policy) -> Findings:
@@ -358,7 +395,7 @@ def query_guardrail_bounds_are_sound(policy: Policy, index: int) -> Findings:
     """A query guardrail's bounds are set and consistent, and its query fits them."""
     guardrail = policy.spec.guardrails[index]
     if _judged_by_bounds(guardrail):
-        yield from _bounds_problems(_guardrail_path(index), guardrail, guardrail.query, policy.spec.control)
+        yield from bounds_problems(_guardrail_path(index), guardrail, guardrail.query, policy.spec.control)
 
 
 def sequential_guardrail_has_control(policy: Policy, index: int) -> Findings:
@@ -382,7 +419,7 @@ def sequential_guardrail_bounds_apply(policy: Policy, index: int) -> Findings:
         if rule not in SEQUENTIAL_RULES:
             yield error(
                 (*_guardrail_path(index), rule),
-                f"{rule} does not apply to a {kind} guardrail, which compares the share of bad "
+                f"{rule} does not apply to {_a(kind)} guardrail, which compares the share of bad "
                 "requests with the control arm: use maxDelta (tolerated rise of the share, e.g. "
                 "0.002) or maxIncrease (tolerated relative rise, e.g. 0.1)",
             )
@@ -394,7 +431,7 @@ def sequential_guardrail_has_a_bound(policy: Policy, index: int) -> Findings:
     if _judged_sequentially(guardrail) and next(guardrail.rules(), None) is None:
         yield error(
             _guardrail_path(index),
-            f"no bound set: a {guardrail.kind} guardrail needs maxDelta (tolerated rise of the share, "
+            f"no bound set: {_a(guardrail.kind)} guardrail needs maxDelta (tolerated rise of the share, "
             "e.g. 0.002; 0 tolerates none) or maxIncrease (tolerated relative rise, e.g. 0.1)",
         )
 
@@ -416,8 +453,8 @@ def error_ratio_selectors_are_sound(policy: Policy, index: int) -> Findings:
     if ratio is None or not _judged_sequentially(guardrail):
         return
     path: Path = (*_guardrail_path(index), guardrail.kind)
-    yield from _selector_problems((*path, "errors"), ratio.errors, "errors")
-    yield from _selector_problems((*path, "requests"), ratio.requests, "requests")
+    yield from selector_problems((*path, "errors"), ratio.errors, "errors")
+    yield from selector_problems((*path, "requests"), ratio.requests, "requests")
     if ratio.errors == ratio.requests:
         yield error((*path, "errors"), "errors and requests are the same selector")
 
@@ -429,7 +466,7 @@ def latency_histogram_is_sound(policy: Policy, index: int) -> Findings:
     if latency is None or not _judged_sequentially(guardrail):
         return
     path: Path = (*_guardrail_path(index), guardrail.kind)
-    yield from _selector_problems((*path, "histogram"), latency.histogram, "histogram")
+    yield from selector_problems((*path, "histogram"), latency.histogram, "histogram")
     name = latency.histogram.split("{", 1)[0].strip()
     if name.endswith(_HISTOGRAM_SUFFIXES):
         base = name.rsplit("_", 1)[0]
@@ -452,6 +489,38 @@ def _expectation(policy: Policy, index: int) -> Expectation:
 
 def _expectation_path(index: int) -> Path:
     return ("spec", "checkpoint", "expect", index)
+
+
+def expectation_name_is_unique(policy: Policy, index: int) -> Findings:
+    """No earlier expectation has this expectation's name: the answers of a checkpoint are stored
+    and looked up by name, so two of one name would both be judged on one query."""
+    checkpoint = policy.spec.checkpoint
+    assert checkpoint is not None, "expectation rules run only on a policy with a checkpoint"
+    name = checkpoint.expect[index].name
+    first = next(i for i, e in enumerate(checkpoint.expect) if e.name == name)
+    if first < index:
+        yield error(
+            (*_expectation_path(index), "name"),
+            f"duplicate expectation name {name!r} (also at checkpoint.expect[{first}]): both would be "
+            "judged on one query; give each expectation its own name, or put the bounds of both in one",
+        )
+
+
+def expectation_with_its_own_query_has_its_own_name(policy: Policy, index: int) -> Findings:
+    """An expectation with its own query or template does not take a guardrail's name (a warning):
+    its own query is judged, yet a reader of the policy or of a decision record would take it for
+    the guardrail's."""
+    expectation = _expectation(policy, index)
+    if expectation.query is None and expectation.template is None:
+        return
+    if policy.guardrail(expectation.name) is not None:
+        own = "query" if expectation.query is not None else "template"
+        yield warning(
+            (*_expectation_path(index), "name"),
+            f"{expectation.name!r} is also a guardrail's name, but this expectation has its own "
+            f"{own}, which is judged instead of the guardrail's; give it a name of its own, or "
+            f"leave out its {own} to judge the guardrail's query",
+        )
 
 
 def expectation_has_one_source(policy: Policy, index: int) -> Findings:
@@ -477,7 +546,7 @@ def expectation_names_a_query_guardrail(policy: Policy, index: int) -> Findings:
     elif referenced.sequential:
         yield error(
             (*_expectation_path(index), "name"),
-            f"{expectation.name!r} is a {referenced.kind} guardrail, judged with a "
+            f"{expectation.name!r} is {_a(referenced.kind)} guardrail, judged with a "
             "confidence sequence; give this expectation its own query",
         )
 
@@ -493,7 +562,7 @@ def expectation_bounds_are_sound(policy: Policy, index: int) -> Findings:
         if referenced is None or referenced.sequential:
             return  # expectation_names_a_query_guardrail
         query = referenced.query
-    yield from _bounds_problems(_expectation_path(index), expectation, query, policy.spec.control)
+    yield from bounds_problems(_expectation_path(index), expectation, query, policy.spec.control)
 
 
 # --- the rules, in the order of their findings --------------------------------------------------------
@@ -520,7 +589,9 @@ GUARDRAIL_RULES: tuple[ItemRule, ...] = (
 )
 
 EXPECTATION_RULES: tuple[ItemRule, ...] = (
+    expectation_name_is_unique,
     expectation_has_one_source,
+    expectation_with_its_own_query_has_its_own_name,
     expectation_names_a_query_guardrail,
     expectation_bounds_are_sound,
 )
@@ -542,6 +613,7 @@ RULES: tuple[Rule, ...] = (
     exposure_is_sound,
     sample_ratio_is_checked,
     statistics_have_an_effect,
+    first_step_can_gather_min_samples,
     promotion_stays_within_max_percent,
     checkpoint_expectations_resolve,
 )
@@ -561,65 +633,10 @@ def _item_by_item(policy: Policy, count: int, rules: Sequence[ItemRule]) -> Find
 # --- shared by several rules -------------------------------------------------------------------------
 
 
+def _a(word: str) -> str:
+    """``word`` with its indefinite article, by its first letter: "an errorRatio", "a latency"."""
+    return f"{'an' if word[:1].lower() in 'aeiou' else 'a'} {word}"
+
+
 def _is_multiple(value: float, step: float) -> bool:
     return math.isclose(round(value / step) * step, value, rel_tol=0, abs_tol=1e-9)
-
-
-def _query_problems(path: Path, query: str, *, needs_variant: bool) -> Findings:
-    """Placeholders other than {{variant}} and {{flag}}; a missing {{variant}} if one is needed."""
-    used = placeholders(query)
-    unknown = sorted({p for p in used if p not in PLACEHOLDERS})
-    if unknown:
-        yield error(
-            path,
-            f"unknown placeholder {{{{{unknown[0]}}}}}; only {{{{variant}}}} and {{{{flag}}}} "
-            "are substituted",
-        )
-    if needs_variant and "variant" not in used:
-        yield error(path, _NEEDS_VARIANT)
-
-
-def _bounds_problems(path: Path, bounds: Bounds, query: str | None, control: bool) -> Findings:
-    """At least one bound, relative ones with a control arm, min not above max, and a query that
-    fits: ``query`` is None for a template, which is split per variant by its labels."""
-    rules = dict(bounds.rules())
-    if not rules:
-        yield error(
-            path,
-            "no bound set: give at least one of max, min, maxIncrease, maxDecrease, "
-            "minIncrease, minDecrease, maxDelta, minDelta",
-        )
-    relative = sorted(RELATIVE_RULES & set(rules))
-    if relative and not control:
-        yield error((*path, relative[0]), f"{relative[0]} compares with the control arm; set control: true")
-    if "max" in rules and "min" in rules and rules["min"] > rules["max"]:
-        yield error((*path, "min"), f"min {rules['min']} is above max {rules['max']}")
-    if query is None:
-        return
-    own_query = isinstance(bounds, Guardrail) or (
-        isinstance(bounds, Expectation) and bounds.query is not None
-    )
-    query_path: Path = (*path, "query") if own_query else (*path, "name")
-    if own_query:
-        yield from _query_problems(query_path, query, needs_variant=False)
-    if "variant" in placeholders(query):
-        return
-    if relative:
-        yield error(query_path, _NEEDS_VARIANT)
-    elif own_query:
-        yield warning(
-            query_path, "the query has no {{variant}}: it measures every user, not the treatment arm"
-        )
-
-
-def _selector_problems(path: Path, selector: str, what: str) -> Findings:
-    """A counter selector ``name{labels}``: flagroll wraps it in ``sum(increase(…[Ns]))``."""
-    yield from _query_problems(path, selector, needs_variant=True)
-    plain = PLACEHOLDER_PATTERN.sub("x", selector)
-    if not _SELECTOR.match(plain):
-        yield error(
-            path,
-            f"{what} must be a metric selector such as "
-            'http_server_requests_total{feature_flag_result_variant="{{variant}}"}: '
-            "flagroll adds sum(increase(…[window])) itself; no functions, ranges or operators",
-        )

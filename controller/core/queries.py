@@ -17,7 +17,7 @@ from typing import Protocol
 
 from controller.core.flagd import CONTROL, TREATMENT
 from controller.core.metrictemplate import MetricTemplate
-from controller.core.policy import Guardrail, Policy
+from controller.core.policy import Expectation, Guardrail, Policy
 
 _PLACEHOLDER = re.compile(r"\{\{\s*(variant|flag)\s*\}\}")
 
@@ -143,6 +143,14 @@ def arms(control: bool) -> tuple[Arm, ...]:
     return (Arm.TREATMENT, Arm.CONTROL) if control else (Arm.TREATMENT,)
 
 
+def expectation_source(expectation: Expectation) -> Source:
+    """Where a checkpoint expectation's answers are: its own (a query or a template), planned under
+    the checkpoint, or those of the guardrail it names."""
+    if expectation.query is not None or expectation.template is not None:
+        return Source.CHECKPOINT
+    return Source.GUARDRAIL
+
+
 SAMPLE_RATIO = "sample-ratio"  # the name of the exposure check
 
 
@@ -247,7 +255,7 @@ def plan(
         add(Source.EXPOSURE, SAMPLE_RATIO, counted(exposure, counted_seconds))
     if with_checkpoint and spec.checkpoint is not None:
         for e in spec.checkpoint.expect:
-            if e.query is not None or e.template is not None:
+            if expectation_source(e) is Source.CHECKPOINT:
                 add(Source.CHECKPOINT, e.name, e.query, shared=e.template or "")
     return planned
 

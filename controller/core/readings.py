@@ -53,7 +53,7 @@ class PolicyReadings:
             missing = self.min_samples - samples.value
             return (
                 Outcome.NO_DATA,
-                f"{arm.value} has {fmt(samples.value)} of {self.min_samples} samples "
+                f"not enough samples yet: {arm.value} has {fmt(samples.value)} of {self.min_samples} samples "
                 f"({fmt(missing)} missing)",
             )
         return None

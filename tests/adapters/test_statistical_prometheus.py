@@ -16,7 +16,7 @@ from controller.adapters.prometheus import PrometheusClient
 from controller.adapters.promserver import PrometheusServer
 from controller.core.decision import decide, initial_state, queries_for
 from controller.core.policy import Policy
-from controller.core.queries import Arm, Part, PlannedQuery, QueryKey, Reading
+from controller.core.queries import Arm, Part, PlannedQuery, QueryKey, Reading, ReadingKind
 from controller.core.state import Action, Outcome, RolloutState
 from tests.support.controller import ControllerProcess
 from tests.support.synthetic import SyntheticService
@@ -118,6 +118,33 @@ def test_the_count_queries_read_what_the_service_exported(
     assert decision.action is Action.ROLLBACK
     verdicts = {c.name: c.verdict for c in decision.checks}
     assert verdicts == {"sample-ratio": Outcome.PASS, "errors": Outcome.FAIL, "slow": Outcome.FAIL}
+
+
+def test_a_route_template_with_braces_and_quotes_is_matched_by_prometheus(
+    synthetic: SyntheticService, prometheus: PrometheusServer
+) -> None:
+    route, flag = '/stat-braces/{id}/say "hi"', "stat-braces"
+    for variant in ("on", "control"):
+        synthetic.set(route, flag, variant, rps=40, error_ratio=0.1, latency_seconds=0.04)
+    in_promql = route.replace('"', '\\"')  # as the policy writes it: route="/stat-braces/{id}/say \"hi\""
+    p = load(policy(in_promql, flag))
+    state = exposed(p, datetime.now(UTC))
+    planned = queries_for(p, state, datetime.now(UTC))
+    assert all(f'route="{in_promql}"' in q.promql for q in planned)
+
+    def enough() -> dict[QueryKey, Reading] | None:
+        answers = ask(prometheus, queries_for(p, state, datetime.now(UTC)))
+        errors = [r.detail for r in answers.values() if r.kind is ReadingKind.ERROR]
+        assert errors == []  # Prometheus parses every query flagroll rendered
+        values = [r.value or 0 for r in answers.values()]
+        return answers if len(values) == len(planned) and min(values) >= 4 else None
+
+    answers = wait_for(enough, timeout_seconds=30, interval_seconds=0.5, what="counts for the route")
+    found = counts(answers)
+    for arm in Arm:  # every count is the route's: 10 % errors, every request under 250 ms
+        total = found[("errors", arm, Part.TOTAL)]
+        assert found[("errors", arm, Part.EVENTS)] / total == pytest.approx(0.1, abs=0.02)
+        assert found[("slow", arm, Part.FAST)] == pytest.approx(found[("slow", arm, Part.TOTAL)], rel=0.01)
 
 
 def test_a_bound_spelled_1_0_by_the_python_client_is_found(

@@ -79,6 +79,39 @@ def test_validate_names_file_line_and_field_and_exits_1(
     assert "spec.steps[1].percent: 5 % is above maxPercent 4 %" in out
 
 
+def test_validate_reports_two_expectations_of_one_name_at_the_second(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    bad = tmp_path / "bad.yaml"
+    text = (EXAMPLES / "price-quote-cache.yaml").read_text()
+    first = "      - name: p95-latency\n        minDecrease: 0.25\n"
+    bad.write_text(text.replace(first, first + "      - name: p95-latency\n        max: 0.3\n"))
+    code, out, _ = run(capsys, "validate", str(bad))
+    assert code == 1
+    line = next(i for i, t in enumerate(text.splitlines(), 1) if "minDecrease: 0.25" in t) + 1
+    assert (
+        f"{bad}:{line}:9: spec.checkpoint.expect[1].name: duplicate expectation name 'p95-latency' "
+        "(also at checkpoint.expect[0])"
+    ) in out
+
+
+def test_validate_warns_when_no_data_would_roll_back_the_first_step(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    text = (EXAMPLES / "price-quote-cache.yaml").read_text()
+    policy = tmp_path / "p.yaml"
+    policy.write_text(text.replace("onNoData: hold", "onNoData: rollback"))
+    line = next(i for i, t in enumerate(text.splitlines(), 1) if "onNoData: hold" in t)
+    code, out, _ = run(capsys, "validate", str(policy))
+    assert code == 0
+    assert (
+        f"{policy}:{line}:3: warning: spec.onNoData: onNoData is rollback and traffic.minSamples is 200: "
+        "the first check after the rollout starts comes one interval (30s) later"
+    ) in out
+    assert "the segment must serve at least 667 requests per second" in out
+    assert run(capsys, "validate", "--strict", str(policy))[0] == 1
+
+
 def test_validate_strict_fails_on_warnings(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     text = (EXAMPLES / "price-quote-cache.yaml").read_text()
     policy = tmp_path / "p.yaml"

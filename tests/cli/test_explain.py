@@ -50,7 +50,10 @@ def test_a_rollout_on_hold_says_what_must_change(
     assert "Last decision  HOLD" in out
     assert "NO_DATA  traffic control 5" in out
     must = out.split("To advance")[1].split("PromQL")[0]
-    assert "traffic (treatment) needs data: treatment has 5 of 10 samples (5 missing)" in must
+    assert (
+        "traffic (treatment) needs data: not enough samples yet: treatment has 5 of 10 samples (5 missing)"
+        in must
+    )
     assert "the 1m hold at 5 % must pass: 40s left" in must
     assert "this is the last step" in must
     promql = out.split("PromQL (paste into Prometheus)")[1]

@@ -239,6 +239,28 @@ def test_too_few_samples_says_how_many_are_missing() -> None:
     assert "treatment has 150 of 200 samples (50 missing)" in decision.reason
 
 
+def test_too_few_samples_are_recorded_as_not_enough_yet_never_as_a_passing_value() -> None:
+    p = policy()
+    thin = {("traffic", Arm.TREATMENT): 150.0, ("error-rate", Arm.TREATMENT): 1.0}
+    decision = run(p, at_step(p, 0), T0 + timedelta(hours=1), thin)
+    assert decision.action is Action.HOLD
+    traffic = next(c for c in decision.checks if c.name == "traffic" and c.arm is Arm.TREATMENT)
+    assert traffic.verdict is Outcome.NO_DATA
+    assert traffic.describe() == (
+        "traffic treatment 150 < 200 (minSamples): not enough samples yet: "
+        "treatment has 150 of 200 samples (50 missing)"
+    )
+    # A value over too few samples is not judged: neither "1 ≤ 0.01" (a pass) nor "1 > 0.01" (a failure).
+    error_rate = next(c for c in decision.checks if c.name == "error-rate")
+    assert error_rate.describe() == (
+        "error-rate treatment 1 vs 0.01 (max; n=150/1000): not enough samples yet: "
+        "treatment has 150 of 200 samples (50 missing)"
+    )
+    relative = next(c for c in decision.checks if c.rule == "maxIncrease")
+    assert relative.describe().startswith("p95 treatment 0.15 vs 0.22 (maxIncrease 0.1 over control 0.2;")
+    assert decision.reason.startswith("no_data: error-rate treatment 1 vs 0.01 (max; n=150/1000): not enough")
+
+
 def test_a_breach_with_too_few_samples_is_no_data_not_a_failure() -> None:
     p = policy()
     thin = {("traffic", Arm.TREATMENT): 3.0, ("error-rate", Arm.TREATMENT): 1.0}

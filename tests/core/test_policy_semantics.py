@@ -223,6 +223,17 @@ def test_checkpoint_with_its_own_query_may_use_a_new_name() -> None:
     assert policy.spec.checkpoint.expect[0].name == "latency"
 
 
+def test_two_expectations_with_one_name_are_an_error_at_the_second() -> None:
+    """Each expectation is judged on the answers stored under its name: two of one name would both
+    be judged on one query (a healthy rollout was rolled back so)."""
+    second = '      - name: errors\n        query: sum(latency{v="{{variant}}"})\n        max: 0.3\n'
+    result = load(edit(("      max: 0.01\n", "      max: 0.01\n" + CHECKPOINT + second)))
+    issue = the_error(result)
+    assert (issue.line, issue.column, issue.field) == (28, 9, "spec.checkpoint.expect[1].name"), str(issue)
+    assert "duplicate expectation name 'errors' (also at checkpoint.expect[0])" in issue.message
+    assert str(issue).startswith("p.yaml:28:9: spec.checkpoint.expect[1].name: duplicate expectation name")
+
+
 def test_several_semantic_errors_are_all_reported() -> None:
     text = edit(
         ("  name: demo\n", "  name: Bad_Name\n"),
@@ -260,6 +271,18 @@ WARNING_CASES = [
         id="absolute-bound-query-without-variant",
     ),
 ]
+
+
+WARNING_CASES.append(
+    pytest.param(
+        before_interval("onNoData: rollback"),
+        11,
+        "spec.onNoData",
+        "the segment must serve at least 333 requests per second, or that check is no_data and rolls "
+        "the rollout back at once",
+        id="no-data-rollback-before-the-first-step-can-count-min-samples",
+    )
+)
 
 
 @pytest.mark.parametrize(("change", "line", "field", "fragment"), WARNING_CASES)

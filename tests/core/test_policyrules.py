@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -20,11 +21,11 @@ from controller.core.policyrules import (
     GUARDRAIL_RULES,
     RULES,
     STEP_RULES,
-    Finding,
     ItemRule,
     Rule,
     semantic_issues,
 )
+from controller.core.querytext import Finding
 
 SOUND: dict[str, Any] = {
     "apiVersion": "flagroll/v1",
@@ -283,6 +284,16 @@ POLICY_RULE_CASES = [
         id="statistics_have_an_effect",
     ),
     pytest.param(
+        policyrules.first_step_can_gather_min_samples,
+        set_("onNoData", "rollback"),
+        ("spec", "onNoData"),
+        "warning",
+        "onNoData is rollback and traffic.minSamples is 100: the first check after the rollout starts "
+        "comes one interval (30s) later, when each arm has had at most 30s of traffic at 1 %; to count "
+        "100 samples by then the segment must serve at least 333 requests per second",
+        id="first_step_can_gather_min_samples",
+    ),
+    pytest.param(
         policyrules.promotion_stays_within_max_percent,
         lambda s: (s.__setitem__("maxPercent", 5), s["checkpoint"].update(onPass="promote")),
         ("spec", "checkpoint", "onPass"),
@@ -432,6 +443,14 @@ ITEM_RULE_CASES = [
         id="latency_histogram_is_sound",
     ),
     pytest.param(
+        policyrules.expectation_name_is_unique,
+        expectation(1, name="errors", query=None),
+        1,
+        ("spec", "checkpoint", "expect", 1, "name"),
+        "duplicate expectation name 'errors' (also at checkpoint.expect[0])",
+        id="expectation_name_is_unique",
+    ),
+    pytest.param(
         policyrules.expectation_has_one_source,
         expectation(1, template="orders"),
         1,
@@ -509,3 +528,117 @@ def test_findings_come_in_rule_order_item_by_item() -> None:
         (("spec", "guardrails", 0, "min"), "error"),  # guardrail 0, then guardrail 2
         (("spec", "guardrails", 2, "name"), "error"),
     ]
+
+
+@pytest.mark.parametrize(
+    ("rule", "change", "index", "phrase"),
+    [
+        (
+            policyrules.sequential_guardrail_bounds_apply,
+            guardrail(1, max=0.1),
+            1,
+            "to an errorRatio guardrail",
+        ),
+        (policyrules.sequential_guardrail_bounds_apply, guardrail(2, max=0.1), 2, "to a latency guardrail"),
+        (
+            policyrules.sequential_guardrail_has_a_bound,
+            guardrail(1, maxDelta=None),
+            1,
+            "no bound set: an errorRatio guardrail needs",
+        ),
+        (
+            policyrules.expectation_names_a_query_guardrail,
+            expectation(0, name="error-ratio"),
+            0,
+            "'error-ratio' is an errorRatio guardrail, judged",
+        ),
+        (
+            policyrules.expectation_names_a_query_guardrail,
+            expectation(0, name="slow"),
+            0,
+            "'slow' is a latency guardrail, judged",
+        ),
+    ],
+    ids=["bounds-errorRatio", "bounds-latency", "no-bound-errorRatio", "expect-errorRatio", "expect-latency"],
+)
+def test_messages_name_a_guardrail_kind_with_the_right_article(
+    rule: ItemRule, change: Edit, index: int, phrase: str
+) -> None:
+    [(_, message, _)] = found_at(rule, policy(change), index)
+    assert phrase in message
+
+
+def test_an_expectation_with_its_own_query_under_a_guardrails_name_is_warned() -> None:
+    """Its own query is judged (the checkpoint's answers are kept apart from the guardrails'), but
+    the record would show two different measurements under one name."""
+    target = policy(expectation(1, name="errors"))
+    rule = policyrules.expectation_with_its_own_query_has_its_own_name
+    [(path, message, severity)] = found_at(rule, target, 1)
+    assert (path, severity) == (("spec", "checkpoint", "expect", 1, "name"), "warning")
+    assert "'errors' is also a guardrail's name" in message
+    assert found_at(rule, target, 0) == []  # naming the guardrail to reuse its query is the point
+
+
+def test_a_long_malformed_selector_is_refused_at_once() -> None:
+    """The selector pattern never backtracks over a run of spaces: a policy file (up to 4 MiB) can
+    hold one, and validation must not stall on it."""
+    selector = 'requests_total{v="{{variant}}"' + " " * 200_000 + "x"
+    target = policy(guardrail(1, errorRatio={"errors": 'e{v="{{variant}}"}', "requests": selector}))
+    started = time.monotonic()
+    [(path, message, _)] = found_at(policyrules.error_ratio_selectors_are_sound, target, 1)
+    assert time.monotonic() - started < 2.0
+    assert path == ("spec", "guardrails", 1, "errorRatio", "requests")
+    assert "must be a metric selector" in message
+
+
+@pytest.mark.parametrize(
+    ("change", "fragment"),
+    [
+        pytest.param(
+            guardrail(1, minSamples=600),
+            "guardrails[1].minSamples is 600",
+            id="a-statistical-guardrail-needs-more",
+        ),
+        pytest.param(
+            both(lambda s: s.pop("traffic"), guardrail(0, dryRun=True)),
+            "guardrail 'error-ratio' needs 1 request per arm: the first check",
+            id="without-traffic-a-statistical-guardrail-needs-one-request",
+        ),
+    ],
+)
+def test_the_first_step_is_held_to_the_most_samples_an_acting_check_needs(
+    change: Edit, fragment: str
+) -> None:
+    target = policy(set_("onNoData", "rollback"), change)
+    [(path, message, severity)] = found(policyrules.first_step_can_gather_min_samples, target)
+    assert (path, severity) == (("spec", "onNoData"), "warning")
+    assert fragment in message
+    assert "use onNoData: hold" in message
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        pytest.param(set_("onNoData", "hold"), id="onNoData-hold"),
+        # 30 samples in 30s at 10 %: one request per second from the segment is enough.
+        pytest.param(
+            both(
+                set_("onNoData", "rollback"),
+                lambda s: s["traffic"].update(minSamples=3),
+                lambda s: s["steps"][0].update(percent=10),
+                lambda s: s["steps"][1].update(percent=20),
+            ),
+            id="reachable-at-one-request-per-second",
+        ),
+        pytest.param(
+            both(
+                set_("onNoData", "rollback"),
+                lambda s: s.pop("traffic"),
+                lambda s: s.__setitem__("guardrails", s["guardrails"][:1]),
+            ),
+            id="no-count-is-needed",
+        ),
+    ],
+)
+def test_the_first_step_rule_is_quiet_when_a_shortfall_cannot_roll_back(change: Edit) -> None:
+    assert found(policyrules.first_step_can_gather_min_samples, policy(change)) == []

@@ -191,6 +191,77 @@ def test_counter_selectors_are_checked(selector: str, message: str) -> None:
     assert any("guardrails[0].errorRatio.requests" in i and message in i for i in found), found
 
 
+# A label value with braces (a route template) and escaped quotes, as PromQL spells it.
+ROUTE_TEMPLATE = 'route="/items/{id}/\\"x\\""'
+
+
+def braced(extra: str = STATISTICS) -> str:
+    return POLICY.replace("{extra}", extra).replace('route="/pay"', ROUTE_TEMPLATE)
+
+
+def test_selectors_may_hold_braces_and_escaped_quotes_in_label_values() -> None:
+    assert ROUTE_TEMPLATE == r'route="/items/{id}/\"x\""'
+    exposure = 'exposure: feature_flag_evaluations_total{feature_flag_key="{{flag}}",'
+    text = braced(STATISTICS.replace(exposure, exposure + ROUTE_TEMPLATE + ","))
+    assert issues(text) == []
+    p = load(text)
+    queries = {(q.key.name, q.key.arm, q.key.part): q.promql for q in queries_for(p, started(p, T0), T0)}
+    assert queries[("errors", Arm.TREATMENT, Part.EVENTS)] == (
+        r'sum(increase(http_server_requests_total{route="/items/{id}/\"x\"",feature_flag_key="pay",'
+        r'feature_flag_result_variant="on",code=~"5.."}[1s]))'
+    )
+    assert queries[("slow", Arm.CONTROL, Part.FAST)] == (
+        r'sum(increase(http_server_request_duration_seconds_bucket{route="/items/{id}/\"x\"",'
+        r'feature_flag_key="pay",feature_flag_result_variant="control", le=~"0\\.3"}[1s]))'
+    )
+    assert queries[("slow", Arm.TREATMENT, Part.TOTAL)] == (
+        r'sum(increase(http_server_request_duration_seconds_count{route="/items/{id}/\"x\"",'
+        r'feature_flag_key="pay",feature_flag_result_variant="on"}[1s]))'
+    )
+    assert queries[("sample-ratio", Arm.CONTROL, Part.WHOLE)] == (
+        r'sum(increase(feature_flag_evaluations_total{feature_flag_key="pay",route="/items/{id}/\"x\"",'
+        r'feature_flag_result_variant="control"}[1s]))'
+    )
+
+
+@pytest.mark.parametrize(
+    "selector",
+    [
+        'http_server_requests_total{route="/items/{id}}',  # the string never ends
+        'http_server_requests_total{route="/items/{id}"',  # the braces never close
+        "http_server_requests_total{route=/items/{id}}",  # an unquoted value
+        'http_server_requests_total{route}{v="{{variant}}"}',
+        'http_server_requests_total{route="/a"} / http_server_requests_total{route="/b"}',
+        'http_server_requests_total{route="/{id}"}[5m]',
+        'http_server_requests_total{,v="{{variant}}"}',
+        'http_server_requests_total{v="{{variant}}"} offset 5m',
+        'http_server_requests_total{v="{{variant}}" route="/a"}',
+        'http_server_requests_total{v="{{variant}}",route="a\\"}',  # the escape eats the quote
+    ],
+    ids=[
+        "unterminated-string",
+        "unclosed-braces",
+        "unquoted-value",
+        "bare-label",
+        "two-selectors",
+        "range",
+        "leading-comma",
+        "offset",
+        "missing-comma",
+        "escaped-closing-quote",
+    ],
+)
+def test_what_is_not_one_selector_is_still_refused(selector: str) -> None:
+    quoted = selector.replace("'", "''")
+    text = POLICY.replace("{extra}", STATISTICS).replace(
+        f"requests: http_server_requests_total{{{SELECT}}}", f"requests: '{quoted}'"
+    )
+    found = issues(text)
+    assert any(
+        "guardrails[0].errorRatio.requests" in i and "must be a metric selector" in i for i in found
+    ), found
+
+
 def test_a_histogram_is_named_without_its_suffix() -> None:
     text = POLICY.replace("{extra}", STATISTICS).replace(
         "http_server_request_duration_seconds{", "http_server_request_duration_seconds_bucket{"

@@ -22,6 +22,7 @@ from controller.core.decision import queries_for, rebase
 from controller.core.flagd import read_state
 from controller.core.queries import Arm, PlannedQuery, QueryKey, Reading, ReadingKind, Source, Split
 from controller.reconciler import Reconciler
+from tests.support.environment import POLICY, Environment, FakeMetrics, healthy
 from tests.support.synthetic import SyntheticService
 from tests.support.waiting import wait_for
 
@@ -398,4 +399,52 @@ def test_the_reconciler_rolls_back_only_the_failing_rollout_and_asks_once_per_te
     failed = next(c for c in rollback["checks"] if c["verdict"] == "fail")
     assert failed["query"].startswith(
         '# template http-error-ratio, series {feature_flag_key="tpl-gamma", feature_flag_result_variant="on"}\n'
+    )
+
+
+# --- a checkpoint expectation with its own template ---------------------------------------------------
+
+CONVERSION_TEMPLATE = f"""\
+apiVersion: flagroll/v1
+kind: MetricTemplate
+metadata: {{name: orders-per-visit}}
+spec:
+  query: sum by ({LABELS}) (rate(orders_total[5m])) / sum by ({LABELS}) (rate(visits_total[5m]))
+"""
+
+
+@pytest.mark.parametrize(
+    ("name", "conversion", "action"),
+    [
+        ("conversion", 0.08, "complete"),
+        ("conversion", 0.02, "rollback"),
+        # Under a guardrail's name (warned), it is still judged on its own template, not the guardrail's
+        # query (0.001 would fail min 0.05 and roll a healthy rollout back).
+        ("errors", 0.08, "complete"),
+    ],
+    ids=["new-name-passes", "new-name-fails", "guardrail-name-passes"],
+)
+def test_a_checkpoint_expectation_is_judged_on_its_own_template(
+    tmp_path: Path, name: str, conversion: float, action: str
+) -> None:
+    env = Environment(tmp_path)
+    (env.policies / "templates.yaml").write_text(CONVERSION_TEMPLATE)
+    checkpoint = (
+        f"  checkpoint:\n    expect:\n      - name: {name}\n        template: orders-per-visit\n"
+        "        min: 0.05\n"
+    )
+    env.add_policy("cache", "cache", POLICY.format(name="cache", key="cache") + checkpoint)
+    env.metrics = FakeMetrics(lambda q: Reading.of(conversion) if q.startswith("sum by") else healthy(q))
+    env.cycle()  # starts at 1 %
+    env.clock.now += timedelta(seconds=61)
+    env.cycle()  # 5 %, the last step
+    env.clock.now += timedelta(seconds=61)
+    (record,) = env.cycle()
+    assert record["action"] == action, record["reason"]
+    checks = record["checks"]
+    assert isinstance(checks, list)
+    (judged,) = [c for c in checks if c["kind"] == "checkpoint"]
+    assert (judged["name"], judged["value"], judged["rule"]) == (name, conversion, "min")
+    assert judged["query"].startswith(
+        '# template orders-per-visit, series {feature_flag_key="cache", feature_flag_result_variant="on"}\n'
     )

@@ -16,6 +16,11 @@ from types import TracebackType
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
+def _escaped(value: str) -> str:
+    """A label value as the text exposition format writes it: backslash, quote and newline escaped."""
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
 @dataclass
 class _Arm:
     rps: float
@@ -84,7 +89,10 @@ class SyntheticService:
             self.scrapes += 1
             for (route, flag, variant), arm in sorted(self._arms.items()):
                 arm.advance(now)
-                labels = f'route="{route}",feature_flag_key="{flag}",feature_flag_result_variant="{variant}"'
+                labels = (
+                    f'route="{_escaped(route)}",feature_flag_key="{_escaped(flag)}",'
+                    f'feature_flag_result_variant="{_escaped(variant)}"'
+                )
                 lines.append(f'http_server_requests_total{{{labels},code="200"}} {arm.requests - arm.errors}')
                 lines.append(f'http_server_requests_total{{{labels},code="500"}} {arm.errors}')
                 for le, count in zip(BUCKETS, arm.buckets, strict=True):
