@@ -108,8 +108,11 @@ def rebase(policy: Policy, state: RolloutState | None, now: datetime) -> Rebased
     """Bring a stored state in line with the current policy revision.
 
     - no state yet: a new rollout, not started;
+    - the same revision (an edit of administrative fields only, or a revision stored the old way):
+      the owner and review date are brought up to date, nothing else moves;
     - rolled back: a new revision restarts the ramp from the first step;
-    - stopped or promoted: unchanged (a stop lasts until a human resumes; promoted is final);
+    - stopped or promoted: unchanged but for the owner and review date (a stop lasts until a human
+      resumes; promoted is final);
     - progressing, paused or completed: the rollout continues from the step matching its current
       percentage; if that is above the new policy's last step, exposure is lowered to it.
     """
@@ -123,10 +126,42 @@ def rebase(policy: Policy, state: RolloutState | None, now: datetime) -> Rebased
             + (f" (no policy judged it since {since.isoformat()})" if since is not None else ""),
         )
         state = state.guarded_again().moved(updated_at=now)
-    if state.revision == policy.revision or state.status in {Status.STOPPED, Status.PROMOTED}:
-        return Rebased(state, judged_again)
+    if policy.is_revision(state.revision) or state.status in {Status.STOPPED, Status.PROMOTED}:
+        administered = _administered(policy, state, now)
+        return replace(administered, notes=(*judged_again, *administered.notes))
     rebased = _revised(policy, state, now)
     return replace(rebased, notes=(*judged_again, *rebased.notes))
+
+
+def _administered(policy: Policy, state: RolloutState, now: datetime) -> Rebased:
+    """A stored state under the same revision (or a stopped or promoted one): the administrative
+    fields it keeps (owner, review date) follow the policy, and a revision stored the old way (a hash
+    of the whole policy) is restamped. Nothing that is exposed or judged changes."""
+    spec = policy.spec
+    changed = []
+    if state.owner != spec.owner:
+        changed.append(f"owner {state.owner or 'unset'!r} → {spec.owner!r}")
+    if state.review != spec.review:
+        before = state.review.isoformat() if state.review is not None else "none"
+        changed.append(f"review {before} → {spec.review.isoformat() if spec.review else 'none'}")
+    notes = []
+    if changed:
+        notes.append(f"administrative edit ({'; '.join(changed)}): not a new revision")
+    restamp = state.revision == policy.legacy_revision and policy.revision != state.revision
+    if restamp:
+        notes.append(
+            f"revision {state.revision} (computed before administrative fields left the revision) "
+            f"is now written {policy.revision}: the same revision"
+        )
+    if not notes:
+        return Rebased(state)
+    synced = state.moved(
+        owner=spec.owner,
+        review=spec.review,
+        revision=policy.revision if restamp else state.revision,
+        updated_at=now,
+    )
+    return Rebased(synced, tuple(notes))
 
 
 def _revised(policy: Policy, state: RolloutState, now: datetime) -> Rebased:
