@@ -177,6 +177,11 @@ def _revised(policy: Policy, state: RolloutState, now: datetime) -> Rebased:
         rollback_on_delete=policy.spec.on_delete == "rollback",
         updated_at=now,
     )
+    if policy.spec.control and not state.control and state.percent > 0:
+        # The control arm is served from now: count both arms from now, or the treatment's longer
+        # window looks like a broken split and comparisons mix periods.
+        synced = synced.moved(exposed_since=now)
+        note += "; the control arm starts now, and both arms are counted from now"
     if state.status is Status.ROLLED_BACK:
         restarted = synced.moved(
             status=Status.PROGRESSING,

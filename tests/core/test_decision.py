@@ -8,7 +8,17 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 
 from controller.adapters.policyfile import load_text
-from controller.core.decision import Decision, decide, initial_state, pause, queries_for, rebase, resume, stop
+from controller.core.decision import (
+    Decision,
+    decide,
+    exposure_window_seconds,
+    initial_state,
+    pause,
+    queries_for,
+    rebase,
+    resume,
+    stop,
+)
 from controller.core.errors import UsageError
 from controller.core.policy import Policy
 from controller.core.queries import Arm, PlannedQuery, QueryKey, Reading, Source, shown
@@ -457,6 +467,27 @@ def test_a_new_revision_with_a_lower_limit_lowers_exposure() -> None:
     assert decision.action is Action.ADJUST
     assert (decision.from_percent, decision.to_percent) == (10, 5)
     assert decision.after.step == 1
+
+
+def test_turning_the_control_arm_on_restarts_the_count_of_both_arms() -> None:
+    """The control arm is served from the edit on: counting the treatment from its first step and
+    the control from the edit would compare different periods (and trip the sample-ratio check)."""
+    text = POLICY.replace("      maxIncrease: 0.10\n", "")
+    without = load_text(text.replace("{extra}", "  control: false\n"), "cache.yaml").policies[0].policy
+    with_control = load_text(text.replace("{extra}", ""), "cache.yaml").policies[0].policy
+    completed = at_step(without, 2).moved(status=Status.COMPLETED, exposed_since=T0)
+    now = T0 + timedelta(days=3)
+    decision = run(with_control, completed, now)
+    assert (decision.after.status, decision.after.control, decision.after.percent) == (
+        Status.COMPLETED,
+        True,
+        10,
+    )
+    assert decision.after.exposed_since == now
+    assert exposure_window_seconds(decision.after, now + timedelta(minutes=1)) == 60
+    assert any("control arm starts now" in note for note in decision.notes)
+    off_again = run(without, decision.after, now + timedelta(hours=1))
+    assert off_again.after.exposed_since == now  # removing the control arm does not restart it
 
 
 # Humans -----------------------------------------------------------------------------------------
