@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from controller.core.checkrecord import Check, acting, sample_ratio_mismatch, worst
 from controller.core.checks import checkpoint_checks, guardrail_checks
@@ -197,6 +197,9 @@ def _revised(policy: Policy, state: RolloutState, now: datetime) -> Rebased:
         kept = synced.moved(step=len(steps) - 1)
         return Rebased(kept, (f"{note}: the ramp still ends at {pct(steps[-1])} %; stays complete",))
     status = Status.PROGRESSING if state.status is Status.COMPLETED else state.status
+    if state.status is Status.COMPLETED:
+        synced, counted = _counted_from_trailing_day(synced, now)
+        note += counted
     if state.percent > steps[-1]:
         lowered = synced.moved(status=status, step=len(steps) - 1, percent=steps[-1], step_started_at=now)
         return Rebased(
@@ -211,6 +214,17 @@ def _revised(policy: Policy, state: RolloutState, now: datetime) -> Rebased:
     continued = synced.moved(status=status, step=index)
     where = f"step {index + 1}/{len(steps)}" if index >= 0 else "before the first step"
     return Rebased(continued, (f"{note}: continuing at {pct(state.percent)} % ({where})",))
+
+
+def _counted_from_trailing_day(state: RolloutState, now: datetime) -> tuple[RolloutState, str]:
+    """A completed rollout that progresses again counts from the start of the trailing window it
+    was judged over, not from a first step that may be weeks back (see :func:`exposure_window_seconds`);
+    with a note when that moves its count."""
+    since = state.counting_since
+    start = now - timedelta(seconds=COMPLETED_WINDOW_SECONDS)
+    if since is None or since >= start:
+        return state, ""
+    return state.moved(exposed_since=start), f"; both arms are counted from {start.isoformat()}"
 
 
 def queries_for(
@@ -235,14 +249,25 @@ def queries_for(
     )
 
 
+# A completed rollout's guardrails stay armed for as long as its policy exists: they count over the
+# trailing day, not since exposure began, so that the query's cost stays fixed (a range of weeks
+# grows until Prometheus refuses it) and a regression that appears after completion is not diluted
+# by the whole ramp's traffic. A day holds every hour of a daily traffic cycle. docs/statistics.md
+# says what this does to the false-rollback budget.
+COMPLETED_WINDOW_SECONDS = 24 * 60 * 60
+
+
 def exposure_window_seconds(state: RolloutState, now: datetime) -> int | None:
     """How long the arms have been exposed, in whole seconds (at least 1): the ``increase()`` range
-    of the counts that errorRatio and latency guardrails and the sample-ratio check compare. None
-    when nobody is exposed."""
+    of the counts that errorRatio and latency guardrails and the sample-ratio check compare, at most
+    :data:`COMPLETED_WINDOW_SECONDS` for a completed rollout. None when nobody is exposed."""
     since = state.counting_since
     if since is None:
         return None
-    return max(1, math.ceil((now - since).total_seconds()))
+    seconds = max(1, math.ceil((now - since).total_seconds()))
+    if state.status is Status.COMPLETED:
+        return min(seconds, COMPLETED_WINDOW_SECONDS)
+    return seconds
 
 
 def _hold_seconds(policy: Policy, state: RolloutState) -> float:

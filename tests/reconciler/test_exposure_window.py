@@ -8,10 +8,12 @@ import json
 import re
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
 from controller.adapters.decisionlog import read_records
+from controller.core.decision import COMPLETED_WINDOW_SECONDS
 from controller.core.flagd import read_state
 from controller.core.queries import Reading
 from controller.core.state import RolloutState
@@ -93,11 +95,11 @@ def env(tmp_path: Path) -> Environment:
     return environment
 
 
-def _cycle(env: Environment, exposures: Exposures) -> dict[str, object]:
+def _cycle(env: Environment, exposures: Exposures) -> dict[str, Any]:
     records = [r for r in env.cycle() if r["flag"] == "cache"]
     exposures.note_served()
     (record,) = records
-    return record
+    return cast(dict[str, Any], record)
 
 
 def test_turning_the_control_arm_on_mid_rollout_counts_both_arms_from_then(env: Environment) -> None:
@@ -109,13 +111,38 @@ def test_turning_the_control_arm_on_mid_rollout_counts_both_arms_from_then(env: 
     env.clock.now += timedelta(minutes=20)
     env.add_policy("cache", "cache", WITH_CONTROL)
     edited = _cycle(env, exposures)
-    assert any("control arm" in str(note) for note in edited["notes"]), edited["notes"]  # type: ignore[union-attr]
+    assert any("control arm" in str(note) for note in edited["notes"]), edited["notes"]
     assert _state(env).exposed_since == env.clock.now
     for _ in range(6):
         env.clock.now += timedelta(seconds=10)
         record = _cycle(env, exposures)
         assert "sample-ratio" not in str(record["reason"]), record["reason"]
-        (ratio,) = [c for c in record["checks"] if c["name"] == "sample-ratio"]  # type: ignore[union-attr]
+        (ratio,) = [c for c in record["checks"] if c["name"] == "sample-ratio"]
         assert ratio["verdict"] == "pass", ratio
     assert exposures.windows[-1] == 60  # both arms counted since the edit, not since the first step
     assert [r["action"] for r in read_records(env.log)][-6:] == ["hold"] * 6
+
+
+def _completed(env: Environment, exposures: Exposures) -> None:
+    env.metrics.answer = exposures
+    env.add_policy("cache", "cache", WITH_CONTROL)
+    _cycle(env, exposures)
+    env.clock.now += timedelta(minutes=10)
+    _cycle(env, exposures)
+    env.clock.now += timedelta(hours=1)
+    assert _cycle(env, exposures)["action"] == "complete"
+
+
+def test_a_rollout_completed_long_ago_counts_over_a_trailing_day(env: Environment) -> None:
+    """Counting since exposure began, a completed rollout's window would grow for as long as its
+    guardrails stay armed, until Prometheus refuses the query and the rollout holds as error."""
+    exposures = Exposures(env)
+    _completed(env, exposures)
+    env.clock.now += timedelta(days=30)
+    record = _cycle(env, exposures)
+    assert exposures.windows[-1] == COMPLETED_WINDOW_SECONDS == 86_400
+    assert all(f"[{COMPLETED_WINDOW_SECONDS}s]" in q for q in env.metrics.asked[-2:])
+    assert record["action"] == "hold"
+    assert "all 2 checks pass" in str(record["reason"])
+    (ratio,) = [c for c in record["checks"] if c["name"] == "sample-ratio"]
+    assert ratio["sample_ratio"]["window_seconds"] == 86_400
