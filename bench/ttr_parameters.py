@@ -60,7 +60,9 @@ _LABELS = 'route="{route}",feature_flag_key="{{{{flag}}}}",feature_flag_result_v
 
 
 def policy_text(p: Parameters, run: int) -> str:
-    """The demo's error-rate guardrail on a single step; ``run`` makes each run a new revision."""
+    """The demo's error-rate guardrail on a single step; ``run`` makes each run a new revision: the
+    step's hold (an hour, never reached in a run) gets ``run`` more seconds. The aim names the run for
+    people, but an edit of the aim alone is not a new revision."""
     labels = _LABELS.format(route=ROUTE)
     window = f"{p.window_seconds}s"
     return f"""\
@@ -78,7 +80,7 @@ spec:
   maxPercent: {p.percent:g}
   interval: {p.interval_seconds}s
   steps:
-    - {{percent: {p.percent:g}, hold: 1h}}
+    - {{percent: {p.percent:g}, hold: {3600 + run}s}}
   traffic:
     query: sum(increase(http_server_requests_total{{{labels}}}[{window}]))
     minSamples: {p.min_samples}

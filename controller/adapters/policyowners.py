@@ -104,6 +104,7 @@ def candidate(loaded: LoadedPolicy) -> Candidate:
         off=flag.variants.get("off"),
         replace=flag.adopt == "replace",
         revision=loaded.policy.revision,
+        legacy_revision=loaded.policy.legacy_revision,
     )
 
 

@@ -16,7 +16,7 @@ from controller.cli.options import Commands, flags_option
 from controller.core.flagd import is_managed, read_state
 from controller.core.ownership import Why
 from controller.core.policy import Policy, pct
-from controller.core.policydiff import effect, field_changes
+from controller.core.policydiff import effect, field_changes, revision_line
 from controller.core.state import RolloutState, Status
 
 
@@ -66,7 +66,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
                 print(f"  {_handover_line(new.flag_key, before.name, new.name)}")
         if before is not None:
             changes = field_changes(before, new)
-            print(f"  revision {before.revision} → {new.revision}" if changes else "  no change in meaning")
+            print(f"  {revision_line(before, new, changes)}")
             for line in changes:
                 print(f"  {line}")
         if document is not None:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from controller.core.checkrecord import Check, acting, sample_ratio_mismatch, worst
 from controller.core.checks import checkpoint_checks, guardrail_checks
@@ -108,8 +108,11 @@ def rebase(policy: Policy, state: RolloutState | None, now: datetime) -> Rebased
     """Bring a stored state in line with the current policy revision.
 
     - no state yet: a new rollout, not started;
+    - the same revision (an edit of administrative fields only, or a revision stored the old way):
+      the owner and review date are brought up to date, nothing else moves;
     - rolled back: a new revision restarts the ramp from the first step;
-    - stopped or promoted: unchanged (a stop lasts until a human resumes; promoted is final);
+    - stopped or promoted: unchanged but for the owner and review date (a stop lasts until a human
+      resumes; promoted is final);
     - progressing, paused or completed: the rollout continues from the step matching its current
       percentage; if that is above the new policy's last step, exposure is lowered to it.
     """
@@ -123,10 +126,42 @@ def rebase(policy: Policy, state: RolloutState | None, now: datetime) -> Rebased
             + (f" (no policy judged it since {since.isoformat()})" if since is not None else ""),
         )
         state = state.guarded_again().moved(updated_at=now)
-    if state.revision == policy.revision or state.status in {Status.STOPPED, Status.PROMOTED}:
-        return Rebased(state, judged_again)
+    if policy.is_revision(state.revision) or state.status in {Status.STOPPED, Status.PROMOTED}:
+        administered = _administered(policy, state, now)
+        return replace(administered, notes=(*judged_again, *administered.notes))
     rebased = _revised(policy, state, now)
     return replace(rebased, notes=(*judged_again, *rebased.notes))
+
+
+def _administered(policy: Policy, state: RolloutState, now: datetime) -> Rebased:
+    """A stored state under the same revision (or a stopped or promoted one): the administrative
+    fields it keeps (owner, review date) follow the policy, and a revision stored the old way (a hash
+    of the whole policy) is restamped. Nothing that is exposed or judged changes."""
+    spec = policy.spec
+    changed = []
+    if state.owner != spec.owner:
+        changed.append(f"owner {state.owner or 'unset'!r} → {spec.owner!r}")
+    if state.review != spec.review:
+        before = state.review.isoformat() if state.review is not None else "none"
+        changed.append(f"review {before} → {spec.review.isoformat() if spec.review else 'none'}")
+    notes = []
+    if changed:
+        notes.append(f"administrative edit ({'; '.join(changed)}): not a new revision")
+    restamp = state.revision == policy.legacy_revision and policy.revision != state.revision
+    if restamp:
+        notes.append(
+            f"revision {state.revision} (computed before administrative fields left the revision) "
+            f"is now written {policy.revision}: the same revision"
+        )
+    if not notes:
+        return Rebased(state)
+    synced = state.moved(
+        owner=spec.owner,
+        review=spec.review,
+        revision=policy.revision if restamp else state.revision,
+        updated_at=now,
+    )
+    return Rebased(synced, tuple(notes))
 
 
 def _revised(policy: Policy, state: RolloutState, now: datetime) -> Rebased:
@@ -142,6 +177,11 @@ def _revised(policy: Policy, state: RolloutState, now: datetime) -> Rebased:
         rollback_on_delete=policy.spec.on_delete == "rollback",
         updated_at=now,
     )
+    if policy.spec.control and not state.control and state.percent > 0:
+        # The control arm is served from now: count both arms from now, or the treatment's longer
+        # window looks like a broken split and comparisons mix periods.
+        synced = synced.moved(exposed_since=now)
+        note += "; the control arm starts now, and both arms are counted from now"
     if state.status is Status.ROLLED_BACK:
         restarted = synced.moved(
             status=Status.PROGRESSING,
@@ -157,6 +197,9 @@ def _revised(policy: Policy, state: RolloutState, now: datetime) -> Rebased:
         kept = synced.moved(step=len(steps) - 1)
         return Rebased(kept, (f"{note}: the ramp still ends at {pct(steps[-1])} %; stays complete",))
     status = Status.PROGRESSING if state.status is Status.COMPLETED else state.status
+    if state.status is Status.COMPLETED:
+        synced, counted = _counted_from_trailing_day(synced, now)
+        note += counted
     if state.percent > steps[-1]:
         lowered = synced.moved(status=status, step=len(steps) - 1, percent=steps[-1], step_started_at=now)
         return Rebased(
@@ -171,6 +214,17 @@ def _revised(policy: Policy, state: RolloutState, now: datetime) -> Rebased:
     continued = synced.moved(status=status, step=index)
     where = f"step {index + 1}/{len(steps)}" if index >= 0 else "before the first step"
     return Rebased(continued, (f"{note}: continuing at {pct(state.percent)} % ({where})",))
+
+
+def _counted_from_trailing_day(state: RolloutState, now: datetime) -> tuple[RolloutState, str]:
+    """A completed rollout that progresses again counts from the start of the trailing window it
+    was judged over, not from a first step that may be weeks back (see :func:`exposure_window_seconds`);
+    with a note when that moves its count."""
+    since = state.counting_since
+    start = now - timedelta(seconds=COMPLETED_WINDOW_SECONDS)
+    if since is None or since >= start:
+        return state, ""
+    return state.moved(exposed_since=start), f"; both arms are counted from {start.isoformat()}"
 
 
 def queries_for(
@@ -195,14 +249,25 @@ def queries_for(
     )
 
 
+# A completed rollout's guardrails stay armed for as long as its policy exists: they count over the
+# trailing day, not since exposure began, so that the query's cost stays fixed (a range of weeks
+# grows until Prometheus refuses it) and a regression that appears after completion is not diluted
+# by the whole ramp's traffic. A day holds every hour of a daily traffic cycle. docs/statistics.md
+# says what this does to the false-rollback budget.
+COMPLETED_WINDOW_SECONDS = 24 * 60 * 60
+
+
 def exposure_window_seconds(state: RolloutState, now: datetime) -> int | None:
     """How long the arms have been exposed, in whole seconds (at least 1): the ``increase()`` range
-    of the counts that errorRatio and latency guardrails and the sample-ratio check compare. None
-    when nobody is exposed."""
+    of the counts that errorRatio and latency guardrails and the sample-ratio check compare, at most
+    :data:`COMPLETED_WINDOW_SECONDS` for a completed rollout. None when nobody is exposed."""
     since = state.counting_since
     if since is None:
         return None
-    return max(1, math.ceil((now - since).total_seconds()))
+    seconds = max(1, math.ceil((now - since).total_seconds()))
+    if state.status is Status.COMPLETED:
+        return min(seconds, COMPLETED_WINDOW_SECONDS)
+    return seconds
 
 
 def _hold_seconds(policy: Policy, state: RolloutState) -> float:

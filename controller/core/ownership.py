@@ -52,6 +52,7 @@ class Candidate:
     off: object = False  # the value of the policy's 'off' variant
     replace: bool = False  # flag.adopt: replace
     revision: str = ""
+    legacy_revision: str = ""  # the same revision as flags written by earlier versions record it
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,7 +274,7 @@ def _managed(
     owning = [i for i in naming if candidates[i].name == flag.owner]
     # Copies of the owner: the one whose revision the flag records is the original (an edited copy
     # in another file must not take its place); otherwise the first.
-    owning.sort(key=lambda i: candidates[i].revision != flag.revision)
+    owning.sort(key=lambda i: flag.revision not in (candidates[i].revision, candidates[i].legacy_revision))
     others = [i for i in naming if candidates[i].name != flag.owner]
     if owning:
         result.judged[owning[0]] = flag.key

@@ -357,6 +357,16 @@ class Policy(Model):
         """Computed once: a policy is frozen, and the loop asks for it every cycle."""
         return revision_of(self)
 
+    @cached_property
+    def legacy_revision(self) -> str:
+        """The revision as flagroll computed it before administrative fields left it (a hash of the
+        whole policy): flag files written then carry it, and it names the same revision."""
+        return legacy_revision_of(self)
+
+    def is_revision(self, revision: str) -> bool:
+        """Whether a stored ``revision`` names this policy's revision (either way of computing it)."""
+        return revision in (self.revision, self.legacy_revision)
+
     def step_percent(self, index: int) -> float:
         return self.spec.steps[index].percent
 
@@ -400,14 +410,37 @@ class Policy(Model):
 _DEFAULT_STATISTICS = Statistics.model_validate({})
 
 
-def revision_of(policy: Policy) -> str:
-    """A short hash of the policy's meaning: comments and key order do not change it."""
-    canonical = json.dumps(
-        policy.model_dump(mode="json", exclude_none=True),
-        sort_keys=True,
-        separators=(",", ":"),
-    )
+# Fields that tell people about a rollout and change neither what is exposed nor how it is judged,
+# as (section, field) of the YAML: an edit of these alone is not a new revision. Every other field
+# counts (``metadata.name`` too: it is the judge's identity, and a rename is a hand-over).
+ADMINISTRATIVE_FIELDS: tuple[tuple[str, str], ...] = (
+    ("metadata", "labels"),
+    ("metadata", "annotations"),
+    ("spec", "owner"),
+    ("spec", "aim"),
+    ("spec", "mechanism"),
+    ("spec", "review"),
+)
+
+
+def _hash(document: dict[str, Any]) -> str:
+    canonical = json.dumps(document, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+def revision_of(policy: Policy) -> str:
+    """A short hash of what the policy exposes and how it judges: comments, key order and the
+    :data:`ADMINISTRATIVE_FIELDS` do not change it."""
+    document = policy.model_dump(mode="json", exclude_none=True)
+    for section, name in ADMINISTRATIVE_FIELDS:
+        document[section].pop(name, None)
+    return _hash(document)
+
+
+def legacy_revision_of(policy: Policy) -> str:
+    """The hash of the whole policy, administrative fields included: the revision before they left
+    it. Kept so that flags written then are not taken for a new revision (see :meth:`Policy.is_revision`)."""
+    return _hash(policy.model_dump(mode="json", exclude_none=True))
 
 
 def json_schema() -> dict[str, Any]:

@@ -27,6 +27,18 @@ def _flatten(value: Any, path: str = "") -> Iterator[tuple[str, Any]]:
         yield path, value
 
 
+def revision_line(old: Policy, new: Policy, changes: list[str]) -> str:
+    """How the revision moves with an edit whose field changes are ``changes``."""
+    if not changes:
+        return "no change in meaning"
+    if old.revision == new.revision:
+        return (
+            f"same revision {new.revision}: administrative fields only: not a new revision "
+            "(a rolled-back rollout does not restart)"
+        )
+    return f"revision {old.revision} → {new.revision}"
+
+
 def field_changes(old: Policy, new: Policy) -> list[str]:
     """Every field that differs, as ``path: old → new`` (``+``/``-`` for added and removed ones)."""
     before = dict(_flatten(old.model_dump(mode="json", by_alias=True, exclude_none=True)))
@@ -47,8 +59,12 @@ def effect(new: Policy, state: RolloutState | None, now: datetime) -> list[str]:
     if state is None:
         return ["the flag has no rollout yet: NEW starts one at its first step"]
     now_at = f"{state.status.value} at {pct(state.percent)} %"
-    if state.revision == new.revision:
-        return [f"same revision {new.revision} (comments or layout only): nothing changes ({now_at})"]
+    if new.is_revision(state.revision):
+        notes = list(rebase(new, state, now).notes)
+        if not notes:
+            return [f"same revision {new.revision} (comments or layout only): nothing changes ({now_at})"]
+        restarted = "not restarted" if state.status is Status.ROLLED_BACK else "nothing else changes"
+        return [*notes, f"afterwards: {now_at}; {restarted} (same revision {new.revision})"]
     if state.status is Status.STOPPED:
         return [f"stopped by a human: nothing changes until `flagroll resume`; then NEW applies ({now_at})"]
     if state.status is Status.PROMOTED:

@@ -3,6 +3,7 @@ by the controller's own rebase)."""
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from pathlib import Path
 
@@ -136,3 +137,23 @@ def test_a_removed_policy_is_said_to_leave_its_flag_exposed_and_unguarded(
 ) -> None:
     _, out = _diff(env, capsys, POLICY.format(name="other", key="other"), flags=False)
     assert "policy cache: removed; flag cache is left as it is, and is UNGUARDED" in out
+
+
+def test_an_administrative_edit_is_not_a_new_revision(
+    env: Environment, capsys: pytest.CaptureFixture[str]
+) -> None:
+    env.cycle()
+    env.metrics.answer = failing
+    env.clock.now += timedelta(seconds=10)
+    env.cycle()
+    edited = OLD.replace("owner: sre-lead", "owner: platform-team").replace(
+        "mechanism: A cache removes repeated I/O.", "mechanism: Fewer round trips."
+    )
+    code, out = _diff(env, capsys, edited)
+    assert code == 0
+    assert "~ spec.owner: 'sre-lead' → 'platform-team'" in out
+    assert "administrative fields only: not a new revision" in out
+    assert re.search(r"revision \w+ → ", out) is None
+    assert "restarts" not in out
+    assert "owner 'sre-lead' → 'platform-team'" in out
+    assert "afterwards: rolled_back at 0 %; not restarted" in out

@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
 from controller.adapters.policyfile import load_text
-from controller.core.decision import Decision, decide, initial_state, pause, queries_for, rebase, resume, stop
+from controller.core.decision import (
+    Decision,
+    decide,
+    exposure_window_seconds,
+    initial_state,
+    pause,
+    queries_for,
+    rebase,
+    resume,
+    stop,
+)
 from controller.core.errors import UsageError
 from controller.core.policy import Policy
 from controller.core.queries import Arm, PlannedQuery, QueryKey, Reading, Source, shown
@@ -360,7 +370,7 @@ def test_a_rolled_back_rollout_stays_at_zero_while_the_policy_is_unchanged() -> 
 def test_a_new_revision_restarts_a_rolled_back_rollout_from_the_first_step() -> None:
     p = policy()
     state = rolled_back(p)
-    edited = policy("  onError: hold\n  onNoData: hold\n  review: 2027-01-15\n")
+    edited = policy("  onError: rollback\n")
     assert edited.revision != p.revision
     decision = run(edited, state, T0 + timedelta(hours=1))
     assert decision.action is Action.ADVANCE
@@ -372,11 +382,83 @@ def test_a_new_revision_restarts_a_rolled_back_rollout_from_the_first_step() -> 
 def test_a_stop_outlasts_a_new_revision() -> None:
     p = policy()
     stopped = stop(at_step(p, 1), "pager went off", T0).after
-    edited = policy("  review: 2027-01-15\n")
+    edited = policy("  onError: rollback\n")
     decision = run(edited, stopped, T0 + timedelta(hours=1))
     assert decision.after.status is Status.STOPPED
     assert decision.after.percent == 0
     assert not decision.writes
+
+
+def administered(extra: str = "  review: 2027-01-15\n") -> Policy:
+    """The policy with a new owner, aim and mechanism (and ``extra``, a review date by default):
+    administrative fields only."""
+    text = (
+        POLICY.replace("{extra}", extra)
+        .replace("owner: sre-lead", "owner: platform-team")
+        .replace("aim: Cut p95 from 450ms to 250ms.", "aim: Cut p95 from 450ms to 200ms.")
+        .replace("mechanism: A cache removes repeated I/O.", "mechanism: Fewer round trips.")
+    )
+    loaded = load_text(text, "cache.yaml")
+    assert not loaded.errors, loaded.errors
+    return loaded.policies[0].policy
+
+
+def test_an_administrative_edit_updates_a_rolled_back_rollout_without_restarting_it() -> None:
+    p = policy()
+    state = rolled_back(p)
+    edited = administered()
+    decision = run(edited, state, T0 + timedelta(hours=1))
+    assert decision.action is Action.HOLD
+    assert (decision.after.status, decision.after.percent) == (Status.ROLLED_BACK, 0)
+    assert decision.after.revision == p.revision == edited.revision
+    assert (decision.after.owner, decision.after.review) == ("platform-team", date(2027, 1, 15))
+    assert decision.writes  # the new owner and review date are stored in the flag
+    assert any("not a new revision" in note and "platform-team" in note for note in decision.notes)
+    again = run(edited, decision.after, T0 + timedelta(hours=2))
+    assert again.after == decision.after
+    assert not again.writes
+
+
+def test_an_administrative_edit_of_a_running_rollout_keeps_its_step_and_hold() -> None:
+    p = policy()
+    state = at_step(p, 1, started=T0)
+    decision = run(administered(), state, T0 + timedelta(minutes=4))
+    assert decision.action is Action.HOLD
+    assert "6m of the 10m hold left" in decision.reason
+    assert (decision.after.step, decision.after.step_started_at) == (1, T0)
+    assert decision.after.owner == "platform-team"
+    assert not any("policy revision" in note for note in decision.notes)
+
+
+def test_an_administrative_edit_of_a_stopped_rollout_updates_its_owner_and_it_stays_stopped() -> None:
+    p = policy()
+    stopped = stop(at_step(p, 1), "pager went off", T0).after
+    decision = run(administered(), stopped, T0 + timedelta(hours=1))
+    assert (decision.after.status, decision.after.percent) == (Status.STOPPED, 0)
+    assert decision.after.owner == "platform-team"
+
+
+def test_a_state_written_with_an_old_style_revision_is_the_same_revision() -> None:
+    """Flag files written before administrative fields left the revision carry the hash of the whole
+    policy: that is the same revision, restamped, and a rolled-back rollout is not restarted."""
+    p = policy()
+    old_style = rolled_back(p).moved(revision=p.legacy_revision)
+    decision = run(p, old_style, T0 + timedelta(hours=1))
+    assert (decision.action, decision.after.status, decision.after.percent) == (
+        Action.HOLD,
+        Status.ROLLED_BACK,
+        0,
+    )
+    assert decision.after.revision == p.revision
+    assert any(p.legacy_revision in note and "same revision" in note for note in decision.notes)
+    running = at_step(p, 1).moved(revision=p.legacy_revision)
+    continued = run(p, running, T0 + timedelta(minutes=4))
+    assert (continued.after.step, continued.after.step_started_at, continued.after.revision) == (
+        1,
+        T0,
+        p.revision,
+    )
+    assert "6m of the 10m hold left" in continued.reason
 
 
 def test_a_new_revision_continues_from_the_matching_step() -> None:
@@ -407,6 +489,27 @@ def test_a_new_revision_with_a_lower_limit_lowers_exposure() -> None:
     assert decision.action is Action.ADJUST
     assert (decision.from_percent, decision.to_percent) == (10, 5)
     assert decision.after.step == 1
+
+
+def test_turning_the_control_arm_on_restarts_the_count_of_both_arms() -> None:
+    """The control arm is served from the edit on: counting the treatment from its first step and
+    the control from the edit would compare different periods (and trip the sample-ratio check)."""
+    text = POLICY.replace("      maxIncrease: 0.10\n", "")
+    without = load_text(text.replace("{extra}", "  control: false\n"), "cache.yaml").policies[0].policy
+    with_control = load_text(text.replace("{extra}", ""), "cache.yaml").policies[0].policy
+    completed = at_step(without, 2).moved(status=Status.COMPLETED, exposed_since=T0)
+    now = T0 + timedelta(days=3)
+    decision = run(with_control, completed, now)
+    assert (decision.after.status, decision.after.control, decision.after.percent) == (
+        Status.COMPLETED,
+        True,
+        10,
+    )
+    assert decision.after.exposed_since == now
+    assert exposure_window_seconds(decision.after, now + timedelta(minutes=1)) == 60
+    assert any("control arm starts now" in note for note in decision.notes)
+    off_again = run(without, decision.after, now + timedelta(hours=1))
+    assert off_again.after.exposed_since == now  # removing the control arm does not restart it
 
 
 # Humans -----------------------------------------------------------------------------------------

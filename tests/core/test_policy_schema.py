@@ -80,6 +80,49 @@ def test_revision_is_stable_across_loads() -> None:
     assert {the_policy(load(BASE)).revision for _ in range(3)} == {the_policy(load(BASE)).revision}
 
 
+@pytest.mark.parametrize(
+    "change",
+    [
+        pytest.param(("  owner: sre-lead\n", "  owner: platform-team\n"), id="owner"),
+        pytest.param(("  aim: Cut p95 from 450ms to 250ms.\n", "  aim: Cut p95 to 200ms.\n"), id="aim"),
+        pytest.param(("  mechanism: A cache removes repeated I/O.\n", ""), id="mechanism-removed"),
+        pytest.param(before_interval("review: 2027-01-15"), id="review-added"),
+        pytest.param(("  name: demo\n", "  name: demo\n  labels: {team: search}\n"), id="labels"),
+        pytest.param(("  name: demo\n", "  name: demo\n  annotations: {ticket: OPS-1}\n"), id="annotations"),
+    ],
+)
+def test_an_administrative_edit_is_not_a_new_revision(change: tuple[str, str]) -> None:
+    """Prose about the rollout (who owns it, why, when to review it, labels) changes neither what is
+    exposed nor how it is judged: it must not restart a rolled-back rollout."""
+    edited, base = the_policy(load(edit(change))), the_policy(load(BASE))
+    assert edited.revision == base.revision
+    assert edited.legacy_revision != base.legacy_revision  # the whole text did change
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        pytest.param(("  name: demo\n", "  name: demo-2\n"), id="metadata-name"),
+        pytest.param(("    key: demo\n", "    key: demo-2\n"), id="flag-key"),
+        pytest.param(before_interval("control: false"), id="control"),
+        pytest.param(before_interval("onDelete: rollback"), id="on-delete"),
+        pytest.param(before_interval("maxPercent: 5"), id="max-percent"),
+        pytest.param(("    minSamples: 100\n", "    minSamples: 200\n"), id="min-samples"),
+    ],
+)
+def test_what_is_exposed_or_how_it_is_judged_is_a_new_revision(change: tuple[str, str]) -> None:
+    assert the_policy(load(edit(change))).revision != the_policy(load(BASE)).revision
+
+
+def test_the_legacy_revision_is_the_hash_of_the_whole_policy_as_before() -> None:
+    """Flag files written before administrative fields left the revision carry this hash; a test in
+    tests/reconciler pins its value for the example policies."""
+    policy = the_policy(load(BASE))
+    assert re.fullmatch(r"[0-9a-f]{12}", policy.legacy_revision)
+    assert policy.legacy_revision != policy.revision
+    assert the_policy(load(REORDERED)).legacy_revision == policy.legacy_revision
+
+
 # --- JSON Schema ------------------------------------------------------------------------------------
 
 

@@ -12,7 +12,16 @@ import pytest
 
 from controller.adapters.policyfile import load_file, load_text
 from controller.core.checkrecord import Check
-from controller.core.decision import Decision, decide, initial_state, queries_for, rebase, resume, stop
+from controller.core.decision import (
+    COMPLETED_WINDOW_SECONDS,
+    Decision,
+    decide,
+    initial_state,
+    queries_for,
+    rebase,
+    resume,
+    stop,
+)
 from controller.core.flagd import empty_document, read_state, write_flag
 from controller.core.policy import Policy, json_schema
 from controller.core.queries import (
@@ -141,8 +150,11 @@ def test_the_example_policy_is_valid_without_warnings() -> None:
 def test_existing_policies_keep_their_revision() -> None:
     # A policy that uses none of the new fields serialises exactly as before: running rollouts
     # are not restarted by the upgrade.
+    # (flag files hold the revision computed the old way, the hash of the whole policy: it still
+    # names the same revision)
     p = load_file(ROOT / "policies" / "price-quote-cache.yaml").policies[0].policy
-    assert p.revision == "fa8a31d8cea4"
+    assert p.revision == "a5ae27d26a45"
+    assert p.is_revision("fa8a31d8cea4")
 
 
 def test_a_guardrail_needs_exactly_one_of_query_error_ratio_latency() -> None:
@@ -350,6 +362,28 @@ def test_counts_are_taken_since_exposure_began() -> None:
     assert queries[("sample-ratio", Arm.TREATMENT, Part.WHOLE)].promql.startswith(
         'sum(increase(feature_flag_evaluations_total{feature_flag_key="pay",feature_flag_result_variant="on"}[721s'
     )
+
+
+def test_a_completed_rollout_continued_by_a_new_revision_counts_from_its_last_day() -> None:
+    """A completed rollout counts over a trailing day; when a new revision continues its ramp, the
+    count starts again at the start of that day rather than weeks back at the first step."""
+    p = policy()
+    advanced = look(p, started(p), T0 + timedelta(minutes=10))
+    completed = look(p, advanced.after, T0 + timedelta(minutes=20))
+    assert completed.action is Action.COMPLETE
+    longer = load(
+        POLICY.replace("{extra}", STATISTICS).replace(
+            "    - {percent: 20, hold: 10m}\n",
+            "    - {percent: 20, hold: 10m}\n    - {percent: 40, hold: 10m}\n",
+        )
+    )
+    now = T0 + timedelta(days=30)
+    continued = look(longer, completed.after, now)
+    assert (continued.action, continued.after.percent) == (Action.ADVANCE, 40)
+    assert continued.after.exposed_since == now - timedelta(seconds=COMPLETED_WINDOW_SECONDS)
+    later = now + timedelta(minutes=1)
+    windows = {q.window_seconds for q in queries_for(longer, continued.after, later) if q.window_seconds}
+    assert windows == {COMPLETED_WINDOW_SECONDS + 60}
 
 
 def test_a_state_written_before_exposure_was_recorded_counts_from_its_step() -> None:

@@ -142,13 +142,23 @@ def test_no_rollback_while_another_policy_file_is_broken(env: Environment) -> No
 
 
 def test_new_optional_fields_keep_the_revisions_of_existing_policies() -> None:
-    """Upgrading flagroll must not look like a policy edit to running rollouts."""
-    revisions = {p.policy.name: p.policy.revision for p in load_paths([EXAMPLES]).policies}
-    del revisions["search-ranking"]  # written with templates, after the fields below
-    assert revisions == {
+    """Upgrading flagroll must not look like a policy edit to running rollouts. Revisions as flag files
+    written before administrative fields left the revision hold them (the hash of the whole policy)
+    still name the same revision; the revisions computed now are pinned too."""
+    policies = {p.policy.name: p.policy for p in load_paths([EXAMPLES]).policies}
+    written_before = {
         "checkout-http-client": "b0797c18dcfc",
         "onboarding-checklist-prompt": "6371cca34316",
         "price-quote-cache": "fa8a31d8cea4",
+    }
+    for name, revision in written_before.items():
+        assert policies[name].legacy_revision == revision
+        assert policies[name].is_revision(revision)
+    assert {name: p.revision for name, p in policies.items()} == {
+        "checkout-http-client": "baa387470ba4",
+        "onboarding-checklist-prompt": "af132f5f6486",
+        "price-quote-cache": "a5ae27d26a45",
+        "search-ranking": "c11deba6f71e",
     }
 
 
