@@ -4,10 +4,10 @@ In this mode the flag definitions stay in files that Git owns (``--base``; flagr
 never writes them), and flagroll writes only the flags it manages to its own override file
 (``--flags``), which flagd lists last among its sources (for a key defined twice, flagd serves the
 later source's definition). For readers that take a single file, ``--merged FILE`` is also written:
-every base flag, overlaid with flagroll's (flagroll's wins on a shared key), and the bases'
-``$evaluators``. The merged file is rewritten whenever the override changes and whenever a base
-changes (a Git sync), checked every loop iteration; a base that is not valid flagd JSON leaves the
-merged file as it was and is reported.
+every base flag, overlaid with flagroll's (flagroll's wins on a shared key), the bases'
+``$evaluators`` and their flag-set ``metadata``. The merged file is rewritten whenever the override
+changes and whenever a base changes (a Git sync), checked every loop iteration; a base that is not
+valid flagd JSON leaves the merged file as it was and is reported.
 """
 
 from __future__ import annotations
@@ -23,15 +23,16 @@ from controller.core.flagd import empty_document, is_managed, parse_document, re
 
 
 def merge(bases: Sequence[Mapping[str, Any]], override: Mapping[str, Any]) -> dict[str, Any]:
-    """What flagd would serve from ``bases`` followed by ``override``: later sources win per key."""
+    """What flagd would serve from ``bases`` followed by ``override``: later sources win per key, for
+    the flags, the shared ``$evaluators`` and the flag-set ``metadata`` alike."""
     merged = empty_document()
-    evaluators: dict[str, Any] = {}
+    shared: dict[str, dict[str, Any]] = {"$evaluators": {}, "metadata": {}}
     for document in [*bases, override]:
         merged["flags"].update(document.get("flags", {}))
-        if isinstance(document.get("$evaluators"), dict):
-            evaluators.update(document["$evaluators"])
-    if evaluators:
-        merged["$evaluators"] = evaluators
+        for name, kept in shared.items():
+            if isinstance(document.get(name), dict):
+                kept.update(document[name])
+    merged.update({name: kept for name, kept in shared.items() if kept})
     return merged
 
 

@@ -44,6 +44,14 @@ def test_merge_lets_later_sources_win_per_key_and_keeps_evaluators() -> None:
     assert merged["$evaluators"] == BASE["$evaluators"]
 
 
+def test_merge_keeps_the_flag_set_metadata_of_the_bases_later_sources_winning_per_key() -> None:
+    first = {**BASE, "metadata": {"team": "payments", "version": 3}}
+    second = {"flags": {}, "metadata": {"version": 4, "env": "prod"}}
+    merged = merge([first, second], {"flags": {}})
+    assert merged["metadata"] == {"team": "payments", "version": 4, "env": "prod"}
+    assert "metadata" not in merge([BASE], {"flags": {}})  # none to keep: none written
+
+
 class Overlay:
     def __init__(self, env: Environment) -> None:
         self.env = env
@@ -176,3 +184,16 @@ def test_a_base_number_json_cannot_hold_never_stops_the_loop(overlay: Overlay) -
         overlay.run_once()  # no exception: the rollout goes on in the override
     assert json.loads(overlay.env.flags.read_text())["flags"]["cache"]["metadata"]["flagroll.percent"] == 5
     assert "merged_file_not_written" in [e["event"] for e in logs]
+
+
+def test_the_merged_file_keeps_the_bases_flag_set_metadata(overlay: Overlay) -> None:
+    base = {**BASE, "metadata": {"team": "payments", "version": 3}}
+    overlay.base.write_text(json.dumps(base, indent=2))
+    overlay.adopt_the_base_flag()
+    overlay.run_once()  # the ramp starts: the override changes, the merged file is rewritten
+    merged = json.loads(overlay.merged.read_text())
+    assert merged["metadata"] == {"team": "payments", "version": 3}
+    core = FlagdCore()
+    core.set_flags(overlay.merged.read_text())
+    details = core.resolve_boolean_value("dark-mode", False, EvaluationContext(targeting_key="u1"))
+    assert details.flag_metadata["team"] == "payments"  # what flagd serves with every evaluation
