@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
+import stat
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -197,3 +199,13 @@ def test_the_merged_file_keeps_the_bases_flag_set_metadata(overlay: Overlay) -> 
     core.set_flags(overlay.merged.read_text())
     details = core.resolve_boolean_value("dark-mode", False, EvaluationContext(targeting_key="u1"))
     assert details.flag_metadata["team"] == "payments"  # what flagd serves with every evaluation
+
+
+def test_the_merged_files_owner_group_and_mode_are_kept(overlay: Overlay) -> None:
+    overlay.adopt_the_base_flag()
+    os.chown(overlay.merged, 12345, 23456)
+    overlay.merged.chmod(0o640)
+    overlay.run_once()  # the ramp starts: the merged file is rewritten
+    assert json.loads(overlay.merged.read_text())["flags"]["cache"]["metadata"]["flagroll.percent"] == 1
+    after = overlay.merged.stat()
+    assert (after.st_uid, after.st_gid, stat.S_IMODE(after.st_mode)) == (12345, 23456, 0o640)
