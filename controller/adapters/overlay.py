@@ -13,6 +13,7 @@ valid flagd JSON leaves the merged file as it was and is reported.
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -116,3 +117,45 @@ class OverlayStore:
         atomic_write(self.merged, render_document(merge(bases, override)))
         self._merged_from = versions
         return True
+
+
+# What ``flagroll run`` was told, kept beside the override: ``stop``, ``pause``, ``resume`` and ``adopt``
+# run by hand with only ``--flags`` refresh the merged file at once, as the loop would.
+REMEMBERED_SUFFIX = ".overlay.json"
+
+
+def remembered_path(override: Path) -> Path:
+    return override.with_name(override.name + REMEMBERED_SUFFIX)
+
+
+def remember(override: Path, bases: Sequence[Path], merged: Path | None) -> None:
+    """Keep the bases and the merged file of the run beside the override (rewritten only when they
+    change), or forget them when the run writes no merged file."""
+    path = remembered_path(override)
+    if merged is None:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        return
+    text = json.dumps({"base": [str(b.resolve()) for b in bases], "merged": str(merged.resolve())}) + "\n"
+    with contextlib.suppress(OSError, UnicodeDecodeError):
+        if path.read_text(encoding="utf-8") == text:
+            return
+    atomic_write(path, text)
+
+
+def recall(override: Path) -> tuple[list[Path], Path] | None:
+    """The bases and merged file the last ``flagroll run`` on ``override`` wrote, if it wrote one.
+    FlagFileError naming the file when it cannot be read."""
+    path = remembered_path(override)
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise FlagFileError(f"{path}: cannot read what the last run merged: {exc}") from None
+    bases, merged = (saved.get("base"), saved.get("merged")) if isinstance(saved, dict) else (None, None)
+    if not (isinstance(merged, str) and isinstance(bases, list) and all(isinstance(b, str) for b in bases)):
+        raise FlagFileError(
+            f"{path}: not what flagroll run writes ('base': a list of files, 'merged': a file)"
+        )
+    return [Path(b) for b in bases], Path(merged)
