@@ -131,7 +131,7 @@ CHECK_KEYS = [
 @st.composite
 def mangled(draw: st.DrawFn, good: dict[str, Any]) -> dict[str, Any]:
     """A good record with some fields, or some fields of one of its checks, replaced by any JSON."""
-    record = json.loads(json.dumps(good))
+    record: dict[str, Any] = json.loads(json.dumps(good))
     for field in draw(st.lists(st.sampled_from(sorted(record)), max_size=3)):
         record[field] = draw(JSON_VALUE)
     checks = record.get("checks")
