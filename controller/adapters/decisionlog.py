@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 from controller.core.errors import WriteError
-from controller.core.records import Record
+from controller.core.records import Record, record_problem
 
 Warn = Callable[[str], None]
 
@@ -53,8 +53,20 @@ def parse_line(line: bytes) -> Record | None:
     return record if isinstance(record, dict) else None
 
 
+def _fit(record: Record, where: str, warn: Warn | None) -> bool:
+    """Whether a parsed record is fit to show; one that holds a wrong type is skipped with a warning
+    naming ``where`` (file and line) and the field."""
+    problem = record_problem(record)
+    if problem is None:
+        return True
+    if warn is not None:
+        warn(f"{where}: skipped a record: {problem}")
+    return False
+
+
 def read_records(path: Path, warn: Warn | None = None) -> Iterator[Record]:
-    """Every complete record in order; unreadable lines are skipped with a warning."""
+    """Every complete record in order; unreadable lines, and records that parse but hold wrong types,
+    are skipped with a warning naming the file and line."""
     try:
         handle = path.open("rb")
     except FileNotFoundError:
@@ -69,14 +81,15 @@ def read_records(path: Path, warn: Warn | None = None) -> Iterator[Record]:
                     torn = "" if line.endswith(b"\n") else " (torn last line: a write was interrupted)"
                     warn(f"{path}:{number}: skipped an unreadable record{torn}")
                 continue
-            yield record
+            if _fit(record, f"{path}:{number}", warn):
+                yield record
 
 
 def last_by_flag(
     path: Path, flags: Iterable[str] | None = None, where: Callable[[Record], bool] | None = None
 ) -> dict[str, Record]:
     """The newest record of each flag (of those ``where`` accepts), reading backwards so a long log
-    costs little."""
+    costs little. A record that holds a wrong type is passed over, as if it were not there."""
     wanted = set(flags) if flags is not None else None
     found: dict[str, Record] = {}
     try:
@@ -94,7 +107,7 @@ def last_by_flag(
             carry = lines.pop(0) if start > 0 else b""
             for line in reversed(lines):
                 record = parse_line(line) if line.strip() else None
-                if record is None:
+                if record is None or record_problem(record) is not None:
                     continue
                 flag = record.get("flag")
                 if isinstance(flag, str) and flag not in found and (where is None or where(record)):
@@ -113,12 +126,13 @@ def follow(
     """Yield records as they are appended (existing ones first); a partial line waits to complete."""
     position = 0
     pending = b""
+    number = 0  # lines read so far
     while not stop():
         try:
             with path.open("rb") as handle:
                 size = handle.seek(0, os.SEEK_END)
                 if size < position:  # truncated or replaced: start again
-                    position, pending = 0, b""
+                    position, pending, number = 0, b"", 0
                 handle.seek(position)
                 data = handle.read()
                 position = handle.tell()
@@ -128,13 +142,15 @@ def follow(
             pending += data
             *complete, pending = pending.split(b"\n")
             for line in complete:
+                number += 1
                 if not line.strip():
                     continue
                 record = parse_line(line)
                 if record is None:
                     if warn is not None:
-                        warn(f"{path}: skipped an unreadable record")
+                        warn(f"{path}:{number}: skipped an unreadable record")
                     continue
-                yield record
+                if _fit(record, f"{path}:{number}", warn):
+                    yield record
             continue
         time.sleep(poll_seconds)

@@ -1,7 +1,8 @@
 """Where flag documents live. The file store writes atomically and takes a lock beside the file.
 
-A write goes to a temporary file in the same directory, is fsynced, given an mtime newer than the old
-file's (flagd's file watcher ignores an older or equal mtime), renamed over the old file with
+A write goes to a temporary file in the same directory, is fsynced, given the old file's owner,
+group and mode and an mtime newer than the old file's (flagd's file watcher ignores an older or equal
+mtime), renamed over the old file with
 ``os.replace``, and the directory is fsynced. A reader therefore sees the old file or the new one,
 never a mix, and a crash leaves at most a stray temporary file. Before writing, the new document is
 loaded into the flagd evaluator: flagroll never writes a file flagd cannot load.
@@ -219,6 +220,8 @@ def atomic_write(path: Path, text: str) -> None:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
+        if old is not None:
+            _keep_owner(tmp, old)  # before the mode: a change of owner clears the set-id bits
         os.chmod(tmp, (old.st_mode & 0o7777) if old is not None else 0o644)
         mtime_ns = time.time_ns()
         if old is not None:
@@ -234,6 +237,19 @@ def atomic_write(path: Path, text: str) -> None:
             tmp.unlink()
         raise
     _fsync_directory(directory)
+
+
+def _keep_owner(tmp: Path, old: os.stat_result) -> None:
+    """Give the new file the old one's owner and group. A writer that may not give a file away (not
+    root) keeps at least the group when it belongs to it; otherwise the new file is its own."""
+    mine = tmp.stat()
+    if (mine.st_uid, mine.st_gid) == (old.st_uid, old.st_gid):
+        return
+    try:
+        os.chown(tmp, old.st_uid, old.st_gid)
+    except PermissionError:
+        with contextlib.suppress(PermissionError):
+            os.chown(tmp, -1, old.st_gid)
 
 
 def _fsync_directory(directory: Path) -> None:

@@ -4,15 +4,16 @@ In this mode the flag definitions stay in files that Git owns (``--base``; flagr
 never writes them), and flagroll writes only the flags it manages to its own override file
 (``--flags``), which flagd lists last among its sources (for a key defined twice, flagd serves the
 later source's definition). For readers that take a single file, ``--merged FILE`` is also written:
-every base flag, overlaid with flagroll's (flagroll's wins on a shared key), and the bases'
-``$evaluators``. The merged file is rewritten whenever the override changes and whenever a base
-changes (a Git sync), checked every loop iteration; a base that is not valid flagd JSON leaves the
-merged file as it was and is reported.
+every base flag, overlaid with flagroll's (flagroll's wins on a shared key), the bases'
+``$evaluators`` and their flag-set ``metadata``. The merged file is rewritten whenever the override
+changes and whenever a base changes (a Git sync), checked every loop iteration; a base that is not
+valid flagd JSON leaves the merged file as it was and is reported.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,15 +24,16 @@ from controller.core.flagd import empty_document, is_managed, parse_document, re
 
 
 def merge(bases: Sequence[Mapping[str, Any]], override: Mapping[str, Any]) -> dict[str, Any]:
-    """What flagd would serve from ``bases`` followed by ``override``: later sources win per key."""
+    """What flagd would serve from ``bases`` followed by ``override``: later sources win per key, for
+    the flags, the shared ``$evaluators`` and the flag-set ``metadata`` alike."""
     merged = empty_document()
-    evaluators: dict[str, Any] = {}
+    shared: dict[str, dict[str, Any]] = {"$evaluators": {}, "metadata": {}}
     for document in [*bases, override]:
         merged["flags"].update(document.get("flags", {}))
-        if isinstance(document.get("$evaluators"), dict):
-            evaluators.update(document["$evaluators"])
-    if evaluators:
-        merged["$evaluators"] = evaluators
+        for name, kept in shared.items():
+            if isinstance(document.get(name), dict):
+                kept.update(document[name])
+    merged.update({name: kept for name, kept in shared.items() if kept})
     return merged
 
 
@@ -115,3 +117,45 @@ class OverlayStore:
         atomic_write(self.merged, render_document(merge(bases, override)))
         self._merged_from = versions
         return True
+
+
+# What ``flagroll run`` was told, kept beside the override: ``stop``, ``pause``, ``resume`` and ``adopt``
+# run by hand with only ``--flags`` refresh the merged file at once, as the loop would.
+REMEMBERED_SUFFIX = ".overlay.json"
+
+
+def remembered_path(override: Path) -> Path:
+    return override.with_name(override.name + REMEMBERED_SUFFIX)
+
+
+def remember(override: Path, bases: Sequence[Path], merged: Path | None) -> None:
+    """Keep the bases and the merged file of the run beside the override (rewritten only when they
+    change), or forget them when the run writes no merged file."""
+    path = remembered_path(override)
+    if merged is None:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        return
+    text = json.dumps({"base": [str(b.resolve()) for b in bases], "merged": str(merged.resolve())}) + "\n"
+    with contextlib.suppress(OSError, UnicodeDecodeError):
+        if path.read_text(encoding="utf-8") == text:
+            return
+    atomic_write(path, text)
+
+
+def recall(override: Path) -> tuple[list[Path], Path] | None:
+    """The bases and merged file the last ``flagroll run`` on ``override`` wrote, if it wrote one.
+    FlagFileError naming the file when it cannot be read."""
+    path = remembered_path(override)
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise FlagFileError(f"{path}: cannot read what the last run merged: {exc}") from None
+    bases, merged = (saved.get("base"), saved.get("merged")) if isinstance(saved, dict) else (None, None)
+    if not (isinstance(merged, str) and isinstance(bases, list) and all(isinstance(b, str) for b in bases)):
+        raise FlagFileError(
+            f"{path}: not what flagroll run writes ('base': a list of files, 'merged': a file)"
+        )
+    return [Path(b) for b in bases], Path(merged)

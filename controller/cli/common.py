@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from controller.adapters.flagstore import FileFlagStore, FlagStore
-from controller.adapters.overlay import OverlayStore
+from controller.adapters.overlay import OverlayStore, recall
 from controller.cli import kubernetes
-from controller.core.errors import UsageError
+from controller.core.errors import FlagFileError, UsageError
 from controller.reconciler import utc_now as utc_now
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
@@ -33,16 +33,28 @@ def decision_log_path(args: argparse.Namespace) -> Path:
     return Path(flags).with_name("decisions.jsonl")
 
 
-def open_store(args: argparse.Namespace) -> FlagStore:
+def open_store(args: argparse.Namespace, *, recall_merged: bool = False) -> FlagStore:
     """The flag file, or the ConfigMap / FeatureFlag named by the Kubernetes options."""
     if kubernetes.uses_kubernetes(args) and args.flag_store != "file":
         return kubernetes.open_store(args)
-    return file_store(Path(need(args.flags, "--flags", "FLAGROLL_FLAGS")), args)
+    flags = Path(need(args.flags, "--flags", "FLAGROLL_FLAGS"))
+    return file_store(flags, args, recall_merged=recall_merged)
 
 
-def file_store(flags: Path, args: argparse.Namespace) -> FlagStore:
+def file_store(flags: Path, args: argparse.Namespace, *, recall_merged: bool = False) -> FlagStore:
+    """The flag file, with its bases and merged file when given. ``recall_merged`` (a human command):
+    without --base and --merged, those of the last ``flagroll run`` on this file, so that the merged
+    file serves the change at once; a record of them that cannot be read is warned about."""
     bases = getattr(args, "base", None) or []
     merged = getattr(args, "merged", None)
+    if not bases and merged is None and recall_merged:
+        try:
+            recalled = recall(flags)
+        except FlagFileError as exc:
+            warn(f"{exc}; the merged file is not written by this command")
+            recalled = None
+        if recalled is not None:
+            bases, merged = recalled
     if not bases and merged is None:
         return FileFlagStore(flags)
     return OverlayStore(flags, bases, merged)

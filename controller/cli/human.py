@@ -14,9 +14,10 @@ import structlog
 from controller.adapters.decisionlog import DecisionLog
 from controller.adapters.flagstore import FlagStore
 from controller.adapters.notify import Notifier, events_from, parse_targets
+from controller.adapters.overlay import OverlayStore
 from controller.adapters.policyfile import load_paths
 from controller.cli import common, kubernetes
-from controller.cli.common import EXIT_OK, open_store, optional_decision_log
+from controller.cli.common import EXIT_FAIL, EXIT_OK, open_store, optional_decision_log, warn
 from controller.cli.options import (
     Commands,
     decision_log_option,
@@ -26,7 +27,7 @@ from controller.cli.options import (
     overlay_options,
 )
 from controller.core.decision import Decision, pause, resume, stop
-from controller.core.errors import UsageError, WriteConflictError
+from controller.core.errors import FlagrollError, UsageError, WriteConflictError
 from controller.core.flagd import managed_keys, read_state, write_flag
 from controller.core.guarding import handover
 from controller.core.records import Context, Record, render, to_record
@@ -139,7 +140,7 @@ def cmd_adopt(args: argparse.Namespace) -> int:
 
 def _human(args: argparse.Namespace, act: Callable[[RolloutState, str, datetime], Decision]) -> int:
     targets = parse_targets(args.notify_webhook, args.notify_slack)  # a bad URL fails before acting
-    store = open_store(args)
+    store = open_store(args, recall_merged=True)
     log_path = optional_decision_log(args)
     actor = args.actor or _login()
     for attempt in range(1, HUMAN_CONFLICT_ATTEMPTS + 1):
@@ -150,6 +151,7 @@ def _human(args: argparse.Namespace, act: Callable[[RolloutState, str, datetime]
             if attempt == HUMAN_CONFLICT_ATTEMPTS:
                 raise
     print(render(record))
+    merged_ok = _merged_followed(store)
     if targets:
         notifier = Notifier(targets, log=structlog.get_logger("flagroll"), attempts=3)
         try:
@@ -157,7 +159,24 @@ def _human(args: argparse.Namespace, act: Callable[[RolloutState, str, datetime]
                 notifier.send_now(event)
         finally:
             notifier.close()
-    return EXIT_OK
+    return EXIT_OK if merged_ok else EXIT_FAIL
+
+
+def _merged_followed(store: FlagStore) -> bool:
+    """Whether the merged file of an overlay serves the change now (the write refreshed it, and a
+    refresh that failed then is tried once more here), saying which file on stderr either way."""
+    if not isinstance(store, OverlayStore) or store.merged is None:
+        return True
+    try:
+        store.refresh()
+    except FlagrollError as exc:
+        warn(
+            f"the change is in {store.location}, but the merged file {store.merged} was NOT updated "
+            f"({exc}); readers of the merged file still get the old flags: fix it and run this again"
+        )
+        return False
+    warn(f"the merged file {store.merged} serves it too")
+    return True
 
 
 def _human_once(

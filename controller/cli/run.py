@@ -20,6 +20,7 @@ from controller.adapters.decisionlog import DecisionLog
 from controller.adapters.endpoints import Endpoints, parse_listen
 from controller.adapters.flagstore import FlagStore
 from controller.adapters.notify import Notifier, parse_targets
+from controller.adapters.overlay import remember
 from controller.adapters.promauth import PrometheusAuth, load_auth
 from controller.adapters.prometheus import PrometheusClient
 from controller.adapters.telemetry import Telemetry
@@ -36,7 +37,7 @@ from controller.cli.options import (
     positive_int,
     prometheus_auth_options,
 )
-from controller.core.errors import UsageError
+from controller.core.errors import FlagrollError, UsageError
 from controller.core.guarding import Grace
 from controller.core.records import Record
 from controller.core.state import RolloutState
@@ -211,6 +212,11 @@ def _store_and_elector(
         if args.merged is not None:
             _refuse_git_owned(args.merged)
         store = file_store(flags, args)
+        if not args.dry_run:
+            try:  # for an on-call stop typed with --flags only
+                remember(flags, args.base or [], args.merged)
+            except FlagrollError as exc:
+                log.error("merged_file_not_remembered", error=str(exc), note="stop needs --merged then")
     else:
         store = kubernetes.open_store(args, client)
     elector = kubernetes.open_elector(args, client, log) if args.leader_election_lease else None

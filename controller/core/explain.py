@@ -53,6 +53,8 @@ def explain(
     ]
     if unguarded is not None and state.exposed:
         lines.append(f"  {unguarded}")
+    if state.status is Status.PROMOTED:
+        lines.append(f"  {_unwatched(flag, state)}")
     spec = policy.spec if policy is not None else None
     aim = spec.aim if spec is not None else (last or {}).get("aim")
     mechanism = spec.mechanism if spec is not None else (last or {}).get("mechanism")
@@ -105,6 +107,15 @@ def explain(
     return "\n".join(lines)
 
 
+def _unwatched(flag: str, state: RolloutState) -> str:
+    """A promoted flag is final: the controller asks no query for it and nothing rolls it back."""
+    return (
+        f"Guardrails NOT evaluated: promoted is final, so its policy's checks no longer run and a "
+        f"regression at {pct(state.percent)} % rolls nothing back; "
+        f"`flagroll stop {flag} --reason …` takes it to 0 %"
+    )
+
+
 def _what_must_change(
     flag: str, state: RolloutState, checks: Sequence[Mapping[str, Any]], policy: Policy | None, now: datetime
 ) -> list[str]:
@@ -115,8 +126,10 @@ def _what_must_change(
         return [f"it was rolled back; it restarts on a new policy revision or {resume}"]
     if state.status is Status.PAUSED:
         return [f"it is paused by a human; {resume} continues at this step (its hold restarts)"]
-    if state.status in {Status.COMPLETED, Status.PROMOTED}:
-        return [f"nothing: the ramp is {state.status.value} (guardrails stay armed)"]
+    if state.status is Status.COMPLETED:
+        return ["nothing: the ramp is completed (guardrails stay armed: a failure still rolls it back)"]
+    if state.status is Status.PROMOTED:
+        return ["nothing: promoted is final; no policy edit or check moves it again"]
     needs = []
     for check in checks:
         if check.get("shadow"):

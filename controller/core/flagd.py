@@ -23,7 +23,7 @@ from typing import Any
 
 from controller.core.errors import FlagFileError, FlagNotManagedError
 from controller.core.ownership import Unmanaged
-from controller.core.state import NOT_STARTED, RolloutState, Status
+from controller.core.state import ACTIVE, NOT_STARTED, RolloutState, Status
 
 SCHEMA_URL = "https://flagd.dev/schema/v0/flags.json"
 TOTAL_WEIGHT = 10_000  # one weight unit is 0.01 % of users
@@ -120,6 +120,8 @@ def parse_document(text: str, source: str) -> JsonObject:
         raise FlagFileError(f"{source}:{exc.lineno}:{exc.colno}: not valid JSON: {exc.msg}") from None
     except RecursionError:
         raise FlagFileError(f"{source}: JSON nested too deeply") from None
+    except ValueError as exc:  # an integer too long to convert (thousands of digits)
+        raise FlagFileError(f"{source}: not valid JSON: {exc}") from None
     if not isinstance(document, dict):
         raise FlagFileError(f"{source}: the top level must be a JSON object with 'flags'")
     flags = document.setdefault("flags", {})
@@ -228,6 +230,17 @@ def read_state(document: Mapping[str, Any], key: str, *, check_layout: bool = Tr
     return state
 
 
+def check_fits(key: str, state: RolloutState, policy_name: str, revision: str, steps: int) -> None:
+    """Raise if the stored ``state`` of flag ``key`` cannot be judged by its policy as it stands: a
+    step beyond the policy's ``steps`` under the same ``revision`` (a new revision continues from the
+    step matching the percentage, so the stored step does not matter then)."""
+    if state.revision == revision and state.status in ACTIVE and state.step >= steps:
+        raise FlagFileError(
+            f"flag {key!r}: metadata '{PREFIX}step' {state.step} is beyond policy {policy_name!r}'s "
+            f"{steps} steps (revision {revision}); restore the flag's metadata, or use 'flagroll stop'"
+        )
+
+
 def _state_from_metadata(meta: Mapping[str, Any], key: str) -> RolloutState:
     def get(name: str, kind: type | tuple[type, ...], required: bool = True) -> Any:
         value = meta.get(PREFIX + name)
@@ -245,16 +258,25 @@ def _state_from_metadata(meta: Mapping[str, Any], key: str) -> RolloutState:
     try:
         status = Status(status_text)
     except ValueError:
-        raise FlagFileError(f"flag {key!r}: unknown status {status_text!r}") from None
-    percent = float(get("percent", (int, float)))
+        raise FlagFileError(f"flag {key!r}: metadata '{PREFIX}status' {status_text!r} is unknown") from None
+    try:
+        percent = float(get("percent", (int, float)))
+    except OverflowError:
+        raise FlagFileError(f"flag {key!r}: metadata '{PREFIX}percent' is too large") from None
     if not 0 <= percent <= 100:
-        raise FlagFileError(f"flag {key!r}: percent {percent} is outside 0–100")
+        raise FlagFileError(f"flag {key!r}: metadata '{PREFIX}percent' {percent:g} is outside 0–100")
     step = get("step", int)
     steps = get("steps", int)
     if not NOT_STARTED <= step < max(steps, 1):
-        raise FlagFileError(f"flag {key!r}: step {step} is outside the policy's {steps} steps")
+        raise FlagFileError(
+            f"flag {key!r}: metadata '{PREFIX}step' {step} is outside the {steps} steps "
+            f"'{PREFIX}steps' records"
+        )
     review_text = get("review", str, required=False)
-    started = _time(get("stepStartedAt", str, required=step >= 0 or percent > 0), key)
+
+    def moment(name: str, required: bool = False) -> datetime | None:
+        return _time(get(name, str, required=required), key, name)
+
     return RolloutState(
         policy=get("policy", str),
         revision=get("revision", str),
@@ -263,38 +285,42 @@ def _state_from_metadata(meta: Mapping[str, Any], key: str) -> RolloutState:
         steps=steps,
         percent=percent,
         control=get("control", bool),
-        step_started_at=started,
-        updated_at=_time(get("updatedAt", str), key) or datetime.fromtimestamp(0, UTC),
+        step_started_at=moment("stepStartedAt", required=step >= 0 or percent > 0),
+        updated_at=moment("updatedAt", required=True) or datetime.fromtimestamp(0, UTC),
         owner=get("owner", str, required=False) or "",
         review=_date(review_text, key) if review_text else None,
         reason=get("reason", str, required=False) or "",
-        exposed_since=_time(get("exposedSince", str, required=False), key),
+        exposed_since=moment("exposedSince"),
         rollback_on_delete=get("onDelete", str, required=False) == "rollback",
         unguarded_reason=get("unguarded", str, required=False) or "",
-        unguarded_since=_time(get("unguardedSince", str, required=False), key),
-        unguarded_noticed_at=_time(get("unguardedNoticedAt", str, required=False), key),
-        absent_since=_time(get("absentSince", str, required=False), key),
+        unguarded_since=moment("unguardedSince"),
+        unguarded_noticed_at=moment("unguardedNoticedAt"),
+        absent_since=moment("absentSince"),
         absent_cycles=get("absentCycles", int, required=False) or 0,
     )
 
 
-def _time(text: str | None, key: str) -> datetime | None:
+def _time(text: str | None, key: str, name: str) -> datetime | None:
     if text is None:
         return None
+    field = f"metadata '{PREFIX}{name}'"
     try:
         value = datetime.fromisoformat(text)
     except ValueError:
-        raise FlagFileError(f"flag {key!r}: {text!r} is not an ISO time") from None
+        raise FlagFileError(f"flag {key!r}: {field} {text!r} is not an ISO time") from None
     if value.tzinfo is None:
-        raise FlagFileError(f"flag {key!r}: time {text!r} has no timezone")
-    return value.astimezone(UTC)
+        raise FlagFileError(f"flag {key!r}: {field} {text!r} has no timezone")
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise FlagFileError(f"flag {key!r}: {field} {text!r} is out of range in UTC") from None
 
 
 def _date(text: str, key: str) -> date:
     try:
         return date.fromisoformat(text)
     except ValueError:
-        raise FlagFileError(f"flag {key!r}: {text!r} is not an ISO date") from None
+        raise FlagFileError(f"flag {key!r}: metadata '{PREFIX}review' {text!r} is not an ISO date") from None
 
 
 def _metadata(state: RolloutState) -> JsonObject:

@@ -7,6 +7,7 @@ and reading records is :mod:`controller.adapters.decisionlog`'s job.
 
 from __future__ import annotations
 
+import math
 import textwrap
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -66,6 +67,115 @@ def to_record(decision: Decision, context: Context, now: datetime) -> Record:
         "dry_run": context.dry_run,
         "guarded": context.guarded,
     } | ({"reminder": True} if context.reminder else {})
+
+
+# Reading back ----------------------------------------------------------------------------------
+
+_TEXT_FIELDS = ("policy", "flag", "revision", "action", "status", "reason", "checkpoint", "aim")
+_MORE_TEXT = ("mechanism", "owner", "review", "actor")
+_NUMBER_FIELDS = ("from_percent", "to_percent")
+_WHOLE_FIELDS = ("from_step", "to_step", "steps")
+_FLAG_FIELDS = ("stale", "dry_run", "guarded", "reminder")
+_CHECK_TEXT = ("name", "kind", "rule", "arm", "query", "verdict", "detail", "metric")
+_CHECK_NUMBERS = ("limit", "value", "bound", "samples")
+_EVIDENCE_TEXT = frozenset({"method", "metric", "query", "events_query", "samples_query"})
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _wrong(field: str, value: Any, wanted: str) -> str:
+    shown = repr(value)
+    return f"'{field}' is {shown[:40]}{'…' * (len(shown) > 40)}, not {wanted}"
+
+
+def record_problem(record: Mapping[str, Any]) -> str | None:
+    """What makes a record read back from the log unfit to show, naming the field first (a record
+    that parses as JSON but holds a wrong type: ``'to_percent' is 'abc', not a number``); None when
+    it is fit. A field that is absent or null is fit: older records lack some."""
+    for name in (*_TEXT_FIELDS, *_MORE_TEXT):
+        if record.get(name) is not None and not isinstance(record[name], str):
+            return _wrong(name, record[name], "text")
+    for name in _NUMBER_FIELDS:
+        if record.get(name) is not None and not _is_number(record[name]):
+            return _wrong(name, record[name], "a number")
+    for name in _WHOLE_FIELDS:
+        value = record.get(name)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+            return _wrong(name, value, "a whole number")
+    for name in _FLAG_FIELDS:
+        if record.get(name) is not None and not isinstance(record[name], bool):
+            return _wrong(name, record[name], "true or false")
+    time = record.get("time")
+    if time is not None and not _is_time(time):
+        return _wrong("time", time, "an ISO time with a timezone")
+    notes = record.get("notes")
+    if notes is not None and not (isinstance(notes, list) and all(isinstance(n, str) for n in notes)):
+        return _wrong("notes", notes, "a list of text")
+    checks = record.get("checks")
+    if checks is None:
+        return None
+    if not isinstance(checks, list):
+        return _wrong("checks", checks, "a list of checks")
+    for index, check in enumerate(checks):
+        problem = _check_problem(check, f"checks[{index}]")
+        if problem is not None:
+            return problem
+    return None
+
+
+def _is_time(value: Any) -> bool:
+    if not isinstance(value, str):
+        return False
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).tzinfo is not None
+    except ValueError:
+        return False
+
+
+def _check_problem(check: Any, where: str) -> str | None:
+    if not isinstance(check, dict):
+        return _wrong(where, check, "a check object")
+    for name in _CHECK_TEXT:
+        if check.get(name) is not None and not isinstance(check[name], str):
+            return _wrong(f"{where}.{name}", check[name], "text")
+    for name in _CHECK_NUMBERS:
+        if check.get(name) is not None and not _is_number(check[name]):
+            return _wrong(f"{where}.{name}", check[name], "a number")
+    if check.get("shadow") is not None and not isinstance(check["shadow"], bool):
+        return _wrong(f"{where}.shadow", check["shadow"], "true or false")
+    for name in ("control", "sequential", "sample_ratio"):
+        problem = _evidence_problem(check.get(name), f"{where}.{name}")
+        if problem is not None:
+            return problem
+    return None
+
+
+def _evidence_problem(evidence: Any, where: str, depth: int = 0) -> str | None:
+    """An evidence object (the control arm, a sequential or sample-ratio record): text where text is
+    kept, an arm's counts as an object, every other value a number (or null)."""
+    if evidence is None:
+        return None
+    if not isinstance(evidence, dict):
+        return _wrong(where, evidence, "an object")
+    for name, value in evidence.items():
+        field = f"{where}.{name}"
+        if value is None:
+            continue
+        if name in _EVIDENCE_TEXT:
+            if not isinstance(value, str):
+                return _wrong(field, value, "text")
+        elif name == "mismatch":
+            if not isinstance(value, bool):
+                return _wrong(field, value, "true or false")
+        elif name in {"treatment", "control"} and isinstance(value, dict) and depth == 0:
+            problem = _evidence_problem(value, field, depth + 1)
+            if problem is not None:
+                return problem
+        elif not _is_number(value):
+            return _wrong(field, value, "a number")
+    return None
 
 
 # Rendering -------------------------------------------------------------------------------------

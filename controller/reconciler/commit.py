@@ -33,7 +33,7 @@ from controller.core.ownership import adoptable, exposure_change
 from controller.core.readings import Readings
 from controller.core.records import Context, Record
 from controller.core.state import ACTIVE, Action
-from controller.reconciler.plan import Notice, Orphan, Plan
+from controller.reconciler.plan import Notice, Orphan, Plan, unexpected
 from controller.reconciler.record import Recorder
 from controller.reconciler.recovery import Recovery
 from controller.reconciler.shared import Clock, CycleResult, Leadership
@@ -170,12 +170,14 @@ class Committer:
         recovered = self.recovery.lost_records(draft.document)
         below = underlay(self.store) if any(plan.adopt for plan in plans) else {}
         for plan in plans:
-            if plan.adopt:
-                draft.adopt(plan, now, below)
-            else:
-                draft.rollout(plan, readings, now, result, self.log)
+            with _isolated(plan.loaded.policy.flag_key, result, self.log):
+                if plan.adopt:
+                    draft.adopt(plan, now, below)
+                else:
+                    draft.rollout(plan, readings, now, result, self.log)
         for orphan in orphans:
-            draft.orphan(orphan, now, self.grace, self.log)
+            with _isolated(orphan.key, result, self.log):
+                draft.orphan(orphan, now, self.grace, self.log)
         for notice in notices:
             if notice.action is not Action.REJECT or not self._rejection_recorded(notice):
                 draft.notice(notice)
@@ -191,6 +193,18 @@ class Committer:
                 if decision.writes:
                     result.states[context.flag] = decision.after
         return recovered, draft.outcomes
+
+
+@contextlib.contextmanager
+def _isolated(key: str, result: CycleResult, log: Any) -> Iterator[None]:
+    """Deciding one flag: whatever its state makes it raise is that flag's problem, logged, and the
+    commit goes on with the others (the draft is changed only once a flag's decision is complete)."""
+    try:
+        yield
+    except Exception as exc:
+        problem = str(exc) if isinstance(exc, FlagFileError) else unexpected(key, exc)
+        result.problems.append(problem)
+        log.error("flag_skipped", flag=key, error=problem)
 
 
 class _Draft:

@@ -18,7 +18,7 @@ from controller.adapters.policyfile import LoadedPolicy, PolicySet, load_paths
 from controller.adapters.yamldoc import render_path
 from controller.core.decision import queries_for, rebase
 from controller.core.errors import FlagFileError
-from controller.core.flagd import managed_keys, read_state
+from controller.core.flagd import check_fits, managed_keys, read_state
 from controller.core.guarding import unguarded_reason
 from controller.core.ownership import Unjudged, Why
 from controller.core.queries import PlannedQuery
@@ -107,21 +107,41 @@ def plan(
             plans.append(Plan(loaded, None, [], adopt=True))
             continue
         try:
-            stored = read_state(document, key)
-        except FlagFileError as exc:
-            result.problems.append(str(exc))
-            reported.once(f"flag:{exc}", "flag_skipped", flag=key, policy=loaded.policy.name, error=str(exc))
+            planned = _plan_one(loaded, document, now)
+        except Exception as exc:  # one flag's corrupt state never stops the others
+            problem = str(exc) if isinstance(exc, FlagFileError) else unexpected(key, exc)
+            result.problems.append(problem)
+            reported.once(
+                f"flag:{problem}", "flag_skipped", flag=key, policy=loaded.policy.name, error=problem
+            )
             continue
-        state = rebase(loaded.policy, stored, now).state
-        if state.status not in ACTIVE and state == stored:
-            continue  # stopped, rolled back, completed or promoted, and no new revision
-        plans.append(Plan(loaded, stored, queries_for(loaded.policy, state, now, loaded.templates)))
+        if planned is not None:
+            plans.append(planned)
     orphans = _orphans(policies, result.states, reported)
     for orphan in orphans:
         held = result.states.get(orphan.key)
         if held is not None and (held.exposed or _edited(document, orphan.key)):
             result.unguarded[orphan.key] = unguarded_reason(held, orphan.unjudged.reason)
     return Planned(plans, orphans, _notices(policies, result.states, orphans, result.unguarded, reported))
+
+
+def _plan_one(loaded: LoadedPolicy, document: Mapping[str, Any], now: datetime) -> Plan | None:
+    """The plan of one rollout, or None when there is nothing to do; FlagFileError naming the field
+    when its stored state cannot be judged."""
+    policy = loaded.policy
+    key = policy.flag_key
+    stored = read_state(document, key)
+    if stored is not None:
+        check_fits(key, stored, policy.name, policy.revision, len(policy.spec.steps))
+    state = rebase(policy, stored, now).state
+    if state.status not in ACTIVE and state == stored:
+        return None  # stopped, rolled back, completed or promoted, and no new revision
+    return Plan(loaded, stored, queries_for(policy, state, now, loaded.templates))
+
+
+def unexpected(key: str, exc: Exception) -> str:
+    """The problem of a flag whose state made deciding it raise something unforeseen."""
+    return f"flag {key!r}: skipped this cycle, its state could not be judged: {type(exc).__name__}: {exc}"
 
 
 def _edited(document: Mapping[str, Any], key: str) -> bool:

@@ -400,3 +400,30 @@ def test_follow_checks_stop_before_reading() -> None:
 
     assert list(follow(Path("/nonexistent/decisions.jsonl"), poll_seconds=0.01, stop=stop_now)) == []
     assert calls == [1]
+
+
+def test_follow_skips_a_record_of_wrong_types_with_a_warning_naming_file_and_line(
+    follower: Follower,
+) -> None:
+    log = DecisionLog(follower.path)
+    log.append([rec("a", 1), rec("a", 2, to_percent="abc"), rec("a", 3)])
+    follower.start()
+    assert [follower.next() for _ in range(2)] == [rec("a", 1), rec("a", 3)]
+    log.append([rec("a", 4, checks=3)])
+    log.append([rec("a", 5)])
+    assert follower.next() == rec("a", 5)
+    follower.finish()
+    assert follower.warnings.messages == [
+        f"{follower.path}:2: skipped a record: 'to_percent' is 'abc', not a number",
+        f"{follower.path}:4: skipped a record: 'checks' is 3, not a list of checks",
+    ]
+
+
+def test_read_records_skips_a_record_of_wrong_types_with_a_warning_naming_file_and_line(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "decisions.jsonl"
+    DecisionLog(path).append([rec("a", 1), rec("a", 2, time=5), rec("a", 3)])
+    warnings = Warnings()
+    assert list(read_records(path, warn=warnings)) == [rec("a", 1), rec("a", 3)]
+    assert warnings.messages == [f"{path}:2: skipped a record: 'time' is 5, not an ISO time with a timezone"]

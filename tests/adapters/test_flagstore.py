@@ -103,6 +103,35 @@ def test_the_old_files_mode_is_kept(old_file: Path) -> None:
     assert stat.S_IMODE(old_file.stat().st_mode) == 0o640
 
 
+OTHER_UID, OTHER_GID = 12345, 23456  # nobody on this machine: proves the old values are copied
+
+
+@pytest.mark.parametrize("mode", [0o640, 0o4750, 0o2755])
+def test_the_old_files_owner_group_and_mode_are_kept(old_file: Path, mode: int) -> None:
+    os.chown(old_file, OTHER_UID, OTHER_GID)
+    old_file.chmod(mode)  # after chown: chown clears the set-id bits
+
+    atomic_write(old_file, "new")
+
+    after = old_file.stat()
+    assert (after.st_uid, after.st_gid) == (OTHER_UID, OTHER_GID)
+    assert stat.S_IMODE(after.st_mode) == mode
+    assert old_file.read_bytes() == b"new"
+
+
+def test_a_store_write_keeps_the_flag_files_owner_group_and_mode(tmp_path: Path) -> None:
+    store = FileFlagStore(tmp_path / "flags.json")
+    store.write(write_flag(empty_document(), "cache", state(1)), store.read(), ["cache"])
+    os.chown(store.path, OTHER_UID, OTHER_GID)
+    store.path.chmod(0o660)
+
+    store.write(write_flag(store.read().document, "cache", state(5)), store.read(), ["cache"])
+
+    after = store.path.stat()
+    assert (after.st_uid, after.st_gid, stat.S_IMODE(after.st_mode)) == (OTHER_UID, OTHER_GID, 0o660)
+    assert read_state(store.read().document, "cache") == state(5)
+
+
 def test_the_file_is_replaced_not_edited_in_place(old_file: Path) -> None:
     """A reader holding the old file keeps seeing the old content: readers never see a mix."""
     with old_file.open("rb") as reader:

@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
+import stat
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -42,6 +44,14 @@ def test_merge_lets_later_sources_win_per_key_and_keeps_evaluators() -> None:
     assert merged["flags"]["cache"] == override["flags"]["cache"]
     assert merged["flags"]["dark-mode"] == BASE["flags"]["dark-mode"]
     assert merged["$evaluators"] == BASE["$evaluators"]
+
+
+def test_merge_keeps_the_flag_set_metadata_of_the_bases_later_sources_winning_per_key() -> None:
+    first = {**BASE, "metadata": {"team": "payments", "version": 3}}
+    second = {"flags": {}, "metadata": {"version": 4, "env": "prod"}}
+    merged = merge([first, second], {"flags": {}})
+    assert merged["metadata"] == {"team": "payments", "version": 4, "env": "prod"}
+    assert "metadata" not in merge([BASE], {"flags": {}})  # none to keep: none written
 
 
 class Overlay:
@@ -176,3 +186,103 @@ def test_a_base_number_json_cannot_hold_never_stops_the_loop(overlay: Overlay) -
         overlay.run_once()  # no exception: the rollout goes on in the override
     assert json.loads(overlay.env.flags.read_text())["flags"]["cache"]["metadata"]["flagroll.percent"] == 5
     assert "merged_file_not_written" in [e["event"] for e in logs]
+
+
+def test_the_merged_file_keeps_the_bases_flag_set_metadata(overlay: Overlay) -> None:
+    base = {**BASE, "metadata": {"team": "payments", "version": 3}}
+    overlay.base.write_text(json.dumps(base, indent=2))
+    overlay.adopt_the_base_flag()
+    overlay.run_once()  # the ramp starts: the override changes, the merged file is rewritten
+    merged = json.loads(overlay.merged.read_text())
+    assert merged["metadata"] == {"team": "payments", "version": 3}
+    core = FlagdCore()
+    core.set_flags(overlay.merged.read_text())
+    details = core.resolve_boolean_value("dark-mode", False, EvaluationContext(targeting_key="u1"))
+    assert details.flag_metadata["team"] == "payments"  # what flagd serves with every evaluation
+
+
+def test_the_merged_files_owner_group_and_mode_are_kept(overlay: Overlay) -> None:
+    overlay.adopt_the_base_flag()
+    os.chown(overlay.merged, 12345, 23456)
+    overlay.merged.chmod(0o640)
+    overlay.run_once()  # the ramp starts: the merged file is rewritten
+    assert json.loads(overlay.merged.read_text())["flags"]["cache"]["metadata"]["flagroll.percent"] == 1
+    after = overlay.merged.stat()
+    assert (after.st_uid, after.st_gid, stat.S_IMODE(after.st_mode)) == (12345, 23456, 0o640)
+
+
+def _run_once_cli(overlay: Overlay, *overlay_args: str) -> int:
+    """``flagroll run --once`` as a CronJob runs it, against nobody answering (holds)."""
+    from controller.adapters.promserver import free_port
+
+    return cli.main(
+        [
+            "--log-format",
+            "json",
+            "run",
+            "--once",
+            "--policies",
+            str(overlay.env.policies),
+            "--flags",
+            str(overlay.env.flags),
+            "--prometheus",
+            f"http://127.0.0.1:{free_port()}",
+            "--query-timeout",
+            "1s",
+            *overlay_args,
+        ]
+    )
+
+
+def test_an_on_call_stop_without_merged_reaches_the_merged_file_at_once(
+    overlay: Overlay, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A CronJob's run wrote the merged file; on-call types only --flags: the stop is served from the
+    merged file at once, not at the next scheduled run."""
+    overlay.adopt_the_base_flag()
+    overlay.run_once()  # 1 % through the reconciler
+    assert _run_once_cli(overlay, "--base", str(overlay.base), "--merged", str(overlay.merged)) == 0
+    assert json.loads(overlay.merged.read_text())["flags"]["cache"]["metadata"]["flagroll.percent"] == 1
+    capsys.readouterr()
+
+    code = cli.main(["stop", "cache", "--reason", "5xx", "--flags", str(overlay.env.flags)])
+
+    _, err = capsys.readouterr()
+    assert code == 0
+    merged = json.loads(overlay.merged.read_text())
+    assert merged["flags"]["cache"]["metadata"]["flagroll.status"] == "stopped"
+    assert not any(overlay.evaluate("cache", f"user-{n}") for n in range(500))
+    assert str(overlay.merged) in err  # on-call is told the merged file was written too
+    assert cli.main(["resume", "cache", "--flags", str(overlay.env.flags)]) == 0  # so does resume
+    status = json.loads(overlay.merged.read_text())["flags"]["cache"]["metadata"]["flagroll.status"]
+    assert status == "progressing"
+
+
+def test_a_run_without_merged_forgets_the_merged_file(
+    overlay: Overlay, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The deployment stopped writing a merged file: a later stop does not write it either."""
+    overlay.adopt_the_base_flag()
+    overlay.run_once()
+    assert _run_once_cli(overlay, "--base", str(overlay.base), "--merged", str(overlay.merged)) == 0
+    assert _run_once_cli(overlay) == 0
+    before = overlay.merged.read_bytes()
+    assert cli.main(["stop", "cache", "--reason", "5xx", "--flags", str(overlay.env.flags)]) == 0
+    assert overlay.merged.read_bytes() == before
+
+
+def test_a_stop_whose_merged_file_cannot_follow_says_so_and_exits_1(
+    overlay: Overlay, capsys: pytest.CaptureFixture[str]
+) -> None:
+    overlay.adopt_the_base_flag()
+    overlay.run_once()
+    assert _run_once_cli(overlay, "--base", str(overlay.base), "--merged", str(overlay.merged)) == 0
+    overlay.base.write_text("{ not json")  # a bad Git sync
+    capsys.readouterr()
+    code = cli.main(["stop", "cache", "--reason", "5xx", "--flags", str(overlay.env.flags)])
+    _, err = capsys.readouterr()
+    assert code == 1
+    assert "NOT" in err
+    assert str(overlay.merged) in err
+    override = json.loads(overlay.env.flags.read_text())
+    assert override["flags"]["cache"]["metadata"]["flagroll.status"] == "stopped"  # the stop holds

@@ -9,7 +9,7 @@ import pytest
 from controller import cli
 from controller.cli import common
 from controller.core.queries import Reading
-from tests.support.environment import T0, Environment, failing, healthy
+from tests.support.environment import POLICY, T0, Environment, failing, healthy
 
 
 def _explain(env: Environment, capsys: pytest.CaptureFixture[str], *extra: str) -> str:
@@ -99,3 +99,45 @@ def test_times_are_shown_with_their_age(env: Environment, capsys: pytest.Capture
     env.cycle()
     env.clock.now = T0 + timedelta(hours=2)
     assert "2026-11-21 12:00:00Z (2h ago)" in _explain(env, capsys)
+
+
+def _finish_the_ramp(env: Environment, on_pass: str) -> None:
+    checkpoint = (
+        "  checkpoint:\n    expect:\n      - name: errors\n        max: 0.01\n"
+        f"    onPass: {on_pass}\n    onFail: rollback\n"
+    )
+    env.add_policy("cache", "cache", POLICY.format(name="cache", key="cache") + checkpoint)
+    for _ in range(3):  # starts, advances, judges the checkpoint
+        env.cycle()
+        env.clock.now += timedelta(minutes=1, seconds=10)
+
+
+def test_a_promoted_flag_is_said_to_be_unwatched_and_is_not_judged_any_more(
+    env: Environment, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _finish_the_ramp(env, "promote")
+    assert env.percent() == 100
+    out = _explain(env, capsys, "--policies", str(env.policies))
+    assert out.startswith("cache: promoted")
+    assert "armed" not in out
+    assert "Guardrails NOT evaluated: promoted is final" in out
+    assert "`flagroll stop cache --reason" in out
+    # What it says is what happens: a regression now moves nothing, and nobody asks.
+    env.metrics.answer = failing
+    env.metrics.asked.clear()
+    env.cycle()
+    assert env.percent() == 100
+    assert env.metrics.asked == []
+
+
+def test_a_completed_flag_is_said_to_be_watched_and_is_rolled_back_on_a_regression(
+    env: Environment, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _finish_the_ramp(env, "complete")
+    out = _explain(env, capsys, "--policies", str(env.policies))
+    assert out.startswith("cache: completed")
+    assert "guardrails stay armed" in out
+    assert "NOT evaluated" not in out
+    env.metrics.answer = failing
+    env.cycle()
+    assert env.percent() == 0

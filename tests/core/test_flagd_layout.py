@@ -17,6 +17,7 @@ from controller.core.flagd import (
     TOTAL_WEIGHT,
     empty_document,
     managed_keys,
+    parse_document,
     parse_targeting,
     read_state,
     render_document,
@@ -186,7 +187,11 @@ def test_a_foreign_targeting_rule_is_an_error(rule: Any) -> None:
 @pytest.mark.parametrize(
     ("key", "value", "message"),
     [
-        ("flagroll.status", "sideways", "unknown status"),
+        ("flagroll.status", "sideways", "is unknown"),
+        ("flagroll.percent", 10**400, "too large"),
+        ("flagroll.stepStartedAt", "0001-01-01T00:00:00+01:00", "out of range"),
+        ("flagroll.exposedSince", "9999-12-31T23:59:59-01:00", "out of range"),
+        ("flagroll.review", "someday", "not an ISO date"),
         ("flagroll.percent", 140, "outside"),
         ("flagroll.percent", "5", "wrong type"),
         ("flagroll.step", 9, "outside"),
@@ -195,11 +200,17 @@ def test_a_foreign_targeting_rule_is_an_error(rule: Any) -> None:
         ("flagroll.updatedAt", "2026-11-21T12:00:00", "no timezone"),
     ],
 )
-def test_corrupt_state_metadata_is_an_error(key: str, value: Any, message: str) -> None:
+def test_corrupt_state_metadata_is_an_error_naming_the_field(key: str, value: Any, message: str) -> None:
     document = write_flag(empty_document(), "f", state(5), variants=VARIANTS)
     document["flags"]["f"]["metadata"][key] = value
-    with pytest.raises(FlagFileError, match=message):
+    with pytest.raises(FlagFileError, match=message) as raised:
         read_state(document, "f", check_layout=False)
+    assert f"'{key}'" in str(raised.value)
+
+
+def test_an_integer_too_long_to_read_is_a_flag_file_error() -> None:
+    with pytest.raises(FlagFileError, match=r"flags\.json: not valid JSON"):
+        parse_document('{"flags": {}, "n": ' + "1" * 5000 + "}", "flags.json")
 
 
 def test_a_step_without_its_start_time_is_an_error() -> None:

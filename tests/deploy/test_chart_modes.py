@@ -35,6 +35,7 @@ from tests.support.chart import (
     options,
     pod_spec,
     render,
+    render_files,
     run_args,
 )
 from tests.support.paths import CHART, EXAMPLES
@@ -122,6 +123,20 @@ def test_cronjob_mode_runs_one_cycle_and_never_overlaps(chart: helm_python.Chart
     assert "readinessProbe" not in flagroll
     assert not find(objects, "Service")
     assert not find(objects, "Deployment")
+
+
+def test_cronjob_notes_tell_on_call_how_to_stop_at_once_on_the_object_the_job_writes(
+    chart: helm_python.Chart,
+) -> None:
+    objects = render(chart, MODES["cronjob-configmap"])
+    job = options(container(pod_spec(objects), "flagroll")["args"])
+    notes = next(
+        v for k, v in render_files(chart, MODES["cronjob-configmap"]).items() if k.endswith("NOTES.txt")
+    )
+    line = next(text.strip() for text in notes.splitlines() if text.strip().startswith("flagroll stop"))
+    argv = line.replace('"…"', "why").split()[1:]
+    parsed = build_parser().parse_args(argv)  # a command the CLI takes as it is
+    assert (parsed.flag_store, parsed.flag_object) == (job["--flag-store"], job["--flag-object"])
 
 
 def test_sidecar_mode_shares_the_flag_file_with_flagd(chart: helm_python.Chart) -> None:
