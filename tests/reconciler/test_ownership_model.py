@@ -94,9 +94,9 @@ from openfeature.evaluation_context import EvaluationContext
 from controller import cli
 from controller.adapters.decisionlog import DecisionLog, parse_line
 from controller.adapters.flagstore import FileFlagStore
-from controller.cli.status import status_rows
 from controller.adapters.policyfile import MAX_FILE_BYTES
 from controller.cli import common
+from controller.cli.status import status_rows
 from controller.core.flagd import PREFIX, is_managed, read_state
 from controller.core.guarding import NOTICE_REPEAT_SECONDS, Grace
 from controller.core.queries import Reading
