@@ -15,7 +15,15 @@ Metric names (a public contract: alerting rules and dashboards use them):
 ``flagroll_last_cycle_success_timestamp_seconds`` gauge    unix time of the last cycle without problems
 ``flagroll_query_errors_total{flag}``           counter    checks whose Prometheus answer was an error
 ``flagroll_policy_errors``                      gauge      policy problems (errors) at the last load
+``flagroll_leader``                             gauge      1 while this replica leads, else 0
 ==============================================  =========  ==========================================
+
+Only the leader describes rollouts: a replica that does not hold the Lease (``leading`` says so at
+every scrape, and the loop tells :meth:`Telemetry.follower`) shows no ``flagroll_flag_percent``,
+``flagroll_rollout_*``, ``flagroll_guardrail_*`` or ``flagroll_policy_errors``, so that a demoted
+replica cannot keep an alert firing with what it saw last. What the process itself did (cycles,
+decisions, query errors, the last good cycle) stays. A flag that left the flag file leaves every
+series, counters included.
 
 Health: the loop is *alive* while it has been heard from recently (:meth:`Telemetry.beat`), and
 *ready* once a cycle has loaded the policies and Prometheus has answered (or nothing needed asking).
@@ -39,13 +47,24 @@ ALIVE_WITHIN_SECONDS = 120.0  # the loop wakes at least every 5 s; a cycle may w
 
 
 class Telemetry:
-    def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, *, clock: Callable[[], float] = time.time, leading: Callable[[], bool] | None = None
+    ) -> None:
+        """``leading``: whether this replica holds the leader Lease now (asked at every scrape and
+        cycle; a local check); None when there is no Lease (this replica always leads)."""
         self._clock = clock
+        self._leading = leading
         self._lock = threading.Lock()
+        self._rollouts = threading.RLock()  # leadership checked and rollout series changed as one
         self._heard = clock()
         self._ready = False
-        self._known: set[str] = set()  # flags whose gauges are set
+        self._known: set[str] = set()  # flags with series (gauges or counters)
+        self._guardrails: dict[str, set[tuple[str, str]]] = {}  # flag → (guardrail, rule) shown
+        self._actions: dict[str, set[str]] = {}  # flag → actions counted
         self._recorded: set[str] = set()  # flags with a record since the last cycle was done
+        self._standing_by = False  # the rollout series are cleared: another replica leads
+        self._policy_errors_shown = True
+        self._followed = False  # the loop said this replica follows (see _leads)
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.percent = Gauge(
@@ -92,6 +111,9 @@ class Telemetry:
             "flagroll_query_errors", "Checks whose Prometheus answer was an error", ["flag"], registry=r
         )
         self.policy_errors = Gauge("flagroll_policy_errors", "Policy problems at the last load", registry=r)
+        self.leader = Gauge(
+            "flagroll_leader", "1 while this replica leads (holds the Lease, or runs without one)", registry=r
+        )
         for result in ("ok", "failed"):
             self.cycles.labels(result)
 
@@ -114,10 +136,14 @@ class Telemetry:
     # -- cycles -------------------------------------------------------------------------------------
 
     def follower(self) -> None:
-        """A replica waiting for the leader Lease is ready: it is alive and standing by."""
+        """A replica waiting for the leader Lease is ready: it is alive and standing by, and shows no
+        rollout (the leader does)."""
         with self._lock:
             self._ready = True
             self._heard = self._clock()
+        with self._rollouts:
+            self._followed = True
+            self._stand_by()
 
     def cycle_failed(self, duration_seconds: float) -> None:
         self.cycle_duration.observe(duration_seconds)
@@ -128,9 +154,14 @@ class Telemetry:
         """Decision records, as each commit makes them. Until the cycle is done, its records have
         the last word on their flags' gauges (with --dry-run, what the decision would have set)."""
         for record in records:
-            self._record(record)
+            flag = str(record.get("flag", ""))
+            with self._rollouts:
+                self._followed = False  # a commit made it: the loop leads
+                self._count(flag, record)
+                if self._leads():
+                    self._record(flag, record)
             with self._lock:
-                self._recorded.add(str(record.get("flag", "")))
+                self._recorded.add(flag)
 
     def cycle_done(
         self,
@@ -148,12 +179,21 @@ class Telemetry:
         self.cycle_duration.observe(duration_seconds)
         with self._lock:
             recorded, self._recorded = self._recorded, set()
-        if states is not None:
-            self._states(states, recorded)
-            for flag in states:
-                self.unguarded.labels(flag).set(1.0 if flag in unguarded else 0.0)
+        with self._rollouts:
+            self._followed = False  # only the leader runs cycles (a late one is caught by leading)
+            if states is not None:
+                for flag in self._known - set(states) - recorded:
+                    self._forget(flag)  # it left the flag file
+            if self._leads():
+                if states is not None:
+                    self._states(states, recorded)
+                    for flag in states:
+                        self.unguarded.labels(flag).set(1.0 if flag in unguarded else 0.0)
+                self.policy_errors.set(policy_errors)
+                if not self._policy_errors_shown:
+                    self.registry.register(self.policy_errors)
+                    self._policy_errors_shown = True
         self.cycles.labels("ok" if ok else "failed").inc()
-        self.policy_errors.set(policy_errors)
         if ok:
             self.last_success.set(self._clock())
         with self._lock:
@@ -161,27 +201,75 @@ class Telemetry:
                 self._ready = True
             self._heard = self._clock()
 
+    # -- rollout series (the caller holds self._rollouts) ----------------------------------------------
+
+    def _leads(self) -> bool:
+        """Whether this replica leads now (without ``leading``, the loop's last word: it follows from
+        :meth:`follower` until its next cycle); when it does not, its rollout series are cleared."""
+        leads = self._leading() if self._leading is not None else not self._followed
+        if leads:
+            self._standing_by = False
+            self.leader.set(1.0)
+            return True
+        self._stand_by()
+        return False
+
+    def _stand_by(self) -> None:
+        self.leader.set(0.0)
+        if self._standing_by:
+            return
+        self._standing_by = True
+        for gauge in (
+            self.percent,
+            self.status,
+            self.stale,
+            self.unguarded,
+            self.guardrail_value,
+            self.guardrail_bound,
+        ):
+            gauge.clear()
+        self._guardrails.clear()
+        if self._policy_errors_shown:  # a gauge without labels: hidden by taking it out
+            self.registry.unregister(self.policy_errors)
+            self._policy_errors_shown = False
+
+    def _forget(self, flag: str) -> None:
+        """Every series of ``flag``, counters included: it left the flag file."""
+        self._known.discard(flag)
+        self.percent.remove(flag)
+        self.stale.remove(flag)
+        self.unguarded.remove(flag)
+        for name in STATUSES:
+            self.status.remove(flag, name)
+        for guardrail, rule in self._guardrails.pop(flag, set()):
+            self.guardrail_value.remove(flag, guardrail, rule)
+            self.guardrail_bound.remove(flag, guardrail, rule)
+        for action in self._actions.pop(flag, set()):
+            self.decisions.remove(flag, action)
+        self.query_errors.remove(flag)
+
     def _states(self, states: Mapping[str, RolloutState], recorded: set[str]) -> None:
         today = datetime.fromtimestamp(self._clock(), UTC).date()
-        for flag in self._known - set(states):
-            self.percent.remove(flag)
-            self.stale.remove(flag)
-            self.unguarded.remove(flag)
-            for name in STATUSES:
-                self.status.remove(flag, name)
         for flag, state in states.items():
+            self._known.add(flag)
             if flag in recorded:
                 continue  # its record this cycle set these
             self.percent.labels(flag).set(state.percent)
             self.stale.labels(flag).set(1.0 if state.is_stale(today) else 0.0)
             for name in STATUSES:
                 self.status.labels(flag, name).set(1.0 if name == state.status.value else 0.0)
-        self._known = set(states)
 
-    def _record(self, record: Mapping[str, Any]) -> None:
-        flag = str(record.get("flag", ""))
+    def _count(self, flag: str, record: Mapping[str, Any]) -> None:
+        """The counters of a record: what this process did, whether it leads or not."""
+        self._known.add(flag)
         action = str(record.get("action", ""))
         self.decisions.labels(flag, action).inc()
+        self._actions.setdefault(flag, set()).add(action)
+        for check in record.get("checks") or []:
+            if isinstance(check, Mapping) and check.get("verdict") == "error":
+                self.query_errors.labels(flag).inc()
+
+    def _record(self, flag: str, record: Mapping[str, Any]) -> None:
         if isinstance(record.get("to_percent"), int | float):
             self.percent.labels(flag).set(float(record["to_percent"]))
         status = record.get("status")
@@ -193,17 +281,18 @@ class Telemetry:
         if isinstance(record.get("guarded"), bool) and record.get("action") != "reject":
             self.unguarded.labels(flag).set(0.0 if record["guarded"] else 1.0)
         for check in record.get("checks") or []:
-            if not isinstance(check, Mapping):
-                continue
-            if check.get("verdict") == "error":
-                self.query_errors.labels(flag).inc()
-            if check.get("kind") != "guardrail":
+            if not isinstance(check, Mapping) or check.get("kind") != "guardrail":
                 continue
             labels = (flag, str(check.get("name", "")), str(check.get("rule", "")))
+            self._guardrails.setdefault(flag, set()).add(labels[1:])
             if isinstance(check.get("value"), int | float):
                 self.guardrail_value.labels(*labels).set(float(check["value"]))
             if isinstance(check.get("bound"), int | float):
                 self.guardrail_bound.labels(*labels).set(float(check["bound"]))
 
     def exposition(self) -> bytes:
-        return generate_latest(self.registry)
+        """The metrics as served on /metrics; leadership is asked now, so a replica that lost the
+        Lease shows no rollout from its very next scrape on."""
+        with self._rollouts:
+            self._leads()
+            return generate_latest(self.registry)

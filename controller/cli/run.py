@@ -195,7 +195,7 @@ def _set_up(args: argparse.Namespace) -> _Setup:
     store, elector = _store_and_elector(args, in_kubernetes, flags, log)
     log_path = optional_decision_log(args)
     decision_log = None if args.dry_run or log_path is None else DecisionLog(log_path)
-    telemetry = Telemetry()
+    telemetry = Telemetry(leading=elector.is_leader if elector is not None else None)
     targets = parse_targets(args.notify_webhook, args.notify_slack)
     notifier = Notifier(targets, log=log).start() if targets else None
     endpoints = Endpoints(telemetry, *parse_listen(args.listen)) if args.listen else None

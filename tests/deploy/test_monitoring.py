@@ -41,6 +41,7 @@ METRICS: dict[str, set[str]] = {
     "flagroll_last_cycle_success_timestamp_seconds": set(),
     "flagroll_query_errors_total": {"flag"},
     "flagroll_policy_errors": set(),
+    "flagroll_leader": set(),
 }
 # Labels Prometheus (or prometheus-operator) adds to every scraped series.
 TARGET_LABELS = {"namespace", "job", "pod", "instance"}
@@ -134,6 +135,98 @@ UNIT_TESTS: list[dict[str, Any]] = [
                 "alertname": "FlagrollRolledBack",
                 "exp_alerts": [expect("FlagrollRolledBack", "warning", namespace="apps", flag="cache")],
             },
+        ],
+    },
+    {
+        # Only the leader serves rollout gauges: the demoted pod a's series end (stale) at 3m, and the
+        # new leader b serves its first cycle's at 5m.
+        "name": "a leader handover neither resolves the rollback alert nor fires it again",
+        "interval": "1m",
+        "input_series": [
+            {
+                "series": 'flagroll_rollout_status{namespace="apps",pod="a",flag="cache",status="rolled_back"}',
+                "values": "1 1 1 stale",
+            },
+            {
+                "series": 'flagroll_rollout_status{namespace="apps",pod="b",flag="cache",status="rolled_back"}',
+                "values": "_ _ _ _ _ 1 1 1 1 1",
+            },
+            {
+                "series": 'flagroll_rollout_unguarded{namespace="apps",pod="a",flag="cache"}',
+                "values": "1 1 1 stale",
+            },
+            {
+                "series": 'flagroll_rollout_unguarded{namespace="apps",pod="b",flag="cache"}',
+                "values": "_ _ _ _ _ 1 1 1 1",
+            },
+        ],
+        "alert_rule_test": [
+            {
+                "eval_time": "4m",
+                "alertname": "FlagrollRolledBack",
+                "exp_alerts": [expect("FlagrollRolledBack", "warning", namespace="apps", flag="cache")],
+            },
+            {
+                "eval_time": "4m",
+                "alertname": "FlagrollRolloutUnguarded",
+                "exp_alerts": [
+                    expect("FlagrollRolloutUnguarded", "critical", namespace="apps", flag="cache")
+                ],
+            },
+            {
+                "eval_time": "9m",
+                "alertname": "FlagrollRolledBack",
+                "exp_alerts": [expect("FlagrollRolledBack", "warning", namespace="apps", flag="cache")],
+            },
+        ],
+    },
+    {
+        # The demoted pod a saw the rollback last; the new leader b reads it resumed. a's word is
+        # forgotten 3 minutes after its last sample, and a stands by serving none.
+        "name": "a demoted replica's last rollback stops alerting once the new leader says otherwise",
+        "interval": "1m",
+        "input_series": [
+            {
+                "series": 'flagroll_rollout_status{namespace="apps",pod="a",flag="cache",status="rolled_back"}',
+                "values": "1 1 1 stale",
+            },
+            {
+                "series": 'flagroll_rollout_status{namespace="apps",pod="b",flag="cache",status="rolled_back"}',
+                "values": "_ _ _ 0 0 0 0 0 0",
+            },
+            {
+                "series": 'flagroll_policy_errors{namespace="apps",job="flagroll",pod="a"}',
+                "values": "2x8 stale",
+            },
+            {
+                "series": 'flagroll_policy_errors{namespace="apps",job="flagroll",pod="b"}',
+                "values": "_x8 0x8",
+            },
+        ],
+        "alert_rule_test": [
+            {"eval_time": "6m", "alertname": "FlagrollRolledBack", "exp_alerts": []},
+            {
+                "eval_time": "8m",
+                "alertname": "FlagrollPolicyRejected",
+                "exp_alerts": [
+                    expect("FlagrollPolicyRejected", "warning", value="2", namespace="apps", job="flagroll")
+                ],
+            },
+            {"eval_time": "13m", "alertname": "FlagrollPolicyRejected", "exp_alerts": []},
+        ],
+    },
+    {
+        "name": "an unguarded flag for one scrape only does not alert",
+        "interval": "1m",
+        "input_series": [
+            {
+                "series": 'flagroll_rollout_unguarded{namespace="apps",pod="a",flag="cache"}',
+                "values": "0 1 0 0 0 0",
+            },
+        ],
+        "alert_rule_test": [
+            {"eval_time": "2m", "alertname": "FlagrollRolloutUnguarded", "exp_alerts": []},
+            {"eval_time": "4m", "alertname": "FlagrollRolloutUnguarded", "exp_alerts": []},
         ],
     },
     {
@@ -380,6 +473,7 @@ def test_the_dashboard_shows_what_on_call_needs() -> None:
         "Guardrail value vs bound": ["flagroll_guardrail_value", "flagroll_guardrail_bound"],
         "Cycle duration": ["flagroll_cycle_duration_seconds_bucket", "histogram_quantile"],
         "Prometheus query errors": ["flagroll_query_errors_total", "by (flag)"],
+        "Leading replica": ["flagroll_leader", "by (pod)"],
     }
     for title, needles in wanted.items():
         for needle in needles:
@@ -398,6 +492,38 @@ def test_every_dashboard_query_parses(tmp_path: Path) -> None:
         yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}), encoding="utf-8"
     )
     result = promtool("check", "rules", str(rules_file))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_rollback_annotation_marks_a_rollback_once_and_not_a_leader_handover(tmp_path: Path) -> None:
+    """The demoted pod a's series end at 3m; the new leader b's begin at 5m: one rollback, at 1m."""
+    (annotation,) = [a for a in dashboard()["annotations"]["list"] if a["name"] == "Rollbacks"]
+    expr = annotation["expr"].replace("$namespace", ".*").replace("$flag", ".*")
+    series = 'flagroll_rollout_status{{namespace="apps",pod="{pod}",flag="cache",status="rolled_back"}}'
+    spec = {
+        "rule_files": [],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [
+                    {"series": series.format(pod="a"), "values": "0 1 1 stale"},
+                    {"series": series.format(pod="b"), "values": "_ _ _ _ _ 1 1 1"},
+                ],
+                "promql_expr_test": [
+                    {
+                        "expr": expr,
+                        "eval_time": "1m",
+                        "exp_samples": [{"labels": '{flag="cache"}', "value": 1}],
+                    },
+                    *({"expr": expr, "eval_time": f"{m}m", "exp_samples": []} for m in (2, 3, 4, 5, 6, 7)),
+                ],
+            }
+        ],
+    }
+    test_file = tmp_path / "annotation_test.yaml"
+    test_file.write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
+    result = promtool("test", "rules", str(test_file))
     assert result.returncode == 0, result.stdout + result.stderr
 
 
