@@ -238,8 +238,9 @@ def render(record: Mapping[str, Any], *, aim: str | None = None, mechanism: str 
         counts = check.get("sequential")
         if check.get("verdict") != "pass" and isinstance(counts, dict):
             for arm in ("treatment", "control"):
-                arm_counts = counts.get(arm) or {}
-                queries |= {arm_counts.get("events_query"), arm_counts.get("samples_query")}
+                arm_counts = counts.get(arm)
+                if isinstance(arm_counts, dict):  # a number there is fit to show but names no query
+                    queries |= {arm_counts.get("events_query"), arm_counts.get("samples_query")}
     queries.discard(None)
     queries.discard("")
     for query in sorted(q for q in queries if isinstance(q, str)):
