@@ -6,8 +6,9 @@ never writes them), and flagroll writes only the flags it manages to its own ove
 later source's definition). For readers that take a single file, ``--merged FILE`` is also written:
 every base flag, overlaid with flagroll's (flagroll's wins on a shared key), the bases'
 ``$evaluators`` and their flag-set ``metadata``. The merged file is rewritten whenever the override
-changes and whenever a base changes (a Git sync), checked every loop iteration; a base that is not
-valid flagd JSON leaves the merged file as it was and is reported.
+changes, whenever a base changes (a Git sync) and whenever another writer changed the merged file,
+checked every loop iteration; a base that is not valid flagd JSON leaves the merged file as it was and
+is reported.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ class OverlayStore:
         self.override = FileFlagStore(override)
         self.bases = list(bases)
         self.merged = merged
-        self._merged_from: tuple[str | None, ...] | None = None
+        self._merged_from: tuple[str | None, ...] | None = None  # the inputs' and the output's versions
 
     @property
     def location(self) -> str:
@@ -92,7 +93,8 @@ class OverlayStore:
             yield parse_document(text, str(path))
 
     def refresh(self, *, force: bool = False) -> bool:
-        """Rewrite the merged file if the override or a base changed since it was last written.
+        """Rewrite the merged file if the override, a base or the merged file itself changed since it
+        was last written (another writer's merged file is put back).
         Returns whether it wrote. Raises FlagFileError (the old merged file intact) for a bad base."""
         if self.merged is None:
             return False
@@ -104,7 +106,7 @@ class OverlayStore:
     def _refresh(self, force: bool) -> bool:
         assert self.merged is not None
         versions = self._versions()
-        if not force and versions == self._merged_from and self.merged.exists():
+        if not force and (*versions, FileFlagStore(self.merged)._version()) == self._merged_from:
             return False
         bases = list(self._read_bases())
         override = self.override.read().document
@@ -115,7 +117,7 @@ class OverlayStore:
                     "flagroll state; remove it from one of them"
                 )
         atomic_write(self.merged, render_document(merge(bases, override)))
-        self._merged_from = versions
+        self._merged_from = (*versions, FileFlagStore(self.merged)._version())
         return True
 
 

@@ -286,3 +286,16 @@ def test_a_stop_whose_merged_file_cannot_follow_says_so_and_exits_1(
     assert str(overlay.merged) in err
     override = json.loads(overlay.env.flags.read_text())
     assert override["flags"]["cache"]["metadata"]["flagroll.status"] == "stopped"  # the stop holds
+
+
+def test_a_merged_file_changed_by_someone_else_is_rewritten_at_the_next_refresh(overlay: Overlay) -> None:
+    """The loop's merged file is its own: one rewritten by another writer (a stale command, a copy
+    step) is put back at the next refresh, not only when the override or a base changes."""
+    overlay.adopt_the_base_flag()
+    store = overlay.store()
+    assert store.refresh(force=True)
+    served = overlay.merged.read_bytes()
+    overlay.merged.write_text(json.dumps({"flags": {}}))  # every flag gone for the merged file's readers
+    assert store.refresh()
+    assert overlay.merged.read_bytes() == served
+    assert not store.refresh()  # and nothing more once it serves the override again
