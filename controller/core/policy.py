@@ -247,8 +247,9 @@ class Statistics(Model):
         1.0,
         ge=1,
         le=1000,
-        description="Variance multiplier (≥ 1) for requests that are not independent, e.g. many "
-        "requests per user; also divides exposures in the sample-ratio check.",
+        description="The least variance multiplier (≥ 1): flagroll measures the dispersion of "
+        "per-interval counts (bursts of errors, many requests per user) and uses it when larger; "
+        "also divides exposures in the sample-ratio check.",
     )
     exposure: NonEmptyText | None = Field(
         None,

@@ -20,6 +20,7 @@ from controller.core.checkrecord import (
     fmt,
 )
 from controller.core.durations import format_duration
+from controller.core.measured import Measured, for_record, measure
 from controller.core.policy import Guardrail, Policy
 from controller.core.queries import (
     SAMPLE_RATIO,
@@ -69,8 +70,11 @@ def sample_ratio_check(policy: Policy, queries: Sequence[PlannedQuery], readings
     if problems or treatment is None or control is None:
         verdict, detail = _worst_problem(problems)
         return replace(base, samples=treatment, verdict=verdict, detail=detail)
+    measured = measure(evidence, Source.EXPOSURE, SAMPLE_RATIO, window, sample_ratio=True)
+    if measured.shortfall is not None:
+        return replace(base, samples=treatment, verdict=Outcome.NO_DATA, detail=measured.shortfall)
     result = srm.check(
-        treatment, control, alpha=stats.sample_ratio_alpha, variance_inflation=stats.variance_inflation
+        treatment, control, alpha=stats.sample_ratio_alpha, variance_inflation=measured.inflation
     )
     ratio = SampleRatioEvidence(
         method=srm.METHOD,
@@ -83,6 +87,8 @@ def sample_ratio_check(policy: Policy, queries: Sequence[PlannedQuery], readings
         threshold=result.threshold,
         alpha=result.alpha,
         mismatch=result.mismatch,
+        variance_inflation=measured.inflation,
+        dispersion=for_record(measured.evidence, passed=not result.mismatch),
     )
     detail = ""
     verdict = Outcome.PASS
@@ -159,9 +165,14 @@ def sequential_checks(
             problems.extend(p for p in (bad_problem, total_problem) if p is not None)
     if window is None and not problems:
         problems.append((Outcome.NO_DATA, "nobody is exposed yet"))
+    measured = None
+    if window is not None and not problems:
+        measured = measure(evidence, Source.GUARDRAIL, guardrail.name, window)
+        if measured.shortfall is not None:
+            problems.append((Outcome.NO_DATA, measured.shortfall))
     checks = []
     for rule, limit in guardrail.rules():
-        checks.append(_sequential_check(policy, guardrail, rule, limit, window, counts, problems))
+        checks.append(_sequential_check(policy, guardrail, rule, limit, window, counts, problems, measured))
     return checks
 
 
@@ -183,6 +194,7 @@ def _sequential_check(
     window: int | None,
     counts: Mapping[Arm, ArmCount],
     problems: Sequence[tuple[Outcome, str]],
+    measured: Measured | None,
 ) -> Check:
     treatment, control = counts.get(Arm.TREATMENT), counts.get(Arm.CONTROL)
     check = Check(
@@ -203,7 +215,7 @@ def _sequential_check(
             control.samples if control else None,
         ),
     )
-    if problems or treatment is None or control is None or window is None:
+    if problems or treatment is None or control is None or window is None or measured is None:
         verdict, detail = _worst_problem(problems or [(Outcome.NO_DATA, "no counts")])
         return replace(check, verdict=verdict, detail=detail)
     stats = policy.statistics
@@ -214,7 +226,7 @@ def _sequential_check(
         limit=limit,
         alpha=policy.comparison_alpha(guardrail),
         expected_samples=stats.expected_samples,
-        variance_inflation=stats.variance_inflation,
+        variance_inflation=measured.inflation,
     )
     evidence = SequentialEvidence(
         method=sequential.METHOD,
@@ -231,9 +243,10 @@ def _sequential_check(
         alpha=result.alpha,
         alpha_total=stats.alpha,
         comparisons=policy.comparisons,
-        variance_inflation=stats.variance_inflation,
+        variance_inflation=measured.inflation,
         expected_samples=stats.expected_samples,
         slower_than_seconds=guardrail.latency.slower_than_seconds if guardrail.latency else None,
+        dispersion=for_record(measured.evidence, passed=not result.fails),
     )
     return replace(
         check,
