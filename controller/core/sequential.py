@@ -20,7 +20,11 @@ request form a pair whose difference ``D = X_t − k X_c`` has variance
 ``σ² = p_t(1 − p_t) + k² p_c(1 − p_c)``. The counts give the estimate and its variance
 ``v = p_t(1 − p_t)/n_t + k² p_c(1 − p_c)/n_c`` (times a variance-inflation factor φ ≥ 1 for
 requests that are not independent); ``V = σ²/v`` is the number of effective pairs and
-``S = V · excess / σ`` the standardised sum. A one-sided (half-normal) mixture of the Gaussian
+``S = V · excess / σ`` the standardised sum. The shares in σ² and v are either each arm's own or
+those of both arms together under the null of no excess (``p_t = k p_c + δ``), whichever gives
+the larger v: each arm's own share alone lets a small arm with few bad requests by chance look more
+certain than it is, which made arms of very different sizes (retries, hedging) fail far more often
+than α. A one-sided (half-normal) mixture of the Gaussian
 likelihood ratios over the effect, with mixing precision ρ (in pairs), is the test martingale
 
     M⁺ = 2 · sqrt(ρ / (V + ρ)) · exp(S² / (2 (V + ρ))) · Φ(S / sqrt(V + ρ))
@@ -129,6 +133,38 @@ def _smoothed(arm: ArmCounts) -> float:
     return (arm.events + 0.5) / (arm.total + 1.0)
 
 
+def _null_shares(
+    treatment: ArmCounts, control: ArmCounts, factor: float, delta: float
+) -> tuple[float, float]:
+    """The arms' shares under the null of no excess (``p_t = k·p_c + δ``), from the bad requests of
+    both arms together: ``n_t (k p_c + δ) + n_c p_c = e_t + e_c``, smoothed like one arm's share
+    (for ``k = 1, δ = 0`` it is the pooled share ``(e_t + e_c + ½)/(n_t + n_c + 1)``)."""
+    pooled = treatment.events + control.events + 0.5 - delta * treatment.total
+    p_c = pooled / (factor * treatment.total + control.total + 1.0)
+    p_c = min(max(p_c, 0.0), (1.0 - delta) / factor)
+    return factor * p_c + delta, p_c
+
+
+def _pair_variances(
+    treatment: ArmCounts, control: ArmCounts, factor: float, delta: float
+) -> tuple[float, float]:
+    """``(σ², v)``: the variance of one pair's difference and of the estimate, at the shares that
+    give the larger ``v``: each arm's own (smoothed) share, or both arms' under the null. Each arm's
+    own share alone lets an arm with few bad requests by chance look more certain than it is, which
+    matters most when the arms differ in size; the null shares alone would understate the variance
+    of a real excess. The larger of the two is conservative either way."""
+    candidates = []
+    for p_t, p_c in (
+        (_smoothed(treatment), _smoothed(control)),
+        _null_shares(treatment, control, factor, delta),
+    ):
+        var_t = p_t * (1.0 - p_t)
+        var_c = factor * factor * p_c * (1.0 - p_c)
+        candidates.append((var_t / treatment.total + var_c / control.total, var_t + var_c))
+    variance, sigma2 = max(candidates)
+    return sigma2, variance
+
+
 def compare(
     treatment: ArmCounts,
     control: ArmCounts,
@@ -156,12 +192,8 @@ def compare(
         raise ValueError(f"variance_inflation must be ≥ 1, got {variance_inflation}")
     treatment = ArmCounts(min(max(treatment.events, 0.0), treatment.total), treatment.total)
     control = ArmCounts(min(max(control.events, 0.0), control.total), control.total)
-    p_t, p_c = _smoothed(treatment), _smoothed(control)
-    var_t = p_t * (1.0 - p_t)
-    var_c = factor * factor * p_c * (1.0 - p_c)
-    sigma2 = var_t + var_c
-    variance = variance_inflation * (var_t / treatment.total + var_c / control.total)
-    pairs = sigma2 / variance
+    sigma2, variance = _pair_variances(treatment, control, factor, delta)
+    pairs = sigma2 / (variance_inflation * variance)
     sigma = math.sqrt(sigma2)
     tolerated = factor * control.share + delta
     excess = treatment.share - tolerated

@@ -66,11 +66,18 @@ def test_a_comparison_recomputed_independently_with_scipy() -> None:
         variance_inflation=1.5,
     )
     # Independent computation: smoothed shares, pair variance, effective pairs, half-normal mixture.
+    # The variance is the larger of the one at each arm's own share and the one at the shares of
+    # both arms together under the null p_t = k·p_c (here the null's: control's share is lower).
     k = 1.2
-    pt, pc = 130.5 / 6001, 61.5 / 6011
-    sigma2 = pt * (1 - pt) + k * k * pc * (1 - pc)
-    variance = 1.5 * (pt * (1 - pt) / 6000 + k * k * pc * (1 - pc) / 6010)
-    pairs = sigma2 / variance
+    own = (130.5 / 6001, 61.5 / 6011)
+    null_c = (130 + 61 + 0.5) / (k * 6000 + 6010 + 1)
+    candidates = []
+    for pt, pc in (own, (k * null_c, null_c)):
+        sigma2_at = pt * (1 - pt) + k * k * pc * (1 - pc)
+        candidates.append((pt * (1 - pt) / 6000 + k * k * pc * (1 - pc) / 6010, sigma2_at))
+    assert candidates[1][0] > candidates[0][0]
+    variance_at, sigma2 = max(candidates)
+    pairs = sigma2 / (1.5 * variance_at)
     excess = 130 / 6000 - k * 61 / 6010
     s = pairs * excess / math.sqrt(sigma2)
     rho = 2 * 3000 / (2 * math.log(200) + math.log(1 + 2 * math.log(200)))
