@@ -30,7 +30,7 @@ likelihood ratios over the effect, with mixing precision ρ (in pairs), is the t
     M⁺ = 2 · sqrt(ρ / (V + ρ)) · exp(S² / (2 (V + ρ))) · Φ(S / sqrt(V + ρ))
 
 and the guardrail fails when ``M⁺ ≥ 1/α``. ρ sets where the boundary is tightest; it is chosen
-from an expected number of samples per arm with the rule GrowthBook uses. Shares in the variance
+so that the boundary is narrowest at an expected number of samples per arm. Shares in the variance
 are smoothed (``(e + ½)/(n + 1)``) so that an arm with no bad request yet does not claim zero
 variance. Pure Python: the ``math`` module only.
 """
@@ -88,13 +88,34 @@ def boundary(v: float, rho: float, alpha: float) -> float:
 
 
 def mixing_precision(expected_samples: float, alpha: float) -> float:
-    """ρ (in pairs) that makes the boundary tightest near ``expected_samples`` per arm:
-    ``ρ = 2 S / (2 ln(1/α) + ln(1 + 2 ln(1/α)))`` (the rule GrowthBook uses, with σ² = 1 because
-    the sum is standardised)."""
-    if expected_samples <= 0:
+    """ρ (in pairs) that makes the boundary narrowest at ``V = expected_samples`` pairs, that is
+    ``expected_samples`` requests per arm.
+
+    Setting the derivative of the boundary ``s*(ρ)`` (``ln M⁺(s*, V, ρ) = ln(1/α)``) to zero gives,
+    with ``u = s*/sqrt(V + ρ)`` and ``x = V/ρ``:
+
+        x = u² + u·φ(u)/Φ(u)    and    u² = 2 ln(1/(2α)) + ln(1 + x) − 2 ln Φ(u),
+
+    solved by iteration from ``x = 2 ln(1/(2α)) + ln(1 + 2 ln(1/(2α)))``, the optimum of the
+    two-sided normal-mixture boundary at 2α (which the one-sided one at α approaches when Φ(u) → 1).
+    """
+    if not expected_samples > 0 or not math.isfinite(expected_samples):
         raise ValueError(f"expected_samples must be positive, got {expected_samples}")
-    log_inverse = -math.log(alpha)
-    return 2.0 * expected_samples / (2.0 * log_inverse + math.log1p(2.0 * log_inverse))
+    if not 0 < alpha < 0.5:
+        raise ValueError(f"alpha must be in (0, 0.5), got {alpha}")
+    twice_log = -2.0 * math.log(2.0 * alpha)
+    x = twice_log + math.log1p(twice_log)
+    u = math.sqrt(x)
+    for _ in range(200):
+        log_cdf = log_normal_cdf(u)
+        u = math.sqrt(twice_log + math.log1p(x) - 2.0 * log_cdf)
+        log_cdf = log_normal_cdf(u)
+        mills = math.exp(-0.5 * u * u - _LOG_SQRT_2PI - log_cdf)  # φ(u)/Φ(u)
+        following = u * u + u * mills
+        if abs(following - x) <= 1e-13 * following:
+            break
+        x = following
+    return expected_samples / following
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 import pytest
-from scipy import integrate, special, stats
+from scipy import integrate, optimize, special, stats
 
 from controller.core import sequential, srm
 from controller.core.sequential import ArmCounts, compare
@@ -47,11 +47,21 @@ def test_the_boundary_is_where_the_ratio_reaches_one_over_alpha(v: float, rho: f
     assert loose <= b <= two_sided
 
 
-def test_mixing_precision_follows_the_expected_sample_rule() -> None:
-    # ρ = 2S / (2 ln(1/α) + ln(1 + 2 ln(1/α))) for S = 1000, α = 0.05.
-    assert sequential.mixing_precision(1000, 0.05) == pytest.approx(
-        2000 / (2 * math.log(20) + math.log(1 + 2 * math.log(20)))
+@pytest.mark.parametrize("alpha", [0.2, 0.05, 0.01, 0.0025, 1e-4, 1e-6])
+@pytest.mark.parametrize("expected", [50, 2000, 1e6])
+def test_the_boundary_is_tightest_at_expected_samples_pairs(alpha: float, expected: float) -> None:
+    # expectedSamples is per arm: the mixing precision must make the boundary at V = expected
+    # pairs the narrowest any precision gives there (found numerically over ρ).
+    def width(log_rho: float) -> float:
+        return sequential.boundary(expected, math.exp(log_rho), alpha) / expected
+
+    around = math.log(expected)
+    best = optimize.minimize_scalar(
+        width, bounds=(around - 12, around + 3), method="bounded", options={"xatol": 1e-9}
     )
+    rho = sequential.mixing_precision(expected, alpha)
+    assert rho == pytest.approx(math.exp(best.x), rel=1e-3)
+    assert width(math.log(rho)) <= best.fun * (1 + 1e-9)
 
 
 def test_a_comparison_recomputed_independently_with_scipy() -> None:
@@ -80,7 +90,7 @@ def test_a_comparison_recomputed_independently_with_scipy() -> None:
     pairs = sigma2 / (1.5 * variance_at)
     excess = 130 / 6000 - k * 61 / 6010
     s = pairs * excess / math.sqrt(sigma2)
-    rho = 2 * 3000 / (2 * math.log(200) + math.log(1 + 2 * math.log(200)))
+    rho = sequential.mixing_precision(3000, 0.005)  # checked on its own above
     w = pairs + rho
     expected = math.log(2) + 0.5 * math.log(rho / w) + s * s / (2 * w) + special.log_ndtr(s / math.sqrt(w))
     assert result.excess == pytest.approx(excess)
