@@ -198,9 +198,22 @@ def compare(
 ) -> Comparison:
     """Judge ``treatment`` against ``control`` under ``rule`` (``maxDelta`` or ``maxIncrease``).
 
-    Both arms need ``total > 0``; events are clamped to ``[0, total]`` (Prometheus's ``increase``
-    extrapolates, so a count can be fractional or a hair above its total).
+    Both arms need ``total > 0``; events above ``total`` are clamped to it (Prometheus's
+    ``increase`` extrapolates, so a count can be fractional or a hair above its total). A count
+    that is negative, NaN or infinite, or a setting out of its range, raises ValueError naming it.
     """
+    for name, value in (
+        ("treatment events", treatment.events),
+        ("treatment total", treatment.total),
+        ("control events", control.events),
+        ("control total", control.total),
+    ):
+        if not (math.isfinite(value) and value >= 0):
+            raise ValueError(f"{name} must be a finite count ≥ 0, got {value}")
+    if not (math.isfinite(limit) and limit >= 0):
+        raise ValueError(f"limit must be a finite number ≥ 0, got {limit}")
+    if not (math.isfinite(variance_inflation) and variance_inflation >= 1):
+        raise ValueError(f"variance_inflation must be a finite number ≥ 1, got {variance_inflation}")
     if rule == "maxDelta":
         factor, delta = 1.0, limit
     elif rule == "maxIncrease":
@@ -209,16 +222,14 @@ def compare(
         raise ValueError(f"a rate comparison takes maxDelta or maxIncrease, not {rule!r}")
     if treatment.total <= 0 or control.total <= 0:
         raise ValueError("both arms need at least one sample")
-    if variance_inflation < 1:
-        raise ValueError(f"variance_inflation must be ≥ 1, got {variance_inflation}")
-    treatment = ArmCounts(min(max(treatment.events, 0.0), treatment.total), treatment.total)
-    control = ArmCounts(min(max(control.events, 0.0), control.total), control.total)
+    rho = mixing_precision(expected_samples, alpha)
+    treatment = ArmCounts(min(treatment.events, treatment.total), treatment.total)
+    control = ArmCounts(min(control.events, control.total), control.total)
     sigma2, variance = _pair_variances(treatment, control, factor, delta)
     pairs = sigma2 / (variance_inflation * variance)
     sigma = math.sqrt(sigma2)
     tolerated = factor * control.share + delta
     excess = treatment.share - tolerated
-    rho = mixing_precision(expected_samples, alpha)
     statistic = log_mixture_ratio(pairs * excess / sigma, pairs, rho)
     lower = excess - boundary(pairs, rho, alpha) * sigma / pairs
     return Comparison(

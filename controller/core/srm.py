@@ -36,8 +36,8 @@ def log_bayes_factor(
     """``ln BF`` of "the share is not the designed one" against "it is", for (possibly fractional)
     counts ``treatment`` and ``control``. The prior is Beta(a, a) for a designed share of ½, and
     Beta(2a·π₀, 2a·(1 − π₀)) in general."""
-    if treatment < 0 or control < 0:
-        raise ValueError("counts cannot be negative")
+    if not (math.isfinite(treatment) and treatment >= 0 and math.isfinite(control) and control >= 0):
+        raise ValueError(f"counts must be finite and ≥ 0, got {treatment} and {control}")
     if not 0 < designed_share < 1:
         raise ValueError(f"designed_share must be in (0, 1), got {designed_share}")
     a = 2.0 * prior * designed_share
@@ -74,15 +74,17 @@ def check(
     designed_share: float = 0.5,
     variance_inflation: float = 1.0,
 ) -> SampleRatio:
-    """Judge observed exposures against the designed split."""
+    """Judge observed exposures against the designed split. A count that is negative, NaN or
+    infinite, or a setting out of its range, raises ValueError naming it."""
+    for arm, count in (("treatment", treatment), ("control", control)):
+        if not (math.isfinite(count) and count >= 0):
+            raise ValueError(f"{arm} exposures must be a finite count ≥ 0, got {count}")
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must be in (0, 1), got {alpha}")
-    if variance_inflation < 1:
-        raise ValueError(f"variance_inflation must be ≥ 1, got {variance_inflation}")
+    if not (math.isfinite(variance_inflation) and variance_inflation >= 1):
+        raise ValueError(f"variance_inflation must be a finite number ≥ 1, got {variance_inflation}")
     statistic = log_bayes_factor(
-        max(treatment, 0.0) / variance_inflation,
-        max(control, 0.0) / variance_inflation,
-        designed_share=designed_share,
+        treatment / variance_inflation, control / variance_inflation, designed_share=designed_share
     )
     return SampleRatio(
         treatment=treatment,

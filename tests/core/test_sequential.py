@@ -151,7 +151,7 @@ def test_variance_inflation_makes_the_test_more_cautious() -> None:
 def test_counts_from_extrapolated_increases_are_clamped() -> None:
     result = compare(
         ArmCounts(101.3, 100.2),
-        ArmCounts(-0.4, 100.0),
+        ArmCounts(0.0, 100.0),
         rule="maxDelta",
         limit=0.0,
         alpha=0.01,
@@ -159,6 +159,67 @@ def test_counts_from_extrapolated_increases_are_clamped() -> None:
     )
     assert result.treatment_share == 1.0
     assert result.control_share == 0.0
+
+
+NOT_COUNTS = [math.nan, math.inf, -math.inf, -0.4]
+ARM_FIELDS = ["treatment.events", "treatment.total", "control.events", "control.total"]
+
+
+@pytest.mark.parametrize("bad", NOT_COUNTS, ids=str)
+@pytest.mark.parametrize("field", ARM_FIELDS)
+def test_a_comparison_refuses_counts_that_are_not_counts(bad: float, field: str) -> None:
+    counts = {
+        "treatment.events": 60.0,
+        "treatment.total": 6000.0,
+        "control.events": 61.0,
+        "control.total": 6010.0,
+    }
+    counts[field] = bad
+    with pytest.raises(ValueError, match=rf"{field.replace('.', ' ')} must be a finite count ≥ 0, got {bad}"):
+        compare(
+            ArmCounts(counts["treatment.events"], counts["treatment.total"]),
+            ArmCounts(counts["control.events"], counts["control.total"]),
+            rule="maxDelta",
+            limit=0.0,
+            alpha=0.01,
+            expected_samples=2000,
+        )
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [
+        ("limit", math.nan),
+        ("limit", math.inf),
+        ("limit", -0.1),
+        ("alpha", math.nan),
+        ("alpha", 0.0),
+        ("alpha", 0.5),
+        ("expected_samples", math.nan),
+        ("expected_samples", math.inf),
+        ("variance_inflation", math.nan),
+        ("variance_inflation", math.inf),
+        ("variance_inflation", 0.5),
+    ],
+)
+def test_a_comparison_refuses_settings_that_are_not_usable(setting: str, value: float) -> None:
+    settings: dict[str, float] = {
+        "limit": 0.0,
+        "alpha": 0.01,
+        "expected_samples": 2000,
+        "variance_inflation": 1.0,
+    }
+    settings[setting] = value
+    with pytest.raises(ValueError, match=setting):
+        compare(
+            ArmCounts(60, 6000),
+            ArmCounts(61, 6010),
+            rule="maxDelta",
+            limit=settings["limit"],
+            alpha=settings["alpha"],
+            expected_samples=settings["expected_samples"],
+            variance_inflation=settings["variance_inflation"],
+        )
 
 
 def test_rules_other_than_delta_and_increase_are_refused() -> None:
@@ -250,6 +311,27 @@ def test_a_two_point_split_error_is_a_mismatch_and_chance_is_not() -> None:
     assert not srm.check(10_080, 9_920, alpha=0.001).mismatch
     # Evaluations of the same users are not independent: inflation discounts them.
     assert not srm.check(10_400, 9_600, alpha=0.001, variance_inflation=5).mismatch
+
+
+@pytest.mark.parametrize("bad", NOT_COUNTS, ids=str)
+@pytest.mark.parametrize("arm", ["treatment", "control"])
+def test_the_sample_ratio_check_refuses_counts_that_are_not_counts(bad: float, arm: str) -> None:
+    counts = {"treatment": 6000.0, "control": 6010.0, arm: bad}
+    with pytest.raises(ValueError, match=rf"{arm} exposures must be a finite count ≥ 0, got {bad}"):
+        srm.check(counts["treatment"], counts["control"], alpha=0.001)
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, 0.5])
+def test_the_sample_ratio_check_refuses_an_unusable_inflation(value: float) -> None:
+    with pytest.raises(ValueError, match="variance_inflation"):
+        srm.check(6000, 6010, alpha=0.001, variance_inflation=value)
+
+
+@pytest.mark.parametrize(("treatment", "control"), [(0, 0), (0, 5), (5, 0), (1e18, 3.0), (2.5, 1e-300)])
+def test_the_shown_split_is_a_share_between_zero_and_one(treatment: float, control: float) -> None:
+    ratio = srm.check(treatment, control, alpha=0.001)
+    assert 0.0 <= ratio.share <= 1.0
+    assert 0.0 <= 1.0 - ratio.share <= 1.0
 
 
 def test_watching_the_split_every_interval_keeps_false_mismatches_under_alpha() -> None:
