@@ -4,6 +4,7 @@ independent computations (scipy, numerical integration, textbook formulas) and b
 from __future__ import annotations
 
 import math
+from decimal import Decimal, localcontext
 
 import numpy as np
 import pytest
@@ -289,6 +290,86 @@ def test_the_sample_ratio_bayes_factor_matches_scipy(x: float, y: float) -> None
     a = srm.PRIOR_CONCENTRATION
     expected = special.betaln(x + a, y + a) - special.betaln(a, a) - (x + y) * math.log(0.5)
     assert srm.log_bayes_factor(x, y) == pytest.approx(expected, rel=1e-10, abs=1e-10)
+
+
+# ln B(a, b) in 60-digit decimal arithmetic from Stirling's series (B₂…B₁₆; the first term left
+# out is below 1e-17 for arguments ≥ 10): a reference that shares no code and no floating-point
+# cancellation with the module under test.
+_BERNOULLI = [(1, 6), (-1, 30), (1, 42), (-1, 30), (5, 66), (-691, 2730), (7, 6), (-3617, 510)]
+_PI = Decimal("3.14159265358979323846264338327950288419716939937510582097494459")
+
+
+def _decimal_log_gamma(z: Decimal) -> Decimal:
+    assert z >= 10
+    series = sum(
+        (
+            Decimal(n) / Decimal(d) / (2 * k * (2 * k - 1)) / z ** (2 * k - 1)
+            for k, (n, d) in enumerate(_BERNOULLI, start=1)
+        ),
+        Decimal(0),
+    )
+    return (z - Decimal("0.5")) * z.ln() - z + (2 * _PI).ln() / 2 + series
+
+
+def _decimal_log_bayes_factor(x: float, y: float, designed_share: float) -> float:
+    with localcontext() as context:
+        context.prec = 60
+        share = Decimal(designed_share)
+        prior = Decimal(srm.PRIOR_CONCENTRATION)
+        a, b = 2 * prior * share, 2 * prior * (1 - share)
+        tx, ty = Decimal(x), Decimal(y)
+
+        def log_beta(p: Decimal, q: Decimal) -> Decimal:
+            return _decimal_log_gamma(p) + _decimal_log_gamma(q) - _decimal_log_gamma(p + q)
+
+        alternative = log_beta(tx + a, ty + b) - log_beta(a, b)
+        null = tx * share.ln() + ty * (1 - share).ln()
+        return float(alternative - null)
+
+
+@pytest.mark.parametrize("total", [1e6, 1e9, 1e12, 1e15, 1e18])
+@pytest.mark.parametrize("departure", [0.0, 1.0, 3.0, 6.0])  # treatment − control, in standard deviations
+def test_the_sample_ratio_bayes_factor_is_exact_at_any_count(total: float, departure: float) -> None:
+    difference = round(departure * math.sqrt(total))
+    x, y = (total + difference) / 2, (total - difference) / 2
+    assert srm.log_bayes_factor(x, y) == pytest.approx(
+        _decimal_log_bayes_factor(x, y, 0.5), rel=1e-9, abs=1e-7
+    )
+
+
+@pytest.mark.parametrize("total", [1e12, 1e15, 1e18])
+def test_an_exact_split_is_never_a_mismatch_however_large_the_counts(total: float) -> None:
+    result = srm.check(total / 2, total / 2, alpha=0.001)
+    assert not result.mismatch
+    assert result.log_bayes_factor < 0
+    assert srm.check(total * 0.501, total * 0.499, alpha=0.001).mismatch
+
+
+@pytest.mark.parametrize("total", [3e3, 1e9, 1e15, 1e18])
+def test_the_bayes_factor_of_an_unequal_design_is_exact_at_any_count(total: float) -> None:
+    x = round(total * 2 / 3 + 2 * math.sqrt(total))
+    y = total - x
+    assert srm.log_bayes_factor(x, y, designed_share=2 / 3) == pytest.approx(
+        _decimal_log_bayes_factor(x, y, 2 / 3), rel=1e-9, abs=1e-7
+    )
+
+
+@pytest.mark.parametrize(("x", "y"), [(0, 0), (1, 0), (3, 40), (0.25, 7.5), (512, 9490)])
+@pytest.mark.parametrize("designed_share", [0.02, 0.05, 0.95])
+def test_the_bayes_factor_with_a_small_prior_arm_matches_scipy(
+    x: float, y: float, designed_share: float
+) -> None:
+    # A designed share far from ½ puts a Beta parameter under 10, below the series' range.
+    a, b = 100 * designed_share, 100 * (1 - designed_share)
+    expected = (
+        special.betaln(x + a, y + b)
+        - special.betaln(a, b)
+        - x * math.log(designed_share)
+        - y * math.log1p(-designed_share)
+    )
+    assert srm.log_bayes_factor(x, y, designed_share=designed_share) == pytest.approx(
+        expected, rel=1e-10, abs=1e-10
+    )
 
 
 def test_the_sample_ratio_bayes_factor_is_the_binomial_marginal_over_its_prior() -> None:
