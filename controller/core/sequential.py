@@ -74,8 +74,9 @@ def boundary(v: float, rho: float, alpha: float) -> float:
         raise ValueError(f"alpha must be in (0, 1), got {alpha}")
     w = v + rho
     target = -math.log(alpha)
-    high = math.sqrt(w * math.log(w / (rho * alpha * alpha)))
-    low = math.sqrt(w * max(0.0, math.log(w / (rho * 4.0 * alpha * alpha))))
+    log_ratio = math.log(w / rho)  # in logarithms: α² underflows to 0 below about 1e-162
+    high = math.sqrt(w * (log_ratio + 2.0 * target))
+    low = math.sqrt(w * max(0.0, log_ratio + 2.0 * target - 2.0 * _LOG_2))
     for _ in range(60):
         middle = 0.5 * (low + high)
         if log_mixture_ratio(middle, v, rho) < target:

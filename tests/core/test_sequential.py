@@ -48,6 +48,18 @@ def test_the_boundary_is_where_the_ratio_reaches_one_over_alpha(v: float, rho: f
     assert loose <= b <= two_sided
 
 
+@pytest.mark.parametrize("alpha", [1e-12, 1e-170, 1e-300])
+def test_the_boundary_holds_for_budgets_whose_square_underflows(alpha: float) -> None:
+    # α² is 0 in floating point below about 1e-162: the boundary must not divide by it.
+    b = sequential.boundary(1000.0, 100.0, alpha)
+    assert sequential.log_mixture_ratio(b, 1000.0, 100.0) == pytest.approx(-math.log(alpha), rel=1e-9)
+    result = compare(
+        ArmCounts(60, 6000), ArmCounts(61, 6010), rule="maxDelta", limit=0, alpha=alpha, expected_samples=2000
+    )
+    assert not result.fails
+    assert result.excess_lower < 0
+
+
 @pytest.mark.parametrize("alpha", [0.2, 0.05, 0.01, 0.0025, 1e-4, 1e-6])
 @pytest.mark.parametrize("expected", [50, 2000, 1e6])
 def test_the_boundary_is_tightest_at_expected_samples_pairs(alpha: float, expected: float) -> None:
