@@ -247,7 +247,8 @@ class Statistics(Model):
     expected_samples: Count = Field(
         2000,
         ge=1,
-        description="Requests per arm at which the confidence sequence is tightest.",
+        le=10**12,
+        description="Requests per arm at which the confidence sequence is tightest (at most 1e12).",
     )
     variance_inflation: Number = Field(
         1.0,

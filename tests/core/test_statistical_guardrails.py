@@ -335,6 +335,46 @@ def test_budgets_outside_a_sane_range_are_refused_at_their_line(field: str, valu
     assert any(i.startswith(f"pay.yaml:{line}:") and f"spec.statistics.{field}:" in i for i in found), found
 
 
+@pytest.mark.parametrize(
+    ("old", "new", "field", "message"),
+    [
+        ("    alpha: 0.01\n", "    expectedSamples: 10000000000000\n", "spec.statistics.expectedSamples", ""),
+        (
+            "      maxDelta: 0.001\n",
+            "      maxIncrease: 1001\n",
+            "spec.guardrails[0].maxIncrease",
+            "at most 1000",
+        ),
+        (
+            "      maxIncrease: 0.1\n",
+            "      maxIncrease: 1.0e+200\n",
+            "spec.guardrails[1].maxIncrease",
+            "at most 1000",
+        ),
+    ],
+    ids=["expectedSamples", "errors-maxIncrease", "slow-maxIncrease"],
+)
+def test_settings_the_arithmetic_cannot_carry_are_refused_at_their_line(
+    old: str, new: str, field: str, message: str
+) -> None:
+    # An expectedSamples of 1e400 overflowed a float; a maxIncrease of 1e200 squared is infinite.
+    text = POLICY.replace("{extra}", STATISTICS).replace(old, new)
+    line = text.splitlines().index(new.rstrip("\n")) + 1
+    found = issues(text)
+    assert any(i.startswith(f"pay.yaml:{line}:") and f"{field}:" in i and message in i for i in found), found
+
+
+def test_a_thousandfold_increase_is_still_a_bound() -> None:
+    p = policy(
+        STATISTICS.replace("    alpha: 0.01\n", "    alpha: 0.01\n    expectedSamples: 1000000000000\n")
+    )
+    assert p.statistics.expected_samples == 10**12
+    text = POLICY.replace("{extra}", STATISTICS).replace(
+        "      maxIncrease: 0.1\n", "      maxIncrease: 1000\n"
+    )
+    assert not issues(text)
+
+
 @pytest.mark.parametrize("value", ["1.0e-6", "0.2"])
 def test_budgets_at_the_ends_of_the_range_are_accepted(value: str) -> None:
     p = policy(f"  statistics:\n    alpha: {value}\n    sampleRatioAlpha: {value}\n")
