@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from controller.adapters.policyfile import load_file, load_text
+from controller.core import sequential, srm
 from controller.core.checkrecord import Check
 from controller.core.decision import (
     COMPLETED_WINDOW_SECONDS,
@@ -499,6 +500,53 @@ def test_a_failed_count_query_is_an_error() -> None:
     assert decision.action is Action.HOLD
     assert by_name(decision, "errors").verdict is Outcome.ERROR
     assert "control requests: HTTP 503" in by_name(decision, "errors").detail
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf], ids=str)
+@pytest.mark.parametrize(
+    ("name", "arm", "part", "what"),
+    [
+        ("errors", Arm.TREATMENT, Part.EVENTS, "treatment errors"),
+        ("errors", Arm.CONTROL, Part.TOTAL, "control requests"),
+        ("slow", Arm.CONTROL, Part.FAST, "control fast requests"),
+        ("sample-ratio", Arm.TREATMENT, Part.WHOLE, "treatment exposures"),
+    ],
+)
+def test_a_count_that_is_not_a_number_is_an_error_never_a_pass(
+    value: float, name: str, arm: Arm, part: Part, what: str
+) -> None:
+    p = policy()
+    now = T0 + timedelta(minutes=10)
+    # Treatment's errors doubled where the errors guardrail's other count is broken: were that
+    # count ignored or taken as a number, the guardrail would fail (or pass), not be an error.
+    doubled = {("errors", Arm.TREATMENT, Part.EVENTS): 125.0} if name == "errors" else {}
+    changes = {**doubled, (name, arm, part): value}
+    decision = look(p, started(p), now, changes)
+    check = by_name(decision, name)
+    assert check.verdict is Outcome.ERROR
+    assert f"{what}: not a finite count ({value})" in check.detail
+    assert check.sequential is None
+    assert check.sample_ratio is None
+    assert decision.action is Action.HOLD
+    record = json.loads(json.dumps(to_record(decision, Context("pay", policy=p), now), allow_nan=False))
+    assert "not a finite count" in render(record)
+
+
+def test_a_comparison_that_refuses_its_counts_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The pure functions refuse what is not a count; whatever the reason, the check is an error
+    # with the reason, never a pass and never a traceback.
+    def refuse(*_: object, **__: object) -> None:
+        raise ValueError("control events must be a finite count ≥ 0, got -1")
+
+    monkeypatch.setattr(sequential, "compare", refuse)
+    monkeypatch.setattr(srm, "check", refuse)
+    p = policy()
+    decision = look(p, started(p), T0 + timedelta(minutes=10))
+    for name in ("errors", "slow", "sample-ratio"):
+        check = by_name(decision, name)
+        assert check.verdict is Outcome.ERROR, name
+        assert check.detail == "not judged: control events must be a finite count ≥ 0, got -1", name
+    assert decision.action is Action.HOLD
 
 
 def test_a_latency_bound_that_is_not_a_bucket_edge_is_an_error() -> None:
