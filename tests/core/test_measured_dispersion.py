@@ -27,7 +27,7 @@ from controller.core.queries import (
 )
 from controller.core.records import record_problem, render
 from controller.core.state import Action, Outcome
-from tests.core.test_statistical_guardrails import T0, by_name, look, policy, started
+from tests.core.test_statistical_guardrails import STATISTICS, T0, by_name, look, policy, started
 
 Changes = dict[tuple[str, Arm, Part], Reading | float]
 
@@ -327,3 +327,49 @@ def test_a_passing_check_keeps_its_record_small_without_the_dispersion_query() -
     unmeasured = by_name(look(p, started(p), T0 + timedelta(minutes=5), changes), "errors")
     assert unmeasured.verdict is Outcome.PASS
     assert unmeasured.as_record()["sequential"]["dispersion"]["query"].startswith("# template dispersion")
+
+
+def test_the_first_intervals_of_measuring_hold_even_where_no_data_would_roll_back() -> None:
+    """The dispersion needs two intervals with requests to be measured: until then the check holds
+    (it is not judged at a floor real bursts may far exceed), but it is no metrics outage, so
+    ``onNoData: rollback`` must not roll back a rollout at its first look."""
+    p = policy(STATISTICS + "  onNoData: rollback\n")
+    decision = look(p, started(p), T0 + timedelta(seconds=60), errors_dispersion(phi=9, bins=1))
+    errors = by_name(decision, "errors")
+    assert errors.verdict is Outcome.NO_DATA
+    assert errors.settling
+    assert errors.as_record()["settling"] is True
+    assert decision.action is Action.HOLD
+    assert decision.reason.endswith("still measuring (onNoData does not apply): hold")
+
+
+def test_a_settling_check_beside_a_real_outage_still_follows_on_no_data() -> None:
+    p = policy(STATISTICS + "  onNoData: rollback\n")
+    changes = errors_dispersion(phi=9, bins=1) | {
+        ("slow", Arm.TREATMENT, Part.TOTAL): Reading.no_data("empty result"),
+    }
+    decision = look(p, started(p), T0 + timedelta(seconds=60), changes)
+    assert decision.action is Action.ROLLBACK
+    assert "onNoData: rollback" in decision.reason
+
+
+def test_the_sample_ratio_check_settles_too() -> None:
+    p = policy(STATISTICS + "  onNoData: rollback\n")
+    changes = exposure_dispersion(phi=1, bins=1)
+    decision = look(p, started(p), T0 + timedelta(minutes=10), changes)
+    ratio = by_name(decision, "sample-ratio")
+    assert ratio.verdict is Outcome.NO_DATA
+    assert ratio.settling
+    assert decision.action is Action.HOLD
+
+
+def test_a_record_with_a_settling_flag_of_the_wrong_type_is_a_problem() -> None:
+    p = policy()
+    decision = look(p, started(p), T0 + timedelta(seconds=60), errors_dispersion(phi=9, bins=1))
+    check = json.loads(json.dumps(by_name(decision, "errors").as_record()))
+    record = {"time": "2026-11-21T12:01:00Z", "flag": "pay", "action": "hold", "checks": [check]}
+    assert record_problem(record) is None
+    check["settling"] = "yes"
+    problem = record_problem(record)
+    assert problem is not None
+    assert "settling" in problem
