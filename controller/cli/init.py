@@ -164,6 +164,8 @@ def meets_flag_file(text: str, flags: Path) -> tuple[bool, str]:
     loaded = load_text(text, "flagroll init")
     policy = loaded.policies[0]
     key, name = policy.policy.flag_key, policy.policy.name
+    # A managed flag: only its owner's name is known here (not the policy files), so whether that
+    # policy still exists cannot be told; a first policy for a flag another policy runs is refused.
     owner = owners(document).get(key)
     if owner == name:
         return True, (
