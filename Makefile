@@ -5,7 +5,7 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 
-.PHONY: setup prometheus demo test lint image-test clean
+.PHONY: setup prometheus demo test lint docs image-test clean
 
 PIP := $(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt
 # One stamp per set of packages, so that both kinds of set-up share .venv: `make demo` installs the
@@ -42,11 +42,16 @@ lint: $(BIN)/flagroll
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-test: setup lint
+# The documentation site (mkdocs.yml) into site/, strictly: a broken link or anchor, or a page left out of
+# the navigation, fails the build.
+docs: $(BIN)/flagroll
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
+test: setup lint docs
 	$(BIN)/pytest
 
 image-test:
 	scripts/image-test
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis site
