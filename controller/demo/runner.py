@@ -165,10 +165,20 @@ def stop_process(process: subprocess.Popen[bytes], timeout_seconds: float = 10.0
             process.wait()
 
 
-async def wait_http(url: str, timeout_seconds: float, process: subprocess.Popen[bytes]) -> None:
+def _check_interrupted(stop: asyncio.Event | None) -> None:
+    """Raise if Ctrl-C or SIGTERM came: a cancellation that lands inside an HTTP call can come back
+    as a connection error, which the demo's loops tolerate, so they also look at this event."""
+    if stop is not None and stop.is_set():
+        raise asyncio.CancelledError
+
+
+async def wait_http(
+    url: str, timeout_seconds: float, process: subprocess.Popen[bytes], stop: asyncio.Event | None = None
+) -> None:
     deadline = time.monotonic() + timeout_seconds
     async with httpx.AsyncClient(timeout=1.0) as client:
         while time.monotonic() < deadline:
+            _check_interrupted(stop)
             if process.poll() is not None:
                 raise RuntimeError(f"the demo service exited early (code {process.returncode})")
             with contextlib.suppress(httpx.HTTPError):
@@ -182,8 +192,15 @@ async def run_demo(scenario: str, directory: Path | None, prometheus_binary: str
     """Run the scenario; 0 when it ended as expected."""
     binary = find_binary(prometheus_binary)  # says how to install Prometheus when it is missing
     main_task = asyncio.current_task()
-    if main_task is not None:
-        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main_task.cancel)
+    stop = asyncio.Event()
+
+    def interrupt() -> None:
+        stop.set()
+        if main_task is not None:
+            main_task.cancel()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        asyncio.get_running_loop().add_signal_handler(signum, interrupt)
     directory = directory or Path(tempfile.mkdtemp(prefix="flagroll-demo-"))
     (directory / "policies").mkdir(parents=True, exist_ok=True)
     (directory / "policies" / "price-quote-cache.yaml").write_text(POLICY)
@@ -209,15 +226,16 @@ async def run_demo(scenario: str, directory: Path | None, prometheus_binary: str
                 run.records.extend(first.records)
                 service = _start_service(scenario, directory, flags, port)
                 _print(out, f"started the demo service (pid {service.pid}), metrics on 127.0.0.1:{port}")
-                await wait_http(f"http://127.0.0.1:{port}/metrics", 30, service)
+                await wait_http(f"http://127.0.0.1:{port}/metrics", 30, service, stop)
                 _print(out, _setting(scenario))
                 _print(out, "started the controller on the demo policy (steps 5 % → 20 % → 50 %)\n")
                 for record in first.records:
                     _show(record, run, out)
-                await _drive(reconciler, run, out)
+                await _drive(reconciler, run, out, stop)
         finally:
             if service is not None:
                 stop_process(service)
+    _check_interrupted(stop)
     return _summary(run, directory, out)
 
 
@@ -234,10 +252,11 @@ def _setting(scenario: str) -> str:
     return f"{both}: the arms differ by chance alone"
 
 
-async def _drive(reconciler: Reconciler, run: Run, out: TextIO) -> None:
+async def _drive(reconciler: Reconciler, run: Run, out: TextIO, stop: asyncio.Event | None = None) -> None:
     deadline = run.started + TIMEOUT_SECONDS
     await asyncio.sleep(INTERVAL_SECONDS)  # the first cycle has just run
     while time.monotonic() < deadline:
+        _check_interrupted(stop)
         tick = time.monotonic()
         result = await reconciler.cycle()
         for record in result.records:
