@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from bench.simulation.traffic import INDEPENDENT, Sizes, clustered_counts, daily_volume, user_evaluations
 from controller.core.queries import Arm, PlannedQuery, QueryKey, Reading
 
 TICK_SECONDS = 15  # Prometheus scrape interval: counters advance in steps of this
@@ -30,6 +31,22 @@ VARIANT = {Arm.TREATMENT: "on", Arm.CONTROL: "control"}
 Array = npt.NDArray[np.float64]
 
 # Traffic ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Ramp:
+    """The rollout a scenario is simulated with: the policies' interval, their steps, how long."""
+
+    interval_seconds: int = 30
+    steps: tuple[tuple[int, int], ...] = ((5, 10), (20, 10), (50, 10))  # (percent, hold minutes)
+    minutes: int = 45  # simulated time per rollout
+
+    @property
+    def max_looks(self) -> int:
+        return self.minutes * 60 // self.interval_seconds
+
+
+CLASSIC = Ramp()
 
 
 @dataclass(frozen=True)
@@ -44,6 +61,14 @@ class Scenario:
     error_factor: float = 1.0  # treatment's error ratio is multiplied by this after the regression
     slow_share_factor: float = 1.0  # treatment's share of requests slower than the SLO, likewise
     exposure_loss: float = 0.0  # share of the treatment arm's flag evaluations that go unrecorded
+    # Realistic traffic (bench/simulation/traffic.py); the defaults are balanced, independent traffic.
+    family: str = "balanced"  # the traffic model this scenario belongs to (A/A and regression alike)
+    treatment_requests_factor: float = 1.0  # treatment serves this many times control's requests
+    error_bursts: Sizes = INDEPENDENT  # errors per burst
+    evaluations_per_user: Sizes | None = None  # None: one flag evaluation per (non-extra) request
+    session_seconds: int = 60  # a user's evaluations spread over this long after their arrival
+    daily_amplitude: float = 0.0  # volume × (1 + a·sin(2π(t/24 h + phase))), phase random per run
+    ramp: Ramp = CLASSIC
 
     @property
     def regression(self) -> bool:
@@ -93,23 +118,42 @@ class ArmSeries:
 def simulate_traffic(scenario: Scenario, ticks: int, rng: np.random.Generator) -> dict[Arm, ArmSeries]:
     start = scenario.regression_at_seconds // TICK_SECONDS
     scale = scenario.latency_scale() if scenario.slow_share_factor != 1.0 else 1.0
+    volume = None
+    if scenario.daily_amplitude:
+        volume = daily_volume(ticks, TICK_SECONDS, scenario.daily_amplitude, phase=rng.random())
     series = {}
     for arm in (Arm.TREATMENT, Arm.CONTROL):
-        requests = rng.poisson(scenario.requests_per_second * TICK_SECONDS, ticks)
+        mean = scenario.requests_per_second * TICK_SECONDS * (volume if volume is not None else 1.0)
+        requests = rng.poisson(mean, ticks)
+        users = requests  # requests that evaluate the flag (one evaluation each, unless modelled)
+        extra = scenario.treatment_requests_factor - 1.0
+        if arm is Arm.TREATMENT and extra > 0:  # retries, hedging: requests that evaluate no flag
+            requests = requests + rng.poisson(mean * extra, ticks)
         error_ratio = np.full(ticks, scenario.error_ratio)
         bad = arm is Arm.TREATMENT and scenario.regression
         if bad:
             error_ratio[start:] = min(1.0, scenario.error_ratio * scenario.error_factor)
-        errors = rng.binomial(requests, error_ratio)
+        if scenario.error_bursts.independent:
+            errors = rng.binomial(requests, error_ratio)
+        else:
+            errors = clustered_counts(rng, requests * error_ratio, scenario.error_bursts, requests)
         healthy = np.array(scenario.bucket_shares(1.0))
         per_bucket = np.empty((ticks, len(BUCKETS) + 1), dtype=np.int64)
         per_bucket[:start] = rng.multinomial(requests[:start], healthy)
         per_bucket[start:] = rng.multinomial(
             requests[start:], np.array(scenario.bucket_shares(scale)) if bad else healthy
         )
-        evaluations = requests
+        evaluations = users
+        if scenario.evaluations_per_user is not None:
+            expected = scenario.requests_per_second * TICK_SECONDS * (volume if volume is not None else 1.0)
+            evaluations = user_evaluations(
+                rng,
+                np.broadcast_to(np.asarray(expected, dtype=np.float64), (ticks,)),
+                scenario.evaluations_per_user,
+                max(1, scenario.session_seconds // TICK_SECONDS),
+            )
         if arm is Arm.TREATMENT and scenario.exposure_loss > 0:
-            evaluations = rng.binomial(requests, 1.0 - scenario.exposure_loss)
+            evaluations = rng.binomial(evaluations, 1.0 - scenario.exposure_loss)
         series[arm] = ArmSeries(
             requests=_cumulative(requests),
             errors=_cumulative(errors),
