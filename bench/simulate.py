@@ -25,7 +25,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -47,6 +47,7 @@ from bench.simprom import (
     simulate_traffic,
 )
 from bench.simulation import report
+from bench.simulation.bins import Binned, Inflation, InflationMode, decide_measured, restore
 from bench.simulation.families import families, realistic_scenarios
 from controller.adapters.policyfile import load_text
 from controller.core.decision import decide, queries_for, rebase
@@ -166,13 +167,19 @@ class Outcome:
     looks: int = 0
     sample_ratio_holds: int = 0
     reason: str = ""
+    inflation: dict[str, float] = field(default_factory=dict)  # the last look's, per check (measured)
 
 
 def run_rollout(
-    policy: Policy, prometheus: SimulatedPrometheus, scenario: Scenario, max_looks: int
+    policy: Policy,
+    prometheus: SimulatedPrometheus,
+    scenario: Scenario,
+    max_looks: int,
+    inflation: Callable[[int], Inflation] | None = None,
 ) -> Outcome:
     """Drive one rollout through flagroll's decision code until it completes, rolls back or runs out
-    of simulated time."""
+    of simulated time. ``inflation(look)``, when given, is the variance inflation measured at a look
+    (bench/simulation/bins.py), handed to the decision code; without it the policy's value holds."""
     stored: RolloutState | None = None
     outcome = Outcome()
     interval = scenario.ramp.interval_seconds
@@ -181,7 +188,17 @@ def run_rollout(
         state = rebase(policy, stored, now).state
         queries = queries_for(policy, state, now)
         tick = look * interval // TICK_SECONDS
-        decision = decide(policy, stored, queries, prometheus.answer(queries, tick), now)
+        answers = prometheus.answer(queries, tick)
+        if inflation is None:
+            judged, decision = policy, decide(policy, stored, queries, answers, now)
+        else:
+            measured = inflation(look)
+            decision, judged = decide_measured(policy, stored, queries, answers, now, measured)
+            outcome.inflation = {
+                "errors": measured.errors.used,
+                "latency": measured.latency.used,
+                "sample_ratio": measured.sample_ratio.used,
+            }
         outcome.looks = look
         if decision.action is Action.HOLD and "sample ratio mismatch" in decision.reason:
             outcome.sample_ratio_holds += 1
@@ -192,7 +209,7 @@ def run_rollout(
         if decision.after.status is Status.COMPLETED:
             outcome.completed = True
             return outcome
-        stored = decision.after
+        stored = restore(policy, judged, decision.after)
     return outcome
 
 
@@ -203,14 +220,35 @@ class Rule:
     policy_text: str
 
 
-def _one_run(args: tuple[Scenario, list[Rule], int, int]) -> dict[str, dict[str, Any]]:
-    scenario, rules, seed, max_looks = args
+Work = tuple[Scenario, list[Rule], int, int, InflationMode]
+
+
+def _one_run(args: Work) -> dict[str, dict[str, Any]]:
+    scenario, rules, seed, max_looks, mode = args
     rng = np.random.default_rng(seed)
     ticks = max_looks * scenario.ramp.interval_seconds // TICK_SECONDS + 1
-    prometheus = SimulatedPrometheus(simulate_traffic(scenario, ticks, rng))
+    series = simulate_traffic(scenario, ticks, rng)
+    prometheus = SimulatedPrometheus(series)
+    binned = Binned(series, scenario.ramp.interval_seconds) if mode == "estimated" else None
+    measured: dict[tuple[int, float], Inflation] = {}  # the same traffic for every rule: measure once
+
+    def inflation(policy: Policy) -> Callable[[int], Inflation] | None:
+        if binned is None or not (policy.comparisons or policy.statistics.exposure):
+            return None
+        floor = policy.statistics.variance_inflation
+
+        def at(look: int) -> Inflation:
+            if (look, floor) not in measured:
+                measured[look, floor] = binned.inflation(look, floor)
+            return measured[look, floor]
+
+        return at
+
     results = {}
     for rule in rules:
-        results[rule.name] = asdict(run_rollout(_policy(rule.policy_text), prometheus, scenario, max_looks))
+        policy = _policy(rule.policy_text)
+        outcome = run_rollout(policy, prometheus, scenario, max_looks, inflation(policy))
+        results[rule.name] = asdict(outcome)
     return results
 
 
@@ -223,7 +261,7 @@ def _policy(text: str) -> Policy:
     return _POLICIES[text]
 
 
-def _chunk(args: list[tuple[Scenario, list[Rule], int, int]]) -> list[dict[str, dict[str, Any]]]:
+def _chunk(args: list[Work]) -> list[dict[str, dict[str, Any]]]:
     return [_one_run(a) for a in args]
 
 
@@ -241,6 +279,8 @@ class RuleSummary:
     median_minutes: float | None
     p90_minutes: float | None
     minutes: list[float] = field(default_factory=list)
+    # The median over runs of the inflation the last look used, per check (measured inflation only).
+    inflation_median: dict[str, float] = field(default_factory=dict)
 
 
 def summarise(rule: Rule, outcomes: list[dict[str, Any]]) -> RuleSummary:
@@ -260,6 +300,11 @@ def summarise(rule: Rule, outcomes: list[dict[str, Any]]) -> RuleSummary:
         median_minutes=_quantile(times, 0.5),
         p90_minutes=_quantile(times, 0.9),
         minutes=times,
+        inflation_median={
+            check: float(np.median([o["inflation"][check] for o in outcomes if o["inflation"]]))
+            for check in ("errors", "latency", "sample_ratio")
+            if any(o["inflation"] for o in outcomes)
+        },
     )
 
 
@@ -272,9 +317,19 @@ def _quantile(values: list[float], q: float) -> float | None:
 
 
 def simulate(
-    scenario: Scenario, rules: list[Rule], *, runs: int, seed: int, jobs: int, max_looks: int
+    scenario: Scenario,
+    rules: list[Rule],
+    *,
+    runs: int,
+    seed: int,
+    jobs: int,
+    max_looks: int,
+    inflation: InflationMode = "estimated",
 ) -> dict[str, RuleSummary]:
-    work = [(scenario, rules, seed * 1_000_003 + i, max_looks) for i in range(runs)]
+    """``runs`` rollouts of ``scenario`` under every rule. ``inflation``: "estimated" measures the
+    variance inflation from per-interval counts at every look and hands it to the decision code (as
+    the controller does), "policy" leaves the policy's ``varianceInflation`` alone."""
+    work: list[Work] = [(scenario, rules, seed * 1_000_003 + i, max_looks, inflation) for i in range(runs)]
     if jobs <= 1:
         results = _chunk(work)
     else:
@@ -473,6 +528,13 @@ def _parser() -> argparse.ArgumentParser:
         "realistic: one traffic model per family (unequal arms, bursts of errors, repeated evaluations "
         "per user, a daily cycle), each A/A and 1 %% → 2 %% errors",
     )
+    parser.add_argument(
+        "--inflation",
+        choices=("estimated", "policy"),
+        default="estimated",
+        help="estimated: the variance inflation measured from per-interval counts at every look, the "
+        "policy's varianceInflation as its floor (as the controller does); policy: the policy's value alone",
+    )
     parser.add_argument("--runs", type=int, default=1000, help="simulated rollouts per scenario")
     parser.add_argument(
         "--aa-runs", type=int, default=None, help="simulated rollouts per A/A scenario (default: --runs)"
@@ -557,6 +619,7 @@ def _simulate_all(
             seed=args.seed,
             jobs=args.jobs,
             max_looks=scenario.ramp.max_looks,
+            inflation=args.inflation,
         )
         print(
             f"  {scenario.name}: {runs} rollouts simulated ({time.monotonic() - started:.0f}s)",
@@ -576,6 +639,7 @@ def _document(
     document: dict[str, Any] = {
         "command": "bench/simulate.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "family": args.family,
+        "inflation": args.inflation,
         "runs": args.runs,
         "aa_runs": args.aa_runs or args.runs,
         "seed": args.seed,

@@ -44,6 +44,8 @@ class Summary(Protocol):
     def median_minutes(self) -> float | None: ...
     @property
     def p90_minutes(self) -> float | None: ...
+    @property
+    def inflation_median(self) -> dict[str, float]: ...
 
 
 def interval(events: int, runs: int, confidence: float = CONFIDENCE) -> tuple[float, float]:
@@ -97,6 +99,12 @@ class RuleFigures:
     detected: Share
     median_minutes: float | None
     p90_minutes: float | None
+    inflation: dict[str, float]  # A/A: median over runs of the inflation the last look used, per check
+
+    def inflation_text(self) -> str:
+        if not self.inflation:
+            return "—"
+        return f"{self.inflation['errors']:.2f} / {self.inflation['sample_ratio']:.2f}"
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -107,6 +115,7 @@ class RuleFigures:
             "detected": self.detected.as_dict(),
             "median_minutes": self.median_minutes,
             "p90_minutes": self.p90_minutes,
+            "aa_inflation_median": self.inflation,
         }
 
 
@@ -128,6 +137,7 @@ def figures(
                 detected=Share(bad[rule].rollbacks, bad[rule].runs),
                 median_minutes=bad[rule].median_minutes,
                 p90_minutes=bad[rule].p90_minutes,
+                inflation=summary.inflation_median,
             )
             for rule, summary in aa.items()
             if rule in bad
@@ -196,11 +206,12 @@ def text_table(chosen: Sequence[Family], by_family: Mapping[str, list[RuleFigure
 
 
 def markdown_table(chosen: Sequence[Family], by_family: Mapping[str, list[RuleFigures]]) -> str:
-    """The table docs/statistics.md shows: one row per family and rule."""
+    """The table docs/statistics.md shows: one row per family and rule. "inflation used": the median
+    over A/A runs of the inflation the last look used, errorRatio guardrail / sample-ratio check."""
     lines = [
         "| traffic | rule | A/A false rollbacks (95 % CI) | A/A runs held for SRM | 1 % → 2 % detected "
-        "| median | p90 |",
-        "|---|---|---|---|---|---|---|",
+        "| median | p90 | inflation used |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for family in chosen:
         for i, f in enumerate(by_family.get(family.key, [])):
@@ -208,6 +219,7 @@ def markdown_table(chosen: Sequence[Family], by_family: Mapping[str, list[RuleFi
             rule = f"**{f.title}**" if f.rule == STATISTICAL else f.title
             lines.append(
                 f"| {name} | {rule} | {f.false_rollbacks.text()} | {f.false_holds.text()} | "
-                f"{f.detected.text()} | {_minutes(f.median_minutes)} | {_minutes(f.p90_minutes)} |"
+                f"{f.detected.text()} | {_minutes(f.median_minutes)} | {_minutes(f.p90_minutes)} | "
+                f"{f.inflation_text()} |"
             )
     return "\n".join(lines)
