@@ -7,6 +7,7 @@ as :meth:`Check.as_record`, and described in one line by :func:`describe`, from 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -165,9 +166,9 @@ def describe(check: Mapping[str, Any]) -> str:
         how = f"{rule} {fmt(check.get('limit'))} over control {fmt(control.get('value'))}"
     samples = check.get("samples")
     if samples is not None and check.get("kind") != Source.TRAFFIC.value:
-        how += f"; n={fmt(round(samples))}"
+        how += f"; n={fmt(_rounded(samples))}"
         if control.get("samples") is not None:
-            how += f"/{fmt(round(control['samples']))}"
+            how += f"/{fmt(_rounded(control['samples']))}"
     text = f"{head} {fmt(value)} {symbol} {fmt(check.get('bound'))} ({how})"
     detail = check.get("detail")
     if detail and verdict != Outcome.PASS.value:
@@ -234,12 +235,16 @@ def _percent(value: Any) -> float | None:
 
 
 def _rounded(value: Any) -> float | None:
-    return float(round(value)) if isinstance(value, int | float) else None
+    if not isinstance(value, int | float):
+        return None
+    return float(round(value)) if math.isfinite(value) else float(value)
 
 
 def fmt(value: float | None) -> str:
     if value is None:
         return "—"
+    if not math.isfinite(value):  # "nan", "inf", "-inf": shown as they are, never a traceback
+        return str(float(value))
     if value == int(value) and abs(value) < 1e15:
         return str(int(value))
     return f"{value:.4g}"

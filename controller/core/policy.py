@@ -227,16 +227,22 @@ class Guardrail(Bounds):
 
 SEQUENTIAL_RULES = ("maxDelta", "maxIncrease")
 
+# The range of statistics.alpha and sampleRatioAlpha. Below 1e-6 a budget buys nothing a guardrail
+# could use (it would need millions of requests to act) and its logarithms leave the range the
+# boundary's arithmetic is checked over; above 0.2 it is no longer a guard.
+BUDGET_MINIMUM = 1e-6
+BUDGET_MAXIMUM = 0.2
+
 
 class Statistics(Model):
     """How errorRatio and latency guardrails are judged, and the sample-ratio check."""
 
     alpha: Number = Field(
         0.01,
-        gt=0,
-        le=0.2,
+        ge=BUDGET_MINIMUM,
+        le=BUDGET_MAXIMUM,
         description="False-rollback budget for the whole rollout: every look, every errorRatio and "
-        "latency guardrail (split evenly between them).",
+        "latency guardrail (split between them by alphaWeight). From 1e-6 to 0.2.",
     )
     expected_samples: Count = Field(
         2000,
@@ -258,10 +264,10 @@ class Statistics(Model):
     )
     sample_ratio_alpha: Number = Field(
         0.001,
-        gt=0,
-        le=0.2,
+        ge=BUDGET_MINIMUM,
+        le=BUDGET_MAXIMUM,
         description="How unlikely under the designed 1:1 split an exposure split must be to hold the "
-        "rollout as a sample-ratio mismatch.",
+        "rollout as a sample-ratio mismatch. From 1e-6 to 0.2.",
     )
 
 

@@ -20,13 +20,17 @@ request form a pair whose difference ``D = X_t − k X_c`` has variance
 ``σ² = p_t(1 − p_t) + k² p_c(1 − p_c)``. The counts give the estimate and its variance
 ``v = p_t(1 − p_t)/n_t + k² p_c(1 − p_c)/n_c`` (times a variance-inflation factor φ ≥ 1 for
 requests that are not independent); ``V = σ²/v`` is the number of effective pairs and
-``S = V · excess / σ`` the standardised sum. A one-sided (half-normal) mixture of the Gaussian
+``S = V · excess / σ`` the standardised sum. The shares in σ² and v are either each arm's own or
+those of both arms together under the null of no excess (``p_t = k p_c + δ``), whichever gives
+the larger v: each arm's own share alone lets a small arm with few bad requests by chance look more
+certain than it is, which made arms of very different sizes (retries, hedging) fail far more often
+than α. A one-sided (half-normal) mixture of the Gaussian
 likelihood ratios over the effect, with mixing precision ρ (in pairs), is the test martingale
 
     M⁺ = 2 · sqrt(ρ / (V + ρ)) · exp(S² / (2 (V + ρ))) · Φ(S / sqrt(V + ρ))
 
 and the guardrail fails when ``M⁺ ≥ 1/α``. ρ sets where the boundary is tightest; it is chosen
-from an expected number of samples per arm with the rule GrowthBook uses. Shares in the variance
+so that the boundary is narrowest at an expected number of samples per arm. Shares in the variance
 are smoothed (``(e + ½)/(n + 1)``) so that an arm with no bad request yet does not claim zero
 variance. Pure Python: the ``math`` module only.
 """
@@ -70,8 +74,9 @@ def boundary(v: float, rho: float, alpha: float) -> float:
         raise ValueError(f"alpha must be in (0, 1), got {alpha}")
     w = v + rho
     target = -math.log(alpha)
-    high = math.sqrt(w * math.log(w / (rho * alpha * alpha)))
-    low = math.sqrt(w * max(0.0, math.log(w / (rho * 4.0 * alpha * alpha))))
+    log_ratio = math.log(w / rho)  # in logarithms: α² underflows to 0 below about 1e-162
+    high = math.sqrt(w * (log_ratio + 2.0 * target))
+    low = math.sqrt(w * max(0.0, log_ratio + 2.0 * target - 2.0 * _LOG_2))
     for _ in range(60):
         middle = 0.5 * (low + high)
         if log_mixture_ratio(middle, v, rho) < target:
@@ -84,13 +89,34 @@ def boundary(v: float, rho: float, alpha: float) -> float:
 
 
 def mixing_precision(expected_samples: float, alpha: float) -> float:
-    """ρ (in pairs) that makes the boundary tightest near ``expected_samples`` per arm:
-    ``ρ = 2 S / (2 ln(1/α) + ln(1 + 2 ln(1/α)))`` (the rule GrowthBook uses, with σ² = 1 because
-    the sum is standardised)."""
-    if expected_samples <= 0:
+    """ρ (in pairs) that makes the boundary narrowest at ``V = expected_samples`` pairs, that is
+    ``expected_samples`` requests per arm.
+
+    Setting the derivative of the boundary ``s*(ρ)`` (``ln M⁺(s*, V, ρ) = ln(1/α)``) to zero gives,
+    with ``u = s*/sqrt(V + ρ)`` and ``x = V/ρ``:
+
+        x = u² + u·φ(u)/Φ(u)    and    u² = 2 ln(1/(2α)) + ln(1 + x) − 2 ln Φ(u),
+
+    solved by iteration from ``x = 2 ln(1/(2α)) + ln(1 + 2 ln(1/(2α)))``, the optimum of the
+    two-sided normal-mixture boundary at 2α (which the one-sided one at α approaches when Φ(u) → 1).
+    """
+    if not expected_samples > 0 or not math.isfinite(expected_samples):
         raise ValueError(f"expected_samples must be positive, got {expected_samples}")
-    log_inverse = -math.log(alpha)
-    return 2.0 * expected_samples / (2.0 * log_inverse + math.log1p(2.0 * log_inverse))
+    if not 0 < alpha < 0.5:
+        raise ValueError(f"alpha must be in (0, 0.5), got {alpha}")
+    twice_log = -2.0 * math.log(2.0 * alpha)
+    x = twice_log + math.log1p(twice_log)
+    u = math.sqrt(x)
+    for _ in range(200):
+        log_cdf = log_normal_cdf(u)
+        u = math.sqrt(twice_log + math.log1p(x) - 2.0 * log_cdf)
+        log_cdf = log_normal_cdf(u)
+        mills = math.exp(-0.5 * u * u - _LOG_SQRT_2PI - log_cdf)  # φ(u)/Φ(u)
+        following = u * u + u * mills
+        if abs(following - x) <= 1e-13 * following:
+            break
+        x = following
+    return expected_samples / following
 
 
 @dataclass(frozen=True)
@@ -129,6 +155,38 @@ def _smoothed(arm: ArmCounts) -> float:
     return (arm.events + 0.5) / (arm.total + 1.0)
 
 
+def _null_shares(
+    treatment: ArmCounts, control: ArmCounts, factor: float, delta: float
+) -> tuple[float, float]:
+    """The arms' shares under the null of no excess (``p_t = k·p_c + δ``), from the bad requests of
+    both arms together: ``n_t (k p_c + δ) + n_c p_c = e_t + e_c``, smoothed like one arm's share
+    (for ``k = 1, δ = 0`` it is the pooled share ``(e_t + e_c + ½)/(n_t + n_c + 1)``)."""
+    pooled = treatment.events + control.events + 0.5 - delta * treatment.total
+    p_c = pooled / (factor * treatment.total + control.total + 1.0)
+    p_c = min(max(p_c, 0.0), (1.0 - delta) / factor)
+    return factor * p_c + delta, p_c
+
+
+def _pair_variances(
+    treatment: ArmCounts, control: ArmCounts, factor: float, delta: float
+) -> tuple[float, float]:
+    """``(σ², v)``: the variance of one pair's difference and of the estimate, at the shares that
+    give the larger ``v``: each arm's own (smoothed) share, or both arms' under the null. Each arm's
+    own share alone lets an arm with few bad requests by chance look more certain than it is, which
+    matters most when the arms differ in size; the null shares alone would understate the variance
+    of a real excess. The larger of the two is conservative either way."""
+    candidates = []
+    for p_t, p_c in (
+        (_smoothed(treatment), _smoothed(control)),
+        _null_shares(treatment, control, factor, delta),
+    ):
+        var_t = p_t * (1.0 - p_t)
+        var_c = factor * factor * p_c * (1.0 - p_c)
+        candidates.append((var_t / treatment.total + var_c / control.total, var_t + var_c))
+    variance, sigma2 = max(candidates)
+    return sigma2, variance
+
+
 def compare(
     treatment: ArmCounts,
     control: ArmCounts,
@@ -141,9 +199,22 @@ def compare(
 ) -> Comparison:
     """Judge ``treatment`` against ``control`` under ``rule`` (``maxDelta`` or ``maxIncrease``).
 
-    Both arms need ``total > 0``; events are clamped to ``[0, total]`` (Prometheus's ``increase``
-    extrapolates, so a count can be fractional or a hair above its total).
+    Both arms need ``total > 0``; events above ``total`` are clamped to it (Prometheus's
+    ``increase`` extrapolates, so a count can be fractional or a hair above its total). A count
+    that is negative, NaN or infinite, or a setting out of its range, raises ValueError naming it.
     """
+    for name, value in (
+        ("treatment events", treatment.events),
+        ("treatment total", treatment.total),
+        ("control events", control.events),
+        ("control total", control.total),
+    ):
+        if not (math.isfinite(value) and value >= 0):
+            raise ValueError(f"{name} must be a finite count ≥ 0, got {value}")
+    if not (math.isfinite(limit) and limit >= 0):
+        raise ValueError(f"limit must be a finite number ≥ 0, got {limit}")
+    if not (math.isfinite(variance_inflation) and variance_inflation >= 1):
+        raise ValueError(f"variance_inflation must be a finite number ≥ 1, got {variance_inflation}")
     if rule == "maxDelta":
         factor, delta = 1.0, limit
     elif rule == "maxIncrease":
@@ -152,20 +223,14 @@ def compare(
         raise ValueError(f"a rate comparison takes maxDelta or maxIncrease, not {rule!r}")
     if treatment.total <= 0 or control.total <= 0:
         raise ValueError("both arms need at least one sample")
-    if variance_inflation < 1:
-        raise ValueError(f"variance_inflation must be ≥ 1, got {variance_inflation}")
-    treatment = ArmCounts(min(max(treatment.events, 0.0), treatment.total), treatment.total)
-    control = ArmCounts(min(max(control.events, 0.0), control.total), control.total)
-    p_t, p_c = _smoothed(treatment), _smoothed(control)
-    var_t = p_t * (1.0 - p_t)
-    var_c = factor * factor * p_c * (1.0 - p_c)
-    sigma2 = var_t + var_c
-    variance = variance_inflation * (var_t / treatment.total + var_c / control.total)
-    pairs = sigma2 / variance
+    rho = mixing_precision(expected_samples, alpha)
+    treatment = ArmCounts(min(treatment.events, treatment.total), treatment.total)
+    control = ArmCounts(min(control.events, control.total), control.total)
+    sigma2, variance = _pair_variances(treatment, control, factor, delta)
+    pairs = sigma2 / (variance_inflation * variance)
     sigma = math.sqrt(sigma2)
     tolerated = factor * control.share + delta
     excess = treatment.share - tolerated
-    rho = mixing_precision(expected_samples, alpha)
     statistic = log_mixture_ratio(pairs * excess / sigma, pairs, rho)
     lower = excess - boundary(pairs, rho, alpha) * sigma / pairs
     return Comparison(

@@ -69,9 +69,12 @@ def sample_ratio_check(policy: Policy, queries: Sequence[PlannedQuery], readings
     if problems or treatment is None or control is None:
         verdict, detail = _worst_problem(problems)
         return replace(base, samples=treatment, verdict=verdict, detail=detail)
-    result = srm.check(
-        treatment, control, alpha=stats.sample_ratio_alpha, variance_inflation=stats.variance_inflation
-    )
+    try:
+        result = srm.check(
+            treatment, control, alpha=stats.sample_ratio_alpha, variance_inflation=stats.variance_inflation
+        )
+    except ValueError as refused:  # the pure function refuses what is not a count: never a pass
+        return replace(base, samples=treatment, verdict=Outcome.ERROR, detail=f"not judged: {refused}")
     ratio = SampleRatioEvidence(
         method=srm.METHOD,
         window_seconds=window,
@@ -207,15 +210,18 @@ def _sequential_check(
         verdict, detail = _worst_problem(problems or [(Outcome.NO_DATA, "no counts")])
         return replace(check, verdict=verdict, detail=detail)
     stats = policy.statistics
-    result = sequential.compare(
-        sequential.ArmCounts(treatment.events, treatment.samples),
-        sequential.ArmCounts(control.events, control.samples),
-        rule=rule,
-        limit=limit,
-        alpha=policy.comparison_alpha(guardrail),
-        expected_samples=stats.expected_samples,
-        variance_inflation=stats.variance_inflation,
-    )
+    try:
+        result = sequential.compare(
+            sequential.ArmCounts(treatment.events, treatment.samples),
+            sequential.ArmCounts(control.events, control.samples),
+            rule=rule,
+            limit=limit,
+            alpha=policy.comparison_alpha(guardrail),
+            expected_samples=stats.expected_samples,
+            variance_inflation=stats.variance_inflation,
+        )
+    except ValueError as refused:  # the pure function refuses what is not a count: never a pass
+        return replace(check, verdict=Outcome.ERROR, detail=f"not judged: {refused}")
     evidence = SequentialEvidence(
         method=sequential.METHOD,
         metric=guardrail.kind,
@@ -255,6 +261,8 @@ def _count(reading: Reading, arm: Arm, what: str) -> tuple[float | None, tuple[O
         return None, (Outcome.ERROR, f"{arm.value} {what}: {reading.detail}")
     if reading.kind is ReadingKind.NO_DATA or reading.value is None:
         return None, (Outcome.NO_DATA, f"{arm.value} {what}: {reading.detail or 'no data'}")
+    if not math.isfinite(reading.value):  # a count of nothing: neither a pass nor no data
+        return None, (Outcome.ERROR, f"{arm.value} {what}: not a finite count ({reading.value})")
     return max(reading.value, 0.0), None
 
 

@@ -312,3 +312,37 @@ def test_render_says_when_a_rollout_is_stale() -> None:
     }
     assert "STALE: past its review date 2026-10-01" in render(record).splitlines()[0]
     assert "STALE" not in render({**record, "stale": False})
+
+
+def test_render_tolerates_values_that_are_not_finite() -> None:
+    # A log line edited by hand, or written by another tool, may hold NaN or Infinity (json reads
+    # both): the line is shown as it is, never a traceback.
+    check = {
+        "name": "errors",
+        "kind": "guardrail",
+        "rule": "maxDelta",
+        "limit": 0.001,
+        "arm": "treatment",
+        "value": float("nan"),
+        "samples": float("inf"),
+        "verdict": "error",
+        "metric": "errorRatio",
+        "control": {"value": float("-inf"), "samples": float("nan")},
+    }
+    ratio = {
+        "name": "sample-ratio",
+        "kind": "exposure",
+        "rule": "sampleRatio",
+        "arm": "treatment",
+        "verdict": "error",
+        "sample_ratio": {
+            "share": float("nan"),
+            "designed_share": 0.5,
+            "treatment": float("inf"),
+            "control": 1.0,
+        },
+    }
+    text = render({"flag": "x", "action": "hold", "checks": [check, ratio]})
+    assert "errors treatment nan vs control -inf (maxDelta 0.001; n=inf/nan)" in text
+    assert "sample-ratio treatment nan % of exposures, designed 50 % (n=inf/1;" in text
+    assert fmt(float("nan")) == "nan"

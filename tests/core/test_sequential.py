@@ -4,10 +4,11 @@ independent computations (scipy, numerical integration, textbook formulas) and b
 from __future__ import annotations
 
 import math
+from decimal import Decimal, localcontext
 
 import numpy as np
 import pytest
-from scipy import integrate, special, stats
+from scipy import integrate, optimize, special, stats
 
 from controller.core import sequential, srm
 from controller.core.sequential import ArmCounts, compare
@@ -47,11 +48,33 @@ def test_the_boundary_is_where_the_ratio_reaches_one_over_alpha(v: float, rho: f
     assert loose <= b <= two_sided
 
 
-def test_mixing_precision_follows_the_expected_sample_rule() -> None:
-    # ρ = 2S / (2 ln(1/α) + ln(1 + 2 ln(1/α))) for S = 1000, α = 0.05.
-    assert sequential.mixing_precision(1000, 0.05) == pytest.approx(
-        2000 / (2 * math.log(20) + math.log(1 + 2 * math.log(20)))
+@pytest.mark.parametrize("alpha", [1e-12, 1e-170, 1e-300])
+def test_the_boundary_holds_for_budgets_whose_square_underflows(alpha: float) -> None:
+    # α² is 0 in floating point below about 1e-162: the boundary must not divide by it.
+    b = sequential.boundary(1000.0, 100.0, alpha)
+    assert sequential.log_mixture_ratio(b, 1000.0, 100.0) == pytest.approx(-math.log(alpha), rel=1e-9)
+    result = compare(
+        ArmCounts(60, 6000), ArmCounts(61, 6010), rule="maxDelta", limit=0, alpha=alpha, expected_samples=2000
     )
+    assert not result.fails
+    assert result.excess_lower < 0
+
+
+@pytest.mark.parametrize("alpha", [0.2, 0.05, 0.01, 0.0025, 1e-4, 1e-6])
+@pytest.mark.parametrize("expected", [50, 2000, 1e6])
+def test_the_boundary_is_tightest_at_expected_samples_pairs(alpha: float, expected: float) -> None:
+    # expectedSamples is per arm: the mixing precision must make the boundary at V = expected
+    # pairs the narrowest any precision gives there (found numerically over ρ).
+    def width(log_rho: float) -> float:
+        return sequential.boundary(expected, math.exp(log_rho), alpha) / expected
+
+    around = math.log(expected)
+    best = optimize.minimize_scalar(
+        width, bounds=(around - 12, around + 3), method="bounded", options={"xatol": 1e-9}
+    )
+    rho = sequential.mixing_precision(expected, alpha)
+    assert rho == pytest.approx(math.exp(best.x), rel=1e-3)
+    assert width(math.log(rho)) <= best.fun * (1 + 1e-9)
 
 
 def test_a_comparison_recomputed_independently_with_scipy() -> None:
@@ -66,14 +89,21 @@ def test_a_comparison_recomputed_independently_with_scipy() -> None:
         variance_inflation=1.5,
     )
     # Independent computation: smoothed shares, pair variance, effective pairs, half-normal mixture.
+    # The variance is the larger of the one at each arm's own share and the one at the shares of
+    # both arms together under the null p_t = k·p_c (here the null's: control's share is lower).
     k = 1.2
-    pt, pc = 130.5 / 6001, 61.5 / 6011
-    sigma2 = pt * (1 - pt) + k * k * pc * (1 - pc)
-    variance = 1.5 * (pt * (1 - pt) / 6000 + k * k * pc * (1 - pc) / 6010)
-    pairs = sigma2 / variance
+    own = (130.5 / 6001, 61.5 / 6011)
+    null_c = (130 + 61 + 0.5) / (k * 6000 + 6010 + 1)
+    candidates = []
+    for pt, pc in (own, (k * null_c, null_c)):
+        sigma2_at = pt * (1 - pt) + k * k * pc * (1 - pc)
+        candidates.append((pt * (1 - pt) / 6000 + k * k * pc * (1 - pc) / 6010, sigma2_at))
+    assert candidates[1][0] > candidates[0][0]
+    variance_at, sigma2 = max(candidates)
+    pairs = sigma2 / (1.5 * variance_at)
     excess = 130 / 6000 - k * 61 / 6010
     s = pairs * excess / math.sqrt(sigma2)
-    rho = 2 * 3000 / (2 * math.log(200) + math.log(1 + 2 * math.log(200)))
+    rho = sequential.mixing_precision(3000, 0.005)  # checked on its own above
     w = pairs + rho
     expected = math.log(2) + 0.5 * math.log(rho / w) + s * s / (2 * w) + special.log_ndtr(s / math.sqrt(w))
     assert result.excess == pytest.approx(excess)
@@ -134,7 +164,7 @@ def test_variance_inflation_makes_the_test_more_cautious() -> None:
 def test_counts_from_extrapolated_increases_are_clamped() -> None:
     result = compare(
         ArmCounts(101.3, 100.2),
-        ArmCounts(-0.4, 100.0),
+        ArmCounts(0.0, 100.0),
         rule="maxDelta",
         limit=0.0,
         alpha=0.01,
@@ -142,6 +172,67 @@ def test_counts_from_extrapolated_increases_are_clamped() -> None:
     )
     assert result.treatment_share == 1.0
     assert result.control_share == 0.0
+
+
+NOT_COUNTS = [math.nan, math.inf, -math.inf, -0.4]
+ARM_FIELDS = ["treatment.events", "treatment.total", "control.events", "control.total"]
+
+
+@pytest.mark.parametrize("bad", NOT_COUNTS, ids=str)
+@pytest.mark.parametrize("field", ARM_FIELDS)
+def test_a_comparison_refuses_counts_that_are_not_counts(bad: float, field: str) -> None:
+    counts = {
+        "treatment.events": 60.0,
+        "treatment.total": 6000.0,
+        "control.events": 61.0,
+        "control.total": 6010.0,
+    }
+    counts[field] = bad
+    with pytest.raises(ValueError, match=rf"{field.replace('.', ' ')} must be a finite count ≥ 0, got {bad}"):
+        compare(
+            ArmCounts(counts["treatment.events"], counts["treatment.total"]),
+            ArmCounts(counts["control.events"], counts["control.total"]),
+            rule="maxDelta",
+            limit=0.0,
+            alpha=0.01,
+            expected_samples=2000,
+        )
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [
+        ("limit", math.nan),
+        ("limit", math.inf),
+        ("limit", -0.1),
+        ("alpha", math.nan),
+        ("alpha", 0.0),
+        ("alpha", 0.5),
+        ("expected_samples", math.nan),
+        ("expected_samples", math.inf),
+        ("variance_inflation", math.nan),
+        ("variance_inflation", math.inf),
+        ("variance_inflation", 0.5),
+    ],
+)
+def test_a_comparison_refuses_settings_that_are_not_usable(setting: str, value: float) -> None:
+    settings: dict[str, float] = {
+        "limit": 0.0,
+        "alpha": 0.01,
+        "expected_samples": 2000,
+        "variance_inflation": 1.0,
+    }
+    settings[setting] = value
+    with pytest.raises(ValueError, match=setting):
+        compare(
+            ArmCounts(60, 6000),
+            ArmCounts(61, 6010),
+            rule="maxDelta",
+            limit=settings["limit"],
+            alpha=settings["alpha"],
+            expected_samples=settings["expected_samples"],
+            variance_inflation=settings["variance_inflation"],
+        )
 
 
 def test_rules_other_than_delta_and_increase_are_refused() -> None:
@@ -213,6 +304,86 @@ def test_the_sample_ratio_bayes_factor_matches_scipy(x: float, y: float) -> None
     assert srm.log_bayes_factor(x, y) == pytest.approx(expected, rel=1e-10, abs=1e-10)
 
 
+# ln B(a, b) in 60-digit decimal arithmetic from Stirling's series (B₂…B₁₆; the first term left
+# out is below 1e-17 for arguments ≥ 10): a reference that shares no code and no floating-point
+# cancellation with the module under test.
+_BERNOULLI = [(1, 6), (-1, 30), (1, 42), (-1, 30), (5, 66), (-691, 2730), (7, 6), (-3617, 510)]
+_PI = Decimal("3.14159265358979323846264338327950288419716939937510582097494459")
+
+
+def _decimal_log_gamma(z: Decimal) -> Decimal:
+    assert z >= 10
+    series = sum(
+        (
+            Decimal(n) / Decimal(d) / (2 * k * (2 * k - 1)) / z ** (2 * k - 1)
+            for k, (n, d) in enumerate(_BERNOULLI, start=1)
+        ),
+        Decimal(0),
+    )
+    return (z - Decimal("0.5")) * z.ln() - z + (2 * _PI).ln() / 2 + series
+
+
+def _decimal_log_bayes_factor(x: float, y: float, designed_share: float) -> float:
+    with localcontext() as context:
+        context.prec = 60
+        share = Decimal(designed_share)
+        prior = Decimal(srm.PRIOR_CONCENTRATION)
+        a, b = 2 * prior * share, 2 * prior * (1 - share)
+        tx, ty = Decimal(x), Decimal(y)
+
+        def log_beta(p: Decimal, q: Decimal) -> Decimal:
+            return _decimal_log_gamma(p) + _decimal_log_gamma(q) - _decimal_log_gamma(p + q)
+
+        alternative = log_beta(tx + a, ty + b) - log_beta(a, b)
+        null = tx * share.ln() + ty * (1 - share).ln()
+        return float(alternative - null)
+
+
+@pytest.mark.parametrize("total", [1e6, 1e9, 1e12, 1e15, 1e18])
+@pytest.mark.parametrize("departure", [0.0, 1.0, 3.0, 6.0])  # treatment − control, in standard deviations
+def test_the_sample_ratio_bayes_factor_is_exact_at_any_count(total: float, departure: float) -> None:
+    difference = round(departure * math.sqrt(total))
+    x, y = (total + difference) / 2, (total - difference) / 2
+    assert srm.log_bayes_factor(x, y) == pytest.approx(
+        _decimal_log_bayes_factor(x, y, 0.5), rel=1e-9, abs=1e-7
+    )
+
+
+@pytest.mark.parametrize("total", [1e12, 1e15, 1e18])
+def test_an_exact_split_is_never_a_mismatch_however_large_the_counts(total: float) -> None:
+    result = srm.check(total / 2, total / 2, alpha=0.001)
+    assert not result.mismatch
+    assert result.log_bayes_factor < 0
+    assert srm.check(total * 0.501, total * 0.499, alpha=0.001).mismatch
+
+
+@pytest.mark.parametrize("total", [3e3, 1e9, 1e15, 1e18])
+def test_the_bayes_factor_of_an_unequal_design_is_exact_at_any_count(total: float) -> None:
+    x = round(total * 2 / 3 + 2 * math.sqrt(total))
+    y = total - x
+    assert srm.log_bayes_factor(x, y, designed_share=2 / 3) == pytest.approx(
+        _decimal_log_bayes_factor(x, y, 2 / 3), rel=1e-9, abs=1e-7
+    )
+
+
+@pytest.mark.parametrize(("x", "y"), [(0, 0), (1, 0), (3, 40), (0.25, 7.5), (512, 9490)])
+@pytest.mark.parametrize("designed_share", [0.02, 0.05, 0.95])
+def test_the_bayes_factor_with_a_small_prior_arm_matches_scipy(
+    x: float, y: float, designed_share: float
+) -> None:
+    # A designed share far from ½ puts a Beta parameter under 10, below the series' range.
+    a, b = 100 * designed_share, 100 * (1 - designed_share)
+    expected = (
+        special.betaln(x + a, y + b)
+        - special.betaln(a, b)
+        - x * math.log(designed_share)
+        - y * math.log1p(-designed_share)
+    )
+    assert srm.log_bayes_factor(x, y, designed_share=designed_share) == pytest.approx(
+        expected, rel=1e-10, abs=1e-10
+    )
+
+
 def test_the_sample_ratio_bayes_factor_is_the_binomial_marginal_over_its_prior() -> None:
     x, y = 30, 14
     prior = stats.beta(srm.PRIOR_CONCENTRATION, srm.PRIOR_CONCENTRATION)
@@ -233,6 +404,27 @@ def test_a_two_point_split_error_is_a_mismatch_and_chance_is_not() -> None:
     assert not srm.check(10_080, 9_920, alpha=0.001).mismatch
     # Evaluations of the same users are not independent: inflation discounts them.
     assert not srm.check(10_400, 9_600, alpha=0.001, variance_inflation=5).mismatch
+
+
+@pytest.mark.parametrize("bad", NOT_COUNTS, ids=str)
+@pytest.mark.parametrize("arm", ["treatment", "control"])
+def test_the_sample_ratio_check_refuses_counts_that_are_not_counts(bad: float, arm: str) -> None:
+    counts = {"treatment": 6000.0, "control": 6010.0, arm: bad}
+    with pytest.raises(ValueError, match=rf"{arm} exposures must be a finite count ≥ 0, got {bad}"):
+        srm.check(counts["treatment"], counts["control"], alpha=0.001)
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, 0.5])
+def test_the_sample_ratio_check_refuses_an_unusable_inflation(value: float) -> None:
+    with pytest.raises(ValueError, match="variance_inflation"):
+        srm.check(6000, 6010, alpha=0.001, variance_inflation=value)
+
+
+@pytest.mark.parametrize(("treatment", "control"), [(0, 0), (0, 5), (5, 0), (1e18, 3.0), (2.5, 1e-300)])
+def test_the_shown_split_is_a_share_between_zero_and_one(treatment: float, control: float) -> None:
+    ratio = srm.check(treatment, control, alpha=0.001)
+    assert 0.0 <= ratio.share <= 1.0
+    assert 0.0 <= 1.0 - ratio.share <= 1.0
 
 
 def test_watching_the_split_every_interval_keeps_false_mismatches_under_alpha() -> None:

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from controller.adapters.policyfile import load_file, load_text
+from controller.core import sequential, srm
 from controller.core.checkrecord import Check
 from controller.core.decision import (
     COMPLETED_WINDOW_SECONDS,
@@ -324,6 +325,30 @@ def test_statistics_settings_are_bounded(field: str, value: str) -> None:
     assert any(f"spec.statistics.{field}" in i for i in issues(text))
 
 
+@pytest.mark.parametrize("field", ["alpha", "sampleRatioAlpha"])
+@pytest.mark.parametrize("value", ["1.0e-170", "1.0e-7", "0.21", "-0.01"])
+def test_budgets_outside_a_sane_range_are_refused_at_their_line(field: str, value: str) -> None:
+    # A budget of 1e-170 would pass (0, 0.2] and then underflow the boundary's arithmetic.
+    text = POLICY.replace("{extra}", f"  statistics:\n    {field}: {value}\n")
+    line = text.splitlines().index(f"    {field}: {value}") + 1
+    found = issues(text)
+    assert any(i.startswith(f"pay.yaml:{line}:") and f"spec.statistics.{field}:" in i for i in found), found
+
+
+@pytest.mark.parametrize("value", ["1.0e-6", "0.2"])
+def test_budgets_at_the_ends_of_the_range_are_accepted(value: str) -> None:
+    p = policy(f"  statistics:\n    alpha: {value}\n    sampleRatioAlpha: {value}\n")
+    assert p.statistics.alpha == float(value)
+    assert p.statistics.sample_ratio_alpha == float(value)
+
+
+def test_the_json_schema_bounds_the_budgets() -> None:
+    statistics = json_schema()["$defs"]["Statistics"]["properties"]
+    for field in ("alpha", "sampleRatioAlpha"):
+        assert statistics[field]["minimum"] == 1e-6
+        assert statistics[field]["maximum"] == 0.2
+
+
 def test_the_json_schema_describes_the_new_fields() -> None:
     schema = json.dumps(json_schema())
     for name in ("errorRatio", "slowerThan", "expectedSamples", "varianceInflation", "sampleRatioAlpha"):
@@ -499,6 +524,53 @@ def test_a_failed_count_query_is_an_error() -> None:
     assert decision.action is Action.HOLD
     assert by_name(decision, "errors").verdict is Outcome.ERROR
     assert "control requests: HTTP 503" in by_name(decision, "errors").detail
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf], ids=str)
+@pytest.mark.parametrize(
+    ("name", "arm", "part", "what"),
+    [
+        ("errors", Arm.TREATMENT, Part.EVENTS, "treatment errors"),
+        ("errors", Arm.CONTROL, Part.TOTAL, "control requests"),
+        ("slow", Arm.CONTROL, Part.FAST, "control fast requests"),
+        ("sample-ratio", Arm.TREATMENT, Part.WHOLE, "treatment exposures"),
+    ],
+)
+def test_a_count_that_is_not_a_number_is_an_error_never_a_pass(
+    value: float, name: str, arm: Arm, part: Part, what: str
+) -> None:
+    p = policy()
+    now = T0 + timedelta(minutes=10)
+    # Treatment's errors doubled where the errors guardrail's other count is broken: were that
+    # count ignored or taken as a number, the guardrail would fail (or pass), not be an error.
+    doubled = {("errors", Arm.TREATMENT, Part.EVENTS): 125.0} if name == "errors" else {}
+    changes = {**doubled, (name, arm, part): value}
+    decision = look(p, started(p), now, changes)
+    check = by_name(decision, name)
+    assert check.verdict is Outcome.ERROR
+    assert f"{what}: not a finite count ({value})" in check.detail
+    assert check.sequential is None
+    assert check.sample_ratio is None
+    assert decision.action is Action.HOLD
+    record = json.loads(json.dumps(to_record(decision, Context("pay", policy=p), now), allow_nan=False))
+    assert "not a finite count" in render(record)
+
+
+def test_a_comparison_that_refuses_its_counts_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The pure functions refuse what is not a count; whatever the reason, the check is an error
+    # with the reason, never a pass and never a traceback.
+    def refuse(*_: object, **__: object) -> None:
+        raise ValueError("control events must be a finite count ≥ 0, got -1")
+
+    monkeypatch.setattr(sequential, "compare", refuse)
+    monkeypatch.setattr(srm, "check", refuse)
+    p = policy()
+    decision = look(p, started(p), T0 + timedelta(minutes=10))
+    for name in ("errors", "slow", "sample-ratio"):
+        check = by_name(decision, name)
+        assert check.verdict is Outcome.ERROR, name
+        assert check.detail == "not judged: control events must be a finite count ≥ 0, got -1", name
+    assert decision.action is Action.HOLD
 
 
 def test_a_latency_bound_that_is_not_a_bucket_edge_is_an_error() -> None:
