@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -46,7 +45,7 @@ from bench.simprom import (
     SimulatedPrometheus,
     simulate_traffic,
 )
-from bench.simulation import report
+from bench.simulation import options, report
 from bench.simulation.bins import Binned, Inflation, InflationMode, decide_measured, restore
 from bench.simulation.families import families, realistic_scenarios
 from controller.adapters.policyfile import load_text
@@ -519,71 +518,7 @@ def plot(
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument(
-        "--family",
-        choices=("classic", "realistic"),
-        default="classic",
-        help="classic: the balanced, independent scenarios (and a broken split, a latency regression); "
-        "realistic: one traffic model per family (unequal arms, bursts of errors, repeated evaluations "
-        "per user, a daily cycle), each A/A and 1 %% → 2 %% errors",
-    )
-    parser.add_argument(
-        "--inflation",
-        choices=("estimated", "policy"),
-        default="estimated",
-        help="estimated: the variance inflation measured from per-interval counts at every look, the "
-        "policy's varianceInflation as its floor (as the controller does); policy: the policy's value alone",
-    )
-    parser.add_argument("--runs", type=int, default=1000, help="simulated rollouts per scenario")
-    parser.add_argument(
-        "--aa-runs", type=int, default=None, help="simulated rollouts per A/A scenario (default: --runs)"
-    )
-    parser.add_argument("--seed", type=int, default=20261102)
-    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--scenario", action="append", help="only these scenarios (repeatable)")
-    parser.add_argument(
-        "--alpha", type=float, default=0.01, help="statistics.alpha of the statistical policy"
-    )
-    parser.add_argument("--error-delta", type=float, default=0.0, help="maxDelta of the errorRatio guardrail")
-    parser.add_argument(
-        "--slow-increase", type=float, default=0.05, help="maxIncrease of the latency guardrail"
-    )
-    parser.add_argument("--min-samples", type=int, default=200)
-    parser.add_argument("--expected-samples", type=int, default=2000, help="statistics.expectedSamples")
-    parser.add_argument(
-        "--error-weight",
-        type=float,
-        default=3.0,
-        help="alphaWeight of the errorRatio guardrail next to the latency guardrail's 1 (default 3: "
-        "3/4 of alpha for errors)",
-    )
-    parser.add_argument(
-        "--guardrails", default="errors,latency", help="statistical guardrails in the policy: errors, latency"
-    )
-    parser.add_argument(
-        "--regression-at", type=int, default=0, help="seconds after exposure start when the regression begins"
-    )
-    parser.add_argument(
-        "--fixed",
-        action="append",
-        default=None,
-        help="a fixed-threshold rule as ERROR_MAX,P95_MAX_SECONDS, or none (repeatable; "
-        "default 0.02,0.35 and 0.05,0.5)",
-    )
-    parser.add_argument("--fixed-window", default="1m", help="rate window of the fixed-threshold rules")
-    parser.add_argument(
-        "--minutes", type=int, default=None, help="simulated time per rollout (default: its ramp's, 45 min)"
-    )
-    parser.add_argument(
-        "--json",
-        type=Path,
-        default=None,
-        help="where to write every figure (default bench/results/simulation.json, or realistic.json)",
-    )
-    parser.add_argument("--plot", type=Path, default=ROOT / "docs" / "time-to-rollback.png")
-    parser.add_argument("--no-plot", action="store_true")
-    return parser
+    return options.parser(__doc__.split("\n\n")[0] if __doc__ else None, ROOT)
 
 
 def _family(args: argparse.Namespace) -> list[Scenario]:
@@ -596,6 +531,8 @@ def _chosen_scenarios(args: argparse.Namespace) -> list[Scenario]:
     chosen = []
     for s in _family(args):
         if args.scenario and s.name not in args.scenario:
+            continue
+        if args.families and s.family not in args.families.split(","):
             continue
         ramp = s.ramp if args.minutes is None else replace(s.ramp, minutes=args.minutes)
         chosen.append(replace(s, regression_at_seconds=args.regression_at if s.regression else 0, ramp=ramp))
