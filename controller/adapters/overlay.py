@@ -6,8 +6,9 @@ never writes them), and flagroll writes only the flags it manages to its own ove
 later source's definition). For readers that take a single file, ``--merged FILE`` is also written:
 every base flag, overlaid with flagroll's (flagroll's wins on a shared key), the bases'
 ``$evaluators`` and their flag-set ``metadata``. The merged file is rewritten whenever the override
-changes and whenever a base changes (a Git sync), checked every loop iteration; a base that is not
-valid flagd JSON leaves the merged file as it was and is reported.
+changes, whenever a base changes (a Git sync) and whenever another writer changed the merged file,
+checked every loop iteration; a base that is not valid flagd JSON leaves the merged file as it was and
+is reported.
 """
 
 from __future__ import annotations
@@ -46,7 +47,9 @@ class OverlayStore:
     unmanaged override flag is left alone as always).
     """
 
-    def __init__(self, override: Path, bases: Sequence[Path], merged: Path | None) -> None:
+    def __init__(
+        self, override: Path, bases: Sequence[Path], merged: Path | None, *, recalled: bool = False
+    ) -> None:
         paths = [p.resolve() for p in [override, *bases, *([merged] if merged else [])]]
         if len(set(paths)) != len(paths):
             raise UsageError(
@@ -55,7 +58,12 @@ class OverlayStore:
         self.override = FileFlagStore(override)
         self.bases = list(bases)
         self.merged = merged
-        self._merged_from: tuple[str | None, ...] | None = None
+        self._merged_from: tuple[str | None, ...] | None = None  # the inputs' and the output's versions
+        # ``recalled``: the bases and merged file come from FLAGFILE.overlay.json, not from the command
+        # line. Then a write rewrites the merged file only if it served this override before the write:
+        # otherwise another run may write it now, and this override's flags would displace its own.
+        self.recalled = recalled
+        self.merged_problem: str | None = None
 
     @property
     def location(self) -> str:
@@ -72,6 +80,8 @@ class OverlayStore:
         return dict(merge(list(self._read_bases()), empty_document())["flags"])
 
     def write(self, document: Mapping[str, Any], expected: Snapshot, changed: Collection[str]) -> None:
+        if self.recalled and self.merged is not None and self.merged_problem is None:
+            self.merged_problem = not_serving(self.merged, self.override.path, expected.document)
         self.override.write(document, expected, changed)
         # The override is written: that is the decision. A merged file that cannot follow (a broken
         # base) is reported by the loop's next refresh; it must not undo the record of the write.
@@ -92,8 +102,11 @@ class OverlayStore:
             yield parse_document(text, str(path))
 
     def refresh(self, *, force: bool = False) -> bool:
-        """Rewrite the merged file if the override or a base changed since it was last written.
+        """Rewrite the merged file if the override, a base or the merged file itself changed since it
+        was last written (another writer's merged file is put back).
         Returns whether it wrote. Raises FlagFileError (the old merged file intact) for a bad base."""
+        if self.merged_problem is not None:
+            raise FlagFileError(self.merged_problem)
         if self.merged is None:
             return False
         try:
@@ -104,7 +117,7 @@ class OverlayStore:
     def _refresh(self, force: bool) -> bool:
         assert self.merged is not None
         versions = self._versions()
-        if not force and versions == self._merged_from and self.merged.exists():
+        if not force and (*versions, FileFlagStore(self.merged)._version()) == self._merged_from:
             return False
         bases = list(self._read_bases())
         override = self.override.read().document
@@ -115,8 +128,27 @@ class OverlayStore:
                     "flagroll state; remove it from one of them"
                 )
         atomic_write(self.merged, render_document(merge(bases, override)))
-        self._merged_from = versions
+        self._merged_from = (*versions, FileFlagStore(self.merged)._version())
         return True
+
+
+def not_serving(merged: Path, override: Path, document: Mapping[str, Any]) -> str | None:
+    """Why ``merged`` is not the merged file of ``override`` as ``document`` holds it (a flag of the
+    override that it serves otherwise, or not at all), or None when it is, or is missing or unreadable
+    (nothing to keep then: writing it is the repair)."""
+    try:
+        served = json.loads(merged.read_text(encoding="utf-8")).get("flags")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not isinstance(served, dict):
+        return None
+    for key, flag in document.get("flags", {}).items():
+        if served.get(key) != flag:
+            return (
+                f"{merged} does not serve flag {key!r} as {override} held it (another run may write it "
+                f"now); left as it is: give --base and --merged to write it from {override}"
+            )
+    return None
 
 
 # What ``flagroll run`` was told, kept beside the override: ``stop``, ``pause``, ``resume`` and ``adopt``

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from controller.adapters.flagstore import FileFlagStore, FlagStore
-from controller.adapters.overlay import OverlayStore, recall
+from controller.adapters.overlay import OverlayStore, recall, remembered_path
 from controller.cli import kubernetes
 from controller.core.errors import FlagFileError, UsageError
 from controller.reconciler import utc_now as utc_now
@@ -44,20 +44,32 @@ def open_store(args: argparse.Namespace, *, recall_merged: bool = False) -> Flag
 def file_store(flags: Path, args: argparse.Namespace, *, recall_merged: bool = False) -> FlagStore:
     """The flag file, with its bases and merged file when given. ``recall_merged`` (a human command):
     without --base and --merged, those of the last ``flagroll run`` on this file, so that the merged
-    file serves the change at once; a record of them that cannot be read is warned about."""
+    file serves the change at once (see :func:`recalled_store`)."""
     bases = getattr(args, "base", None) or []
     merged = getattr(args, "merged", None)
     if not bases and merged is None and recall_merged:
-        try:
-            recalled = recall(flags)
-        except FlagFileError as exc:
-            warn(f"{exc}; the merged file is not written by this command")
-            recalled = None
-        if recalled is not None:
-            bases, merged = recalled
+        return recalled_store(flags)
     if not bases and merged is None:
         return FileFlagStore(flags)
     return OverlayStore(flags, bases, merged)
+
+
+def recalled_store(flags: Path) -> FlagStore:
+    """The flag file with the bases and merged file of the last ``flagroll run`` on it. When what that
+    run kept cannot be read, or names files that cannot be used, the change still goes to the flag
+    file (a stop is never refused for it) and the store says the merged file was not updated."""
+    try:
+        remembered = recall(flags)
+        if remembered is None:
+            return FileFlagStore(flags)
+        return OverlayStore(flags, *remembered, recalled=True)
+    except (FlagFileError, UsageError) as exc:
+        store = OverlayStore(flags, [], None, recalled=True)
+        problem = str(exc)
+        if isinstance(exc, UsageError):
+            problem = f"{remembered_path(flags)} names files that cannot be used: {exc}"
+        store.merged_problem = problem
+        return store
 
 
 def optional_decision_log(args: argparse.Namespace) -> Path | None:

@@ -165,13 +165,14 @@ def _human(args: argparse.Namespace, act: Callable[[RolloutState, str, datetime]
 def _merged_followed(store: FlagStore) -> bool:
     """Whether the merged file of an overlay serves the change now (the write refreshed it, and a
     refresh that failed then is tried once more here), saying which file on stderr either way."""
-    if not isinstance(store, OverlayStore) or store.merged is None:
+    if not isinstance(store, OverlayStore) or (store.merged is None and store.merged_problem is None):
         return True
     try:
         store.refresh()
     except FlagrollError as exc:
+        merged = store.merged or "of the last flagroll run"
         warn(
-            f"the change is in {store.location}, but the merged file {store.merged} was NOT updated "
+            f"the change is in {store.location}, but the merged file {merged} was NOT updated "
             f"({exc}); readers of the merged file still get the old flags: fix it and run this again"
         )
         return False

@@ -51,6 +51,22 @@ class ArmCount:
 
 
 @dataclass(frozen=True, slots=True)
+class DispersionEvidence:
+    """How much the counts vary beyond independent requests, measured from per-interval counts,
+    and the variance inflation the check used because of it."""
+
+    method: str
+    used: float  # the inflation the check used: max(floor, upper bound)
+    floor: float  # statistics.varianceInflation
+    estimate: float | None  # the Pearson dispersion factor (None: not measured)
+    upper_bound: float | None  # its upper confidence bound (the estimate as adjusted for few bins)
+    degrees_of_freedom: float | None
+    bin_seconds: int | None
+    note: str = ""  # why the floor was used, when it was not measured
+    query: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class SequentialEvidence:
     """What a confidence-sequence check saw and concluded, for the decision record."""
 
@@ -68,9 +84,10 @@ class SequentialEvidence:
     alpha: float  # this rule's share of the budget
     alpha_total: float  # statistics.alpha: the whole rollout's false-rollback budget
     comparisons: int  # rules sharing it (Bonferroni)
-    variance_inflation: float
+    variance_inflation: float  # the inflation the comparison used (see dispersion)
     expected_samples: int
     slower_than_seconds: float | None = None
+    dispersion: DispersionEvidence | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +102,8 @@ class SampleRatioEvidence:
     threshold: float  # ln(1/alpha)
     alpha: float
     mismatch: bool
+    variance_inflation: float = 1.0  # what the exposures were divided by (see dispersion)
+    dispersion: DispersionEvidence | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,10 +230,27 @@ def _describe_sequential(check: Mapping[str, Any], seq: Mapping[str, Any]) -> st
             f"{head}: no credible excess over the tolerated {fmt(seq.get('tolerated'))} "
             f"(lower bound {_signed(seq.get('excess_lower'))} ≤ 0 at {level}; {statistic} < {threshold})"
         )
+    text += inflation(seq)
     detail = check.get("detail")
     if detail and verdict != Outcome.PASS.value:
         text += f"; {verdict}: {detail}"
     return text
+
+
+def inflation(evidence: Mapping[str, Any]) -> str:
+    """``; inflation 2.3 (dispersion 1.9 over 38 df; floor 1)``: the variance inflation a check
+    used and where it came from (empty for a record written before it was measured)."""
+    found = evidence.get("dispersion")
+    if not isinstance(found, Mapping):
+        return ""
+    used, floor = fmt(found.get("used")), fmt(found.get("floor"))
+    if found.get("estimate") is None:
+        note = found.get("note") or "not measured"
+        return f"; inflation {used} (the floor: dispersion {note})"
+    return (
+        f"; inflation {used} (dispersion {fmt(found.get('estimate'))} over "
+        f"{fmt(found.get('degrees_of_freedom'))} df; floor {floor})"
+    )
 
 
 def _describe_sample_ratio(check: Mapping[str, Any], ratio: Mapping[str, Any]) -> str:
@@ -224,7 +260,7 @@ def _describe_sample_ratio(check: Mapping[str, Any], ratio: Mapping[str, Any]) -
         f"{check.get('name')} treatment {fmt(_percent(share))} % of exposures, designed "
         f"{fmt(_percent(designed))} % (n={fmt(_rounded(ratio.get('treatment')))}/"
         f"{fmt(_rounded(ratio.get('control')))}; ln BF {fmt(ratio.get('log_bayes_factor'))} "
-        f"{'≥' if ratio.get('mismatch') else '<'} {fmt(ratio.get('threshold'))})"
+        f"{'≥' if ratio.get('mismatch') else '<'} {fmt(ratio.get('threshold'))}{inflation(ratio)})"
     )
     detail = check.get("detail")
     return f"{head}: {detail}" if detail else head

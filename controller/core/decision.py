@@ -126,7 +126,8 @@ def rebase(policy: Policy, state: RolloutState | None, now: datetime) -> Rebased
             + (f" (no policy judged it since {since.isoformat()})" if since is not None else ""),
         )
         state = state.guarded_again().moved(updated_at=now)
-    if policy.is_revision(state.revision) or state.status in {Status.STOPPED, Status.PROMOTED}:
+    same = policy.is_revision(state.revision, owner=state.owner, review=state.review)
+    if same or state.status in {Status.STOPPED, Status.PROMOTED}:
         administered = _administered(policy, state, now)
         return replace(administered, notes=(*judged_again, *administered.notes))
     rebased = _revised(policy, state, now)
@@ -147,7 +148,9 @@ def _administered(policy: Policy, state: RolloutState, now: datetime) -> Rebased
     notes = []
     if changed:
         notes.append(f"administrative edit ({'; '.join(changed)}): not a new revision")
-    restamp = state.revision == policy.legacy_revision and policy.revision != state.revision
+    restamp = state.revision != policy.revision and policy.is_revision(
+        state.revision, owner=state.owner, review=state.review
+    )
     if restamp:
         notes.append(
             f"revision {state.revision} (computed before administrative fields left the revision) "

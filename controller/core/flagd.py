@@ -230,14 +230,15 @@ def read_state(document: Mapping[str, Any], key: str, *, check_layout: bool = Tr
     return state
 
 
-def check_fits(key: str, state: RolloutState, policy_name: str, revision: str, steps: int) -> None:
+def check_fits(key: str, state: RolloutState, policy_name: str, same_revision: bool, steps: int) -> None:
     """Raise if the stored ``state`` of flag ``key`` cannot be judged by its policy as it stands: a
-    step beyond the policy's ``steps`` under the same ``revision`` (a new revision continues from the
-    step matching the percentage, so the stored step does not matter then)."""
-    if state.revision == revision and state.status in ACTIVE and state.step >= steps:
+    step beyond the policy's ``steps`` under the same revision (``same_revision``, however the flag
+    wrote it; a new revision continues from the step matching the percentage, so the stored step does
+    not matter then)."""
+    if same_revision and state.status in ACTIVE and state.step >= steps:
         raise FlagFileError(
             f"flag {key!r}: metadata '{PREFIX}step' {state.step} is beyond policy {policy_name!r}'s "
-            f"{steps} steps (revision {revision}); restore the flag's metadata, or use 'flagroll stop'"
+            f"{steps} steps (revision {state.revision}); restore the flag's metadata, or use 'flagroll stop'"
         )
 
 

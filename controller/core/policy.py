@@ -247,14 +247,16 @@ class Statistics(Model):
     expected_samples: Count = Field(
         2000,
         ge=1,
-        description="Requests per arm at which the confidence sequence is tightest.",
+        le=10**12,
+        description="Requests per arm at which the confidence sequence is tightest (at most 1e12).",
     )
     variance_inflation: Number = Field(
         1.0,
         ge=1,
         le=1000,
-        description="Variance multiplier (≥ 1) for requests that are not independent, e.g. many "
-        "requests per user; also divides exposures in the sample-ratio check.",
+        description="The least variance multiplier (≥ 1): flagroll measures the dispersion of "
+        "per-interval counts (bursts of errors, many requests per user) and uses it when larger; "
+        "also divides exposures in the sample-ratio check.",
     )
     exposure: NonEmptyText | None = Field(
         None,
@@ -369,9 +371,16 @@ class Policy(Model):
         whole policy): flag files written then carry it, and it names the same revision."""
         return legacy_revision_of(self)
 
-    def is_revision(self, revision: str) -> bool:
-        """Whether a stored ``revision`` names this policy's revision (either way of computing it)."""
-        return revision in (self.revision, self.legacy_revision)
+    def is_revision(self, revision: str, *, owner: str = "", review: date | None = None) -> bool:
+        """Whether a stored ``revision`` names this policy's revision (either way of computing it).
+        ``owner`` and ``review`` are those the flag recorded beside it: a revision computed the old way
+        hashed them too, so it is still recognised after an edit of the owner or review date alone
+        (not after one of the aim, mechanism, labels or annotations: the flag does not record them)."""
+        if revision in (self.revision, self.legacy_revision):
+            return True
+        if not owner or (owner, review) == (self.spec.owner, self.spec.review):
+            return False
+        return revision == legacy_revision_of(self, recorded=(owner, review))
 
     def step_percent(self, index: int) -> float:
         return self.spec.steps[index].percent
@@ -443,10 +452,18 @@ def revision_of(policy: Policy) -> str:
     return _hash(document)
 
 
-def legacy_revision_of(policy: Policy) -> str:
+def legacy_revision_of(policy: Policy, *, recorded: tuple[str, date | None] | None = None) -> str:
     """The hash of the whole policy, administrative fields included: the revision before they left
-    it. Kept so that flags written then are not taken for a new revision (see :meth:`Policy.is_revision`)."""
-    return _hash(policy.model_dump(mode="json", exclude_none=True))
+    it. Kept so that flags written then are not taken for a new revision (see :meth:`Policy.is_revision`).
+    ``recorded``: the owner and review date to hash instead of the policy's (those a flag recorded)."""
+    document = policy.model_dump(mode="json", exclude_none=True)
+    if recorded is not None:
+        owner, review = recorded
+        document["spec"]["owner"] = owner
+        document["spec"].pop("review", None)
+        if review is not None:
+            document["spec"]["review"] = review.isoformat()
+    return _hash(document)
 
 
 def json_schema() -> dict[str, Any]:

@@ -59,7 +59,7 @@ def effect(new: Policy, state: RolloutState | None, now: datetime) -> list[str]:
     if state is None:
         return ["the flag has no rollout yet: NEW starts one at its first step"]
     now_at = f"{state.status.value} at {pct(state.percent)} %"
-    if new.is_revision(state.revision):
+    if new.is_revision(state.revision, owner=state.owner, review=state.review):
         notes = list(rebase(new, state, now).notes)
         if not notes:
             return [f"same revision {new.revision} (comments or layout only): nothing changes ({now_at})"]

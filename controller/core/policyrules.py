@@ -34,6 +34,7 @@ PERCENT_RESOLUTION = 0.01  # flagd weights are integers; one weight unit is 0.01
 # The least traffic (requests per second, in the whole segment) that first_step_can_gather_min_samples
 # assumes a rollout gets: a policy states no traffic figure, so only a need above this is warned.
 ASSUMED_REQUESTS_PER_SECOND = 1.0
+MAX_INCREASE = 1000.0  # an errorRatio/latency guardrail's largest maxIncrease
 
 _FLAG_KEY = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9_.\-]{0,251}[A-Za-z0-9])?$")
 _HISTOGRAM_SUFFIXES = ("_bucket", "_count", "_sum")
@@ -446,6 +447,19 @@ def max_delta_is_a_share(policy: Policy, index: int) -> Findings:
         )
 
 
+def max_increase_is_bounded(policy: Policy, index: int) -> Findings:
+    """An errorRatio or latency guardrail's maxIncrease is at most 1000: a larger one bounds nothing
+    (the treatment may be over a thousand times worse) and its square overflows the arithmetic."""
+    guardrail = policy.spec.guardrails[index]
+    increase = guardrail.max_increase
+    if _judged_sequentially(guardrail) and increase is not None and increase > MAX_INCREASE:
+        yield error(
+            (*_guardrail_path(index), "maxIncrease"),
+            f"maxIncrease is at most {MAX_INCREASE:g} on {_a(guardrail.kind)} guardrail "
+            f"(treatment ≤ control × {MAX_INCREASE + 1:g}), got {increase:g}",
+        )
+
+
 def error_ratio_selectors_are_sound(policy: Policy, index: int) -> Findings:
     """errorRatio's errors and requests are two different counter selectors with {{variant}}."""
     guardrail = policy.spec.guardrails[index]
@@ -584,6 +598,7 @@ GUARDRAIL_RULES: tuple[ItemRule, ...] = (
     sequential_guardrail_bounds_apply,
     sequential_guardrail_has_a_bound,
     max_delta_is_a_share,
+    max_increase_is_bounded,
     error_ratio_selectors_are_sound,
     latency_histogram_is_sound,
 )

@@ -45,6 +45,12 @@ class Part(StrEnum):
     EVENTS = "events"  # bad requests (errors) since exposure began
     FAST = "fast"  # requests at or under the latency bound (the histogram bucket) since exposure began
     TOTAL = "total"  # all requests since exposure began
+    # Sums over the bins (intervals) of the exposure window, for the dispersion estimate: one query
+    # per guardrail (and one for the sample-ratio check) returns them all, from the same bins.
+    BINS = "bins"  # bins with at least one request
+    BIN_EVENTS = "bin_events"  # Σ x_i: bad requests (treatment exposures for the sample-ratio check)
+    BIN_TOTAL = "bin_total"  # Σ n_i: all requests (both arms' exposures)
+    BIN_SQUARES = "bin_squares"  # Σ x_i² / n_i
 
 
 @dataclass(frozen=True, order=True, slots=True)
@@ -200,6 +206,73 @@ def sequential_templates(guardrail: Guardrail, window_seconds: int) -> list[tupl
     return []
 
 
+BIN_PARTS = (Part.BINS, Part.BIN_EVENTS, Part.BIN_TOTAL, Part.BIN_SQUARES)
+ARM_LABEL = "flagroll_arm"  # which arm's sums a series of a dispersion query holds
+SUM_LABEL = "flagroll_sum"  # and which sum (a Part's value)
+DISPERSION = "dispersion"  # how a dispersion query's records name it
+MAX_BINS = 1440  # bins per query at most: a day at one a minute; longer windows get wider bins
+
+
+def bin_seconds(interval_seconds: float, window_seconds: int) -> int:
+    """The width of a bin: the policy's interval in whole seconds, widened so that a long window
+    (a completed rollout's day) has at most :data:`MAX_BINS` of them."""
+    return max(1, math.ceil(interval_seconds), math.ceil(window_seconds / MAX_BINS))
+
+
+def _per_bin(selector: str, seconds: int) -> str:
+    """A counter's growth over the bin ending at each step, summed over its series: the difference
+    of its values at the bin's edges. Adjacent bins share their edges, so every increment lands in
+    exactly one bin, and nothing is extrapolated (``increase`` over a bin would scale each bin's
+    count up by the share of the bin its samples do not span, and the dispersion with it). A
+    counter reset makes one bin's difference negative; it counts as 0."""
+    return f"sum(clamp_min({selector} - {selector} offset {seconds}s, 0))"
+
+
+def _bin_sums(bad: str, total: str, window_seconds: int, seconds: int, arm: str) -> str:
+    """The four sums over the bins of one arm (``bad`` and ``total`` are per-bin expressions), as
+    four series labelled with the arm and the sum. One query, one evaluation time: the same bins."""
+    kept = f"({total} > 0)"
+    over = f"[{window_seconds}s:{seconds}s]"
+    sums = {
+        Part.BINS: f"count_over_time({kept}{over})",
+        Part.BIN_EVENTS: f"sum_over_time(({bad} and {kept}){over})",
+        Part.BIN_TOTAL: f"sum_over_time({kept}{over})",
+        Part.BIN_SQUARES: f"sum_over_time(({bad} ^ 2 / {kept}){over})",
+    }
+    return " or ".join(
+        f'label_replace(label_replace({expression}, "{SUM_LABEL}", "{part.value}", "", ""), '
+        f'"{ARM_LABEL}", "{arm}", "", "")'
+        for part, expression in sums.items()
+    )
+
+
+def dispersion_query(guardrail: Guardrail, flag: str, window_seconds: int, seconds: int) -> str:
+    """Both arms' sums over the bins for an errorRatio or latency guardrail's dispersion. The bad
+    requests are the rare side: errors, or the requests slower than the bound (count − bucket), so
+    the Pearson sum's one subtraction keeps its digits."""
+    parts = []
+    for arm in (Arm.TREATMENT, Arm.CONTROL):
+        if guardrail.error_ratio is not None:
+            bad = _per_bin(render(guardrail.error_ratio.errors, flag=flag, arm=arm), seconds)
+            total = _per_bin(render(guardrail.error_ratio.requests, flag=flag, arm=arm), seconds)
+        elif guardrail.latency is not None:
+            histogram = render(guardrail.latency.histogram, flag=flag, arm=arm)
+            bucket = with_suffix(histogram, "_bucket", le_matcher(guardrail.latency.slower_than_seconds))
+            total = _per_bin(with_suffix(histogram, "_count"), seconds)
+            bad = f"clamp_min({total} - {_per_bin(bucket, seconds)}, 0)"
+        else:
+            return ""
+        parts.append(_bin_sums(bad, total, window_seconds, seconds, arm.value))
+    return " or ".join(parts)
+
+
+def exposure_dispersion_query(exposure: str, flag: str, window_seconds: int, seconds: int) -> str:
+    """The sample-ratio check's sums over the bins: the treatment's exposures among both arms'."""
+    treatment = _per_bin(render(exposure, flag=flag, arm=Arm.TREATMENT), seconds)
+    control = _per_bin(render(exposure, flag=flag, arm=Arm.CONTROL), seconds)
+    return _bin_sums(treatment, f"({treatment} + {control})", window_seconds, seconds, Arm.TREATMENT.value)
+
+
 _NO_TEMPLATES: Mapping[str, MetricTemplate] = MappingProxyType({})
 
 
@@ -219,10 +292,14 @@ def plan(
     ``window_seconds`` is how long the arms have been exposed; the counts of errorRatio and latency
     guardrails and of the sample-ratio check are taken over it. With None (nobody exposed yet) the
     same counts are asked over one interval, only to learn whether Prometheus answers: flagroll does
-    not start a rollout while it cannot see. Their planned ``window_seconds`` is then None.
+    not start a rollout while it cannot see. Their planned ``window_seconds`` is then None. Once
+    exposed, each errorRatio/latency guardrail and the sample-ratio check also get one query of
+    sums over the window's bins for their dispersion (:func:`dispersion_query`), split per arm and
+    sum like a template's answer.
     """
     spec = policy.spec
     counted_seconds = window_seconds or max(1, math.ceil(spec.interval_seconds))
+    seconds = bin_seconds(spec.interval_seconds, window_seconds or 0)
     planned: list[PlannedQuery] = []
 
     def add(source: Source, name: str, query: str | None, part: Part = Part.WHOLE, shared: str = "") -> None:
@@ -242,6 +319,13 @@ def plan(
             )
             planned.append(PlannedQuery(key, template.spec.query if template else "", window, split))
 
+    def add_sums(source: Source, name: str, query: str, sides: Sequence[Arm]) -> None:
+        for arm in sides:
+            for part in BIN_PARTS:
+                key = QueryKey(source, name, arm, part, policy.flag_key)
+                split = Split(DISPERSION, ARM_LABEL, SUM_LABEL, arm.value, part.value)
+                planned.append(PlannedQuery(key, query, window_seconds, split))
+
     if spec.traffic is not None:
         add(Source.TRAFFIC, "traffic", spec.traffic.query, shared=spec.traffic.template or "")
     for guardrail in spec.guardrails:
@@ -250,9 +334,15 @@ def plan(
         else:
             for part, template in sequential_templates(guardrail, counted_seconds):
                 add(Source.GUARDRAIL, guardrail.name, template, part)
+            if window_seconds:
+                query = dispersion_query(guardrail, policy.flag_key, window_seconds, seconds)
+                add_sums(Source.GUARDRAIL, guardrail.name, query, arms(spec.control))
     exposure = spec.statistics.exposure if spec.statistics is not None else None
     if exposure is not None and spec.control:
         add(Source.EXPOSURE, SAMPLE_RATIO, counted(exposure, counted_seconds))
+        if window_seconds:
+            query = exposure_dispersion_query(exposure, policy.flag_key, window_seconds, seconds)
+            add_sums(Source.EXPOSURE, SAMPLE_RATIO, query, (Arm.TREATMENT,))
     if with_checkpoint and spec.checkpoint is not None:
         for e in spec.checkpoint.expect:
             if expectation_source(e) is Source.CHECKPOINT:

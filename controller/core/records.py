@@ -78,7 +78,7 @@ _WHOLE_FIELDS = ("from_step", "to_step", "steps")
 _FLAG_FIELDS = ("stale", "dry_run", "guarded", "reminder")
 _CHECK_TEXT = ("name", "kind", "rule", "arm", "query", "verdict", "detail", "metric")
 _CHECK_NUMBERS = ("limit", "value", "bound", "samples")
-_EVIDENCE_TEXT = frozenset({"method", "metric", "query", "events_query", "samples_query"})
+_EVIDENCE_TEXT = frozenset({"method", "metric", "query", "events_query", "samples_query", "note"})
 
 
 def _is_number(value: Any) -> bool:
@@ -154,7 +154,8 @@ def _check_problem(check: Any, where: str) -> str | None:
 
 def _evidence_problem(evidence: Any, where: str, depth: int = 0) -> str | None:
     """An evidence object (the control arm, a sequential or sample-ratio record): text where text is
-    kept, an arm's counts as an object, every other value a number (or null)."""
+    kept, an arm's counts and the measured dispersion as objects, every other value a number (or
+    null)."""
     if evidence is None:
         return None
     if not isinstance(evidence, dict):
@@ -169,7 +170,7 @@ def _evidence_problem(evidence: Any, where: str, depth: int = 0) -> str | None:
         elif name == "mismatch":
             if not isinstance(value, bool):
                 return _wrong(field, value, "true or false")
-        elif name in {"treatment", "control"} and isinstance(value, dict) and depth == 0:
+        elif name in {"treatment", "control", "dispersion"} and isinstance(value, dict) and depth == 0:
             problem = _evidence_problem(value, field, depth + 1)
             if problem is not None:
                 return problem
@@ -238,8 +239,13 @@ def render(record: Mapping[str, Any], *, aim: str | None = None, mechanism: str 
         counts = check.get("sequential")
         if check.get("verdict") != "pass" and isinstance(counts, dict):
             for arm in ("treatment", "control"):
-                arm_counts = counts.get(arm) or {}
-                queries |= {arm_counts.get("events_query"), arm_counts.get("samples_query")}
+                arm_counts = counts.get(arm)
+                if isinstance(arm_counts, dict):  # a number there is fit to show but names no query
+                    queries |= {arm_counts.get("events_query"), arm_counts.get("samples_query")}
+        for evidence in (counts, check.get("sample_ratio")):
+            measured = evidence.get("dispersion") if isinstance(evidence, dict) else None
+            if check.get("verdict") != "pass" and isinstance(measured, dict):
+                queries.add(measured.get("query"))
     queries.discard(None)
     queries.discard("")
     for query in sorted(q for q in queries if isinstance(q, str)):

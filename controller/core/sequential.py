@@ -227,6 +227,8 @@ def compare(
     treatment = ArmCounts(min(treatment.events, treatment.total), treatment.total)
     control = ArmCounts(min(control.events, control.total), control.total)
     sigma2, variance = _pair_variances(treatment, control, factor, delta)
+    if not math.isfinite(sigma2):
+        raise ValueError(f"{rule} {limit:g} is too large to compare (the variance overflows)")
     pairs = sigma2 / (variance_inflation * variance)
     sigma = math.sqrt(sigma2)
     tolerated = factor * control.share + delta

@@ -20,6 +20,7 @@ from controller.core.checkrecord import (
     fmt,
 )
 from controller.core.durations import format_duration
+from controller.core.measured import Measured, for_record, measure
 from controller.core.policy import Guardrail, Policy
 from controller.core.queries import (
     SAMPLE_RATIO,
@@ -69,9 +70,12 @@ def sample_ratio_check(policy: Policy, queries: Sequence[PlannedQuery], readings
     if problems or treatment is None or control is None:
         verdict, detail = _worst_problem(problems)
         return replace(base, samples=treatment, verdict=verdict, detail=detail)
+    measured = measure(evidence, Source.EXPOSURE, SAMPLE_RATIO, window, sample_ratio=True)
+    if measured.shortfall is not None:
+        return replace(base, samples=treatment, verdict=Outcome.NO_DATA, detail=measured.shortfall)
     try:
         result = srm.check(
-            treatment, control, alpha=stats.sample_ratio_alpha, variance_inflation=stats.variance_inflation
+            treatment, control, alpha=stats.sample_ratio_alpha, variance_inflation=measured.inflation
         )
     except ValueError as refused:  # the pure function refuses what is not a count: never a pass
         return replace(base, samples=treatment, verdict=Outcome.ERROR, detail=f"not judged: {refused}")
@@ -86,6 +90,8 @@ def sample_ratio_check(policy: Policy, queries: Sequence[PlannedQuery], readings
         threshold=result.threshold,
         alpha=result.alpha,
         mismatch=result.mismatch,
+        variance_inflation=measured.inflation,
+        dispersion=for_record(measured.evidence, passed=not result.mismatch),
     )
     detail = ""
     verdict = Outcome.PASS
@@ -162,9 +168,14 @@ def sequential_checks(
             problems.extend(p for p in (bad_problem, total_problem) if p is not None)
     if window is None and not problems:
         problems.append((Outcome.NO_DATA, "nobody is exposed yet"))
+    measured = None
+    if window is not None and not problems:
+        measured = measure(evidence, Source.GUARDRAIL, guardrail.name, window)
+        if measured.shortfall is not None:
+            problems.append((Outcome.NO_DATA, measured.shortfall))
     checks = []
     for rule, limit in guardrail.rules():
-        checks.append(_sequential_check(policy, guardrail, rule, limit, window, counts, problems))
+        checks.append(_sequential_check(policy, guardrail, rule, limit, window, counts, problems, measured))
     return checks
 
 
@@ -186,6 +197,7 @@ def _sequential_check(
     window: int | None,
     counts: Mapping[Arm, ArmCount],
     problems: Sequence[tuple[Outcome, str]],
+    measured: Measured | None,
 ) -> Check:
     treatment, control = counts.get(Arm.TREATMENT), counts.get(Arm.CONTROL)
     check = Check(
@@ -206,7 +218,7 @@ def _sequential_check(
             control.samples if control else None,
         ),
     )
-    if problems or treatment is None or control is None or window is None:
+    if problems or treatment is None or control is None or window is None or measured is None:
         verdict, detail = _worst_problem(problems or [(Outcome.NO_DATA, "no counts")])
         return replace(check, verdict=verdict, detail=detail)
     stats = policy.statistics
@@ -218,7 +230,7 @@ def _sequential_check(
             limit=limit,
             alpha=policy.comparison_alpha(guardrail),
             expected_samples=stats.expected_samples,
-            variance_inflation=stats.variance_inflation,
+            variance_inflation=measured.inflation,
         )
     except ValueError as refused:  # the pure function refuses what is not a count: never a pass
         return replace(check, verdict=Outcome.ERROR, detail=f"not judged: {refused}")
@@ -237,9 +249,10 @@ def _sequential_check(
         alpha=result.alpha,
         alpha_total=stats.alpha,
         comparisons=policy.comparisons,
-        variance_inflation=stats.variance_inflation,
+        variance_inflation=measured.inflation,
         expected_samples=stats.expected_samples,
         slower_than_seconds=guardrail.latency.slower_than_seconds if guardrail.latency else None,
+        dispersion=for_record(measured.evidence, passed=not result.fails),
     )
     return replace(
         check,

@@ -132,7 +132,8 @@ def _plan_one(loaded: LoadedPolicy, document: Mapping[str, Any], now: datetime) 
     key = policy.flag_key
     stored = read_state(document, key)
     if stored is not None:
-        check_fits(key, stored, policy.name, policy.revision, len(policy.spec.steps))
+        same = policy.is_revision(stored.revision, owner=stored.owner, review=stored.review)
+        check_fits(key, stored, policy.name, same, len(policy.spec.steps))
     state = rebase(policy, stored, now).state
     if state.status not in ACTIVE and state == stored:
         return None  # stopped, rolled back, completed or promoted, and no new revision

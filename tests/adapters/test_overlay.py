@@ -286,3 +286,83 @@ def test_a_stop_whose_merged_file_cannot_follow_says_so_and_exits_1(
     assert str(overlay.merged) in err
     override = json.loads(overlay.env.flags.read_text())
     assert override["flags"]["cache"]["metadata"]["flagroll.status"] == "stopped"  # the stop holds
+
+
+def test_a_merged_file_changed_by_someone_else_is_rewritten_at_the_next_refresh(overlay: Overlay) -> None:
+    """The loop's merged file is its own: one rewritten by another writer (a stale command, a copy
+    step) is put back at the next refresh, not only when the override or a base changes."""
+    overlay.adopt_the_base_flag()
+    store = overlay.store()
+    assert store.refresh(force=True)
+    served = overlay.merged.read_bytes()
+    overlay.merged.write_text(json.dumps({"flags": {}}))  # every flag gone for the merged file's readers
+    assert store.refresh()
+    assert overlay.merged.read_bytes() == served
+    assert not store.refresh()  # and nothing more once it serves the override again
+
+
+def test_a_command_leaves_alone_a_merged_file_that_another_override_now_writes(
+    overlay: Overlay, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The deployment moved to another override file with the same merged file; the old override and
+    its FLAGFILE.overlay.json are still there. A command typed on the old one must not rewrite the
+    merged file from it (that would serve its stale flags to everyone): it says so and exits 1."""
+    overlay.adopt_the_base_flag()
+    overlay.run_once()  # 1 %
+    assert _run_once_cli(overlay, "--base", str(overlay.base), "--merged", str(overlay.merged)) == 0
+    moved = overlay.env.flags.with_name("override-now.json")
+    moved.write_bytes(overlay.env.flags.read_bytes())
+    common = ["--flags", str(moved), "--base", str(overlay.base), "--merged", str(overlay.merged)]
+    assert cli.main(["stop", "cache", "--reason", "5xx", *common]) == 0
+    served = overlay.merged.read_bytes()
+    capsys.readouterr()
+
+    code = cli.main(["pause", "cache", "--flags", str(overlay.env.flags)])  # the old override
+
+    _, err = capsys.readouterr()
+    assert code == 1
+    assert overlay.merged.read_bytes() == served  # still stopped for everyone
+    assert not any(overlay.evaluate("cache", f"user-{n}") for n in range(500))
+    assert str(overlay.merged) in err
+    assert "NOT" in err
+
+
+def test_a_stop_recreates_a_merged_file_that_is_gone(
+    overlay: Overlay, capsys: pytest.CaptureFixture[str]
+) -> None:
+    overlay.adopt_the_base_flag()
+    overlay.run_once()
+    assert _run_once_cli(overlay, "--base", str(overlay.base), "--merged", str(overlay.merged)) == 0
+    overlay.merged.unlink()
+    assert cli.main(["stop", "cache", "--reason", "5xx", "--flags", str(overlay.env.flags)]) == 0
+    assert not any(overlay.evaluate("cache", f"user-{n}") for n in range(500))
+    assert overlay.evaluate("dark-mode") is True  # the base's flags are served again too
+
+
+@pytest.mark.parametrize("merged_is", ["the flag file", "a base", "not JSON"])
+def test_a_stop_holds_when_the_remembered_files_were_edited_into_nonsense(
+    overlay: Overlay, capsys: pytest.CaptureFixture[str], merged_is: str
+) -> None:
+    """FLAGFILE.overlay.json edited by hand so that it names the flag file (or a base) as the merged
+    file, or is not JSON: the stop is written to the flag file all the same, and exits 1 saying the
+    merged file was not updated."""
+    overlay.adopt_the_base_flag()
+    overlay.run_once()
+    assert _run_once_cli(overlay, "--base", str(overlay.base), "--merged", str(overlay.merged)) == 0
+    remembered = overlay.env.flags.with_name(overlay.env.flags.name + ".overlay.json")
+    target = overlay.env.flags if merged_is == "the flag file" else overlay.base
+    remembered.write_text(json.dumps({"base": [str(overlay.base)], "merged": str(target.resolve())}))
+    if merged_is == "not JSON":
+        remembered.write_text('{"base": [')
+    base_before = overlay.base.read_bytes()
+    capsys.readouterr()
+
+    code = cli.main(["stop", "cache", "--reason", "5xx", "--flags", str(overlay.env.flags)])
+
+    _, err = capsys.readouterr()
+    assert code == 1
+    override = json.loads(overlay.env.flags.read_text())
+    assert override["flags"]["cache"]["metadata"]["flagroll.status"] == "stopped"
+    assert overlay.base.read_bytes() == base_before  # a base is never written
+    assert str(remembered) in err
+    assert "NOT updated" in err

@@ -203,3 +203,20 @@ def test_status_passes_over_a_last_record_of_wrong_types(
     assert cli.main(["status", "--flags", str(env.flags), "--decision-log", str(env.log), "--json"]) == 0
     (row,) = json.loads(capsys.readouterr().out)
     assert row["last_action"] == "advance"  # the last record fit to read
+
+
+@pytest.mark.parametrize("counts", [5, "x", [1, 2], True])
+def test_log_and_explain_survive_a_failed_check_whose_sequential_arm_is_not_an_object(
+    env: Environment, capsys: pytest.CaptureFixture[str], counts: Any
+) -> None:
+    """A sequential check's arm counts are an object; a record where one is a number, text or a list
+    (and the check did not pass, so its queries are listed) is skipped with a warning or shown, never
+    a traceback."""
+    check = {"name": "errors", "verdict": "fail", "sequential": {"treatment": counts, "alpha": 0.05}}
+    with env.log.open("a") as handle:
+        handle.write(json.dumps({**_good(env), "checks": [check]}) + "\n")
+    capsys.readouterr()
+    assert cli.main(["log", "--decision-log", str(env.log)]) == 0
+    out, err = capsys.readouterr()
+    assert out.count("cache  ADVANCE") + err.count("skipped a record") == 3
+    assert cli.main(["explain", "cache", "--flags", str(env.flags), "--decision-log", str(env.log)]) == 0

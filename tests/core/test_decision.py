@@ -627,3 +627,31 @@ def test_a_step_without_its_clock_never_advances() -> None:
     no_clock = at_step(p, 0).moved(step_started_at=None)
     decision = run(p, no_clock, T0 + timedelta(days=1))
     assert decision.action is Action.HOLD
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        ("  owner: sre-lead\n", "  owner: payments-oncall\n"),
+        ("  flag: {key: cache}\n", "  review: 2027-03-01\n  flag: {key: cache}\n"),
+    ],
+)
+def test_an_old_style_revision_is_still_recognised_after_an_owner_or_review_edit(
+    edit: tuple[str, str],
+) -> None:
+    """The flag file was written before administrative fields left the revision (its revision is the
+    hash of the whole policy, owner and review included) and the policy's owner or review date was
+    edited before the first cycle of this version: the flag records the old owner and review, so it
+    is the same revision, and the rolled-back rollout is not restarted."""
+    p = policy()
+    edited = load_text(POLICY.replace("{extra}", "").replace(*edit), "cache.yaml").policies[0].policy
+    assert edited.revision == p.revision
+    assert edited.legacy_revision != p.legacy_revision
+    old_style = rolled_back(p).moved(revision=p.legacy_revision)
+    decision = run(edited, old_style, T0 + timedelta(hours=1))
+    assert (decision.after.status, decision.after.percent) == (Status.ROLLED_BACK, 0)
+    assert decision.after.revision == edited.revision
+    assert (decision.after.owner, decision.after.review) == (edited.spec.owner, edited.spec.review)
+    completed = at_step(p, 2, status=Status.COMPLETED).moved(revision=p.legacy_revision)
+    kept = run(edited, completed, T0 + timedelta(hours=1)).after
+    assert (kept.status, kept.exposed_since, kept.revision) == (Status.COMPLETED, None, edited.revision)

@@ -48,6 +48,18 @@ def test_the_boundary_is_where_the_ratio_reaches_one_over_alpha(v: float, rho: f
     assert loose <= b <= two_sided
 
 
+def test_a_tolerance_whose_square_overflows_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"maxIncrease 1e\+200 is too large to compare"):
+        compare(
+            ArmCounts(60, 6000),
+            ArmCounts(61, 6010),
+            rule="maxIncrease",
+            limit=1e200,
+            alpha=0.01,
+            expected_samples=2000,
+        )
+
+
 @pytest.mark.parametrize("alpha", [1e-12, 1e-170, 1e-300])
 def test_the_boundary_holds_for_budgets_whose_square_underflows(alpha: float) -> None:
     # α² is 0 in floating point below about 1e-162: the boundary must not divide by it.

@@ -162,3 +162,18 @@ def test_any_corrupt_metadata_of_one_flag_never_stops_the_others(fields: dict[st
         assert "other" in [r["flag"] for r in result.records]
         if any("'cache'" in problem for problem in result.problems):
             assert _cache_entry(env) == before  # skipped: left exactly as it is
+
+
+def test_a_step_beyond_the_policy_under_an_old_style_revision_is_named_too(tmp_path: Path) -> None:
+    """A flag file written before administrative fields left the revision records the hash of the
+    whole policy: that is the same revision, so a step beyond the policy's steps is corrupt state,
+    named by its field, as under the revision written today."""
+    from controller.adapters.policyfile import load_paths
+
+    env = _started(tmp_path)
+    (cache,) = [p.policy for p in load_paths([env.policies]).policies if p.policy.name == "cache"]
+    _corrupt(env, step=5, steps=6, revision=cache.legacy_revision)
+    result = asyncio.run(env.reconciler().cycle())
+    assert len(result.problems) == 1
+    assert PREFIX + "step" in result.problems[0]
+    assert [r["flag"] for r in result.records] == ["other"]
