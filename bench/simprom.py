@@ -21,7 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from bench.simulation.traffic import INDEPENDENT, Sizes, clustered_counts, daily_volume, user_evaluations
-from controller.core.queries import Arm, PlannedQuery, QueryKey, Reading
+from controller.core.queries import BIN_PARTS, Arm, PlannedQuery, QueryKey, Reading
 
 TICK_SECONDS = 15  # Prometheus scrape interval: counters advance in steps of this
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0)
@@ -172,18 +172,85 @@ def _cumulative(per_tick: npt.NDArray[Any]) -> Array:
 _RANGE = re.compile(r"(increase|rate)\(([A-Za-z_:][A-Za-z0-9_:]*)\{([^{}]*)\}\[(\d+)(s|m)\]\)")
 _VARIANT = re.compile(r'feature_flag_result_variant="([^"]*)"')
 _LE = re.compile(r'le=~?"([^"]*)"')
+_SUBQUERY = re.compile(r"\[(\d+)s:(\d+)s\]")
 
 
 class SimulatedPrometheus:
     """Answers the PromQL shapes the simulated policies produce, from cumulative counters. Anything
-    else is an error reading, so a change in the planner cannot go unnoticed."""
+    else is an error reading, so a change in the planner cannot go unnoticed.
 
-    def __init__(self, series: dict[Arm, ArmSeries]) -> None:
+    ``measure_dispersion``: answer the queries of sums over bins that the controller asks to measure
+    the variance inflation (:meth:`_bin_sums`); without it they fail, and the controller falls back
+    to the policy's ``varianceInflation`` (the simulator's ``--inflation policy``)."""
+
+    def __init__(self, series: dict[Arm, ArmSeries], *, measure_dispersion: bool = True) -> None:
         self.series = series
         self.arm_of = {VARIANT[arm]: arm for arm in series}
+        self.measure_dispersion = measure_dispersion
+        self._sums: dict[tuple[str, int], dict[Arm, tuple[float, float, float, float] | None]] = {}
 
     def answer(self, queries: Sequence[PlannedQuery], tick: int) -> dict[QueryKey, Reading]:
-        return {q.key: self.query(q.promql, tick) for q in queries}
+        return {
+            q.key: self._bin_sum(q, tick) if q.key.part in BIN_PARTS else self.query(q.promql, tick)
+            for q in queries
+        }
+
+    def _bin_sum(self, query: PlannedQuery, tick: int) -> Reading:
+        """One of the four sums (a :class:`Part`) of one arm that a dispersion query returns."""
+        if not self.measure_dispersion:
+            return Reading.error("the simulator does not measure dispersion (--inflation policy)")
+        if (query.promql, tick) not in self._sums:
+            self._sums = {(query.promql, tick): self._bin_sums(query.promql, tick)}  # one look's
+        sums = self._sums[query.promql, tick].get(query.key.arm)
+        if isinstance(sums, str):
+            return Reading.error(sums)
+        if sums is None:
+            return Reading.no_data("empty result: no bin with a request")
+        index = BIN_PARTS.index(query.key.part)
+        return Reading.of(sums[index])
+
+    def _bin_sums(self, promql: str, tick: int) -> dict[Arm, Any]:
+        """Evaluate a dispersion query (controller/core/queries.py, ``dispersion_query``): per arm,
+        the counter's growth over each bin ``(t − S, t]`` for the steps t of the subquery
+        ``[W s:S s]`` (multiples of S since exposure began, which is a whole minute), bins without
+        a request left out, summed as bins, Σx, Σn and Σx²/n."""
+        found = _SUBQUERY.search(promql)
+        if found is None or "flagroll_sum" not in promql:
+            return dict.fromkeys(self.series, f"the simulator does not understand {promql[:80]!r}…")
+        window, step = int(found.group(1)), int(found.group(2))
+        now = tick * TICK_SECONDS
+        edges = np.arange(now // step * step, max(now - window, 0) - 1, -step)[::-1]  # ascending
+        at = edges // TICK_SECONDS
+
+        def per_bin(cumulative: Array) -> Array:
+            return np.clip(np.diff(cumulative[at]), 0, None)
+
+        out: dict[Arm, Any] = {}
+        for arm, counts in self.series.items():
+            if "feature_flag_evaluations_total" in promql:
+                if arm is not Arm.TREATMENT:
+                    continue
+                bad = per_bin(counts.evaluations)
+                total = bad + per_bin(self.series[Arm.CONTROL].evaluations)
+            elif 'code=~"5.."' in promql:
+                bad, total = per_bin(counts.errors), per_bin(counts.requests)
+            elif "_bucket" in promql:
+                index = _bucket_index(promql)
+                if index is None:
+                    out[arm] = "no series has the bucket"
+                    continue
+                total = per_bin(counts.requests)
+                bad = np.clip(total - per_bin(counts.buckets[:, index]), 0, None)
+            else:
+                out[arm] = f"the simulator does not understand {promql[:80]!r}…"
+                continue
+            kept = total > 0
+            if not kept.any():
+                out[arm] = None
+                continue
+            x, n = bad[kept], total[kept]
+            out[arm] = (float(kept.sum()), float(x.sum()), float(n.sum()), float((x * x / n).sum()))
+        return out
 
     def query(self, promql: str, tick: int) -> Reading:
         terms = _RANGE.findall(promql)
@@ -224,11 +291,10 @@ class SimulatedPrometheus:
             le = _LE.search(labels)
             if le is None:
                 raise ValueError("a bucket selector without le is answered by histogram_quantile only")
-            spelled = le.group(1).replace("\\\\", "\\")
-            for index, edge in enumerate(BUCKETS):
-                if re.fullmatch(spelled, repr(edge)) or re.fullmatch(spelled, f"{edge:g}"):
-                    return arm, arm.buckets[:, index]
-            raise _Empty()
+            index = _bucket_index(labels)
+            if index is None:
+                raise _Empty()
+            return arm, arm.buckets[:, index]
         raise ValueError(f"unknown metric {metric}")
 
     def _increase(self, term: tuple[str, ...], tick: int, *, per_second: bool) -> Reading:
@@ -264,6 +330,18 @@ class SimulatedPrometheus:
 
 class _Empty(Exception):
     pass
+
+
+def _bucket_index(text: str) -> int | None:
+    """The bucket an ``le`` matcher in ``text`` selects (both spellings of a whole second match)."""
+    le = _LE.search(text)
+    if le is None:
+        return None
+    spelled = le.group(1).replace("\\\\", "\\")
+    for index, edge in enumerate(BUCKETS):
+        if re.fullmatch(spelled, repr(edge)) or re.fullmatch(spelled, f"{edge:g}"):
+            return index
+    return None
 
 
 def histogram_quantile(q: float, edges: list[float], cumulative: list[float], total: float) -> float:

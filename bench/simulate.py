@@ -24,12 +24,12 @@ import json
 import math
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -46,9 +46,9 @@ from bench.simprom import (
     simulate_traffic,
 )
 from bench.simulation import options, report
-from bench.simulation.bins import Binned, Inflation, InflationMode, decide_measured, restore
 from bench.simulation.families import families, realistic_scenarios
 from controller.adapters.policyfile import load_text
+from controller.core.checkrecord import Check
 from controller.core.decision import decide, queries_for, rebase
 from controller.core.policy import Policy
 from controller.core.state import Action, RolloutState, Status
@@ -174,11 +174,9 @@ def run_rollout(
     prometheus: SimulatedPrometheus,
     scenario: Scenario,
     max_looks: int,
-    inflation: Callable[[int], Inflation] | None = None,
 ) -> Outcome:
     """Drive one rollout through flagroll's decision code until it completes, rolls back or runs out
-    of simulated time. ``inflation(look)``, when given, is the variance inflation measured at a look
-    (bench/simulation/bins.py), handed to the decision code; without it the policy's value holds."""
+    of simulated time."""
     stored: RolloutState | None = None
     outcome = Outcome()
     interval = scenario.ramp.interval_seconds
@@ -187,17 +185,10 @@ def run_rollout(
         state = rebase(policy, stored, now).state
         queries = queries_for(policy, state, now)
         tick = look * interval // TICK_SECONDS
-        answers = prometheus.answer(queries, tick)
-        if inflation is None:
-            judged, decision = policy, decide(policy, stored, queries, answers, now)
-        else:
-            measured = inflation(look)
-            decision, judged = decide_measured(policy, stored, queries, answers, now, measured)
-            outcome.inflation = {
-                "errors": measured.errors.used,
-                "latency": measured.latency.used,
-                "sample_ratio": measured.sample_ratio.used,
-            }
+        decision = decide(policy, stored, queries, prometheus.answer(queries, tick), now)
+        inflation = _inflation(decision.checks)
+        if inflation:
+            outcome.inflation = inflation
         outcome.looks = look
         if decision.action is Action.HOLD and "sample ratio mismatch" in decision.reason:
             outcome.sample_ratio_holds += 1
@@ -208,8 +199,21 @@ def run_rollout(
         if decision.after.status is Status.COMPLETED:
             outcome.completed = True
             return outcome
-        stored = restore(policy, judged, decision.after)
+        stored = decision.after
     return outcome
+
+
+def _inflation(checks: Sequence[Check]) -> dict[str, float]:
+    """The variance inflation each statistical check used at a look, from its record."""
+    found = {}
+    for check in checks:
+        if check.sequential is not None:
+            found["errors" if check.sequential.metric == "errorRatio" else "latency"] = (
+                check.sequential.variance_inflation
+            )
+        elif check.sample_ratio is not None:
+            found["sample_ratio"] = check.sample_ratio.variance_inflation
+    return found
 
 
 @dataclass(frozen=True)
@@ -219,7 +223,7 @@ class Rule:
     policy_text: str
 
 
-Work = tuple[Scenario, list[Rule], int, int, InflationMode]
+Work = tuple[Scenario, list[Rule], int, int, Literal["estimated", "policy"]]
 
 
 def _one_run(args: Work) -> dict[str, dict[str, Any]]:
@@ -227,27 +231,10 @@ def _one_run(args: Work) -> dict[str, dict[str, Any]]:
     rng = np.random.default_rng(seed)
     ticks = max_looks * scenario.ramp.interval_seconds // TICK_SECONDS + 1
     series = simulate_traffic(scenario, ticks, rng)
-    prometheus = SimulatedPrometheus(series)
-    binned = Binned(series, scenario.ramp.interval_seconds) if mode == "estimated" else None
-    measured: dict[tuple[int, float], Inflation] = {}  # the same traffic for every rule: measure once
-
-    def inflation(policy: Policy) -> Callable[[int], Inflation] | None:
-        if binned is None or not (policy.comparisons or policy.statistics.exposure):
-            return None
-        floor = policy.statistics.variance_inflation
-
-        def at(look: int) -> Inflation:
-            if (look, floor) not in measured:
-                measured[look, floor] = binned.inflation(look, floor)
-            return measured[look, floor]
-
-        return at
-
+    prometheus = SimulatedPrometheus(series, measure_dispersion=mode == "estimated")
     results = {}
     for rule in rules:
-        policy = _policy(rule.policy_text)
-        outcome = run_rollout(policy, prometheus, scenario, max_looks, inflation(policy))
-        results[rule.name] = asdict(outcome)
+        results[rule.name] = asdict(run_rollout(_policy(rule.policy_text), prometheus, scenario, max_looks))
     return results
 
 
@@ -323,11 +310,11 @@ def simulate(
     seed: int,
     jobs: int,
     max_looks: int,
-    inflation: InflationMode = "estimated",
+    inflation: Literal["estimated", "policy"] = "estimated",
 ) -> dict[str, RuleSummary]:
-    """``runs`` rollouts of ``scenario`` under every rule. ``inflation``: "estimated" measures the
-    variance inflation from per-interval counts at every look and hands it to the decision code (as
-    the controller does), "policy" leaves the policy's ``varianceInflation`` alone."""
+    """``runs`` rollouts of ``scenario`` under every rule. ``inflation``: "estimated" answers the
+    controller's queries of sums over bins, so it measures the variance inflation as it does against
+    Prometheus; "policy" fails them, and the controller uses the policy's ``varianceInflation``."""
     work: list[Work] = [(scenario, rules, seed * 1_000_003 + i, max_looks, inflation) for i in range(runs)]
     if jobs <= 1:
         results = _chunk(work)
