@@ -173,7 +173,7 @@ class Outcome:
     looks: int = 0
     sample_ratio_holds: int = 0
     reason: str = ""
-    inflation: dict[str, float] = field(default_factory=dict)  # the last look's, per check (measured)
+    inflation: dict[str, float] = field(default_factory=dict)  # per check, the last it was judged with
 
 
 def run_rollout(
@@ -193,9 +193,7 @@ def run_rollout(
         queries = queries_for(policy, state, now)
         tick = look * interval // TICK_SECONDS
         decision = decide(policy, stored, queries, prometheus.answer(queries, tick), now)
-        inflation = _inflation(decision.checks)
-        if inflation:
-            outcome.inflation = inflation
+        outcome.inflation.update(_inflation(decision.checks))
         outcome.looks = look
         if decision.action is Action.HOLD and "sample ratio mismatch" in decision.reason:
             outcome.sample_ratio_holds += 1
@@ -294,9 +292,9 @@ def summarise(rule: Rule, outcomes: list[dict[str, Any]]) -> RuleSummary:
         p90_minutes=_quantile(times, 0.9),
         minutes=times,
         inflation_median={
-            check: float(np.median([o["inflation"][check] for o in outcomes if o["inflation"]]))
+            check: float(np.median([o["inflation"][check] for o in outcomes if check in o["inflation"]]))
             for check in ("errors", "latency", "sample_ratio")
-            if any(o["inflation"] for o in outcomes)
+            if any(check in o["inflation"] for o in outcomes)
         },
     )
 

@@ -104,7 +104,8 @@ class RuleFigures:
     def inflation_text(self) -> str:
         if not self.inflation:
             return "—"
-        return f"{self.inflation['errors']:.2f} / {self.inflation['sample_ratio']:.2f}"
+        errors, ratio = self.inflation.get("errors"), self.inflation.get("sample_ratio")
+        return " / ".join("—" if v is None else f"{v:.2f}" for v in (errors, ratio))
 
     def as_dict(self) -> dict[str, Any]:
         return {
