@@ -1,14 +1,31 @@
 # Set-up and checks. `make demo` and `make test` work on a fresh Debian/Ubuntu machine: they create
-# .venv, install flagroll with pinned dependencies, and install Prometheus with apt-get if it is missing.
+# .venv, install flagroll with pinned dependencies (`make demo` the runtime ones only, `make test` also
+# the development extras), and install Prometheus with apt-get if it is missing.
 VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 
-.PHONY: setup prometheus demo test lint image-test clean
+.PHONY: setup prometheus demo test lint docs image-test clean
 
-$(BIN)/flagroll: pyproject.toml constraints.txt
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+PIP := $(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt
+# One stamp per set of packages, so that both kinds of set-up share .venv: `make demo` installs the
+# runtime dependencies only; `make test` (or `make setup`) adds the development extras to the same venv
+# (never rebuilding it), and a later `make demo` only re-checks the runtime set (pip never uninstalls
+# extras). An edit of pyproject.toml or constraints.txt makes both stamps stale.
+RUNTIME := $(VENV)/.installed-runtime
+DEV := $(VENV)/.installed-dev
+
+$(RUNTIME): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) -e .
+	touch $@
+
+$(DEV): $(RUNTIME)
+	$(PIP) -e '.[dev]'
+	touch $@
+
+# The full development set (the target the test and lint commands need).
+$(BIN)/flagroll: $(DEV)
 	touch $@
 
 setup: $(BIN)/flagroll prometheus
@@ -16,7 +33,7 @@ setup: $(BIN)/flagroll prometheus
 prometheus:
 	@scripts/install-prometheus
 
-demo: setup
+demo: $(RUNTIME) prometheus
 	$(BIN)/flagroll demo
 
 lint: $(BIN)/flagroll
@@ -25,11 +42,16 @@ lint: $(BIN)/flagroll
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-test: setup lint
+# The documentation site (mkdocs.yml) into site/, strictly: a broken link or anchor, or a page left out of
+# the navigation, fails the build.
+docs: $(BIN)/flagroll
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
+test: setup lint docs
 	$(BIN)/pytest
 
 image-test:
 	scripts/image-test
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis site

@@ -14,8 +14,8 @@ What runs, all on 127.0.0.1:
 - an OpenFeature client in this process: the flagd provider in FILE mode on the same flag file, which
   it polls every 200 ms (``deadline_ms``).
 
-The policy is the demo's error-rate guardrail (``max: 0.05`` over a 10 s rate window, ``minSamples:
-40`` of traffic) with a single step at 50 %; the demo's p95-latency guardrail is left out (it often
+The policy is an error-rate guardrail (``max: 0.05`` over a 10 s rate window, ``minSamples:
+40`` of traffic) with a single step at 50 %; a p95-latency guardrail is left out (it often
 trips first), so that what is measured is the guardrail the bound is about. Each run writes a new
 policy revision (which restarts a rolled-back rollout), waits until the rollout is at 50 %, its arms
 have been exposed for a full rate window plus two scrapes and the last two checks passed, picks

@@ -42,7 +42,7 @@ class Parameters:
 
 
 def bound_seconds(p: Parameters) -> float:
-    """The docs' bound (``_bound_seconds`` in controller/demo/runner.py: a scrape to see the first
+    """The docs' bound (README, "How fast a rollback is": a scrape to see the first
     bad sample, the share of the rate window that must be bad, one check interval, one more scrape
     for rate()'s extrapolation) plus one poll of the flagd client, which only then sees the file."""
     return 2 * p.scrape_seconds + p.share * p.window_seconds + p.interval_seconds + p.client_poll_seconds

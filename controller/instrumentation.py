@@ -35,6 +35,12 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
 
 FLAG_KEY_LABEL = "feature_flag_key"
 VARIANT_LABEL = "feature_flag_result_variant"
+ROUTE_LABEL = "route"
+CODE_LABEL = "code"
+# The names the metrics are exported under (what policies query; `flagroll init` writes them).
+EVALUATIONS_METRIC = "feature_flag_evaluations_total"
+REQUESTS_METRIC = "http_server_requests_total"
+DURATION_METRIC = "http_server_request_duration_seconds"  # a histogram: _bucket, _count, _sum
 NOT_EVALUATED = "none"
 CLIENT_CLOSED = "499"
 EVALUATION_ERROR = "error"
@@ -67,21 +73,21 @@ class FlagMetrics:
         buckets: tuple[float, ...] = DEFAULT_BUCKETS,
     ) -> None:
         self.evaluations = Counter(
-            "feature_flag_evaluations",
+            EVALUATIONS_METRIC.removesuffix("_total"),
             "Feature flag evaluations, by flag key and the variant served.",
             [FLAG_KEY_LABEL, VARIANT_LABEL],
             registry=registry,
         )
         self.requests = Counter(
-            "http_server_requests",
+            REQUESTS_METRIC.removesuffix("_total"),
             "Requests handled, by route, status code and the flag variant served.",
-            ["route", "code", FLAG_KEY_LABEL, VARIANT_LABEL],
+            [ROUTE_LABEL, CODE_LABEL, FLAG_KEY_LABEL, VARIANT_LABEL],
             registry=registry,
         )
         self.duration = Histogram(
-            "http_server_request_duration_seconds",
+            DURATION_METRIC,
             "Request duration, by route and the flag variant served.",
-            ["route", FLAG_KEY_LABEL, VARIANT_LABEL],
+            [ROUTE_LABEL, FLAG_KEY_LABEL, VARIANT_LABEL],
             buckets=buckets,
             registry=registry,
         )

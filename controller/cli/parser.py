@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from controller import __version__
-from controller.cli import demo, diff, explain, human, log, run, schema, status, validate
+from controller.cli import demo, diff, explain, human, init, log, run, schema, status, validate
 from controller.cli.options import env
 
 
@@ -31,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     # The order here is the order of `flagroll --help`.
+    init.add_parser(commands)
     validate.add_parser(commands)
     run.add_parser(commands)
     status.add_parser(commands)

@@ -124,6 +124,9 @@ class Check:
     sequential: SequentialEvidence | None = None
     sample_ratio: SampleRatioEvidence | None = None
     shadow: bool = False  # a dryRun guardrail: recorded, never acted on
+    # Still gathering what it needs to be judged (the dispersion's first intervals): the check
+    # holds, but it is no outage, so onNoData's rollback does not apply to it.
+    settling: bool = False
 
     def as_record(self) -> dict[str, Any]:
         """The check as it is written to the decision log."""
@@ -149,6 +152,8 @@ class Check:
         }
         if self.shadow:
             record["shadow"] = True
+        if self.settling:
+            record["settling"] = True
         if self.metric is not None:
             record["metric"] = self.metric
         if self.sequential is not None:

@@ -340,11 +340,13 @@ def decide(
             "is fixed (neither advancing nor rolling back)"
         )
         return ctx.make(Action.HOLD, state, why, checks)
+    # A settling check (still gathering what it needs) holds, but is no outage: onNoData skips it.
+    acted_on = worst([c for c in checks if not c.settling])
     for bad, policy_says, label in (
         (Outcome.ERROR, spec.on_error, "onError"),
         (Outcome.NO_DATA, spec.on_no_data, "onNoData"),
     ):
-        if outcome is bad and policy_says == "rollback" and exposed:
+        if acted_on is bad and policy_says == "rollback" and exposed:
             why = f"{bad.value}: {_summary(checks, bad)}; {label}: rollback"
             return ctx.make(Action.ROLLBACK, _rolled_back(state, now, why), why, checks)
     if rebased.adjusted:
@@ -352,8 +354,7 @@ def decide(
 
     if state.status is Status.COMPLETED:
         if outcome is not Outcome.PASS:
-            label = "onError" if outcome is Outcome.ERROR else "onNoData"
-            why = f"complete; {outcome.value}: {_summary(checks, outcome)}; {label}: hold"
+            why = f"complete; {outcome.value}: {_summary(checks, outcome)}; {_holding(outcome, acted_on)}"
             return ctx.make(Action.HOLD, state, why, checks)
         why = f"complete at {pct(state.percent)} %; all {len(checks)} checks pass (guardrails stay armed)"
         return ctx.make(Action.HOLD, state, why, checks)
@@ -371,8 +372,7 @@ def decide(
         return ctx.make(Action.ADVANCE, _at_step(policy, state, 0, now), why, checks)
 
     if outcome is not Outcome.PASS:
-        label = "onError" if outcome is Outcome.ERROR else "onNoData"
-        why = f"{outcome.value}: {_summary(checks, outcome)}; {label}: hold"
+        why = f"{outcome.value}: {_summary(checks, outcome)}; {_holding(outcome, acted_on)}"
         return ctx.make(Action.HOLD, state, why, checks)
     if state.status is Status.PAUSED:
         return ctx.make(Action.HOLD, state, _paused(state), checks)
@@ -470,6 +470,13 @@ def _rolled_back(state: RolloutState, now: datetime, why: str) -> RolloutState:
 def _paused(state: RolloutState) -> str:
     why = f": {state.reason}" if state.reason else ""
     return f"paused{why}; guardrails still armed, not advancing"
+
+
+def _holding(outcome: Outcome, acted_on: Outcome) -> str:
+    """Why a check that is not passing holds: the policy's onError/onNoData, or a settling check."""
+    if outcome is Outcome.NO_DATA and acted_on is not Outcome.NO_DATA:
+        return "still measuring (onNoData does not apply): hold"
+    return f"{'onError' if outcome is Outcome.ERROR else 'onNoData'}: hold"
 
 
 def _summary(checks: Sequence[Check], outcome: Outcome, limit: int = 3) -> str:

@@ -12,8 +12,9 @@ requests among n_i requests in bin i (bins with no request left out) and p̂_a =
 
 From the sums over the bins (:class:`BinSums`) the Pearson sum of an arm is
 ``(Σ x_i²/n_i − X²/N) / (p̂ (1 − p̂))``: one subtraction of two nearly equal numbers, done once, in
-that order, with ``p̂ (1 − p̂)`` formed as ``X (N − X) / N²`` so that a share near 1 (the latency
-check counts the *fast* requests, a share of about 0.95) loses nothing to ``1 − p̂``.
+that order, with ``p̂ (1 − p̂)`` formed as ``(X / N) ((N − X) / N)`` so that a share near 1 (the
+latency check counts the *fast* requests, a share of about 0.95) loses nothing to ``1 − p̂``, and no
+count is squared (N² overflows past about 10¹⁵⁴).
 
 A few bins give a noisy estimate, and the estimate is used at every look, from the first minutes
 on. The inflation a comparison uses is therefore not the estimate itself but an upper confidence
@@ -88,7 +89,7 @@ def _arm_pearson(sums: BinSums) -> tuple[float, float] | None:
     events = min(sums.events, sums.total)
     if sums.total <= 0 or events <= 0 or events >= sums.total or sums.bins < 1:
         return None
-    variance = events * (sums.total - events) / (sums.total * sums.total)
+    variance = (events / sums.total) * ((sums.total - events) / sums.total)  # N² would overflow
     return _pearson(BinSums(sums.bins, events, sums.total, sums.squares), variance), sums.bins - 1
 
 

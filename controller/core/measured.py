@@ -9,7 +9,11 @@ What the readings can say, and what each means for the check:
   :data:`~controller.core.dispersion.MIN_DEGREES_OF_FREEDOM` degrees of freedom from the bins with
   requests, as in the first interval or two of a rollout): the evidence is not enough yet, as with
   ``minSamples``: the check is ``no_data`` (:attr:`Measured.shortfall`) rather than judged at a
-  floor that real clustering may far exceed;
+  floor that real clustering may far exceed. Only while the window is young (fewer than
+  :data:`SETTLING_BINS` bins): a window that long with so few bins with requests is traffic too
+  sparse to measure (a nightly batch, one bin a day), not a rollout starting, and waiting would
+  leave a real regression unjudged for as long as the traffic stays sparse; the floor is used
+  and the record says why;
 - **not measured**: the dispersion query failed, returned nothing, or no arm has both bad and good
   requests (nothing to measure, e.g. no error at all): the floor is used and the record says why. A
   missing reading never weakens a check below the policy's own value, and it is not an ``error``
@@ -25,6 +29,12 @@ from controller.core import dispersion as dsp
 from controller.core.checkrecord import DispersionEvidence, fmt
 from controller.core.queries import BIN_PARTS, Arm, Part, QueryKey, ReadingKind, Source, bin_seconds, shown
 from controller.core.readings import PolicyReadings
+
+# A window of this many bins or more is no rollout's start: too few bins with requests in it is
+# sparse traffic, judged at the floor, not waited for. Continuous traffic gives the estimate its
+# degrees of freedom in two or three bins; the rest is slack for a series that appears late, a scrape
+# interval longer than the bin, and the subquery's alignment.
+SETTLING_BINS = 10
 
 METHOD = (
     f"Pearson dispersion of per-interval counts; the inflation used is its "
@@ -105,6 +115,13 @@ def measure(
         return Measured(result.used, record(result, ""))
     if not any(0 < s.events < s.total for s in sums):
         note = "not measured: no arm has both bad and good requests to measure it by"
+        return Measured(floor, record(result, note))
+    if window_seconds >= SETTLING_BINS * seconds:
+        note = (
+            f"not measured: too few intervals with requests ({fmt(result.degrees_of_freedom)} degrees "
+            f"of freedom, {dsp.MIN_DEGREES_OF_FREEDOM} needed) in {SETTLING_BINS} or more bins of "
+            f"{seconds}s: the traffic is too sparse to measure its dispersion"
+        )
         return Measured(floor, record(result, note))
     note = (
         f"needs {dsp.MIN_DEGREES_OF_FREEDOM} degrees of freedom (intervals with requests, less one "

@@ -38,6 +38,7 @@ Path = tuple[str | int, ...]
 
 PLACEHOLDER_PATTERN = re.compile(r"\{\{\s*([^{}]*?)\s*\}\}")
 NAME_PATTERN = re.compile(r"^[a-z0-9](?:[a-z0-9.\-]{0,251}[a-z0-9])?$")
+FLAG_KEY_PATTERN = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9_.\-]{0,251}[A-Za-z0-9])?$")
 
 
 def _duration(value: Any) -> float:

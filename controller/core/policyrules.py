@@ -12,11 +12,19 @@ its runner applies the item's rules item by item, so that the findings about one
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable, Sequence
 
 from controller.core.durations import format_duration
-from controller.core.policy import NAME_PATTERN, SEQUENTIAL_RULES, Expectation, Guardrail, Path, Policy, pct
+from controller.core.policy import (
+    FLAG_KEY_PATTERN,
+    NAME_PATTERN,
+    SEQUENTIAL_RULES,
+    Expectation,
+    Guardrail,
+    Path,
+    Policy,
+    pct,
+)
 from controller.core.querytext import (
     Finding,
     Findings,
@@ -36,7 +44,6 @@ PERCENT_RESOLUTION = 0.01  # flagd weights are integers; one weight unit is 0.01
 ASSUMED_REQUESTS_PER_SECOND = 1.0
 MAX_INCREASE = 1000.0  # an errorRatio/latency guardrail's largest maxIncrease
 
-_FLAG_KEY = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9_.\-]{0,251}[A-Za-z0-9])?$")
 _HISTOGRAM_SUFFIXES = ("_bucket", "_count", "_sum")
 
 
@@ -56,7 +63,7 @@ def name_is_valid(policy: Policy) -> Findings:
 def flag_key_is_valid(policy: Policy) -> Findings:
     """The flag key is letters, digits, '_', '-' and '.', starting and ending alphanumeric."""
     key = policy.spec.flag.key
-    if not _FLAG_KEY.match(key):
+    if not FLAG_KEY_PATTERN.match(key):
         yield error(
             ("spec", "flag", "key"),
             f"{key!r} is not a valid flag key: use letters, digits, '_', '-' and '.', "

@@ -145,6 +145,8 @@ def _check_problem(check: Any, where: str) -> str | None:
             return _wrong(f"{where}.{name}", check[name], "a number")
     if check.get("shadow") is not None and not isinstance(check["shadow"], bool):
         return _wrong(f"{where}.shadow", check["shadow"], "true or false")
+    if check.get("settling") is not None and not isinstance(check["settling"], bool):
+        return _wrong(f"{where}.settling", check["settling"], "true or false")
     for name in ("control", "sequential", "sample_ratio"):
         problem = _evidence_problem(check.get(name), f"{where}.{name}")
         if problem is not None:

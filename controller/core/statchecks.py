@@ -72,7 +72,9 @@ def sample_ratio_check(policy: Policy, queries: Sequence[PlannedQuery], readings
         return replace(base, samples=treatment, verdict=verdict, detail=detail)
     measured = measure(evidence, Source.EXPOSURE, SAMPLE_RATIO, window, sample_ratio=True)
     if measured.shortfall is not None:
-        return replace(base, samples=treatment, verdict=Outcome.NO_DATA, detail=measured.shortfall)
+        return replace(
+            base, samples=treatment, verdict=Outcome.NO_DATA, detail=measured.shortfall, settling=True
+        )
     try:
         result = srm.check(
             treatment, control, alpha=stats.sample_ratio_alpha, variance_inflation=measured.inflation
@@ -176,6 +178,8 @@ def sequential_checks(
     checks = []
     for rule, limit in guardrail.rules():
         checks.append(_sequential_check(policy, guardrail, rule, limit, window, counts, problems, measured))
+    if measured is not None and measured.shortfall is not None:
+        return [replace(c, settling=True) for c in checks]
     return checks
 
 

@@ -6,8 +6,12 @@ the controller writes): treatment takes the cached path, everyone else the datab
 generator inside the process calls the app at a steady rate for users drawn from a fixed population.
 SIGUSR1 injects a regression into the treatment path (errors and latency), SIGUSR2 clears it again
 (the time-to-rollback benchmark heals the service between runs); SIGTERM stops the service.
+``--regressed`` starts it with the regression in place (``flagroll demo``: the code behind the flag
+is faulty from its first user). The error ratios, the added latency and the seed are options; their
+defaults are the time-to-rollback benchmark's.
 
-Run: ``python -m controller.demo.service --flags FILE --port PORT [--rps N]``.
+Run: ``python -m controller.demo.service --flags FILE --port PORT [--rps N] [--error-ratio R]
+[--regression-error-ratio R] [--regression-latency-ms MS] [--regressed] [--seed N]``.
 """
 
 from __future__ import annotations
@@ -44,24 +48,37 @@ REGRESSION_LATENCY_SECONDS = 0.2
 
 
 class Behaviour:
-    """How each path behaves; the regression switch flips the treatment path."""
+    """How each path behaves; the regression switch flips the treatment path. Every request fails
+    independently with its path's error ratio, so the arms' error ratios differ by chance."""
 
-    def __init__(self, seed: int = 7) -> None:
+    def __init__(
+        self,
+        seed: int = 7,
+        *,
+        error_ratio: float = ERROR_RATIO,
+        regression_error_ratio: float = REGRESSION_ERROR_RATIO,
+        regression_latency_seconds: float = REGRESSION_LATENCY_SECONDS,
+        regression: bool = False,
+    ) -> None:
         self.random = random.Random(seed)
-        self.regression = False
+        self.error_ratio = error_ratio
+        self.regression_error_ratio = regression_error_ratio
+        self.regression_latency_seconds = regression_latency_seconds
+        self.regression = regression
 
     def treatment(self) -> tuple[float, bool]:
         """Latency (seconds) and whether it fails, on the cached path."""
         latency = self.random.lognormvariate(-3.4, 0.35)  # median ≈ 33 ms
-        failed = self.random.random() < ERROR_RATIO
+        failed = self.random.random() < self.error_ratio
         if self.regression:
-            latency += REGRESSION_LATENCY_SECONDS
-            failed = self.random.random() < REGRESSION_ERROR_RATIO
+            latency += self.regression_latency_seconds
+            failed = self.random.random() < self.regression_error_ratio
         return latency, failed
 
     def baseline(self) -> tuple[float, bool]:
         """Latency and failure on the database path (control and everyone else)."""
-        return self.random.lognormvariate(-2.5, 0.35), self.random.random() < ERROR_RATIO  # median ≈ 82 ms
+        latency = self.random.lognormvariate(-2.5, 0.35)  # median ≈ 82 ms
+        return latency, self.random.random() < self.error_ratio
 
 
 def make_app(behaviour: Behaviour) -> Any:
@@ -105,7 +122,7 @@ async def generate_load(app: Any, rps: float, stop: asyncio.Event, seed: int = 1
         task.cancel()
 
 
-async def serve(flags: str, port: int, rps: float) -> None:
+async def serve(flags: str, port: int, rps: float, behaviour: Behaviour, seed: int = 11) -> None:
     registry = CollectorRegistry()
     metrics = FlagMetrics(registry)
     api.add_hooks([ExposureHook(metrics)])
@@ -113,7 +130,6 @@ async def serve(flags: str, port: int, rps: float) -> None:
         FlagdProvider(resolver_type=ResolverType.FILE, offline_flag_source_path=flags, deadline_ms=200)
     )
     server, _thread = start_http_server(port, addr="127.0.0.1", registry=registry)
-    behaviour = Behaviour()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
 
@@ -132,10 +148,17 @@ async def serve(flags: str, port: int, rps: float) -> None:
     app = FlagMetricsMiddleware(make_app(behaviour), metrics=metrics, flag_key=FLAG, route=lambda s: ROUTE)
     print(f"serving metrics on 127.0.0.1:{port}", flush=True)
     try:
-        await generate_load(app, rps, stop)
+        await generate_load(app, rps, stop, seed)
     finally:
         server.shutdown()
         api.shutdown()
+
+
+def _ratio(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"a ratio must be between 0 and 1, got {text}")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -143,8 +166,34 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--flags", required=True, help="the flag file flagroll writes")
     parser.add_argument("--port", type=int, required=True, help="port of the /metrics endpoint")
     parser.add_argument("--rps", type=float, default=150.0, help="requests per second (default 150)")
+    parser.add_argument(
+        "--error-ratio", type=_ratio, default=ERROR_RATIO, help=f"both paths (default {ERROR_RATIO:g})"
+    )
+    parser.add_argument(
+        "--regression-error-ratio",
+        type=_ratio,
+        default=REGRESSION_ERROR_RATIO,
+        help=f"the treatment path under the regression (default {REGRESSION_ERROR_RATIO:g})",
+    )
+    parser.add_argument(
+        "--regression-latency-ms",
+        type=float,
+        default=REGRESSION_LATENCY_SECONDS * 1000,
+        help="added to the treatment path under the regression "
+        f"(default {REGRESSION_LATENCY_SECONDS * 1000:g})",
+    )
+    parser.add_argument("--regressed", action="store_true", help="start with the regression in place")
+    parser.add_argument("--seed", type=int, default=7, help="seed of the service's random draws (default 7)")
     args = parser.parse_args(argv)
-    asyncio.run(serve(args.flags, args.port, args.rps))
+    behaviour = Behaviour(
+        args.seed,
+        error_ratio=args.error_ratio,
+        regression_error_ratio=args.regression_error_ratio,
+        regression_latency_seconds=args.regression_latency_ms / 1000,
+        regression=args.regressed,
+    )
+    # The load generator draws users from its own stream (11 by default, as before the option).
+    asyncio.run(serve(args.flags, args.port, args.rps, behaviour, args.seed + 4))
     return 0
 
 

@@ -1,5 +1,5 @@
-"""Red-team tests of what the commands say about unguarded flags (README "Who judges which flag",
-"Commands", "On-call"; docs/gitops.md "Renames, copies and existing flags"): `flagroll status` says
+"""Red-team tests of what the commands say about unguarded flags (docs/how-flagroll-decides.md
+"Who judges which flag", docs/operations.md "Commands", "On-call"; docs/gitops.md "Renames, copies and existing flags"): `flagroll status` says
 UNGUARDED exactly when no policy judges an exposed flag, `flagroll diff` tells what the controller will
 do, and a CronJob's `run --once` tells on-call. They fail until the behaviour is fixed."""
 
@@ -65,7 +65,7 @@ def test_status_says_unguarded_when_a_newcomer_was_rejected_after_the_unguarded_
     env: Environment, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The owner's file breaks and a newcomer names its flag: the cycle records the unguarded hold,
-    then the newcomer's rejection. `status` must still say UNGUARDED (README: "`flagroll status` says
+    then the newcomer's rejection. `status` must still say UNGUARDED (docs/how-flagroll-decides.md: "`flagroll status` says
     UNGUARDED")."""
     broken = POLICY.format(name="cache", key="cache").replace("max: 0.01", "max: lots")
     (env.policies / "cache.yaml").write_text(broken)
@@ -116,7 +116,7 @@ def test_run_once_fails_while_a_flag_is_unguarded(
 ) -> None:
     """A CronJob serves no metrics, so FlagrollRolloutUnguarded cannot fire; the chart's alerts say to
     watch its Jobs instead (kube_job_status_failed). `run --once` must then fail while an exposed flag
-    is judged by nobody (README: "exits 1 if ... a flag could not be reconciled")."""
+    is judged by nobody (docs/operations.md: "exits 1 if ... a flag could not be reconciled")."""
     (env.policies / "cache.yaml").unlink()
     code, _ = run(
         capsys,

@@ -219,3 +219,19 @@ def test_the_sample_ratio_estimate_needs_bins_and_a_valid_design() -> None:
     assert not sample_ratio_dispersion(BinSums(2, 500, 1000, 250.5)).measured
     with pytest.raises(ValueError, match="designed_share"):
         sample_ratio_dispersion(BinSums(3, 1, 10, 0.1), designed_share=1.0)
+
+
+@pytest.mark.parametrize("total", [1e15, 1e100, 2e154, 1e200, 1e300, 1.7e308])
+def test_the_estimate_is_computed_at_any_count(total: float) -> None:
+    """Ten bins at a share of 1 % whose squares exceed the binomial ones by a thousandth of X²/N:
+    a finite estimate of 0.001 X / (9 (1 − p)). The share's variance was formed as X (N − X) / N²,
+    whose N² overflows past about 1.3·10¹⁵⁴ requests: a division by zero (the flag's cycle skipped,
+    every guardrail of it unjudged) or a NaN sum, which read as too few intervals and held the
+    check as settling."""
+    events = 0.01 * total
+    squares = events * (events / total) * 1.001
+    found = dispersion([BinSums(10, events, total, squares)])
+    assert found.measured
+    assert found.estimate == pytest.approx(0.001 * events / (9 * 0.99), rel=1e-6)
+    assert math.isfinite(found.used)
+    assert found.used >= found.estimate

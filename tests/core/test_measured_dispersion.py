@@ -15,6 +15,7 @@ from controller.core import dispersion as dsp
 from controller.core.checkrecord import describe
 from controller.core.decision import COMPLETED_WINDOW_SECONDS, queries_for, rebase
 from controller.core.explain import explain
+from controller.core.policy import Policy
 from controller.core.queries import (
     ARM_LABEL,
     BIN_PARTS,
@@ -26,8 +27,8 @@ from controller.core.queries import (
     bin_seconds,
 )
 from controller.core.records import record_problem, render
-from controller.core.state import Action, Outcome
-from tests.core.test_statistical_guardrails import T0, by_name, look, policy, started
+from controller.core.state import Action, Outcome, RolloutState
+from tests.core.test_statistical_guardrails import STATISTICS, T0, by_name, look, policy, started
 
 Changes = dict[tuple[str, Arm, Part], Reading | float]
 
@@ -327,3 +328,99 @@ def test_a_passing_check_keeps_its_record_small_without_the_dispersion_query() -
     unmeasured = by_name(look(p, started(p), T0 + timedelta(minutes=5), changes), "errors")
     assert unmeasured.verdict is Outcome.PASS
     assert unmeasured.as_record()["sequential"]["dispersion"]["query"].startswith("# template dispersion")
+
+
+def test_the_first_intervals_of_measuring_hold_even_where_no_data_would_roll_back() -> None:
+    """The dispersion needs two intervals with requests to be measured: until then the check holds
+    (it is not judged at a floor real bursts may far exceed), but it is no metrics outage, so
+    ``onNoData: rollback`` must not roll back a rollout at its first look."""
+    p = policy(STATISTICS + "  onNoData: rollback\n")
+    decision = look(p, started(p), T0 + timedelta(seconds=60), errors_dispersion(phi=9, bins=1))
+    errors = by_name(decision, "errors")
+    assert errors.verdict is Outcome.NO_DATA
+    assert errors.settling
+    assert errors.as_record()["settling"] is True
+    assert decision.action is Action.HOLD
+    assert decision.reason.endswith("still measuring (onNoData does not apply): hold")
+
+
+def test_a_settling_check_beside_a_real_outage_still_follows_on_no_data() -> None:
+    p = policy(STATISTICS + "  onNoData: rollback\n")
+    changes = errors_dispersion(phi=9, bins=1) | {
+        ("slow", Arm.TREATMENT, Part.TOTAL): Reading.no_data("empty result"),
+    }
+    decision = look(p, started(p), T0 + timedelta(seconds=60), changes)
+    assert decision.action is Action.ROLLBACK
+    assert "onNoData: rollback" in decision.reason
+
+
+def test_the_sample_ratio_check_settles_too() -> None:
+    p = policy(STATISTICS + "  onNoData: rollback\n")
+    changes = exposure_dispersion(phi=1, bins=1)
+    decision = look(p, started(p), T0 + timedelta(seconds=60), changes)
+    ratio = by_name(decision, "sample-ratio")
+    assert ratio.verdict is Outcome.NO_DATA
+    assert ratio.settling
+    assert decision.action is Action.HOLD
+
+
+def test_a_record_with_a_settling_flag_of_the_wrong_type_is_a_problem() -> None:
+    p = policy()
+    decision = look(p, started(p), T0 + timedelta(seconds=60), errors_dispersion(phi=9, bins=1))
+    check = json.loads(json.dumps(by_name(decision, "errors").as_record()))
+    record = {"time": "2026-11-21T12:01:00Z", "flag": "pay", "action": "hold", "checks": [check]}
+    assert record_problem(record) is None
+    check["settling"] = "yes"
+    problem = record_problem(record)
+    assert problem is not None
+    assert "settling" in problem
+
+
+def completed(p: Policy) -> RolloutState:
+    advanced = look(p, started(p), T0 + timedelta(minutes=10))
+    done = look(p, advanced.after, T0 + timedelta(minutes=20))
+    assert done.action is Action.COMPLETE
+    return done.after
+
+
+def test_a_completed_rollout_whose_traffic_comes_in_one_interval_a_day_is_still_judged() -> None:
+    """A nightly batch sends its requests within one interval: every trailing day holds one bin per
+    arm, never the two degrees of freedom the estimate needs. Settling is the first intervals of a
+    rollout, not a state a rollout can stay in: a doubled error ratio must not hold as "still
+    measuring" forever, it is judged at the floor, and the record says why."""
+    p = policy(STATISTICS + "  onNoData: rollback\n")
+    decision = look(p, completed(p), T0 + timedelta(days=30), errors_dispersion(phi=9, bins=1))
+    errors = by_name(decision, "errors")
+    assert not errors.settling
+    assert errors.verdict is Outcome.FAIL
+    assert decision.action is Action.ROLLBACK
+    assert errors.sequential is not None
+    assert errors.sequential.variance_inflation == 1
+    measured = errors.sequential.dispersion
+    assert measured is not None
+    assert measured.estimate is None
+    assert "too few intervals with requests" in measured.note
+    assert "inflation 1 (the floor: dispersion not measured" in errors.describe()
+
+
+def test_a_progressing_rollout_with_sparse_traffic_stops_settling_after_its_first_intervals() -> None:
+    p = policy()
+    stored = started(p)
+    settling = look(p, stored, T0 + timedelta(minutes=2), errors_dispersion(phi=9, bins=1))
+    assert by_name(settling, "errors").settling  # 4 intervals into the rollout: still measuring
+    later = look(p, stored, T0 + timedelta(minutes=9), errors_dispersion(phi=9, bins=1))
+    errors = by_name(later, "errors")
+    assert not errors.settling
+    assert errors.verdict is Outcome.FAIL
+    assert later.action is Action.ROLLBACK
+
+
+def test_the_sample_ratio_check_stops_settling_too() -> None:
+    p = policy(STATISTICS + "  onNoData: rollback\n")
+    decision = look(p, completed(p), T0 + timedelta(days=30), exposure_dispersion(phi=1, bins=1))
+    ratio = by_name(decision, "sample-ratio")
+    assert not ratio.settling
+    assert ratio.verdict is Outcome.ERROR  # 10,400 against 9,600 at the floor: a mismatch
+    assert ratio.sample_ratio is not None
+    assert ratio.sample_ratio.dispersion is not None
+    assert "too few intervals with requests" in ratio.sample_ratio.dispersion.note

@@ -448,3 +448,52 @@ def test_watching_the_split_every_interval_keeps_false_mismatches_under_alpha() 
         if any(srm.check(float(t), float(c), alpha=alpha).mismatch for t, c in path):
             false_alarms += 1
     assert false_alarms / paths <= alpha
+
+
+@pytest.mark.parametrize("exponent", [12, 18, 20, 22, 24, 42, 96, 156, 200, 300])
+@pytest.mark.parametrize(
+    ("treatment_share", "control_share", "rule", "limit"),
+    [
+        (0.0, 0.01, "maxDelta", 0.001),  # a treatment without a single error
+        (0.01, 0.01, "maxDelta", 0.001),  # equal shares
+        (0.005, 0.01, "maxDelta", 0.0),  # half the control's errors
+        (0.05, 0.05, "maxIncrease", 0.1),
+        (0.001, 0.5, "maxDelta", 0.0),
+    ],
+)
+def test_a_treatment_no_worse_than_control_never_fails_however_large_the_counts(
+    exponent: int, treatment_share: float, control_share: float, rule: str, limit: float
+) -> None:
+    """Far below the boundary the statistic is the sum of two huge terms of opposite sign,
+    ``S²/(2(V + ρ))`` and ``ln Φ(S/√(V + ρ))``; added as computed they lost every digit from about
+    10¹⁸ requests on, and a treatment with no error at all failed, or the arithmetic overflowed."""
+    n = 10.0**exponent
+    result = compare(
+        ArmCounts(treatment_share * n, n),
+        ArmCounts(control_share * n, n),
+        rule=rule,
+        limit=limit,
+        alpha=0.005,
+        expected_samples=2000,
+    )
+    assert not result.fails
+    assert math.isfinite(result.log_likelihood_ratio)
+    assert math.isfinite(result.excess_lower)
+    assert result.excess_lower <= result.excess
+
+
+@pytest.mark.parametrize("x", [-1e3, -1e8, -1e12, -1e40, -1e160, -1e300])
+def test_the_mixture_ratio_far_below_the_boundary_matches_its_asymptote(x: float) -> None:
+    """``ln M⁺`` at ``S = x·√(V + ρ)``: ``ln 2 + ½ ln(ρ/(V + ρ)) + x²/2 + ln Φ(x)``, the last two
+    computed together from Mills' ratio in exact decimal arithmetic."""
+    v, rho = 1e6, 100.0
+    w = v + rho
+    with localcontext() as ctx:
+        ctx.prec = 60
+        big = Decimal(x)
+        inverse = 1 / (big * big)
+        series = 1 - inverse + 3 * inverse * inverse - 15 * inverse**3
+        half_square_plus_log_cdf = -(-big).ln() - Decimal(2 * math.pi).sqrt().ln() + series.ln()
+    expected = math.log(2.0) + 0.5 * math.log(rho / w) + float(half_square_plus_log_cdf)
+    s = x * math.sqrt(w)
+    assert sequential.log_mixture_ratio(s, v, rho) == pytest.approx(expected, rel=1e-12, abs=1e-9)

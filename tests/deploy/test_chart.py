@@ -1,7 +1,7 @@
 """The Helm chart in charts/flagroll, rendered offline with the Helm SDK in every mode: every rendered
 object is valid (tests/support/chart.py says how each kind is validated) and passes ``helm lint
---strict``, the values schema rejects bad values, and the chart's README lists every value and
-gives ``helm install`` lines that render valid objects.
+--strict``, the values schema rejects bad values, the chart's README lists every value, and the
+``helm install`` lines of docs/kubernetes.md render valid objects.
 
 The PrometheusRule's rules also go through ``promtool check rules`` (tests/deploy/test_monitoring.py).
 The chart never renders a FeatureFlag: flagroll manages one that exists already; the Role naming it is
@@ -156,18 +156,17 @@ def test_readme_lists_every_value(chart: helm_python.Chart) -> None:
     assert set(leaves(chart.values)) == listed
 
 
-def readme_install_lines() -> list[list[str]]:
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    section = readme.partition("\n## Deploy on Kubernetes\n")[2].partition("\n## ")[0]
-    blocks = re.findall(r"```\n(helm install .*?)```", section, re.S)
+def documented_install_lines() -> list[list[str]]:
+    page = (ROOT / "docs" / "kubernetes.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```\n(helm install .*?)```", page, re.S)
     return [shlex.split(block.replace("\\\n", " ")) for block in blocks]
 
 
-def test_the_readme_install_lines_render_valid_objects(
+def test_the_documented_install_lines_render_valid_objects(
     chart: helm_python.Chart, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(ROOT)  # --set-file paths are relative to the checkout
-    lines = readme_install_lines()
+    lines = documented_install_lines()
     modes = set()
     for argv in lines:
         assert argv[:4] == ["helm", "install", "flagroll", "charts/flagroll"], argv

@@ -1,5 +1,5 @@
-"""Red-team tests of the ownership promises (README "Who judges which flag", docs/gitops.md "Renames,
-copies and existing flags"): a flag flagroll exposes is always watched by its guardrails, or on-call is
+"""Red-team tests of the ownership promises (docs/how-flagroll-decides.md "Who judges which flag",
+docs/gitops.md "Renames, copies and existing flags"): a flag flagroll exposes is always watched by its guardrails, or on-call is
 told, loudly, once per unguarded spell; nobody's exposure changes silently.
 
 Each test drives the reconciler through a sequence of operations as production would (files renamed,
@@ -89,7 +89,7 @@ def _directory(path: Path) -> None:
 def test_a_policy_file_that_cannot_be_read_never_lets_its_flag_be_rolled_back(
     env: Environment, unreadable: Callable[[Path], None]
 ) -> None:
-    """README: "Nothing is rolled back while any file cannot be read", and the unguarded record's
+    """docs/how-flagroll-decides.md: "Nothing is rolled back while any file cannot be read", and the unguarded record's
     reason "names the file and the problem"."""
     env.add_policy("cache", "cache", _on_delete_rollback())
     env.cycle()
@@ -110,7 +110,7 @@ def test_a_policy_file_that_cannot_be_read_never_lets_its_flag_be_rolled_back(
 
 
 def test_an_edited_copy_of_the_owner_never_disarms_its_guardrails(env: Environment) -> None:
-    """README: a copy of the owner in a second file is rejected, "the first file keeps it"; a
+    """docs/how-flagroll-decides.md: a copy of the owner in a second file is rejected, "the first file keeps it"; a
     newcomer never takes a flag over. Here the copy sorts before the owner's file and loosens the
     guardrail; the treatment then breaches the owner's bound."""
     env.cycle()
@@ -143,7 +143,7 @@ def _served(document_text: str, key: str = "cache") -> dict[str, int]:
 
 
 def test_a_base_flag_on_for_everyone_is_never_silently_switched_off(env: Environment, tmp_path: Path) -> None:
-    """README: existing flags are adopted only when they serve the policy's 'off' value to everyone,
+    """docs/how-flagroll-decides.md: existing flags are adopted only when they serve the policy's 'off' value to everyone,
     "never silently changed"; with --base the flag exists in the Git-owned base file, and flagd serves
     the override's definition of it as soon as flagroll writes one."""
     base = tmp_path / "base.json"
@@ -173,7 +173,7 @@ def test_a_base_flag_on_for_everyone_is_never_silently_switched_off(env: Environ
 def test_a_hand_edited_flag_whose_policy_is_gone_is_left_as_it_is_and_reported_unguarded(
     env: Environment, targeting: dict[str, Any]
 ) -> None:
-    """README: a managed flag whose targeting was edited by hand "is reported, not overwritten"; an
+    """docs/how-flagroll-decides.md: a managed flag whose targeting was edited by hand "is reported, not overwritten"; an
     exposed flag no policy judges gets a hold record with guarded: false."""
     env.cycle()
     document = json.loads(env.flags.read_text())
@@ -223,7 +223,7 @@ def test_a_flag_handed_over_during_a_cycle_is_not_reported_unguarded_for_its_old
 
 
 def test_a_cronjob_without_a_decision_log_notifies_once_per_unguarded_spell(env: Environment) -> None:
-    """README: the notifiers send `unguarded` once, "not repeated for the 10-minute reminders". With a
+    """docs/operations.md: the notifiers send `unguarded` once, "not repeated for the 10-minute reminders". With a
     Kubernetes store and no --decision-log (the chart's default) and `flagroll run --once` from a
     CronJob, each run is a new process."""
     fake = FakeKubeApi()
@@ -273,7 +273,7 @@ def test_two_controllers_on_one_flag_file_notify_once_per_unguarded_spell(env: E
 def test_a_cronjob_whose_decision_log_cannot_be_written_notifies_once_per_unguarded_spell(
     env: Environment, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """README: "While the log cannot be written (disk full, read-only), records are kept in memory";
+    """docs/operations.md: "While the log cannot be written (disk full, read-only), records are kept in memory";
     a CronJob's memory ends with each run, and each new run must still not tell the spell again."""
     env.cycle()
     (env.policies / "cache.yaml").unlink()
@@ -293,7 +293,7 @@ def test_a_cronjob_whose_decision_log_cannot_be_written_notifies_once_per_unguar
 
 
 def test_a_policy_gone_for_one_cycle_after_it_came_back_broken_is_not_rolled_back(env: Environment) -> None:
-    """README: a missing policy's flag is rolled back only once the policy "has been gone for 3 cycles
+    """docs/how-flagroll-decides.md: a missing policy's flag is rolled back only once the policy "has been gone for 3 cycles
     and 2 minutes"; "a policy moved between files, or deleted by mistake and restored, is back long
     before". Here it was deleted by mistake (two cycles), restored with a typo (its file fails, so it
     is there), then its file removed for one sync to be added back fixed."""

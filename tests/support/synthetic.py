@@ -1,4 +1,5 @@
-"""A synthetic service that exports request metrics per flag variant, as the instrumentation does.
+"""A synthetic service that exports request metrics per flag variant, as the instrumentation does
+(requests, their durations and flag evaluations, under the kit's metric and label names).
 
 Each arm (route, flag, variant) has a request rate, an error ratio and a latency; counters grow by
 rate × elapsed time, computed when Prometheus scrapes, so the series are smooth and deterministic.
@@ -85,10 +86,12 @@ class SyntheticService:
             "# TYPE http_server_requests_total counter",
             "# TYPE http_server_request_duration_seconds histogram",
         ]
+        evaluations: dict[tuple[str, str], float] = {}
         with self._lock:
             self.scrapes += 1
             for (route, flag, variant), arm in sorted(self._arms.items()):
                 arm.advance(now)
+                evaluations[(flag, variant)] = evaluations.get((flag, variant), 0.0) + arm.requests
                 labels = (
                     f'route="{_escaped(route)}",feature_flag_key="{_escaped(flag)}",'
                     f'feature_flag_result_variant="{_escaped(variant)}"'
@@ -102,6 +105,13 @@ class SyntheticService:
                 )
                 lines.append(f"http_server_request_duration_seconds_count{{{labels}}} {arm.requests}")
                 lines.append(f"http_server_request_duration_seconds_sum{{{labels}}} {arm.latency_sum}")
+        # One evaluation per request, without the route label (as the kit's OpenFeature hook counts).
+        lines.append("# TYPE feature_flag_evaluations_total counter")
+        for (flag, variant), count in sorted(evaluations.items()):
+            lines.append(
+                f'feature_flag_evaluations_total{{feature_flag_key="{_escaped(flag)}",'
+                f'feature_flag_result_variant="{_escaped(variant)}"}} {count}'
+            )
         return "\n".join(lines) + "\n"
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
