@@ -20,9 +20,9 @@ See docs/statistics.md for the model, the figures and how to read them.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
-import os
 import sys
 import time
 from collections.abc import Sequence
@@ -30,23 +30,41 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 if not __package__:  # run as a file (python bench/simulate.py): make the bench package importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.simprom import SLO_SECONDS, TICK_SECONDS, Scenario, SimulatedPrometheus, simulate_traffic
+from bench.simprom import (
+    CLASSIC,
+    SLO_SECONDS,
+    TICK_SECONDS,
+    Ramp,
+    Scenario,
+    SimulatedPrometheus,
+    simulate_traffic,
+)
+from bench.simulation import options, report
+from bench.simulation.families import families, realistic_scenarios
 from controller.adapters.policyfile import load_text
+from controller.core import dispersion
+from controller.core.checkrecord import Check
 from controller.core.decision import decide, queries_for, rebase
 from controller.core.policy import Policy
 from controller.core.state import Action, RolloutState, Status
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# The dispersion estimator's χ² quantile (a bisection) depends on the degrees of freedom alone, and
+# every simulated rollout asks for the same ones: remember them. A pure function, so the decisions
+# are the same; without it the quantile is half the time of a realistic run.
+dispersion.chi_square_quantile = functools.lru_cache(maxsize=None)(dispersion.chi_square_quantile)
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
-INTERVAL_SECONDS = 30  # the policies' check interval
+INTERVAL_SECONDS = CLASSIC.interval_seconds  # the policies' check interval (the classic scenarios)
 FLAG = "checkout-http-client"
+SAMPLE_RATIO_ALPHA = 0.001  # statistics.sampleRatioAlpha: the policies leave it at its default
 
 # The policies --------------------------------------------------------------------------------
 
@@ -64,7 +82,7 @@ spec:
 {steps}
 """
 
-STEPS = ((5, 10), (20, 10), (50, 10))  # (percent, hold minutes): a 30-minute ramp
+STEPS = CLASSIC.steps  # (percent, hold minutes): a 30-minute ramp
 
 _SELECT = 'route="/checkout/pay",feature_flag_key="{{flag}}",feature_flag_result_variant="{{variant}}"'
 
@@ -78,8 +96,9 @@ def statistical_policy(
     expected_samples: int,
     guardrails: Sequence[str] = ("errors", "latency"),
     error_weight: float = 1.0,
+    ramp: Ramp = CLASSIC,
 ) -> str:
-    text = _HEAD.format(name="statistical", flag=FLAG, interval=INTERVAL_SECONDS, steps=_steps())
+    text = _HEAD.format(name="statistical", flag=FLAG, interval=ramp.interval_seconds, steps=_steps(ramp))
     text += "  guardrails:\n"
     if "errors" in guardrails:
         text += f"""\
@@ -113,10 +132,10 @@ def statistical_policy(
     )
 
 
-def fixed_policy(name: str, *, error_max: float, p95_max: float, window: str) -> str:
+def fixed_policy(name: str, *, error_max: float, p95_max: float, window: str, ramp: Ramp = CLASSIC) -> str:
     """What a user of a threshold-based tool writes: absolute bounds on the treatment arm over a
     short rate window; one failed check rolls back; no sample minimum."""
-    return _HEAD.format(name=name, flag=FLAG, interval=INTERVAL_SECONDS, steps=_steps()) + (
+    return _HEAD.format(name=name, flag=FLAG, interval=ramp.interval_seconds, steps=_steps(ramp)) + (
         f"""\
   guardrails:
     - name: error-rate
@@ -133,8 +152,8 @@ def fixed_policy(name: str, *, error_max: float, p95_max: float, window: str) ->
     )
 
 
-def _steps() -> str:
-    return "\n".join(f"    - {{percent: {p}, hold: {h}m}}" for p, h in STEPS)
+def _steps(ramp: Ramp) -> str:
+    return "\n".join(f"    - {{percent: {p}, hold: {h}m}}" for p, h in ramp.steps)
 
 
 def load(text: str) -> Policy:
@@ -154,26 +173,32 @@ class Outcome:
     looks: int = 0
     sample_ratio_holds: int = 0
     reason: str = ""
+    inflation: dict[str, float] = field(default_factory=dict)  # per check, the last it was judged with
 
 
 def run_rollout(
-    policy: Policy, prometheus: SimulatedPrometheus, scenario: Scenario, max_looks: int
+    policy: Policy,
+    prometheus: SimulatedPrometheus,
+    scenario: Scenario,
+    max_looks: int,
 ) -> Outcome:
     """Drive one rollout through flagroll's decision code until it completes, rolls back or runs out
     of simulated time."""
     stored: RolloutState | None = None
     outcome = Outcome()
+    interval = scenario.ramp.interval_seconds
     for look in range(max_looks + 1):
-        now = T0 + timedelta(seconds=look * INTERVAL_SECONDS)
+        now = T0 + timedelta(seconds=look * interval)
         state = rebase(policy, stored, now).state
         queries = queries_for(policy, state, now)
-        tick = look * INTERVAL_SECONDS // TICK_SECONDS
+        tick = look * interval // TICK_SECONDS
         decision = decide(policy, stored, queries, prometheus.answer(queries, tick), now)
+        outcome.inflation.update(_inflation(decision.checks))
         outcome.looks = look
         if decision.action is Action.HOLD and "sample ratio mismatch" in decision.reason:
             outcome.sample_ratio_holds += 1
         if decision.action is Action.ROLLBACK:
-            outcome.rolled_back_after_seconds = look * INTERVAL_SECONDS - scenario.regression_at_seconds
+            outcome.rolled_back_after_seconds = look * interval - scenario.regression_at_seconds
             outcome.reason = decision.reason
             return outcome
         if decision.after.status is Status.COMPLETED:
@@ -183,6 +208,19 @@ def run_rollout(
     return outcome
 
 
+def _inflation(checks: Sequence[Check]) -> dict[str, float]:
+    """The variance inflation each statistical check used at a look, from its record."""
+    found = {}
+    for check in checks:
+        if check.sequential is not None:
+            found["errors" if check.sequential.metric == "errorRatio" else "latency"] = (
+                check.sequential.variance_inflation
+            )
+        elif check.sample_ratio is not None:
+            found["sample_ratio"] = check.sample_ratio.variance_inflation
+    return found
+
+
 @dataclass(frozen=True)
 class Rule:
     name: str
@@ -190,11 +228,15 @@ class Rule:
     policy_text: str
 
 
-def _one_run(args: tuple[Scenario, list[Rule], int, int]) -> dict[str, dict[str, Any]]:
-    scenario, rules, seed, max_looks = args
+Work = tuple[Scenario, list[Rule], int, int, Literal["estimated", "policy"]]
+
+
+def _one_run(args: Work) -> dict[str, dict[str, Any]]:
+    scenario, rules, seed, max_looks, mode = args
     rng = np.random.default_rng(seed)
-    ticks = max_looks * INTERVAL_SECONDS // TICK_SECONDS + 1
-    prometheus = SimulatedPrometheus(simulate_traffic(scenario, ticks, rng))
+    ticks = max_looks * scenario.ramp.interval_seconds // TICK_SECONDS + 1
+    series = simulate_traffic(scenario, ticks, rng)
+    prometheus = SimulatedPrometheus(series, measure_dispersion=mode == "estimated")
     results = {}
     for rule in rules:
         results[rule.name] = asdict(run_rollout(_policy(rule.policy_text), prometheus, scenario, max_looks))
@@ -210,7 +252,7 @@ def _policy(text: str) -> Policy:
     return _POLICIES[text]
 
 
-def _chunk(args: list[tuple[Scenario, list[Rule], int, int]]) -> list[dict[str, dict[str, Any]]]:
+def _chunk(args: list[Work]) -> list[dict[str, dict[str, Any]]]:
     return [_one_run(a) for a in args]
 
 
@@ -223,10 +265,13 @@ class RuleSummary:
     completed: int
     unfinished: int  # neither: held to the end of the simulated time
     sample_ratio_holds: int  # looks held for a sample-ratio mismatch, all runs together
+    runs_held_for_sample_ratio: int  # runs with at least one such look
     rollback_rate: float
     median_minutes: float | None
     p90_minutes: float | None
     minutes: list[float] = field(default_factory=list)
+    # The median over runs of the inflation the last look used, per check (measured inflation only).
+    inflation_median: dict[str, float] = field(default_factory=dict)
 
 
 def summarise(rule: Rule, outcomes: list[dict[str, Any]]) -> RuleSummary:
@@ -241,10 +286,16 @@ def summarise(rule: Rule, outcomes: list[dict[str, Any]]) -> RuleSummary:
         completed=sum(1 for o in outcomes if o["completed"]),
         unfinished=sum(1 for o in outcomes if o["rolled_back_after_seconds"] is None and not o["completed"]),
         sample_ratio_holds=sum(o["sample_ratio_holds"] for o in outcomes),
+        runs_held_for_sample_ratio=sum(1 for o in outcomes if o["sample_ratio_holds"]),
         rollback_rate=len(times) / len(outcomes) if outcomes else math.nan,
         median_minutes=_quantile(times, 0.5),
         p90_minutes=_quantile(times, 0.9),
         minutes=times,
+        inflation_median={
+            check: float(np.median([o["inflation"][check] for o in outcomes if check in o["inflation"]]))
+            for check in ("errors", "latency", "sample_ratio")
+            if any(check in o["inflation"] for o in outcomes)
+        },
     )
 
 
@@ -257,9 +308,19 @@ def _quantile(values: list[float], q: float) -> float | None:
 
 
 def simulate(
-    scenario: Scenario, rules: list[Rule], *, runs: int, seed: int, jobs: int, max_looks: int
+    scenario: Scenario,
+    rules: list[Rule],
+    *,
+    runs: int,
+    seed: int,
+    jobs: int,
+    max_looks: int,
+    inflation: Literal["estimated", "policy"] = "estimated",
 ) -> dict[str, RuleSummary]:
-    work = [(scenario, rules, seed * 1_000_003 + i, max_looks) for i in range(runs)]
+    """``runs`` rollouts of ``scenario`` under every rule. ``inflation``: "estimated" answers the
+    controller's queries of sums over bins, so it measures the variance inflation as it does against
+    Prometheus; "policy" fails them, and the controller uses the policy's ``varianceInflation``."""
+    work: list[Work] = [(scenario, rules, seed * 1_000_003 + i, max_looks, inflation) for i in range(runs)]
     if jobs <= 1:
         results = _chunk(work)
     else:
@@ -293,7 +354,9 @@ def scenarios() -> list[Scenario]:
     ]
 
 
-def rules(args: argparse.Namespace) -> list[Rule]:
+def rules(args: argparse.Namespace, ramp: Ramp = CLASSIC, *, errors_only: bool = True) -> list[Rule]:
+    """The rules every scenario is judged by: the statistical policy, the same with its errorRatio
+    guardrail alone (``errors_only``), and the fixed thresholds, all over ``ramp``."""
     chosen = [
         Rule(
             "statistical",
@@ -306,10 +369,11 @@ def rules(args: argparse.Namespace) -> list[Rule]:
                 expected_samples=args.expected_samples,
                 guardrails=args.guardrails.split(","),
                 error_weight=args.error_weight,
+                ramp=ramp,
             ),
         )
     ]
-    if args.guardrails != "errors":
+    if args.guardrails != "errors" and errors_only:
         # The same policy with the errorRatio guardrail alone: the whole budget is its own.
         chosen.append(
             Rule(
@@ -322,6 +386,7 @@ def rules(args: argparse.Namespace) -> list[Rule]:
                     min_samples=args.min_samples,
                     expected_samples=args.expected_samples,
                     guardrails=["errors"],
+                    ramp=ramp,
                 ),
             )
         )
@@ -334,7 +399,7 @@ def rules(args: argparse.Namespace) -> list[Rule]:
             Rule(
                 name,
                 f"fixed: errors ≤ {error_max * 100:g} %, p95 ≤ {p95_max * 1000:g} ms ({args.fixed_window})",
-                fixed_policy(name, error_max=error_max, p95_max=p95_max, window=args.fixed_window),
+                fixed_policy(name, error_max=error_max, p95_max=p95_max, window=args.fixed_window, ramp=ramp),
             )
         )
     return chosen
@@ -445,68 +510,48 @@ def plot(
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--runs", type=int, default=1000, help="simulated rollouts per scenario")
-    parser.add_argument("--seed", type=int, default=20261102)
-    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--scenario", action="append", help="only these scenarios (repeatable)")
-    parser.add_argument(
-        "--alpha", type=float, default=0.01, help="statistics.alpha of the statistical policy"
-    )
-    parser.add_argument("--error-delta", type=float, default=0.0, help="maxDelta of the errorRatio guardrail")
-    parser.add_argument(
-        "--slow-increase", type=float, default=0.05, help="maxIncrease of the latency guardrail"
-    )
-    parser.add_argument("--min-samples", type=int, default=200)
-    parser.add_argument("--expected-samples", type=int, default=2000, help="statistics.expectedSamples")
-    parser.add_argument(
-        "--error-weight",
-        type=float,
-        default=3.0,
-        help="alphaWeight of the errorRatio guardrail next to the latency guardrail's 1 (default 3: "
-        "3/4 of alpha for errors)",
-    )
-    parser.add_argument(
-        "--guardrails", default="errors,latency", help="statistical guardrails in the policy: errors, latency"
-    )
-    parser.add_argument(
-        "--regression-at", type=int, default=0, help="seconds after exposure start when the regression begins"
-    )
-    parser.add_argument(
-        "--fixed",
-        action="append",
-        default=None,
-        help="a fixed-threshold rule as ERROR_MAX,P95_MAX_SECONDS, or none (repeatable; "
-        "default 0.02,0.35 and 0.05,0.5)",
-    )
-    parser.add_argument("--fixed-window", default="1m", help="rate window of the fixed-threshold rules")
-    parser.add_argument("--minutes", type=int, default=45, help="simulated time per rollout")
-    parser.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "simulation.json")
-    parser.add_argument("--plot", type=Path, default=ROOT / "docs" / "time-to-rollback.png")
-    parser.add_argument("--no-plot", action="store_true")
-    return parser
+    return options.parser(__doc__.split("\n\n")[0] if __doc__ else None, ROOT)
+
+
+def _family(args: argparse.Namespace) -> list[Scenario]:
+    return scenarios() if args.family == "classic" else realistic_scenarios()
 
 
 def _chosen_scenarios(args: argparse.Namespace) -> list[Scenario]:
-    """The scenarios asked for, the regression moved to ``--regression-at`` where there is one."""
-    return [
-        replace(s, regression_at_seconds=args.regression_at if s.regression else 0)
-        for s in scenarios()
-        if not args.scenario or s.name in args.scenario
-    ]
+    """The scenarios asked for, the regression moved to ``--regression-at`` where there is one, the
+    simulated time set by ``--minutes``."""
+    chosen = []
+    for s in _family(args):
+        if args.scenario and s.name not in args.scenario:
+            continue
+        if args.families and s.family not in args.families.split(","):
+            continue
+        ramp = s.ramp if args.minutes is None else replace(s.ramp, minutes=args.minutes)
+        chosen.append(replace(s, regression_at_seconds=args.regression_at if s.regression else 0, ramp=ramp))
+    return chosen
+
+
+def _rules_of(args: argparse.Namespace, scenario: Scenario) -> list[Rule]:
+    return rules(args, scenario.ramp, errors_only=args.family == "classic")
 
 
 def _simulate_all(
-    args: argparse.Namespace, chosen: list[Scenario], chosen_rules: list[Rule], started: float
+    args: argparse.Namespace, chosen: list[Scenario], started: float
 ) -> dict[str, dict[str, RuleSummary]]:
-    max_looks = args.minutes * 60 // INTERVAL_SECONDS
     results: dict[str, dict[str, RuleSummary]] = {}
     for scenario in chosen:
+        runs = args.runs if scenario.regression or args.aa_runs is None else args.aa_runs
         results[scenario.name] = simulate(
-            scenario, chosen_rules, runs=args.runs, seed=args.seed, jobs=args.jobs, max_looks=max_looks
+            scenario,
+            _rules_of(args, scenario),
+            runs=runs,
+            seed=args.seed,
+            jobs=args.jobs,
+            max_looks=scenario.ramp.max_looks,
+            inflation=args.inflation,
         )
         print(
-            f"  {scenario.name}: {args.runs} rollouts simulated ({time.monotonic() - started:.0f}s)",
+            f"  {scenario.name}: {runs} rollouts simulated ({time.monotonic() - started:.0f}s)",
             file=sys.stderr,
         )
     return results
@@ -516,14 +561,16 @@ def _document(
     argv: list[str] | None,
     args: argparse.Namespace,
     chosen: list[Scenario],
-    chosen_rules: list[Rule],
     results: dict[str, dict[str, RuleSummary]],
     started: float,
 ) -> dict[str, Any]:
     """Every figure of the run, as written to ``--json``."""
-    return {
+    document: dict[str, Any] = {
         "command": "bench/simulate.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "family": args.family,
+        "inflation": args.inflation,
         "runs": args.runs,
+        "aa_runs": args.aa_runs or args.runs,
         "seed": args.seed,
         "seconds": round(time.monotonic() - started, 1),
         "interval_seconds": INTERVAL_SECONDS,
@@ -536,10 +583,28 @@ def _document(
             for s in chosen
         },
         "targets": [
-            {"target": what, "met": ok, "value": value} for what, ok, value in targets(results, args.alpha)
+            {"target": what, "met": ok, "value": value} for what, ok, value in _targets(args, results)
         ],
-        "policies": {rule.name: rule.policy_text for rule in chosen_rules},
+        "policies": {
+            f"{rule.name} ({s.ramp.interval_seconds}s)": rule.policy_text
+            for s in chosen
+            for rule in _rules_of(args, s)
+        },
     }
+    if args.family == "realistic":
+        by_family = report.figures(families(), results)
+        document["families"] = {key: [f.as_dict() for f in rules] for key, rules in by_family.items()}
+    return document
+
+
+def _targets(
+    args: argparse.Namespace, results: dict[str, dict[str, RuleSummary]]
+) -> list[tuple[str, bool, str]]:
+    if args.family == "classic":
+        return targets(results, args.alpha)
+    return report.targets(
+        report.figures(families(), results), alpha=args.alpha, sample_ratio_alpha=SAMPLE_RATIO_ALPHA
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -547,23 +612,32 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.fixed is None:
         args.fixed = ["0.02,0.35", "0.05,0.5"]
+    if args.json is None:
+        name = "simulation.json" if args.family == "classic" else "realistic.json"
+        args.json = ROOT / "bench" / "results" / name
     chosen = _chosen_scenarios(args)
     if not chosen:
-        parser.error(f"no scenario named {args.scenario}; choose from {[s.name for s in scenarios()]}")
-    chosen_rules = rules(args)
+        parser.error(f"no scenario named {args.scenario}; choose from {[s.name for s in _family(args)]}")
     started = time.monotonic()
-    results = _simulate_all(args, chosen, chosen_rules, started)
-    print(table(results, chosen))
+    results = _simulate_all(args, chosen, started)
+    if args.family == "classic":
+        print(table(results, chosen))
+    else:
+        by_family = report.figures(families(), results)
+        print(report.text_table(families(), by_family))
+        print()
+        print(report.markdown_table(families(), by_family))
     print()
-    for what, ok, value in targets(results, args.alpha):
+    for what, ok, value in _targets(args, results):
         print(f"  [{'met ' if ok else 'MISS'}] {what}: {value}")
-    document = _document(argv, args, chosen, chosen_rules, results, started)
+    document = _document(argv, args, chosen, results, started)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(document, indent=1, ensure_ascii=False) + "\n")
     print(f"\nJSON: {args.json}")
-    if not args.no_plot:
+    if not args.no_plot and args.family == "classic":
         args.plot.parent.mkdir(parents=True, exist_ok=True)
-        plot(results, [s for s in chosen if s.exposure_loss == 0] or chosen, args.plot, args.minutes)
+        minutes = max(s.ramp.minutes for s in chosen)
+        plot(results, [s for s in chosen if s.exposure_loss == 0] or chosen, args.plot, minutes)
         print(f"plot: {args.plot}")
     return 0
 
