@@ -20,7 +20,6 @@ See docs/statistics.md for the model, the figures and how to read them.
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import math
 import sys
@@ -49,7 +48,6 @@ from bench.simprom import (
 from bench.simulation import options, report
 from bench.simulation.families import families, realistic_scenarios
 from controller.adapters.policyfile import load_text
-from controller.core import dispersion
 from controller.core.checkrecord import Check
 from controller.core.decision import decide, queries_for, rebase
 from controller.core.policy import Policy
@@ -57,10 +55,6 @@ from controller.core.state import Action, RolloutState, Status
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# The dispersion estimator's χ² quantile (a bisection) depends on the degrees of freedom alone, and
-# every simulated rollout asks for the same ones: remember them. A pure function, so the decisions
-# are the same; without it the quantile is half the time of a realistic run.
-dispersion.chi_square_quantile = functools.lru_cache(maxsize=None)(dispersion.chi_square_quantile)
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
 INTERVAL_SECONDS = CLASSIC.interval_seconds  # the policies' check interval (the classic scenarios)
 FLAG = "checkout-http-client"

@@ -30,6 +30,7 @@ Pure Python: the ``math`` module only.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -187,8 +188,13 @@ def chi_square_cdf(x: float, degrees_of_freedom: float) -> float:
     return 1.0 - _upper_gamma_fraction(a, half)
 
 
+@functools.lru_cache(maxsize=4096)
 def chi_square_quantile(probability: float, degrees_of_freedom: float) -> float:
-    """The x with ``P(χ²_df ≤ x) = probability``, by bisection on :func:`chi_square_cdf`."""
+    """The x with ``P(χ²_df ≤ x) = probability``, by bisection on :func:`chi_square_cdf`.
+
+    Kept per (probability, degrees of freedom): a bisection costs up to a millisecond, and every
+    statistical check of every rollout asks for one each cycle, almost always with the same few
+    whole numbers of degrees of freedom."""
     if not 0 < probability < 1:
         raise ValueError(f"probability must be in (0, 1), got {probability}")
     low, high = 0.0, max(1.0, degrees_of_freedom)
