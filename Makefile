@@ -15,8 +15,14 @@ PIP := $(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt
 RUNTIME := $(VENV)/.installed-runtime
 DEV := $(VENV)/.installed-dev
 
+# A venv whose python no longer runs (the interpreter it was made with was removed or upgraded) is made
+# anew, whatever the stamps' dates say: its stamps are then always out of date.
+ifneq ($(shell $(BIN)/python -c '' 2>/dev/null || echo broken),)
+.PHONY: $(RUNTIME)
+endif
+
 $(RUNTIME): pyproject.toml constraints.txt
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -c '' 2>/dev/null || $(PYTHON) -m venv --clear $(VENV)
 	$(PIP) -e .
 	touch $@
 

@@ -27,7 +27,8 @@ def add_parser(commands: Commands) -> None:
         "--dir",
         type=Path,
         metavar="DIR",
-        help="where to leave the flag file and decision log (default: a new temporary directory)",
+        help="where to leave the flag file and decision log: a new or empty directory, or one a demo used "
+        "before (default: a new temporary directory)",
     )
     p.add_argument(
         "--prometheus-binary", default="prometheus", metavar="PATH", help="the Prometheus server binary"

@@ -41,7 +41,10 @@ def add_parser(commands: Commands) -> None:
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
-    old = {p.policy.name: p.policy for p in load_paths([args.old]).policies}
+    was = load_paths([args.old])
+    old = {p.policy.name: p.policy for p in was.policies}
+    for issue in was.errors:  # a policy that does not load in OLD is compared as if it were new
+        print(f"OLD does not load: {issue}")
     document = None
     if args.flags is not None or args.flag_store != "file":
         document = open_store(args).read().document

@@ -13,6 +13,7 @@ whatever it holds.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from datetime import date
 
@@ -34,6 +35,7 @@ MAX_ERROR_DELTA = 0.002
 MAX_SLOW_INCREASE = 0.10
 ERROR_CEILING = 0.10
 ALPHA = 0.01
+MODEST_REQUESTS_PER_SECOND = 5.0  # the route traffic the comments say the first step's wait for
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +113,17 @@ def _quoted(text: str) -> str:
     return json.dumps(text.strip(), ensure_ascii=False)
 
 
+def first_step_traffic() -> tuple[int, float]:
+    """The requests per second the route needs for each arm to reach ``MIN_SAMPLES`` within the first
+    step's hold (rounded up), and how long the first step holds at ``MODEST_REQUESTS_PER_SECOND``
+    (seconds, to the minute): its guardrails are judged only from then, and it advances only then."""
+    percent, hold_seconds = STEPS[0]
+    per_arm = percent / 100  # the control arm is as large as the treatment
+    needed = math.ceil(MIN_SAMPLES / (per_arm * hold_seconds))
+    modest_seconds = max(hold_seconds, MIN_SAMPLES / (MODEST_REQUESTS_PER_SECOND * per_arm))
+    return needed, round(modest_seconds / 60) * 60.0
+
+
 def _latency_bound(kit: KitMetrics) -> float:
     """500 ms if it is a bucket edge of the kit's histogram, else the edge nearest to it."""
     return min(kit.buckets_seconds, key=lambda edge: abs(edge - SLOWER_THAN_SECONDS))
@@ -173,6 +186,8 @@ class _Writer:
                 '  # mechanism: "We believe X moves Y because Z."',
             ]
         steps = [f"    - {{percent: {p:g}, hold: {format_duration(h)}}}" for p, h in STEPS]
+        needed, modest_seconds = first_step_traffic()
+        modest = MODEST_REQUESTS_PER_SECOND
         lines += [
             f"  review: {o.review.isoformat()}  # a partial rollout past this date is reported stale",
             "  flag:",
@@ -185,6 +200,11 @@ class _Writer:
             "  # ADJUST: longer holds where traffic is low. A step advances once its hold is over and every",
             "  # check passes; after the last hold the rollout completes at 50 % and its guardrails stay",
             "  # armed (add a checkpoint with onPass: promote to serve 'on' to everyone).",
+            f"  # The first step advances only once each arm has minSamples ({MIN_SAMPLES}) requests: "
+            "within its",
+            f"  # hold when {o.route} serves at least {needed} requests/s, while",
+            f"  # at {modest:g} requests/s it holds about {format_duration(modest_seconds)}. "
+            "ADJUST: for a quiet route, a larger first step.",
             "  steps:",
             *steps,
         ]

@@ -37,6 +37,7 @@ from controller.adapters.flagstore import FileFlagStore
 from controller.adapters.prometheus import PrometheusClient
 from controller.adapters.promserver import PrometheusServer, find_binary, free_port
 from controller.core.durations import format_duration
+from controller.core.errors import UsageError
 from controller.core.policy import pct
 from controller.core.records import render
 from controller.demo import report
@@ -55,6 +56,9 @@ REGRESSION_ERROR_RATIO = 0.05  # the treatment path in the regression scenario, 
 # the comparison with control does (docs/demo.md: the scenarios' design and their measured outcomes).
 ERROR_CEILING = 0.2
 TIMEOUT_SECONDS = 110.0
+MARKER = ".flagroll-demo"  # in a directory the demo made its own
+POLICY_FILE = "price-quote-cache.yaml"
+FLAGS_FILE, LOG_FILE = "flags.json", "decisions.jsonl"
 
 _FLAG_LABELS = 'feature_flag_key="{{flag}}",feature_flag_result_variant="{{variant}}"'
 _LABELS = f'route="/price/quote",{_FLAG_LABELS}'
@@ -188,6 +192,38 @@ async def wait_http(
     raise RuntimeError(f"the demo service did not answer on {url} within {timeout_seconds:g}s")
 
 
+def _refuse(directory: Path, entries: list[str], where: str) -> None:
+    if entries:
+        shown = ", ".join(entries[:5]) + (", …" if len(entries) > 5 else "")
+        raise UsageError(
+            f"--dir {directory}: {where} holds files the demo did not write ({shown}); the demo runs every "
+            f"policy in policies/ and deletes {FLAGS_FILE} and {LOG_FILE}: name a new or empty directory"
+        )
+
+
+def prepare_directory(directory: Path) -> None:
+    """Make ``directory`` the demo's: new, empty, or one a demo used before (its marker file), where
+    the last demo's flag file and decision log are deleted. Anything else is refused, naming what is
+    there: the demo never deletes, or runs, what is not its own."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        entries = sorted(path.name for path in directory.iterdir())
+        if MARKER not in entries:
+            _refuse(directory, entries, "it")
+        policies = directory / "policies"
+        if policies.is_dir():
+            _refuse(
+                directory, sorted(p.name for p in policies.iterdir() if p.name != POLICY_FILE), "policies/"
+            )
+        (directory / MARKER).write_text("a directory of 'flagroll demo', which deletes its files here\n")
+        policies.mkdir(exist_ok=True)
+        (policies / POLICY_FILE).write_text(POLICY)
+        for stale in (FLAGS_FILE, LOG_FILE):
+            (directory / stale).unlink(missing_ok=True)
+    except OSError as exc:
+        raise UsageError(f"--dir {directory}: cannot use it: {exc.strerror or exc}") from exc
+
+
 async def run_demo(scenario: str, directory: Path | None, prometheus_binary: str, out: TextIO) -> int:
     """Run the scenario; 0 when it ended as expected."""
     binary = find_binary(prometheus_binary)  # says how to install Prometheus when it is missing
@@ -202,11 +238,8 @@ async def run_demo(scenario: str, directory: Path | None, prometheus_binary: str
     for signum in (signal.SIGINT, signal.SIGTERM):
         asyncio.get_running_loop().add_signal_handler(signum, interrupt)
     directory = directory or Path(tempfile.mkdtemp(prefix="flagroll-demo-"))
-    (directory / "policies").mkdir(parents=True, exist_ok=True)
-    (directory / "policies" / "price-quote-cache.yaml").write_text(POLICY)
-    flags, log = directory / "flags.json", directory / "decisions.jsonl"
-    for stale in (flags, log):
-        stale.unlink(missing_ok=True)
+    prepare_directory(directory)
+    flags, log = directory / FLAGS_FILE, directory / LOG_FILE
     run = Run(scenario)
     port = free_port()
     _print(out, f"flagroll demo — scenario: {scenario}; files in {directory}")

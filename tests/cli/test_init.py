@@ -3,6 +3,7 @@ named, the flag file consulted with the ownership rules, and no file overwritten
 
 from __future__ import annotations
 
+import math
 import shutil
 from datetime import UTC, datetime
 from pathlib import Path
@@ -410,3 +411,22 @@ def test_flags_with_a_broken_flag_file_names_the_file(
     )
     assert (code, out) == (1, "")
     assert str(flag_path) in err
+
+
+def test_the_policy_says_what_traffic_its_first_hold_needs_and_how_long_less_holds_it(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """The first step's guardrails are judged only from minSamples requests per arm; below them the
+    step holds (onNoData: hold). At 1 % for 15 min that takes 56 requests/s on the route: a modest
+    service (5 requests/s) would sit at the first step for hours, unannounced, unless the policy says
+    so where the steps are set."""
+    path = written(capsys, tmp_path / "p", "--flag", "pay", "--route", "/pay", "--owner", "o")
+    policy = loaded(path)
+    first = policy.spec.steps[0]
+    need = max(g.min_samples or 0 for g in policy.spec.guardrails)
+    per_arm = first.percent / 100  # the control arm is as large as the treatment
+    rate = math.ceil(need / (per_arm * first.hold_seconds))
+    modest_hold_minutes = round(need / (5 * per_arm) / 60)
+    text = path.read_text()
+    assert f"at least {rate} requests/s" in text
+    assert f"at 5 requests/s it holds about {modest_hold_minutes // 60}h{modest_hold_minutes % 60}m" in text

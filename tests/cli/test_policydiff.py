@@ -157,3 +157,18 @@ def test_an_administrative_edit_is_not_a_new_revision(
     assert "restarts" not in out
     assert "owner 'sre-lead' → 'platform-team'" in out
     assert "afterwards: rolled_back at 0 %; not restarted" in out
+
+
+def test_an_old_version_that_does_not_load_is_said_so_rather_than_shown_as_a_new_policy(
+    env: Environment, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """OLD is what runs now; when it does not load (a typo, or a template in a file left out), the
+    policy is not new: the output must say OLD's problem rather than only 'new policy'."""
+    (env.policies / "cache.yaml").write_text(OLD.replace("max: 0.01", "max: lots"))
+
+    code, out = _diff(env, capsys, OLD, flags=False)
+
+    assert code == 0
+    assert "cache.yaml:" in out
+    assert "spec.guardrails[0].max" in out
+    assert "OLD does not load" in out
