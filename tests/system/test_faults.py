@@ -355,6 +355,9 @@ def test_a_full_disk_fails_loudly_keeps_the_old_file_and_recovers(
         wait_for(lambda: flags.exists() and _state(workdir), timeout_seconds=30, what="the rollout to start")
         before_failures = len(controller.events("cycle_failed"))
         resource.prlimit(controller.process.pid, resource.RLIMIT_FSIZE, (1, resource.RLIM_INFINITY))
+        # A write whose temporary file was complete before the limit may still be renamed into
+        # place: the file is compared from the end of the first failed cycle on.
+        controller.wait_for_event("cycle_failed", count=before_failures + 1)
         before = flags.read_bytes()
         failures = controller.wait_for_event("cycle_failed", count=before_failures + 3)
         assert all("File too large" in f["error"] for f in failures[before_failures:])
