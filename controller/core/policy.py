@@ -210,10 +210,11 @@ class Guardrail(Bounds):
     alpha_weight: Number | None = Field(
         None,
         alias="alphaWeight",
-        gt=0,
+        ge=0.001,  # below, a rule's share of alpha falls far under the budget's own floor
         le=1000,
         description="errorRatio and latency guardrails: this guardrail's weight in the split of "
-        "statistics.alpha (default 1 each): a weight of 3 next to a 1 gives it 3/4 of the budget.",
+        "statistics.alpha (default 1 each): a weight of 3 next to a 1 gives it 3/4 of the budget. "
+        "From 0.001 to 1000.",
     )
 
     @property

@@ -118,3 +118,22 @@ def test_the_json_schema_bounds_the_budgets() -> None:
     for field in ("alpha", "sampleRatioAlpha"):
         assert statistics[field]["minimum"] == 1e-6
         assert statistics[field]["maximum"] == 0.2
+
+
+@pytest.mark.parametrize("value", ["1.0e-320", "0.0009"])
+def test_a_weight_that_would_starve_a_rule_of_its_budget_is_refused_at_its_line(value: str) -> None:
+    """A tiny alphaWeight gives its rule a share of alpha far below the budget's own floor (1e-320
+    left it about 1e-322): weights run from 0.001 to 1000."""
+    text = POLICY.replace("{extra}", "").replace(
+        "      maxDelta: 0.001\n", f"      maxDelta: 0.001\n      alphaWeight: {value}\n"
+    )
+    line = text.splitlines().index(f"      alphaWeight: {value}") + 1
+    found = issues(text)
+    assert any(i.startswith(f"pay.yaml:{line}:") and "alphaWeight" in i for i in found), found
+
+
+def test_the_smallest_weight_is_accepted() -> None:
+    text = POLICY.replace("{extra}", "").replace(
+        "      maxDelta: 0.001\n", "      maxDelta: 0.001\n      alphaWeight: 0.001\n"
+    )
+    assert not [i for i in issues(text) if "alphaWeight" in i]
