@@ -91,6 +91,7 @@ def statistical_policy(
     guardrails: Sequence[str] = ("errors", "latency"),
     error_weight: float = 1.0,
     ramp: Ramp = CLASSIC,
+    variance_inflation: float = 1.0,
 ) -> str:
     text = _HEAD.format(name="statistical", flag=FLAG, interval=ramp.interval_seconds, steps=_steps(ramp))
     text += "  guardrails:\n"
@@ -119,6 +120,7 @@ def statistical_policy(
   statistics:
     alpha: {alpha}
     expectedSamples: {expected_samples}
+    varianceInflation: {variance_inflation:g}
     exposure: >-
       feature_flag_evaluations_total{{feature_flag_key="{{{{flag}}}}",
       feature_flag_result_variant="{{{{variant}}}}"}}
@@ -222,7 +224,8 @@ class Rule:
     policy_text: str
 
 
-Work = tuple[Scenario, list[Rule], int, int, Literal["estimated", "policy"]]
+Mode = Literal["estimated", "policy", "oracle"]
+Work = tuple[Scenario, list[Rule], int, int, Mode]
 
 
 def _one_run(args: Work) -> dict[str, dict[str, Any]]:
@@ -309,11 +312,12 @@ def simulate(
     seed: int,
     jobs: int,
     max_looks: int,
-    inflation: Literal["estimated", "policy"] = "estimated",
+    inflation: Mode = "estimated",
 ) -> dict[str, RuleSummary]:
     """``runs`` rollouts of ``scenario`` under every rule. ``inflation``: "estimated" answers the
     controller's queries of sums over bins, so it measures the variance inflation as it does against
-    Prometheus; "policy" fails them, and the controller uses the policy's ``varianceInflation``."""
+    Prometheus; "policy" and "oracle" fail them, and the controller uses the policy's
+    ``varianceInflation`` (which :func:`rules` sets to the traffic's true inflation for "oracle")."""
     work: list[Work] = [(scenario, rules, seed * 1_000_003 + i, max_looks, inflation) for i in range(runs)]
     if jobs <= 1:
         results = _chunk(work)
@@ -348,9 +352,16 @@ def scenarios() -> list[Scenario]:
     ]
 
 
-def rules(args: argparse.Namespace, ramp: Ramp = CLASSIC, *, errors_only: bool = True) -> list[Rule]:
+def rules(
+    args: argparse.Namespace,
+    ramp: Ramp = CLASSIC,
+    *,
+    errors_only: bool = True,
+    variance_inflation: float = 1.0,
+) -> list[Rule]:
     """The rules every scenario is judged by: the statistical policy, the same with its errorRatio
-    guardrail alone (``errors_only``), and the fixed thresholds, all over ``ramp``."""
+    guardrail alone (``errors_only``), and the fixed thresholds, all over ``ramp``;
+    ``variance_inflation`` is the statistical policies' ``varianceInflation``."""
     chosen = [
         Rule(
             "statistical",
@@ -364,6 +375,7 @@ def rules(args: argparse.Namespace, ramp: Ramp = CLASSIC, *, errors_only: bool =
                 guardrails=args.guardrails.split(","),
                 error_weight=args.error_weight,
                 ramp=ramp,
+                variance_inflation=variance_inflation,
             ),
         )
     ]
@@ -381,6 +393,7 @@ def rules(args: argparse.Namespace, ramp: Ramp = CLASSIC, *, errors_only: bool =
                     expected_samples=args.expected_samples,
                     guardrails=["errors"],
                     ramp=ramp,
+                    variance_inflation=variance_inflation,
                 ),
             )
         )
@@ -526,7 +539,20 @@ def _chosen_scenarios(args: argparse.Namespace) -> list[Scenario]:
 
 
 def _rules_of(args: argparse.Namespace, scenario: Scenario) -> list[Rule]:
-    return rules(args, scenario.ramp, errors_only=args.family == "classic")
+    inflation = oracle_inflation(scenario) if args.inflation == "oracle" else 1.0
+    return rules(args, scenario.ramp, errors_only=args.family == "classic", variance_inflation=inflation)
+
+
+def oracle_inflation(scenario: Scenario) -> float:
+    """The true variance inflation of the scenario's error counts (``E[S²]/E[S]`` of its bursts):
+    what a test told the truth would be widened by (``--inflation oracle``)."""
+    inflation = scenario.error_bursts.inflation
+    if not math.isfinite(inflation):
+        raise SystemExit(
+            f"{scenario.name}: its error bursts have an infinite second moment "
+            f"({scenario.error_bursts.describe()}): there is no true inflation to tell a test"
+        )
+    return inflation
 
 
 def _simulate_all(

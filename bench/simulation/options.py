@@ -20,10 +20,13 @@ def parser(description: str | None, root: Path) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--inflation",
-        choices=("estimated", "policy"),
+        choices=("estimated", "policy", "oracle"),
         default="estimated",
         help="estimated: the variance inflation measured from per-interval counts at every look, the "
-        "policy's varianceInflation as its floor (as the controller does); policy: the policy's value alone",
+        "policy's varianceInflation as its floor (as the controller does); policy: the policy's value "
+        "alone (1); oracle: the traffic's true inflation of error counts (2m − 1 for geometric bursts of "
+        "mean m, 1 without bursts) as varianceInflation, nothing measured: the best a test of this form "
+        "can do when told the truth",
     )
     parser.add_argument(
         "--families",

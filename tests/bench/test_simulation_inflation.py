@@ -122,3 +122,25 @@ def test_with_inflation_policy_the_controller_falls_back_to_the_policys_value() 
     assert errors.variance_inflation == 1.0
     assert errors.dispersion is not None
     assert "not measured" in errors.dispersion.note
+
+
+def test_with_inflation_oracle_the_policy_is_told_the_traffics_true_inflation() -> None:
+    by_key = {f.key: f for f in families.families()}
+    assert simulate.oracle_inflation(by_key["bursts-geo5"].aa) == 9.0  # 2m − 1
+    assert simulate.oracle_inflation(by_key["daily"].aa) == 1.0  # independent errors
+    with pytest.raises(SystemExit, match="infinite second moment"):
+        simulate.oracle_inflation(by_key["bursts-zeta"].aa)
+    told = simulate.load(
+        simulate.statistical_policy(
+            alpha=0.01,
+            error_delta=0.0,
+            slow_increase=0.05,
+            min_samples=200,
+            expected_samples=2000,
+            variance_inflation=9.0,
+        )
+    )
+    prometheus = simprom.SimulatedPrometheus(_series("bursts-geo5", 200, 3), measure_dispersion=False)
+    errors = next(c for c in _run(prometheus, told, 60).checks if c.name == "payment-errors").sequential
+    assert errors is not None
+    assert errors.variance_inflation == 9.0
