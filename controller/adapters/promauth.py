@@ -92,6 +92,16 @@ class PrometheusAuth:
             parts.append(f"CA {self.ca_file}")
         return ", ".join(parts) or "none"
 
+    def redact(self, text: str) -> str:
+        """``text`` with every credential in it replaced by ``***``: a server may echo what it was
+        sent (``invalid token …``) into an error that a reading, a log line and a record then show."""
+        for secret in sorted(self._secrets(), key=len, reverse=True):
+            text = text.replace(secret, "***")
+        return text
+
+    def _secrets(self) -> list[str]:
+        return [s.reveal() for s in (self.bearer_token, self.password) if s is not None]
+
     def headers(self) -> dict[str, str]:
         if self.bearer_token is None:
             return {}
