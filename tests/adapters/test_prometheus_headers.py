@@ -25,7 +25,7 @@ from controller.cli.parser import build_parser
 from controller.core.errors import UsageError
 from controller.core.queries import Arm, PlannedQuery, QueryKey, Reading, ReadingKind, Source
 
-BASE = "http://mimir.example/prometheus"
+BASE = "http://metrics.example/prometheus"
 ENDPOINT = f"{BASE}/api/v1/query"
 TENANT = "tenant-7c1e93b0"
 API_KEY = "key-2f8d4a6e1b9c"
@@ -172,7 +172,7 @@ def test_a_missing_or_empty_environment_variable_is_named() -> None:
             {"FLAGROLL_PROMETHEUS_PASSWORD": TOKEN},
             "--prometheus-header #1 authorization: conflicts with basic auth (--prometheus-username)",
         ),
-        (("Host=mimir.internal",), {}, "Host: flagroll sets this header itself"),
+        (("Host=metrics.internal",), {}, "Host: flagroll sets this header itself"),
     ],
 )
 def test_bad_or_contradictory_headers_are_usage_errors(
