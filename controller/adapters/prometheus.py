@@ -12,7 +12,7 @@ import asyncio
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import httpx
@@ -200,6 +200,7 @@ class PrometheusClient:
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         auth = auth or PrometheusAuth()
+        self._auth = auth
         self._base = url.rstrip("/")
         self.url = redact(self._base)  # what logs and readings show: never a password
         self.timeout_seconds = timeout_seconds
@@ -227,7 +228,14 @@ class PrometheusClient:
 
     async def query(self, promql: str) -> Reading:
         answer = await self._fetch(promql)
-        return answer if isinstance(answer, Reading) else answer.whole()
+        return self._shown(answer if isinstance(answer, Reading) else answer.whole())
+
+    def _shown(self, reading: Reading) -> Reading:
+        """The reading as records and logs may show it: no credential echoed back by the server."""
+        if not reading.detail:
+            return reading
+        detail = self._auth.redact(reading.detail)
+        return reading if detail == reading.detail else replace(reading, detail=detail)
 
     async def _fetch(self, promql: str) -> Reading | Answer:
         """Prometheus's answer to ``promql``. A query already in flight is joined, not asked again:
@@ -279,7 +287,7 @@ class PrometheusClient:
                 readings[q.key] = answer or Reading.error("the query is empty")
             else:
                 readings[q.key] = answer.whole() if q.split is None else answer.pick(q.split)
-        return readings
+        return {key: self._shown(reading) for key, reading in readings.items()}
 
 
 class Answer:

@@ -88,7 +88,8 @@ def prometheus_auth_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group(
         "Prometheus authentication",
         "Secrets are read from files (e.g. a mounted Secret) or the environment, never from arguments, "
-        "and never appear in logs or decision records. TLS certificates are verified by default.",
+        "and never appear in logs or decision records (a header value that is no secret, such as a "
+        "tenant id, may be an argument). TLS certificates are verified by default.",
     )
     group.add_argument(
         "--prometheus-bearer-token-file",
@@ -110,6 +111,16 @@ def prometheus_auth_options(parser: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="basic auth password in FILE "
         "[env FLAGROLL_PROMETHEUS_PASSWORD_FILE, or the password itself in FLAGROLL_PROMETHEUS_PASSWORD]",
+    )
+    group.add_argument(
+        "--prometheus-header",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="send this HTTP header with every query (repeatable), e.g. X-Scope-OrgID=team-a for a "
+        "multi-tenant store. NAME=@FILE reads the value from FILE, NAME=env:VAR from the environment "
+        "variable VAR: give secret values so, not as arguments. Values are never shown "
+        "[env FLAGROLL_PROMETHEUS_HEADER: one NAME=VALUE per line, sent before these]",
     )
     group.add_argument(
         "--prometheus-ca-file",

@@ -190,6 +190,7 @@ def _set_up(args: argparse.Namespace) -> _Setup:
         password_file=args.prometheus_password_file,
         ca_file=args.prometheus_ca_file,
         insecure_skip_verify=args.prometheus_insecure_skip_verify,
+        headers=args.prometheus_header,
     )
     log = structlog.get_logger("flagroll")
     store, elector = _store_and_elector(args, in_kubernetes, flags, log)

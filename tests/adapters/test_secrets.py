@@ -22,7 +22,7 @@ from controller.adapters.prometheus import PrometheusClient
 from controller.adapters.promserver import PrometheusServer
 from controller.core.errors import UsageError
 from controller.core.queries import Reading, ReadingKind
-from tests.support.faultproxy import FaultProxy
+from tests.support.faultproxy import FaultProxy, Status
 
 TOKEN = "tok-3f9a1c77e2b84d0c"
 PASSWORD = "pw-8b1e6d0f93a24c55"
@@ -263,6 +263,34 @@ def test_the_bearer_token_is_sent_to_prometheus(gateway: FaultProxy, tmp_path: P
     reading = _query(gateway.url, _load(bearer_token_file=str(path)))
     assert reading.kind is ReadingKind.VALUE
     assert gateway.requests[-1].headers["Authorization"] == f"Bearer {TOKEN}"
+
+
+@pytest.mark.parametrize(
+    ("settings", "echoed"),
+    [
+        ({"environ": {"FLAGROLL_PROMETHEUS_BEARER_TOKEN": TOKEN}}, TOKEN),
+        ({"username": "flagroll", "environ": {"FLAGROLL_PROMETHEUS_PASSWORD": PASSWORD}}, PASSWORD),
+    ],
+    ids=["token", "password"],
+)
+@pytest.mark.parametrize(
+    "body",
+    [
+        '{{"status":"error","errorType":"auth","error":"credential {secret} revoked"}}',
+        "<html>credential {secret} revoked</html>",
+    ],
+    ids=["json", "html"],
+)
+def test_a_gateway_echoing_a_credential_does_not_put_it_in_the_reading(
+    prometheus: PrometheusServer, settings: dict[str, Any], echoed: str, body: str
+) -> None:
+    with FaultProxy(prometheus.url) as proxy:
+        proxy.inject(Status(401, body.format(secret=echoed).encode(), "application/json"))
+        reading = _query(proxy.url, _load(**settings))
+    assert reading.kind is ReadingKind.ERROR
+    assert "HTTP 401" in reading.detail
+    assert "credential *** revoked" in reading.detail
+    _no_secret(reading.detail)
 
 
 POLICY = """\

@@ -103,6 +103,45 @@ BAD_VALUES: dict[str, tuple[dict[str, Any], str]] = {
     ),
     "an unknown value": (base("deployment", replicas=2), "replicas"),
     "a bad duration": (base("deployment", shutdownTimeout="10 seconds"), "/shutdownTimeout"),
+    "a header with a value and a Secret": (
+        base(
+            "deployment",
+            prometheus={
+                "headers": [{"name": "X-A", "value": "a", "secretKeyRef": {"name": "s", "key": "k"}}]
+            },
+        ),
+        "/prometheus/headers/0",
+    ),
+    "a header without a value": (
+        base("deployment", prometheus={"headers": [{"name": "X-A"}]}),
+        "/prometheus/headers/0",
+    ),
+    "a header name that is no token": (
+        base("deployment", prometheus={"headers": [{"name": "X-Scope OrgID", "value": "a"}]}),
+        "/prometheus/headers/0/name",
+    ),
+    "a header flagroll sets itself": (
+        base("deployment", prometheus={"headers": [{"name": "content-type", "value": "text/plain"}]}),
+        "/prometheus/headers/0/name",
+    ),
+    "a header value on two lines": (
+        base("deployment", prometheus={"headers": [{"name": "X-A", "value": "a\nX-B: b"}]}),
+        "/prometheus/headers/0/value",
+    ),
+    "a header value ending in a space": (
+        base("deployment", prometheus={"headers": [{"name": "X-A", "value": "a "}]}),
+        "/prometheus/headers/0/value",
+    ),
+    "an Authorization header beside a bearer token": (
+        base(
+            "deployment",
+            prometheus={
+                "auth": {"existingSecret": "s", "bearerTokenKey": "token"},
+                "headers": [{"name": "authorization", "secretKeyRef": {"name": "s", "key": "k"}}],
+            },
+        ),
+        "/prometheus/headers/0/name",
+    ),
     "no query in flight": (
         base("deployment", prometheus={"maxConcurrentQueries": 0}),
         "/prometheus/maxConcurrentQueries",

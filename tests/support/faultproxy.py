@@ -12,15 +12,18 @@ The controller talks to it over TCP exactly as it talks to Prometheus. A test sw
   called with another fault.
 
 ``require_bearer`` makes it answer 401 to any request without that bearer token, like an
-authenticating gateway does.
+authenticating gateway does. ``require_headers`` (name -> value) makes it answer 401 to a request
+missing one of those headers and 403 to one carrying a wrong value, like the gateway of a
+multi-tenant store checking its tenant header.
 """
 
 from __future__ import annotations
 
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 
@@ -66,9 +69,16 @@ class Seen:
 
 
 class FaultProxy:
-    def __init__(self, upstream: str, *, require_bearer: str | None = None) -> None:
+    def __init__(
+        self,
+        upstream: str,
+        *,
+        require_bearer: str | None = None,
+        require_headers: Mapping[str, str] | None = None,
+    ) -> None:
         self.upstream = upstream.rstrip("/")
         self.require_bearer = require_bearer
+        self.require_headers = dict(require_headers or {})
         self.fault: Fault | None = None
         self.requests: list[Seen] = []
         self._lock = threading.Lock()
@@ -130,6 +140,10 @@ class FaultProxy:
                 ):
                     self._answer(401, b'{"status":"error","error":"unauthorized"}', "application/json")
                     return
+                refused = proxy._refusal(self.headers)
+                if refused is not None:
+                    self._answer(*refused)
+                    return
                 if isinstance(fault, Status):
                     self._answer(fault.code, fault.body, fault.content_type)
                     return
@@ -168,6 +182,16 @@ class FaultProxy:
                 pass
 
         return Handler
+
+    def _refusal(self, headers: Message[str, str]) -> tuple[int, bytes, str] | None:
+        """401 for a required header missing, 403 for one with a wrong value (the gateway's answer)."""
+        for name, value in self.require_headers.items():
+            given = headers.get(name)
+            if given is None:
+                return 401, f"missing header {name}\n".encode(), "text/plain"
+            if given != value:
+                return 403, f"header {name}: no such tenant\n".encode(), "text/plain"
+        return None
 
     def start(self) -> FaultProxy:
         self._open()

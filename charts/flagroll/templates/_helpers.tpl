@@ -76,6 +76,9 @@ app.kubernetes.io/component: {{ .Values.mode }}
 {{- if ne .Values.mode "cronjob" }}true{{ end }}
 {{- end }}
 
+{{/* The environment variable holding the value of the i-th of prometheus.headers. */}}
+{{- define "flagroll.headerVariable" -}}PROMETHEUS_HEADER_{{ . }}{{- end }}
+
 {{- define "flagroll.promAuthDir" -}}/etc/flagroll/prometheus{{- end }}
 {{- define "flagroll.policiesDir" -}}/etc/flagroll/policies{{- end }}
 
@@ -101,6 +104,9 @@ app.kubernetes.io/component: {{ .Values.mode }}
 {{- if .caKey }}
 - --prometheus-ca-file={{ include "flagroll.promAuthDir" $ }}/{{ .caKey }}
 {{- end }}
+{{- end }}
+{{- range $i, $header := .Values.prometheus.headers }}
+- {{ printf "--prometheus-header=%s=env:%s" $header.name (include "flagroll.headerVariable" $i) | quote }}
 {{- end }}
 {{- if .Values.prometheus.insecureSkipVerify }}
 - --prometheus-insecure-skip-verify
@@ -145,6 +151,17 @@ app.kubernetes.io/component: {{ .Values.mode }}
       valueFrom:
         fieldRef:
           fieldPath: metadata.name
+    {{- range $i, $header := .Values.prometheus.headers }}
+    - name: {{ include "flagroll.headerVariable" $i }}
+      {{- if $header.secretKeyRef }}
+      valueFrom:
+        secretKeyRef:
+          name: {{ $header.secretKeyRef.name | quote }}
+          key: {{ $header.secretKeyRef.key | quote }}
+      {{- else }}
+      value: {{ $header.value | quote }}
+      {{- end }}
+    {{- end }}
     {{- with .Values.extraEnv }}
     {{- toYaml . | nindent 4 }}
     {{- end }}
