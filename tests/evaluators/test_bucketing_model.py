@@ -4,6 +4,7 @@ from hash to variant fails here, and the figures of docs/evaluators.md must then
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -14,6 +15,8 @@ from controller.core.state import NOT_STARTED, RolloutState, Status
 from tests.support.bucketing import (
     FLAG,
     KEYS,
+    agreement,
+    documented_agreement,
     fine_document,
     javascript_hash,
     modelled,
@@ -22,9 +25,11 @@ from tests.support.bucketing import (
     python_hash,
     python_variants,
 )
+from tests.support.paths import ROOT
 from tests.support.ramp import RAMP
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
+PAGE = ROOT / "docs" / "evaluators.md"
 VARIANTS = {"on": True, "off": False}
 ODD_KEYS = ["é", "ключ", "😀", "x" * 23, "y" * 24, "z" * 300, "a b\tc"]
 
@@ -98,3 +103,40 @@ def test_the_model_holds_without_a_control_arm_and_when_promoted() -> None:
 def test_the_model_holds_for_a_thousand_buckets_and_keys_beyond_ascii() -> None:
     """Any change of the hashed bytes moves almost every key to another of 1,000 variants."""
     assert mismatches(fine_document(FLAG), [*KEYS[:5000], *ODD_KEYS]) == ""
+
+
+def test_the_docs_print_the_disagreement_of_the_python_evaluator_and_the_javascript_model() -> None:
+    """The same table is checked against the real JavaScript evaluator in test_javascript_evaluator.py;
+    here the JavaScript side is its model, so that the docs are checked where node is missing too."""
+    measured = []
+    for percent in RAMP:
+        document = layout(percent)
+        python = python_variants(document, FLAG, KEYS)
+        measured.append(agreement(percent, python, modelled(document, FLAG, KEYS, javascript_hash)))
+    assert documented_agreement(PAGE) == measured
+
+
+def test_the_figures_quoted_in_prose_are_the_tables() -> None:
+    table = {row.percent: row for row in documented_agreement(PAGE)}
+    quoted = 0
+    for page in (PAGE, ROOT / "README.md"):
+        text = " ".join(page.read_text().split())
+        for percent, share in re.findall(r"at (\d+) %, (\d+) % of the users the Python", text):
+            assert table[int(percent)].exposed_elsewhere_percent == int(share), f"{page.name}: at {percent} %"
+            quoted += 1
+        for differ in re.findall(r"every one of the ([\d,]+) who differ", text):
+            assert table[50].differ == int(differ.replace(",", "")), page.name
+            quoted += 1
+        for percent, about in re.findall(r"at (\d+) %, about ([\d,]+) of 20,000 users", text):
+            assert round(table[int(percent)].differ, -3) == int(about.replace(",", "")), page.name
+            quoted += 1
+    assert quoted == 4  # each figure the pages quote (a rewording must keep it checked)
+
+
+@pytest.mark.parametrize("page", ["how-flagroll-decides.md", "evaluators.md"])
+def test_the_docs_say_what_each_evaluator_hashes(page: str) -> None:
+    """What the models above check, in the words of the pages that describe the flag file."""
+    text = " ".join((ROOT / "docs" / page).read_text().split())
+    assert "CBOR" in text  # the Python evaluator …
+    assert "`[flagKey, targetingKey]`" in text
+    assert "the string `flagKey + targetingKey`" in text  # the JavaScript evaluator
