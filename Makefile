@@ -5,7 +5,7 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 
-.PHONY: setup prometheus demo test lint docs image-test clean
+.PHONY: setup prometheus node demo test lint docs image-test clean
 
 PIP := $(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt
 # One stamp per set of packages, so that both kinds of set-up share .venv: `make demo` installs the
@@ -34,10 +34,13 @@ $(DEV): $(RUNTIME)
 $(BIN)/flagroll: $(DEV)
 	touch $@
 
-setup: $(BIN)/flagroll prometheus
+setup: $(BIN)/flagroll prometheus node
 
 prometheus:
 	@scripts/install-prometheus
+
+node:
+	@scripts/install-node
 
 demo: $(RUNTIME) prometheus
 	$(BIN)/flagroll demo
