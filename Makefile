@@ -1,6 +1,6 @@
 # Set-up and checks. `make demo` and `make test` work on a fresh Debian/Ubuntu machine: they create
 # .venv, install flagroll with pinned dependencies (`make demo` the runtime ones only, `make test` also
-# the development extras), and install Prometheus with apt-get if it is missing.
+# the development extras), and install Prometheus (and Node.js for the tests) with apt-get if missing.
 VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
