@@ -16,7 +16,7 @@ from types import MappingProxyType
 from typing import Protocol
 
 from controller.core.flagd import CONTROL, TREATMENT
-from controller.core.metrictemplate import MetricTemplate
+from controller.core.metrictemplate import MetricTemplate, promql_label
 from controller.core.policy import Expectation, Guardrail, Policy
 from controller.core.selectors import parse_selector
 
@@ -79,8 +79,8 @@ class Split:
 
     def selector(self) -> str:
         return (
-            f'{{{self.flag_label}="{escape_label_value(self.flag)}", '
-            f'{self.variant_label}="{escape_label_value(self.variant)}"}}'
+            f'{{{promql_label(self.flag_label)}="{escape_label_value(self.flag)}", '
+            f'{promql_label(self.variant_label)}="{escape_label_value(self.variant)}"}}'
         )
 
 

@@ -14,7 +14,7 @@ from controller.adapters.policyfile import load_text
 from controller.core.decision import initial_state, queries_for
 from controller.core.metrictemplate import MetricTemplate, semantic_issues
 from controller.core.policy import Policy
-from controller.core.queries import Arm, Part, with_suffix
+from controller.core.queries import Arm, Part, Split, with_suffix
 from controller.core.selectors import metric_name
 
 T0 = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
@@ -189,3 +189,10 @@ def test_the_hint_for_a_placeholder_in_a_template_quotes_utf8_labels() -> None:
     found = semantic_issues(MetricTemplate.model_validate(spec))
     assert len(found) == 1
     assert 'group it by ("feature_flag.key", "feature_flag.result.variant") instead' in found[0][1]
+
+
+def test_the_series_a_template_arm_reads_is_shown_as_promql_with_quoted_utf8_labels() -> None:
+    split = Split("otel-errors", "feature_flag.key", "feature_flag.result.variant", "pay", "on")
+    assert split.selector() == '{"feature_flag.key"="pay", "feature_flag.result.variant"="on"}'
+    classic = Split("http-errors", "feature_flag_key", "feature_flag_result_variant", "pay", "on")
+    assert classic.selector() == '{feature_flag_key="pay", feature_flag_result_variant="on"}'
