@@ -137,6 +137,17 @@ class PrometheusServer:
         self.stop()
         raise RuntimeError(f"prometheus not ready after {timeout_seconds:g}s: {self.log_tail()}")
 
+    def version(self, timeout_seconds: float = 5.0) -> str:
+        """The running server's version from ``/api/v1/status/buildinfo`` (``2.42.0+ds``, ``3.16.0``)."""
+        answer = httpx.get(
+            f"{self.url}/api/v1/status/buildinfo",
+            timeout=timeout_seconds,
+            auth=self.ready_auth,
+            verify=self.ready_verify,
+        )
+        answer.raise_for_status()
+        return str(answer.json()["data"]["version"])
+
     def log_tail(self, lines: int = 20) -> str:
         if self.workdir is None:
             return ""

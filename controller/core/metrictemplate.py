@@ -22,7 +22,9 @@ and gives each rollout's arm the series whose labels name its flag and variant. 
 
 from __future__ import annotations
 
+import json
 import re
+import unicodedata
 from typing import Literal
 
 from pydantic import Field
@@ -40,7 +42,18 @@ TEMPLATE_KIND = "MetricTemplate"
 FLAG_LABEL = "feature_flag_key"
 VARIANT_LABEL = "feature_flag_result_variant"
 
-_LABEL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def is_label_name(label: str) -> bool:
+    """A Prometheus label name: since Prometheus 3 any text (``feature_flag.key``), written quoted in
+    PromQL when it is not an identifier; a control character (a newline, a tab) is refused here."""
+    return bool(label) and not any(unicodedata.category(c) == "Cc" for c in label)
+
+
+def promql_label(label: str) -> str:
+    """A label name as PromQL spells it: bare if it is an identifier, else quoted."""
+    return label if _IDENTIFIER.match(label) else json.dumps(label, ensure_ascii=False)
 
 
 class TemplateSpec(Model):
@@ -86,12 +99,12 @@ def semantic_issues(template: MetricTemplate) -> list[tuple[Path, str, str]]:
             (
                 ("spec", "query"),
                 "a template is asked once for every flag, so it takes no {{variant}} or {{flag}}: "
-                f"group it by ({spec.flag_label}, {spec.variant_label}) instead",
+                f"group it by ({promql_label(spec.flag_label)}, {promql_label(spec.variant_label)}) instead",
                 "error",
             )
         )
     for field, label in (("flagLabel", spec.flag_label), ("variantLabel", spec.variant_label)):
-        if not _LABEL_NAME.match(label):
+        if not is_label_name(label):
             found.append((("spec", field), f"{label!r} is not a Prometheus label name", "error"))
     if spec.flag_label == spec.variant_label:
         found.append((("spec", "variantLabel"), "flagLabel and variantLabel must differ", "error"))

@@ -34,6 +34,7 @@ from controller.core.querytext import (
     selector_problems,
     warning,
 )
+from controller.core.selectors import metric_name
 
 Rule = Callable[[Policy], Findings]
 ItemRule = Callable[[Policy, int], Findings]  # a rule of one step, guardrail or expectation, by index
@@ -488,7 +489,7 @@ def latency_histogram_is_sound(policy: Policy, index: int) -> Findings:
         return
     path: Path = (*_guardrail_path(index), guardrail.kind)
     yield from selector_problems((*path, "histogram"), latency.histogram, "histogram")
-    name = latency.histogram.split("{", 1)[0].strip()
+    name = metric_name(latency.histogram) or ""
     if name.endswith(_HISTOGRAM_SUFFIXES):
         base = name.rsplit("_", 1)[0]
         yield error(

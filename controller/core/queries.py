@@ -16,8 +16,9 @@ from types import MappingProxyType
 from typing import Protocol
 
 from controller.core.flagd import CONTROL, TREATMENT
-from controller.core.metrictemplate import MetricTemplate
+from controller.core.metrictemplate import MetricTemplate, promql_label
 from controller.core.policy import Expectation, Guardrail, Policy
+from controller.core.selectors import parse_selector
 
 _PLACEHOLDER = re.compile(r"\{\{\s*(variant|flag)\s*\}\}")
 
@@ -78,8 +79,8 @@ class Split:
 
     def selector(self) -> str:
         return (
-            f'{{{self.flag_label}="{escape_label_value(self.flag)}", '
-            f'{self.variant_label}="{escape_label_value(self.variant)}"}}'
+            f'{{{promql_label(self.flag_label)}="{escape_label_value(self.flag)}", '
+            f'{promql_label(self.variant_label)}="{escape_label_value(self.variant)}"}}'
         )
 
 
@@ -176,7 +177,11 @@ def le_matcher(bound: float) -> str:
 
 
 def with_suffix(selector: str, suffix: str, extra_matcher: str = "") -> str:
-    """``name{labels}`` → ``name<suffix>{labels,extra}`` (for a histogram's series)."""
+    """``name{labels}`` → ``name<suffix>{labels,extra}`` (for a histogram's series); a name quoted as
+    Prometheus 3 allows, ``{"a.b", labels}``, becomes ``{"a.b<suffix>", labels, extra}``."""
+    parsed = parse_selector(selector)
+    if parsed is not None and parsed.quoted:
+        return parsed.with_suffix(suffix, extra_matcher)
     name, brace, labels = selector.partition("{")
     labels = labels.strip()
     inner = labels[:-1].strip().rstrip(",").strip() if brace else ""

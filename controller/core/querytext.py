@@ -6,7 +6,6 @@ build one.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 
 from controller.core.policy import (
@@ -19,19 +18,11 @@ from controller.core.policy import (
     Path,
     placeholders,
 )
+from controller.core.selectors import parse_selector
 
 Finding = tuple[Path, str, str]  # (path of the field at fault, message, "error" or "warning")
 Findings = Iterator[Finding]
 
-# One PromQL series selector: a metric name, then optionally matchers `label op "value"` in braces,
-# comma-separated (a trailing comma allowed). A value is a PromQL string: double- or single-quoted with
-# backslash escapes, or in backticks (raw); it may hold any character, braces included
-# (route="/items/{id}"), and an escaped quote.
-_STRING = r'"(?:[^"\\\n]|\\.)*"' + r"|'(?:[^'\\\n]|\\.)*'" + r"|`[^`]*`"
-_MATCHER = rf"[A-Za-z_][A-Za-z0-9_]*\s*(?:=~|!~|!=|=)\s*(?:{_STRING})"
-_SELECTOR = re.compile(
-    rf"^[A-Za-z_:][A-Za-z0-9_:]*\s*(?:\{{\s*(?:{_MATCHER}(?:\s*,\s*{_MATCHER})*\s*(?:,\s*)?)?\}})?$"
-)
 _NEEDS_VARIANT = "the query must contain {{variant}} so that treatment and control are measured apart"
 
 
@@ -91,13 +82,16 @@ def bounds_problems(path: Path, bounds: Bounds, query: str | None, control: bool
 
 
 def selector_problems(path: Path, selector: str, what: str) -> Findings:
-    """A counter selector ``name{labels}``: flagroll wraps it in ``sum(increase(…[Ns]))``."""
+    """A counter selector ``name{labels}`` (or Prometheus 3's ``{"name", labels}``): flagroll wraps it
+    in ``sum(increase(…[Ns]))``."""
     yield from query_problems(path, selector, needs_variant=True)
     plain = PLACEHOLDER_PATTERN.sub("x", selector)
-    if not _SELECTOR.match(plain):
+    if parse_selector(plain) is None:
         yield error(
             path,
             f"{what} must be a metric selector such as "
-            'http_server_requests_total{feature_flag_result_variant="{{variant}}"}: '
+            'http_server_requests_total{feature_flag_result_variant="{{variant}}"} (Prometheus 3 also '
+            'takes quoted names: {"http.server.request.duration_count", "feature_flag.result.variant"='
+            '"{{variant}}"}): '
             "flagroll adds sum(increase(…[window])) itself; no functions, ranges or operators",
         )
