@@ -35,7 +35,7 @@ from tests.adapters.test_statistical_prometheus import ask, exposed, load, polic
 from tests.support.synthetic import SyntheticService
 from tests.support.waiting import wait_for
 
-pytestmark = [pytest.mark.prometheus, pytest.mark.slow]
+pytestmark = [pytest.mark.prometheus, pytest.mark.slow, pytest.mark.victoriametrics]
 
 BIN_SECONDS = 2
 LOOKBACK_MS = 300_000  # Prometheus's default lookback for an instant selector
