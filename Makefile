@@ -1,13 +1,13 @@
 # Set-up and checks. `make demo` and `make test` work on a fresh Debian/Ubuntu machine: they create
 # .venv, install flagroll with pinned dependencies (`make demo` the runtime ones only, `make test` also
 # the development extras), and install Prometheus (and Node.js for the tests) with apt-get if
-# missing. `make test` also builds Prometheus 3 from the Go module proxy (scripts/peer; Go 1.26 or
-# later on PATH), once, then cached.
+# missing. `make test` also builds Prometheus 3 and VictoriaMetrics from the Go module proxy
+# (scripts/peer; Go 1.26 or later on PATH), once, then cached.
 VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 
-.PHONY: setup prometheus prometheus3 node demo test lint docs image-test clean
+.PHONY: setup prometheus prometheus3 victoriametrics node demo test lint docs image-test clean
 
 PIP := $(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt
 # One stamp per set of packages, so that both kinds of set-up share .venv: `make demo` installs the
@@ -36,7 +36,7 @@ $(DEV): $(RUNTIME)
 $(BIN)/flagroll: $(DEV)
 	touch $@
 
-setup: $(BIN)/flagroll prometheus prometheus3 node
+setup: $(BIN)/flagroll prometheus prometheus3 victoriametrics node
 
 prometheus:
 	@scripts/install-prometheus
@@ -48,6 +48,10 @@ node:
 # from the Go module proxy the first time (minutes), found in the cache afterwards (a few milliseconds).
 prometheus3:
 	@scripts/peer prometheus3 >/dev/null
+
+# The core scenarios also run against VictoriaMetrics single-node (docs/peers.md), built the same way.
+victoriametrics:
+	@scripts/peer victoriametrics >/dev/null
 
 demo: $(RUNTIME) prometheus
 	$(BIN)/flagroll demo

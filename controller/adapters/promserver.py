@@ -2,6 +2,9 @@
 
 It listens on 127.0.0.1 at a free port, keeps its data in a temporary directory and scrapes the given
 targets every second. It is stopped (TERM, then KILL) and its directory removed on :meth:`stop`.
+Another server that scrapes and answers Prometheus's API may reuse the lifecycle: a subclass gives
+its :attr:`~PrometheusServer.name`, :meth:`~PrometheusServer.arguments` and
+:meth:`~PrometheusServer.version`.
 """
 
 from __future__ import annotations
@@ -43,6 +46,8 @@ def find_binary(name: str = "prometheus") -> str:
 
 
 class PrometheusServer:
+    name = "prometheus"  # in messages, and the names of its files in the working directory
+
     def __init__(
         self,
         targets: Sequence[str],
@@ -85,30 +90,35 @@ class PrometheusServer:
             f"    static_configs:\n      - targets: [{targets}]\n"
         )
 
-    def start(self, ready_timeout_seconds: float = 30.0) -> PrometheusServer:
-        """Start (or, after :meth:`pause`, start again on the same port with the same data)."""
-        if self.workdir is None:
-            self.workdir = Path(tempfile.mkdtemp(prefix="flagroll-prometheus-"))
-        config = self.workdir / "prometheus.yml"
+    def arguments(self, workdir: Path) -> list[str]:
+        """The command line, with its configuration written into ``workdir``."""
+        config = workdir / "prometheus.yml"
         config.write_text(self._config())
         extra = []
         if self.web_config is not None:
-            web = self.workdir / "web.yml"
+            web = workdir / "web.yml"
             web.write_text(self.web_config)
             extra.append(f"--web.config.file={web}")
+        return [
+            self.binary,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={workdir / 'data'}",
+            f"--web.listen-address=127.0.0.1:{self.port}",
+            "--log.level=warn",
+            "--storage.tsdb.retention.time=1d",
+            *extra,
+        ]
+
+    def start(self, ready_timeout_seconds: float = 30.0) -> PrometheusServer:
+        """Start (or, after :meth:`pause`, start again on the same port with the same data)."""
+        if self.workdir is None:
+            self.workdir = Path(tempfile.mkdtemp(prefix=f"flagroll-{self.name}-"))
         if not self.port:
             self.port = free_port()
-        log = (self.workdir / "prometheus.log").open("ab")
+        arguments = self.arguments(self.workdir)
+        log = (self.workdir / f"{self.name}.log").open("ab")
         self.process = subprocess.Popen(
-            [
-                self.binary,
-                f"--config.file={config}",
-                f"--storage.tsdb.path={self.workdir / 'data'}",
-                f"--web.listen-address=127.0.0.1:{self.port}",
-                "--log.level=warn",
-                "--storage.tsdb.retention.time=1d",
-                *extra,
-            ],
+            arguments,
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -126,7 +136,7 @@ class PrometheusServer:
         deadline = time.monotonic() + timeout_seconds
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:
-                raise RuntimeError(f"prometheus exited early: {self.log_tail()}")
+                raise RuntimeError(f"{self.name} exited early: {self.log_tail()}")
             with contextlib.suppress(httpx.HTTPError):
                 answer = httpx.get(
                     f"{self.url}/-/ready", timeout=1.0, auth=self.ready_auth, verify=self.ready_verify
@@ -135,7 +145,7 @@ class PrometheusServer:
                     return
             time.sleep(0.1)
         self.stop()
-        raise RuntimeError(f"prometheus not ready after {timeout_seconds:g}s: {self.log_tail()}")
+        raise RuntimeError(f"{self.name} not ready after {timeout_seconds:g}s: {self.log_tail()}")
 
     def version(self, timeout_seconds: float = 5.0) -> str:
         """The running server's version from ``/api/v1/status/buildinfo`` (``2.42.0+ds``, ``3.16.0``)."""
@@ -151,7 +161,7 @@ class PrometheusServer:
     def log_tail(self, lines: int = 20) -> str:
         if self.workdir is None:
             return ""
-        path = self.workdir / "prometheus.log"
+        path = self.workdir / f"{self.name}.log"
         if not path.exists():
             return ""
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])

@@ -35,7 +35,7 @@ from tests.adapters.test_statistical_prometheus import ask, exposed, load, polic
 from tests.support.synthetic import SyntheticService
 from tests.support.waiting import wait_for
 
-pytestmark = [pytest.mark.prometheus, pytest.mark.slow]
+pytestmark = [pytest.mark.prometheus, pytest.mark.slow, pytest.mark.victoriametrics]
 
 BIN_SECONDS = 2
 LOOKBACK_MS = 300_000  # Prometheus's default lookback for an instant selector
@@ -122,9 +122,18 @@ def sums_in_python(bad: list[float | None], total: list[float | None]) -> Sums:
     }
 
 
-def steps(at: float, window_seconds: int) -> list[int]:
-    """The subquery's evaluation times: multiples of the bin within the window."""
-    first = math.ceil((at - window_seconds) / BIN_SECONDS)
+def left_open(prometheus: PrometheusServer) -> bool:
+    """Whether the server's ranges leave out their left edge: ``(t-W, t]`` on Prometheus 3 and
+    VictoriaMetrics, ``[t-W, t]`` on Prometheus 2."""
+    return not prometheus.version().startswith("2.")
+
+
+def steps(at: float, window_seconds: int, *, open_left: bool) -> list[int]:
+    """The subquery's evaluation times: multiples of the bin within the window, its left edge included
+    only where ranges include it (a window that starts on a multiple of the bin has one more step on
+    Prometheus 2)."""
+    edge = (at - window_seconds) / BIN_SECONDS
+    first = math.floor(edge) + 1 if open_left else math.ceil(edge)
     return [k * BIN_SECONDS * 1000 for k in range(first, math.floor(at / BIN_SECONDS) + 1)]
 
 
@@ -132,6 +141,7 @@ def expected_guardrail_sums(
     prometheus: PrometheusServer, guardrail: Guardrail, flag: str, at: float, window_seconds: int
 ) -> dict[tuple[str, Part], float]:
     span = window_seconds + 2 * BIN_SECONDS + 300
+    evaluated = steps(at, window_seconds, open_left=left_open(prometheus))
     found = {}
     for arm in (Arm.TREATMENT, Arm.CONTROL):
         if guardrail.error_ratio is not None:
@@ -141,7 +151,7 @@ def expected_guardrail_sums(
             all_series = samples(
                 prometheus, render(guardrail.error_ratio.requests, flag=flag, arm=arm), at, span
             )
-            bad = [per_bin(bad_series, s) for s in steps(at, window_seconds)]
+            bad = [per_bin(bad_series, s) for s in evaluated]
         else:
             assert guardrail.latency is not None
             histogram = render(guardrail.latency.histogram, flag=flag, arm=arm)
@@ -149,10 +159,10 @@ def expected_guardrail_sums(
             fast_series = samples(prometheus, bucket, at, span)
             all_series = samples(prometheus, with_suffix(histogram, "_count"), at, span)
             bad = []
-            for s in steps(at, window_seconds):
+            for s in evaluated:
                 fast, count = per_bin(fast_series, s), per_bin(all_series, s)
                 bad.append(None if fast is None or count is None else max(count - fast, 0.0))
-        total = [per_bin(all_series, s) for s in steps(at, window_seconds)]
+        total = [per_bin(all_series, s) for s in evaluated]
         for part, value in sums_in_python(bad, total).items():
             found[(arm.value, part)] = value
     return found
@@ -205,7 +215,7 @@ def test_the_sums_over_bins_are_those_of_the_stored_samples(
     treatment = samples(prometheus, render(p.statistics.exposure, flag=flag, arm=Arm.TREATMENT), at, span)
     control = samples(prometheus, render(p.statistics.exposure, flag=flag, arm=Arm.CONTROL), at, span)
     bad, total = [], []
-    for s in steps(at, window_seconds):
+    for s in steps(at, window_seconds, open_left=left_open(prometheus)):
         t, c = per_bin(treatment, s), per_bin(control, s)
         bad.append(t)
         total.append(None if t is None or c is None else t + c)

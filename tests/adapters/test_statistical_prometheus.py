@@ -22,7 +22,7 @@ from tests.support.controller import ControllerProcess
 from tests.support.synthetic import SyntheticService
 from tests.support.waiting import wait_for
 
-pytestmark = [pytest.mark.prometheus, pytest.mark.slow]
+pytestmark = [pytest.mark.prometheus, pytest.mark.slow, pytest.mark.victoriametrics]
 
 
 def policy(

@@ -208,6 +208,7 @@ def test_an_invalid_policy_never_changes_the_flag(started: Path, text: str) -> N
 
 
 @pytest.mark.prometheus
+@pytest.mark.victoriametrics
 @given(st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), min_size=1, max_size=60))
 @example('"} or vector(1) or x{a="')
 @example('\\"}) or up{job=~".+')

@@ -323,6 +323,7 @@ def _get(url: str, promql: str) -> tuple[int, bytes]:
     return response.status_code, response.content
 
 
+@pytest.mark.victoriametrics
 def test_one_request_per_template_gives_every_rollout_the_same_numbers_as_its_own_query(
     serving: PrometheusServer, synthetic: SyntheticService, tmp_path: Path
 ) -> None:
@@ -360,6 +361,7 @@ def test_one_request_per_template_gives_every_rollout_the_same_numbers_as_its_ow
     synthetic.set(ROUTE, "tpl-beta", "on", rps=40, error_ratio=0.01, latency_seconds=0.02)
 
 
+@pytest.mark.victoriametrics
 def test_the_reconciler_rolls_back_only_the_failing_rollout_and_asks_once_per_template(
     serving: PrometheusServer, synthetic: SyntheticService, tmp_path: Path
 ) -> None:

@@ -26,7 +26,7 @@ from tests.support.paths import EXAMPLES
 from tests.support.synthetic import SyntheticService
 from tests.support.waiting import wait_for
 
-pytestmark = [pytest.mark.prometheus, pytest.mark.slow]
+pytestmark = [pytest.mark.prometheus, pytest.mark.slow, pytest.mark.victoriametrics]
 
 
 def flagroll(*argv: str) -> subprocess.CompletedProcess[str]:

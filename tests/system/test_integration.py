@@ -1,5 +1,6 @@
 """End to end against a real Prometheus scraping a synthetic service, with ``flagroll run`` as a child
-process and the real OpenFeature flagd provider reading the flag file it writes."""
+process and the real OpenFeature flagd provider reading the flag file it writes; every scenario also
+against VictoriaMetrics single-node (test id ``vm``), which answers the same queries."""
 
 from __future__ import annotations
 
@@ -21,9 +22,10 @@ from controller.core.queries import Arm, render
 from controller.core.state import Status
 from tests.support.controller import ControllerProcess
 from tests.support.synthetic import SyntheticService
+from tests.support.victoriametrics import VictoriaMetricsServer
 from tests.support.waiting import wait_for
 
-pytestmark = [pytest.mark.prometheus, pytest.mark.slow]
+pytestmark = [pytest.mark.prometheus, pytest.mark.slow, pytest.mark.victoriametrics]
 
 ERROR_RATE = (
     'sum(rate(http_server_requests_total{{route="{route}",code="500",feature_flag_key="{{{{flag}}}}",'
@@ -156,12 +158,13 @@ def test_a_regression_is_rolled_back_within_two_intervals_of_prometheus_seeing_i
     assert (state.status, state.percent) == (Status.ROLLED_BACK, 0)
 
 
+@pytest.mark.parametrize("server", [PrometheusServer, VictoriaMetricsServer], ids=["prom2", "vm"])
 def test_with_prometheus_stopped_the_controller_only_holds(
-    synthetic: SyntheticService, tmp_path: Path
+    synthetic: SyntheticService, tmp_path: Path, server: type[PrometheusServer]
 ) -> None:
     route, flag = "/outage", "outage-cache"
     serve(synthetic, route, flag)
-    own = PrometheusServer([synthetic.target]).start()
+    own = server([synthetic.target]).start()
     try:
         with ControllerProcess(tmp_path, own.url) as controller:
             controller.add_policy(flag, policy(route, flag, holds=("3s", "3s", "3s")))
