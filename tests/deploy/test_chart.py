@@ -103,6 +103,10 @@ BAD_VALUES: dict[str, tuple[dict[str, Any], str]] = {
     ),
     "an unknown value": (base("deployment", replicas=2), "replicas"),
     "a bad duration": (base("deployment", shutdownTimeout="10 seconds"), "/shutdownTimeout"),
+    "an OFREP URL without a scheme": (
+        base("sidecar", verifyServing={"ofrepUrl": "127.0.0.1:8016"}),
+        "/verifyServing/ofrepUrl",
+    ),
     "no query in flight": (
         base("deployment", prometheus={"maxConcurrentQueries": 0}),
         "/prometheus/maxConcurrentQueries",
