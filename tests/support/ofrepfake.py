@@ -9,11 +9,17 @@ one (details "flag `KEY` is disabled", as current daemons answer).
 
 It can be told to misbehave: serve a stale copy (never reload), wait before serving a change, answer
 an error, hang (the client times out), answer malformed JSON, or serve one variant to everyone.
+
+``python -m tests.support.ofrepfake --flags FILE --port PORT`` runs it in a process of its own, as
+the daemon would run (the time-to-rollback benchmark does), until SIGTERM; ``GET /healthz`` answers
+200 once it listens.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import signal
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -39,7 +45,7 @@ class _Server(ThreadingHTTPServer):
 
 
 class OfrepFake:
-    def __init__(self, flags: Path) -> None:
+    def __init__(self, flags: Path, port: int = 0) -> None:
         self.flags = flags
         self.stale = False  # True: never load the file again (a daemon whose file sync stopped)
         self.reload_delay_seconds = 0.0  # a change is served only this long after it was noticed
@@ -57,7 +63,7 @@ class OfrepFake:
         self._seen: tuple[int, int, int] | None = None  # the file's (inode, size, mtime) last loaded
         self._noticed: tuple[tuple[int, int, int], float] | None = None  # a change seen, and when
         self._released = threading.Event()
-        self._server = _Server(("127.0.0.1", 0), self._handler())
+        self._server = _Server(("127.0.0.1", port), self._handler())
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     @property
@@ -181,6 +187,9 @@ class OfrepFake:
                 status, answer = fake.evaluate(unquote(self.path[len(PREFIX) :]), targeting_key)
                 self._send(status, json.dumps(answer).encode())
 
+            def do_GET(self) -> None:
+                self._send(200 if self.path == "/healthz" else 404, b"{}")
+
             def _send(self, status: int, body: bytes) -> None:
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
@@ -203,3 +212,22 @@ class OfrepFake:
         self._released.set()
         self._server.shutdown()
         self._server.server_close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.support.ofrepfake", description=__doc__)
+    parser.add_argument("--flags", type=Path, required=True, help="the flag file to serve")
+    parser.add_argument("--port", type=int, default=0, help="on 127.0.0.1 (default: a free one)")
+    args = parser.parse_args(argv)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    with OfrepFake(args.flags, args.port) as fake:
+        print(fake.url, flush=True)
+        while not stop.wait(0.5):
+            pass
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
