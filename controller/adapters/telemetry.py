@@ -122,25 +122,7 @@ class Telemetry:
         self.leader = Gauge(
             "flagroll_leader", "1 while this replica leads (holds the Lease, or runs without one)", registry=r
         )
-        self.serving_unverified = Gauge(
-            "flagroll_serving_unverified",
-            "1 while the flag server does not serve what flagroll last wrote (its last verification failed)",
-            ["flag"],
-            registry=r,
-        )
-        self.serving_seconds = Histogram(
-            "flagroll_serving_verified_seconds",
-            "Seconds from flagroll's write to the flag server serving it, when confirmed",
-            ["check"],
-            buckets=SERVING_BUCKETS_SECONDS,
-            registry=r,
-        )
-        self.verifications = Counter(
-            "flagroll_serving_verifications",
-            "Verifications of what the flag server serves, by check and outcome",
-            ["check", "outcome"],
-            registry=r,
-        )
+        self.serving_unverified, self.serving_seconds, self.verifications = _serving_metrics(r)
         for result in ("ok", "failed"):
             self.cycles.labels(result)
 
@@ -368,6 +350,30 @@ class Telemetry:
         with self._rollouts:
             self._leads()
             return generate_latest(self.registry)
+
+
+def _serving_metrics(r: CollectorRegistry) -> tuple[Gauge, Histogram, Counter]:
+    """The metrics of verified serving (``--verify-ofrep``)."""
+    unverified = Gauge(
+        "flagroll_serving_unverified",
+        "1 while the flag server does not serve what flagroll last wrote (its last verification failed)",
+        ["flag"],
+        registry=r,
+    )
+    seconds = Histogram(
+        "flagroll_serving_verified_seconds",
+        "Seconds from flagroll's write to the flag server serving it, when confirmed",
+        ["check"],
+        buckets=SERVING_BUCKETS_SECONDS,
+        registry=r,
+    )
+    verifications = Counter(
+        "flagroll_serving_verifications",
+        "Verifications of what the flag server serves, by check and outcome",
+        ["check", "outcome"],
+        registry=r,
+    )
+    return unverified, seconds, verifications
 
 
 def _number(value: Any) -> float | None:
