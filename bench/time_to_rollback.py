@@ -12,7 +12,11 @@ What runs, all on 127.0.0.1:
   Prometheus client and the decision log, one cycle every 2 s (the policy's ``interval``), driven on a
   fixed schedule by this process;
 - an OpenFeature client in this process: the flagd provider in FILE mode on the same flag file, which
-  it polls every 200 ms (``deadline_ms``).
+  it polls every 200 ms (``deadline_ms``);
+- a flag server's OFREP API on the same flag file: the fake of tests/support/ofrepfake.py in a process
+  of its own (not the flagd daemon, which cannot run here). The controller verifies each rollback
+  against it (``--verify-ofrep``), and the benchmark asks it for the watched users too, so that each
+  run also gives the time to the flag server's answer, beside the in-process client's.
 
 The policy is an error-rate guardrail (``max: 0.05`` over a 10 s rate window, ``minSamples:
 40`` of traffic) with a single step at 50 %; a p95-latency guardrail is left out (it often

@@ -1,7 +1,9 @@
 """The live harness of the time-to-rollback benchmark (bench/time_to_rollback.py): a real Prometheus,
 the demo service, the controller's loop on a fixed schedule (:class:`Driver`), a flagd FILE-mode
-OpenFeature client (:class:`Watcher`), and :class:`Bench`, which measures one run after another on
-them."""
+OpenFeature client (:class:`Watcher`), a flag server's OFREP API (the fake of
+tests/support/ofrepfake.py in a process of its own, on the same flag file: the flagd daemon cannot
+run here) that the controller verifies its rollbacks against and the benchmark asks too, and
+:class:`Bench`, which measures one run after another on them."""
 
 from __future__ import annotations
 
@@ -30,6 +32,8 @@ from bench.ttr_parameters import (
     EVALUATION_POLL_SECONDS,
     PASSING_CHECKS,
     POLICY_NAME,
+    VERIFY_SAMPLE,
+    VERIFY_TIMEOUT_SECONDS,
     WATCHED_USERS,
     Parameters,
     policy_text,
@@ -38,14 +42,16 @@ from bench.ttr_parameters import (
 )
 from bench.ttr_records import Record, is_off, is_on, passing, record_time, tripped
 from bench.ttr_results import RunResult, run_line
-from controller.adapters.decisionlog import DecisionLog
+from controller.adapters.decisionlog import DecisionLog, read_records
 from controller.adapters.flagstore import FileFlagStore, atomic_write
+from controller.adapters.ofrep import OfrepClient
 from controller.adapters.prometheus import PrometheusClient
 from controller.adapters.promserver import PrometheusServer, find_binary, free_port
 from controller.core.queries import ReadingKind
 from controller.demo.runner import stop_process, wait_http
 from controller.demo.service import FLAG
 from controller.reconciler import Reconciler
+from controller.reconciler.verify import ServingSettings
 
 DOMAIN = "time-to-rollback"  # the OpenFeature domain of this process's client
 USER_POOL = 2000  # the watched users are drawn from u0 … u1999 (the service serves u0 … u19999)
@@ -149,6 +155,7 @@ class Bench:
         prometheus: PrometheusClient,
         service: subprocess.Popen[bytes],
         rng: random.Random,
+        flag_server: OfrepClient,
     ) -> None:
         self.p = p
         self.directory = directory
@@ -158,6 +165,7 @@ class Bench:
         self.prometheus = prometheus
         self.service = service
         self.rng = rng
+        self.flag_server = flag_server
         self.consumed = 0  # records already looked at; the later ones belong to the next run
 
     def _alive(self) -> None:
@@ -218,7 +226,9 @@ class Bench:
         if injection is None:
             return
         await self._wait_off(result, injection.started)
-        await self._find_rollback(result, ready.index, injection)
+        rollback = await self._find_rollback(result, ready.index, injection)
+        if rollback is not None:
+            await self._find_verification(result, rollback)
 
     def _write_revision(self, result: RunResult) -> int:
         """Write this run's policy, a new revision; the index of the first record that may be its."""
@@ -302,24 +312,29 @@ class Bench:
         return Injection(started, started_wall)
 
     async def _wait_off(self, result: RunResult, started: float) -> None:
-        """The measure: evaluate every 20 ms until every watched user gets off."""
+        """The measure: evaluate every 20 ms until every watched user gets off, in this process's
+        client and from the flag server over OFREP (each timed on its own)."""
         deadline = started + ROLLBACK_TIMEOUT_SECONDS
         while True:
             self._alive()
-            off = all(is_off(self.watcher.evaluate(u)) for u in result.users)
-            now = time.monotonic()
-            if off:
-                result.seconds = round(now - started, 3)  # milliseconds: the poll is 20 ms
+            if result.seconds is None and all(is_off(self.watcher.evaluate(u)) for u in result.users):
+                result.seconds = round(time.monotonic() - started, 3)  # milliseconds: the poll is 20 ms
                 result.client_saw_off = True
+            if result.ofrep_seconds is None:
+                answers = [await self.flag_server.evaluate(FLAG, u) for u in result.users]
+                if all(a.variant == "off" for a in answers):
+                    result.ofrep_seconds = round(time.monotonic() - started, 3)
+            if result.seconds is not None and result.ofrep_seconds is not None:
                 return
-            if now >= deadline:
-                result.problem = (
-                    f"the client still evaluated on {ROLLBACK_TIMEOUT_SECONDS:g}s after the injection"
-                )
+            if time.monotonic() >= deadline:
+                if result.seconds is None:
+                    result.problem = (
+                        f"the client still evaluated on {ROLLBACK_TIMEOUT_SECONDS:g}s after the injection"
+                    )
                 return
             await asyncio.sleep(EVALUATION_POLL_SECONDS)
 
-    async def _find_rollback(self, result: RunResult, index: int, injection: Injection) -> None:
+    async def _find_rollback(self, result: RunResult, index: int, injection: Injection) -> Record | None:
         """The rollback record (appended just after the flag file was written)."""
         deadline = time.monotonic() + 2 * self.p.interval_seconds + 5
         while True:
@@ -328,7 +343,7 @@ class Bench:
             except TimeoutError:
                 if result.problem is None:
                     result.problem = "the client saw off but no rollback record was written"
-                return
+                return None
             index += 1
             if seen.record.get("revision") == result.revision and seen.record.get("action") == "rollback":
                 break
@@ -344,6 +359,22 @@ class Bench:
                 check.get("bound"),
                 check.get("samples"),
             )
+        return seen.record
+
+    async def _find_verification(self, result: RunResult, rollback: Record) -> None:
+        """flagroll's verification of the rollback against the flag server (it runs beside the
+        loop, and is appended to the decision log when it has its outcome)."""
+        deadline = time.monotonic() + VERIFY_TIMEOUT_SECONDS + 5
+        while time.monotonic() < deadline:
+            for record in read_records(self.directory / "decisions.jsonl"):
+                serving = record.get("serving")
+                if not (record.get("action") == "verify" and isinstance(serving, dict)):
+                    continue
+                if serving.get("written_at") == rollback.get("time"):
+                    result.verified = str(serving.get("outcome"))
+                    result.verified_seconds = serving.get("seconds")
+                    return
+            await asyncio.sleep(0.1)
 
 
 def _start_service(directory: Path, flags: Path, port: int, rps: float) -> subprocess.Popen[bytes]:
@@ -364,6 +395,19 @@ def _start_service(directory: Path, flags: Path, port: int, rps: float) -> subpr
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,  # Ctrl-C reaches the benchmark, which stops the service itself
+        )
+
+
+def _start_flag_server(directory: Path, flags: Path, port: int) -> subprocess.Popen[bytes]:
+    """The fake of a flag server's OFREP API, in a process of its own as the daemon would be."""
+    with (directory / "flag-server.log").open("wb") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "tests.support.ofrepfake", "--flags", str(flags), "--port", str(port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            cwd=Path(__file__).resolve().parent.parent,  # the repository, where `tests` is a package
         )
 
 
@@ -397,24 +441,36 @@ async def measure(
             ],
         )
         print(f"Prometheus {prometheus.url}, scraping every {p.scrape_seconds:g}s", file=out, flush=True)
-        async with PrometheusClient(prometheus.url, timeout_seconds=5) as client:
+        server_port = free_port()
+        server_url = f"http://127.0.0.1:{server_port}"
+        async with (
+            PrometheusClient(prometheus.url, timeout_seconds=5) as client,
+            OfrepClient(server_url) as verifying,  # the controller's
+            OfrepClient(server_url) as flag_server,  # the benchmark's own: it never waits on the other
+        ):
+            serving = ServingSettings(
+                verifying, sample=VERIFY_SAMPLE, timeout_seconds=VERIFY_TIMEOUT_SECONDS, share=False
+            )
             reconciler = Reconciler(
                 policies=directory / "policies",
                 store=FileFlagStore(flags),
                 prometheus=client,
                 decision_log=DecisionLog(decisions),
                 log=log,
+                serving=serving,
             )
             driver = Driver(reconciler, p.interval_seconds)
             await driver.cycle()  # writes the flag file, which the service and the client read
             service = _start_service(directory, flags, port, p.service_rps)
+            fake_flag_server = _start_flag_server(directory, flags, server_port)
             watcher: Watcher | None = None
             task: asyncio.Task[None] | None = None
             try:
                 await wait_http(f"http://127.0.0.1:{port}/metrics", SERVICE_TIMEOUT_SECONDS, service)
+                await wait_http(f"{server_url}/healthz", SERVICE_TIMEOUT_SECONDS, fake_flag_server)
                 watcher = Watcher(flags, p.client_poll_ms)
                 task = asyncio.create_task(driver.run())
-                bench = Bench(p, directory, driver, task, watcher, client, service, rng)
+                bench = Bench(p, directory, driver, task, watcher, client, service, rng, flag_server)
                 for run in range(1, runs + 1):
                     result = await bench.one(run)
                     results.append(result)
@@ -424,7 +480,10 @@ async def measure(
                 if task is not None:
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
+                if reconciler.verifier is not None:
+                    await reconciler.verifier.close(wait=False)
                 if watcher is not None:
                     watcher.close()
                 stop_process(service)
+                stop_process(fake_flag_server)
     return results

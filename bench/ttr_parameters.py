@@ -13,6 +13,8 @@ TARGET_MEDIAN_SECONDS = 15.0
 EVALUATION_POLL_SECONDS = 0.02  # how often the client evaluates the flag once the regression started
 WATCHED_USERS = 5  # treatment users the client watches in each run
 PASSING_CHECKS = 2  # consecutive checks at the step, every one passing, before the injection
+VERIFY_SAMPLE = 200  # keys flagroll's verification asks the fake flag server each round
+VERIFY_TIMEOUT_SECONDS = 10.0
 
 
 @dataclass(frozen=True)

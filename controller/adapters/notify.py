@@ -1,5 +1,6 @@
 """Tell people when it matters: rollback, stop, completion, a stale rollout, a rejected policy, an
-exposed flag that no policy judges (unguarded), a flag adopted or handed over.
+exposed flag that no policy judges (unguarded), a flag adopted or handed over, and a flag server that
+does not serve what flagroll wrote (serving_unverified).
 
 Events are derived from decision records (:func:`events_from`), so a notification says exactly what
 the decision log says. Two payloads:
@@ -27,6 +28,7 @@ import httpx
 from controller.adapters.prometheus import redact
 from controller.core.errors import UsageError
 from controller.core.records import POLICY_REJECTED_PREFIX
+from controller.core.serving import is_verification, unverified
 
 QUEUE_SIZE = 1000
 ATTEMPTS = 5
@@ -56,7 +58,7 @@ def _redacted(url: str) -> str:
 
 @dataclass(frozen=True)
 class Event:
-    kind: str  # rollback, stop, complete, stale, policy_rejected, unguarded, adopt
+    kind: str  # rollback, stop, complete, stale, policy_rejected, unguarded, adopt, serving_unverified
     flag: str
     summary: str
     record: Mapping[str, Any] = field(default_factory=dict)
@@ -71,6 +73,10 @@ def events_from(records: Iterable[Mapping[str, Any]], stale_seen: set[str] | Non
         action = record.get("action")
         reason = str(record.get("reason", ""))
         percent = f"{record.get('from_percent')}% → {record.get('to_percent')}%"
+        if is_verification(record):  # not a decision: loud only when the server does not serve it
+            if unverified(record):
+                events.append(Event("serving_unverified", flag, f"{flag}: {reason}", record))
+            continue
         if action == "rollback":
             events.append(Event("rollback", flag, f"{flag} rolled back ({percent}): {reason}", record))
         elif action == "stop":
@@ -109,6 +115,7 @@ def payload(target: Target, event: Event) -> dict[str, Any]:
         icon = {
             "rollback": ":rotating_light:",
             "unguarded": ":rotating_light:",
+            "serving_unverified": ":rotating_light:",
             "stop": ":octagonal_sign:",
             "complete": ":white_check_mark:",
         }

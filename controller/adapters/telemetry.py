@@ -16,11 +16,16 @@ Metric names (a public contract: alerting rules and dashboards use them):
 ``flagroll_query_errors_total{flag}``           counter    checks whose Prometheus answer was an error
 ``flagroll_policy_errors``                      gauge      policy problems (errors) at the last load
 ``flagroll_leader``                             gauge      1 while this replica leads, else 0
+``flagroll_serving_unverified{flag}``           gauge      1 while the flag server does not serve what
+                                                           flagroll last wrote (``--verify-ofrep``)
+``flagroll_serving_verified_seconds{check}``    histogram  flagroll's write → the flag server serving it
+``flagroll_serving_verifications_total{check,outcome}`` counter  verifications: confirmed or unverified
 ==============================================  =========  ==========================================
 
 Only the leader describes rollouts: a replica that does not hold the Lease (``leading`` says so at
 every scrape, and the loop tells :meth:`Telemetry.follower`) shows no ``flagroll_flag_percent``,
-``flagroll_rollout_*``, ``flagroll_guardrail_*`` or ``flagroll_policy_errors``, so that a demoted
+``flagroll_rollout_*``, ``flagroll_guardrail_*``, ``flagroll_serving_unverified`` or
+``flagroll_policy_errors``, so that a demoted
 replica cannot keep an alert firing with what it saw last. What the process itself did (cycles,
 decisions, query errors, the last good cycle) stays. A flag that left the flag file leaves every
 series, counters included.
@@ -39,10 +44,12 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from controller.core.serving import Check, Outcome, is_verification
 from controller.core.state import RolloutState
 
 STATUSES = ("progressing", "paused", "stopped", "rolled_back", "completed", "promoted")
 CYCLE_BUCKETS_SECONDS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+SERVING_BUCKETS_SECONDS = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0)
 ALIVE_WITHIN_SECONDS = 120.0  # the loop wakes at least every 5 s; a cycle may wait on timeouts
 
 
@@ -65,6 +72,7 @@ class Telemetry:
         self._standing_by = False  # the rollout series are cleared: another replica leads
         self._policy_errors_shown = True
         self._followed = False  # the loop said this replica follows (see _leads)
+        self._unverified: dict[str, tuple[float, float]] = {}  # flag → the shares not seen served
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.percent = Gauge(
@@ -114,6 +122,7 @@ class Telemetry:
         self.leader = Gauge(
             "flagroll_leader", "1 while this replica leads (holds the Lease, or runs without one)", registry=r
         )
+        self.serving_unverified, self.serving_seconds, self.verifications = _serving_metrics(r)
         for result in ("ok", "failed"):
             self.cycles.labels(result)
 
@@ -155,6 +164,9 @@ class Telemetry:
         the last word on their flags' gauges (with --dry-run, what the decision would have set)."""
         for record in records:
             flag = str(record.get("flag", ""))
+            if is_verification(record):
+                self._verified(flag, record)
+                continue
             with self._rollouts:
                 self._followed = False  # a commit made it: the loop leads
                 self._count(flag, record)
@@ -187,6 +199,7 @@ class Telemetry:
             if self._leads():
                 if states is not None:
                     self._states(states, recorded)
+                    self._moved_since_unverified(states)
                     for flag in states:
                         self.unguarded.labels(flag).set(1.0 if flag in unguarded else 0.0)
                 self.policy_errors.set(policy_errors)
@@ -226,9 +239,11 @@ class Telemetry:
             self.unguarded,
             self.guardrail_value,
             self.guardrail_bound,
+            self.serving_unverified,
         ):
             gauge.clear()
         self._guardrails.clear()
+        self._unverified.clear()
         if self._policy_errors_shown:  # a gauge without labels: hidden by taking it out
             self.registry.unregister(self.policy_errors)
             self._policy_errors_shown = False
@@ -247,6 +262,8 @@ class Telemetry:
         for action in self._actions.pop(flag, set()):
             self.decisions.remove(flag, action)
         self.query_errors.remove(flag)
+        self._unverified.pop(flag, None)
+        self.serving_unverified.remove(flag)
 
     def _states(self, states: Mapping[str, RolloutState], recorded: set[str]) -> None:
         today = datetime.fromtimestamp(self._clock(), UTC).date()
@@ -290,9 +307,74 @@ class Telemetry:
             if isinstance(check.get("bound"), int | float):
                 self.guardrail_bound.labels(*labels).set(float(check["bound"]))
 
+    # -- verified serving ------------------------------------------------------------------------------
+
+    def _verified(self, flag: str, record: Mapping[str, Any]) -> None:
+        """A verification's outcome: counted, its seconds observed; the flag's gauge (leader only)
+        says whether the server serves what flagroll last wrote."""
+        serving = record.get("serving")
+        if not isinstance(serving, Mapping):
+            return
+        check, outcome = str(serving.get("check")), str(serving.get("outcome"))
+        if check not in {c.value for c in Check} or outcome not in {o.value for o in Outcome}:
+            return
+        self.verifications.labels(check, outcome).inc()
+        seconds = _number(serving.get("seconds"))
+        if outcome == Outcome.CONFIRMED and seconds is not None:
+            self.serving_seconds.labels(check).observe(seconds)
+        with self._rollouts:
+            if not self._leads():
+                return
+            self._known.add(flag)
+            if outcome == Outcome.UNVERIFIED:
+                self._unverified[flag] = (
+                    _number(serving.get("percent")) or 0.0,
+                    _number(serving.get("control_percent")) or 0.0,
+                )
+                self.serving_unverified.labels(flag).set(1.0)
+            else:
+                self._unverified.pop(flag, None)
+                self.serving_unverified.labels(flag).set(0.0)
+
+    def _moved_since_unverified(self, states: Mapping[str, RolloutState]) -> None:
+        """A flag written anew since its verification failed: that failure no longer describes it."""
+        for flag, shares in list(self._unverified.items()):
+            state = states.get(flag)
+            if state is not None and (state.percent, state.control_percent) != shares:
+                del self._unverified[flag]
+                self.serving_unverified.labels(flag).set(0.0)
+
     def exposition(self) -> bytes:
         """The metrics as served on /metrics; leadership is asked now, so a replica that lost the
         Lease shows no rollout from its very next scrape on."""
         with self._rollouts:
             self._leads()
             return generate_latest(self.registry)
+
+
+def _serving_metrics(r: CollectorRegistry) -> tuple[Gauge, Histogram, Counter]:
+    """The metrics of verified serving (``--verify-ofrep``)."""
+    unverified = Gauge(
+        "flagroll_serving_unverified",
+        "1 while the flag server does not serve what flagroll last wrote (its last verification failed)",
+        ["flag"],
+        registry=r,
+    )
+    seconds = Histogram(
+        "flagroll_serving_verified_seconds",
+        "Seconds from flagroll's write to the flag server serving it, when confirmed",
+        ["check"],
+        buckets=SERVING_BUCKETS_SECONDS,
+        registry=r,
+    )
+    verifications = Counter(
+        "flagroll_serving_verifications",
+        "Verifications of what the flag server serves, by check and outcome",
+        ["check", "outcome"],
+        registry=r,
+    )
+    return unverified, seconds, verifications
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None

@@ -20,8 +20,9 @@ from controller.adapters.decisionlog import DecisionLog
 from controller.adapters.endpoints import Endpoints, parse_listen
 from controller.adapters.flagstore import FlagStore
 from controller.adapters.notify import Notifier, parse_targets
+from controller.adapters.ofrep import TOKEN_ENV, OfrepClient, bearer_token
 from controller.adapters.overlay import remember
-from controller.adapters.promauth import PrometheusAuth, load_auth
+from controller.adapters.promauth import PrometheusAuth, Secret, load_auth
 from controller.adapters.prometheus import PrometheusClient
 from controller.adapters.telemetry import Telemetry
 from controller.cli import kubernetes
@@ -40,8 +41,10 @@ from controller.cli.options import (
 from controller.core.errors import FlagrollError, UsageError
 from controller.core.guarding import Grace
 from controller.core.records import Record
+from controller.core.serving import DEFAULT_SAMPLE
 from controller.core.state import RolloutState
 from controller.reconciler import Reconciler
+from controller.reconciler.verify import ServingSettings
 
 if TYPE_CHECKING:
     from controller.adapters.kube.lease import LeaseElector
@@ -76,6 +79,7 @@ def add_parser(commands: Commands) -> None:
     )
     decision_log_option(p)
     _loop_options(p)
+    _verify_options(p)
     prometheus_auth_options(p)
     notify_options(p)
     overlay_options(p)
@@ -140,6 +144,51 @@ def _loop_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _verify_options(p: argparse.ArgumentParser) -> None:
+    group = p.add_argument_group(
+        "Verified serving",
+        "After a write that takes a flag to 0 % (or changes its shares), ask the flag server over OFREP "
+        "whether it serves what the flag file says. It never moves a flag: a server that does not is a "
+        "record (action verify), a metric and a notification. See docs/verified-serving.md.",
+    )
+    group.add_argument(
+        "--verify-ofrep",
+        default=env("FLAGROLL_VERIFY_OFREP"),
+        metavar="URL",
+        help="the flag server's OFREP base URL, e.g. http://127.0.0.1:8016 (flagd's OFREP port); "
+        "default: off [env FLAGROLL_VERIFY_OFREP]",
+    )
+    group.add_argument(
+        "--verify-timeout",
+        type=duration_arg,
+        default=env("FLAGROLL_VERIFY_TIMEOUT", "30s"),
+        metavar="DURATION",
+        help="how long to keep asking before the serving is reported NOT verified (default 30s) "
+        "[env FLAGROLL_VERIFY_TIMEOUT]",
+    )
+    group.add_argument(
+        "--verify-sample",
+        type=positive_int,
+        default=env("FLAGROLL_VERIFY_SAMPLE", str(DEFAULT_SAMPLE)),
+        metavar="N",
+        help=f"targeting keys asked each round (default {DEFAULT_SAMPLE}) [env FLAGROLL_VERIFY_SAMPLE]",
+    )
+    group.add_argument(
+        "--verify-share",
+        action=argparse.BooleanOptionalAction,
+        default=env("FLAGROLL_VERIFY_SHARE", "true") not in {"0", "false", "no"},
+        help="also check, after an advance, that the served shares are plausible for the new percent "
+        "(default: on) [env FLAGROLL_VERIFY_SHARE=false turns it off]",
+    )
+    group.add_argument(
+        "--verify-ofrep-bearer-token-file",
+        default=env("FLAGROLL_VERIFY_OFREP_BEARER_TOKEN_FILE"),
+        metavar="FILE",
+        help="send 'Authorization: Bearer <token>' to the flag server with the token in FILE "
+        f"[env FLAGROLL_VERIFY_OFREP_BEARER_TOKEN_FILE, or the token itself in {TOKEN_ENV}]",
+    )
+
+
 @dataclass(frozen=True)
 class _Setup:
     """Everything ``flagroll run`` opens before its loop starts."""
@@ -154,6 +203,7 @@ class _Setup:
     telemetry: Telemetry
     notifier: Notifier | None
     endpoints: Endpoints | None
+    verify_token: Secret | None
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -179,6 +229,8 @@ def _checked_arguments(args: argparse.Namespace) -> tuple[Path, bool, Path | Non
         raise UsageError(f"--flags {flags}: directory {flags.parent} does not exist")
     if not url.startswith(("http://", "https://")):
         raise UsageError(f"--prometheus {url!r}: give an http:// or https:// URL")
+    if args.verify_ofrep is not None and not args.verify_ofrep.startswith(("http://", "https://")):
+        raise UsageError(f"--verify-ofrep {args.verify_ofrep!r}: give an http:// or https:// URL")
     return policies, in_kubernetes, flags, url
 
 
@@ -200,7 +252,10 @@ def _set_up(args: argparse.Namespace) -> _Setup:
     targets = parse_targets(args.notify_webhook, args.notify_slack)
     notifier = Notifier(targets, log=log).start() if targets else None
     endpoints = Endpoints(telemetry, *parse_listen(args.listen)) if args.listen else None
-    return _Setup(policies, url, auth, log, store, elector, decision_log, telemetry, notifier, endpoints)
+    token = bearer_token(args.verify_ofrep_bearer_token_file) if args.verify_ofrep else None
+    return _Setup(
+        policies, url, auth, log, store, elector, decision_log, telemetry, notifier, endpoints, token
+    )
 
 
 def _store_and_elector(
@@ -246,12 +301,16 @@ def _refuse_git_owned(path: Path) -> None:
 async def _main_loop(args: argparse.Namespace, setup: _Setup) -> bool:
     stop_event = asyncio.Event()
     _stop_on_signals(stop_event, setup.log, args.shutdown_timeout)
-    async with PrometheusClient(
-        setup.url,
-        timeout_seconds=args.query_timeout,
-        max_concurrency=args.max_concurrent_queries,
-        auth=setup.auth,
-    ) as prometheus:
+    async with contextlib.AsyncExitStack() as stack:
+        prometheus = await stack.enter_async_context(
+            PrometheusClient(
+                setup.url,
+                timeout_seconds=args.query_timeout,
+                max_concurrency=args.max_concurrent_queries,
+                auth=setup.auth,
+            )
+        )
+        serving = await _serving(stack, args, setup.verify_token)
         reconciler = Reconciler(
             policies=setup.policies,
             store=setup.store,
@@ -264,6 +323,7 @@ async def _main_loop(args: argparse.Namespace, setup: _Setup) -> bool:
             observer=_Observers(setup.telemetry, setup.notifier),
             keep_records=False,
             grace=Grace(cycles=args.on_delete_grace_cycles, seconds=args.on_delete_grace),
+            serving=serving,
         )
         endpoints = setup.endpoints
         setup.log.info(
@@ -276,11 +336,26 @@ async def _main_loop(args: argparse.Namespace, setup: _Setup) -> bool:
             listen=f"{endpoints.address[0]}:{endpoints.address[1]}" if endpoints else None,
             once=args.once,
             dry_run=args.dry_run,
+            verify_ofrep=serving.server.url if serving is not None else None,
         )
         async with _leading(setup.elector, once=args.once):
             ok = await run_until_stopped(reconciler, stop_event, args.once, args.shutdown_timeout, setup.log)
+            if reconciler.verifier is not None:  # those a shutdown left running
+                await reconciler.verifier.close(wait=False)
         setup.log.info("stopped", ok=ok)
         return ok
+
+
+async def _serving(
+    stack: contextlib.AsyncExitStack, args: argparse.Namespace, token: Secret | None
+) -> ServingSettings | None:
+    """What --verify-ofrep verifies, with its client (closed with ``stack``); None without it."""
+    if not args.verify_ofrep:
+        return None
+    server = await stack.enter_async_context(OfrepClient(args.verify_ofrep, bearer_token=token))
+    return ServingSettings(
+        server, sample=args.verify_sample, timeout_seconds=args.verify_timeout, share=args.verify_share
+    )
 
 
 def _stop_on_signals(stop_event: asyncio.Event, log: Any, shutdown_timeout: float) -> None:

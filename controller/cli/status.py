@@ -21,6 +21,7 @@ from controller.core.errors import FlagFileError, UsageError
 from controller.core.flagd import managed_keys, read_state
 from controller.core.guarding import unguarded_reason
 from controller.core.policy import pct
+from controller.core.serving import describes, is_verification, summary, unverified
 from controller.core.state import NOT_STARTED, RolloutState
 
 
@@ -31,7 +32,8 @@ def add_parser(commands: Commands) -> None:
         description="Percent, step, status, the last decision and its age, for every flag flagroll "
         "manages in the flag file, and whether a policy judges it: an exposed flag that no valid policy "
         "judges is UNGUARDED. With --policies that is worked out from the policy files now; without, "
-        "from the last decision record.",
+        "from the last decision record. With flagroll run --verify-ofrep, whether the flag server "
+        "serves what the flag file says (SERVING NOT VERIFIED when it does not).",
     )
     flags_option(p)
     decision_log_option(p)
@@ -74,11 +76,15 @@ def _table_row(row: dict[str, Any], now: datetime) -> list[str]:
         notes.append(f"STALE: review date {row['review']} has passed")
     if row["problem"]:
         notes.append(f"PROBLEM: {row['problem']}")
+    if row.get("serving") is not None and row["serving"]["outcome"] == "unverified":
+        notes.append(row["serving"]["summary"])
     if row["reason"] and row["status"] in {"stopped", "paused", "rolled_back"}:
         notes.append(row["reason"])
     last_reason = str(row["last_reason"] or "")
     if row["last_action"] == "hold" and last_reason and not last_reason.startswith(("all ", "complete")):
         notes.append(f"held: {last_reason[:120]}{'…' if len(last_reason) > 120 else ''}")
+    if row.get("serving") is not None and row["serving"]["outcome"] != "unverified":
+        notes.append(row["serving"]["summary"])
     return [
         row["flag"],
         f"{pct(row['percent'])}%" if row["percent"] is not None else "?",
@@ -105,7 +111,8 @@ def status_rows(
 ) -> list[dict[str, Any]]:
     snapshot = store.read()
     keys = list(managed_keys(snapshot.document))
-    last = last_by_flag(decision_log, keys) if decision_log is not None else {}
+    last = last_by_flag(decision_log, keys, where=_decision) if decision_log is not None else {}
+    verified = last_by_flag(decision_log, keys, where=is_verification) if decision_log is not None else {}
     unjudged = _unjudged(policies, snapshot.document) if policies is not None else None
     rows = []
     for key in keys:
@@ -123,8 +130,27 @@ def status_rows(
             continue
         row = _status_row(key, state, record, problem, now)
         row.update(_guard(state, unjudged.get(key) if unjudged is not None else None, unjudged is not None))
+        row["serving"] = _serving(verified.get(key), state)
         rows.append(row)
     return rows
+
+
+def _decision(record: dict[str, Any]) -> bool:
+    return not is_verification(record)
+
+
+def _serving(record: dict[str, Any] | None, state: RolloutState) -> dict[str, Any] | None:
+    """The last verification of what the flag server serves, if it is about what the flag serves now."""
+    if record is None or not describes(record, state):
+        return None
+    serving = record["serving"]
+    return {
+        "outcome": "unverified" if unverified(record) else "confirmed",
+        "check": serving.get("check"),
+        "seconds": serving.get("seconds"),
+        "verified_at": record.get("time"),
+        "summary": summary(record),
+    }
 
 
 def _unjudged(policies: Path, document: Mapping[str, Any]) -> dict[str, str]:
@@ -167,6 +193,7 @@ def _unreadable_row(key: str, record: dict[str, Any], problem: str, now: datetim
         "problem": problem,
         "guarded": None,
         "unguarded_reason": None,
+        "serving": None,
     }
 
 

@@ -15,6 +15,7 @@ from typing import Any
 from controller.core.checkrecord import describe, fmt
 from controller.core.durations import format_duration
 from controller.core.policy import Policy, pct
+from controller.core.serving import describes, is_verification, summary
 from controller.core.state import RolloutState, Status
 
 MOVES = {"advance", "rollback", "stop", "resume", "pause", "promote", "complete", "adjust", "recover"}
@@ -46,6 +47,8 @@ def explain(
     unguarded: str | None = None,
 ) -> str:
     """``unguarded``: why no policy judges the exposed flag, when none does."""
+    checked = [r for r in records if is_verification(r) and describes(r, state)]
+    records = [r for r in records if not is_verification(r)]
     last = records[-1] if records else None
     lines = [
         f"{flag}: {state.status.value}, {_step(state)} at {pct(state.percent)} % "
@@ -68,6 +71,8 @@ def explain(
     lines.append(owner)
     if state.reason:
         lines.append(f"  Note       {state.reason}")
+    if checked:
+        lines.append(f"  Serving    {summary(checked[-1])} ({_when(checked[-1].get('time'), now)})")
 
     moves = [r for r in records if r.get("action") in MOVES]
     lines.append("")

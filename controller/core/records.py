@@ -113,6 +113,9 @@ def record_problem(record: Mapping[str, Any]) -> str | None:
     notes = record.get("notes")
     if notes is not None and not (isinstance(notes, list) and all(isinstance(n, str) for n in notes)):
         return _wrong("notes", notes, "a list of text")
+    problem = _serving_problem(record.get("serving"))
+    if problem is not None:
+        return problem
     checks = record.get("checks")
     if checks is None:
         return None
@@ -123,6 +126,46 @@ def record_problem(record: Mapping[str, Any]) -> str | None:
         if problem is not None:
             return problem
     return None
+
+
+_SERVING_TEXT = ("check", "outcome", "url", "written_at", "found", "error")
+_SERVING_NUMBERS = ("seconds", "waited_seconds", "deadline_seconds", "percent", "control_percent")
+_SERVING_WHOLE = ("keys", "rounds", "errors")
+
+
+def _serving_problem(serving: Any) -> str | None:
+    """The evidence of a verification record (``action: verify``): see :mod:`controller.core.serving`."""
+    if serving is None:
+        return None
+    if not isinstance(serving, dict):
+        return _wrong("serving", serving, "an object")
+    for name in _SERVING_TEXT:
+        if serving.get(name) is not None and not isinstance(serving[name], str):
+            return _wrong(f"serving.{name}", serving[name], "text")
+    for name in _SERVING_NUMBERS:
+        if serving.get(name) is not None and not _is_number(serving[name]):
+            return _wrong(f"serving.{name}", serving[name], "a number")
+    for name in _SERVING_WHOLE:
+        if serving.get(name) is not None and not _is_whole(serving[name]):
+            return _wrong(f"serving.{name}", serving[name], "a whole number")
+    served = serving.get("served")
+    if served is not None:
+        if not isinstance(served, dict):
+            return _wrong("serving.served", served, "an object")
+        for variant, count in served.items():
+            if not _is_whole(count):
+                return _wrong(f"serving.served.{variant}", count, "a whole number")
+    plausible = serving.get("plausible")
+    if plausible is not None and not (
+        isinstance(plausible, dict)
+        and all(isinstance(v, list) and len(v) == 2 and all(map(_is_whole, v)) for v in plausible.values())
+    ):
+        return _wrong("serving.plausible", plausible, "an object of [low, high] ranges")
+    return None
+
+
+def _is_whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _is_time(value: Any) -> bool:

@@ -29,6 +29,7 @@ class Action(StrEnum):
     RECOVER = "recover"  # the flag file holds a change whose decision record was lost (a crash)
     ADOPT = "adopt"  # a policy takes a flag: an existing flag that was not flagroll's, or a hand-over
     REJECT = "reject"  # a policy naming this flag (or its owner's name) was rejected; nothing changes
+    VERIFY = "verify"  # not a decision: the flag server was asked what it serves (core/serving.py)
 
 
 class Outcome(StrEnum):

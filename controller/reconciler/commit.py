@@ -112,6 +112,19 @@ class Committer:
         finally:
             lock.__exit__(None, None, None)
 
+    def record_observations(self, records: Sequence[Record]) -> None:
+        """Records that change no flag (a verification's outcome), appended under the lock like every
+        record, after the commit in progress. If the lock cannot be had they are printed and wait for
+        the next append."""
+        with self._mutex:
+            try:
+                with contextlib.nullcontext() if self.dry_run else self.locked():
+                    self.recorder.observed(records)
+                return
+            except (LockTimeoutError, CycleAbandoned) as exc:
+                self.log.warning("decision_log_append_deferred", error=str(exc))
+            self.recorder.observed(records, append=False)
+
     def commit(
         self,
         plans: Sequence[Plan],

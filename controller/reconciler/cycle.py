@@ -22,6 +22,7 @@ from controller.reconciler.record import Recorder
 from controller.reconciler.recovery import Recovery
 from controller.reconciler.schedule import Schedule
 from controller.reconciler.shared import Clock, CycleObserver, CycleResult, Leadership, Reported, utc_now
+from controller.reconciler.verify import ServingSettings, ServingVerifier
 
 
 class Reconciler:
@@ -40,10 +41,13 @@ class Reconciler:
         observer: CycleObserver | None = None,
         keep_records: bool = True,
         grace: Grace = DEFAULT_GRACE,
+        serving: ServingSettings | None = None,
     ) -> None:
         """``keep_records``: keep each cycle's records in its :class:`CycleResult`. ``flagroll run``
         does not: records go to stdout, the decision log and the observer a chunk at a time, so that
         thousands of rollouts never have all their records in memory at once.
+
+        ``serving``: verify that the flag server serves what each change writes (not with ``dry_run``).
 
         The settings are fixed here: the phases are built from them, so they are read-only after."""
         self._policies_path = policies
@@ -68,6 +72,17 @@ class Reconciler:
             ),
             recovery=Recovery(writing_log, self._log),
             grace=grace,
+        )
+        self.verifier = (
+            ServingVerifier(
+                serving,
+                read=lambda: self._store.read().document,
+                record=self._committer.record_observations,
+                clock=clock,
+                log=self._log,
+            )
+            if serving is not None and not dry_run
+            else None
         )
 
     @property
@@ -122,6 +137,8 @@ class Reconciler:
         policies = self.load_policies(snapshot.document)
         planned = plan(snapshot.document, policies, only, self._clock(), result, self.reported)
         del snapshot, policies  # the commits read the flag file again: one parsed copy at a time, not two
+        if self.verifier is not None:
+            self.verifier.seen(result.states)  # changes made by others since the last cycle
         answers: list[bool] = []
         first = True
         async for wave, readings in answered(self._prometheus, planned.plans):
@@ -135,6 +152,8 @@ class Reconciler:
                 planned.notices if first else (),
             )
             first = False
+            if self.verifier is not None:
+                self.verifier.seen(result.states)  # this commit's writes
             if decided is not None:
                 decided([done.loaded.policy.name for done in wave])
         if answers:

@@ -81,6 +81,22 @@ class Recorder:
                 note="each dropped record is on stdout only",
             )
 
+    def observed(self, records: Sequence[Record], *, append: bool = True) -> None:
+        """Records that change no flag (a verification's outcome): printed, appended to the decision
+        log (with any backlog), handed to the observer. Without ``append`` (the lock could not be
+        had) they wait with the backlog for the next append."""
+        for record in records:
+            self.log.info("decision", **record)
+        if self.decision_log is not None:
+            if append:
+                self._appended(self.decision_log, records, CycleResult())
+            else:
+                dropped = self._hold(records)
+                if dropped:
+                    pending = len(self._unlogged)
+                    self.log.error("decision_log_records_dropped", dropped=dropped, pending=pending)
+        self._observe(records)
+
     def _appended(self, decision_log: DecisionLog, records: Sequence[Record], result: CycleResult) -> bool:
         """Whether the decision log took ``records`` (and the backlog); a refusal is the cycle's problem."""
         try:

@@ -3,7 +3,7 @@ state in the flag file is newer than its last decision record was changed by a p
 between writing the flag file and appending the record; so was a flag whose unguarded marks say it
 was noticed after its last record. The first commit says so in the log, with the state the flag file
 holds (``guarded: false`` for an unguarded flag), so that no move and no unguarded spell goes
-unrecorded."""
+unrecorded. A verification record (``action: verify``) records no move: it never stands in for one."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from controller.core.decision import Decision
 from controller.core.errors import FlagFileError
 from controller.core.flagd import managed_keys, read_state
 from controller.core.records import Context, Record, to_record
+from controller.core.serving import is_verification
 from controller.core.state import Action, RolloutState
 
 
@@ -51,7 +52,7 @@ class Recovery:
             return []
         keys = list(managed_keys(document))
         try:
-            last = last_by_flag(decision_log.path, keys)
+            last = last_by_flag(decision_log.path, keys, where=lambda r: not is_verification(r))
         except OSError as exc:
             self.log.error("decision_log_unreadable", path=str(decision_log.path), error=str(exc))
             return []

@@ -67,6 +67,8 @@ class Schedule:
             await self._wait(now)
         if self.cycles:  # shutting down: cycles still asking Prometheus finish (or are abandoned)
             await asyncio.gather(*self.cycles, return_exceptions=True)
+        if self.reconciler.verifier is not None:  # a CronJob's run waits for them; a shutdown does not
+            await self.reconciler.verifier.close(wait=self.once)
         return self.ok
 
     def _beat(self) -> None:

@@ -72,6 +72,24 @@ def test_an_unguarded_flag_is_told_once_per_notice_and_reminders_are_not() -> No
     )
 
 
+def test_a_flag_server_not_serving_what_flagroll_wrote_is_told_and_a_confirmation_is_not() -> None:
+    def verify(outcome: str, reason: str) -> dict[str, Any]:
+        serving = {"check": "off", "outcome": outcome, "percent": 0.0}
+        return _record("verify", to_percent=0.0, reason=reason, stale=True, serving=serving)
+
+    confirmed = verify(
+        "confirmed", "serving verified: the flag server (http://flagd:8016) serves off to all 1000"
+    )
+    failed = verify("unverified", "SERVING NOT VERIFIED after the write at …: still serves on to 12 of 1000")
+    events = events_from([confirmed, failed], set())
+    assert [e.kind for e in events] == ["serving_unverified"]  # not a decision: no stale event either
+    assert events[0].summary.startswith("cache: SERVING NOT VERIFIED")
+    assert payload(Target("slack", "https://hooks.example/x"), events[0])["text"].startswith(
+        ":rotating_light: flagroll: cache: SERVING NOT VERIFIED"
+    )
+    assert payload(Target("webhook", "http://x"), events[0])["record"]["serving"]["outcome"] == "unverified"
+
+
 def test_a_stale_rollout_is_reported_once_until_it_is_no_longer_stale() -> None:
     seen: set[str] = set()
     stale = _record("hold", stale=True, review="2026-10-01")

@@ -1,5 +1,6 @@
 """The time-to-rollback benchmark (bench/time_to_rollback.py): one run against the real components
-(Prometheus, the demo service, the controller, a flagd FILE-mode OpenFeature client), and its pure
+(Prometheus, the demo service, the controller, a flagd FILE-mode OpenFeature client) and the fake
+of a flag server's OFREP API (tests/support/ofrepfake.py, in a process of its own), and its pure
 helpers: the bound, the summary, the policy and the record predicates."""
 
 from __future__ import annotations
@@ -52,6 +53,13 @@ def test_one_run_against_the_real_components_rolls_back_within_the_bound(tmp_pat
     assert 0 < run["seconds"] < bound + MARGIN_SECONDS, printed
     # The controller decided first; the client saw the written file afterwards.
     assert 0 < run["rollback_record_seconds"] <= run["seconds"]
+    # The flag server (the fake, reading the same file) answers off after the decision too, and
+    # flagroll's own verification of the rollback confirmed it.
+    assert run["rollback_record_seconds"] <= run["ofrep_seconds"] < bound + MARGIN_SECONDS, printed
+    assert run["verified"] == "confirmed"
+    assert 0 <= run["verified_seconds"] < ttr_parameters.VERIFY_TIMEOUT_SECONDS
+    assert document["ofrep_seconds"] == [run["ofrep_seconds"]]
+    assert summary_line(printed).startswith("… → the flag server answers off over OFREP")
     assert document["seconds"] == [run["seconds"]]
     summary = document["summary"]
     assert summary["median_seconds"] == summary["max_seconds"] == run["seconds"]
@@ -97,8 +105,22 @@ def test_the_bound_follows_the_parameters() -> None:
     assert ttr_parameters.bound_seconds(p) == pytest.approx(30 + share * 120 + 30 + 0.5)
 
 
-def _run(number: int, seconds: float | None, *, ok: bool = True) -> ttr_results.RunResult:
-    return ttr_results.RunResult(number, rolled_back=ok, client_saw_off=ok, seconds=seconds)
+def summary_line(printed: str) -> str:
+    return next(line for line in printed.splitlines() if line.startswith("… → the flag server"))
+
+
+def _run(
+    number: int, seconds: float | None, *, ok: bool = True, ofrep: float | None = None
+) -> ttr_results.RunResult:
+    return ttr_results.RunResult(
+        number,
+        rolled_back=ok,
+        client_saw_off=ok,
+        seconds=seconds,
+        ofrep_seconds=ofrep,
+        verified="confirmed" if ofrep is not None else None,
+        verified_seconds=0.3 if ofrep is not None else None,
+    )
 
 
 def test_the_summary_gives_median_and_max_and_judges_the_target() -> None:
@@ -126,10 +148,16 @@ def test_a_run_without_rollback_fails_the_benchmark_even_when_the_median_is_met(
 
 def test_the_report_prints_every_figure_the_docs_quote() -> None:
     p = ttr_parameters.Parameters()
-    results = [_run(1, 4.25), _run(2, 3.5)]
-    lines = "\n".join(ttr_results.report_lines(p, results, ttr_results.summarise(results)))
+    results = [_run(1, 4.25, ofrep=4.3), _run(2, 3.5, ofrep=3.52)]
+    summary = ttr_results.summarise(results)
+    assert (summary.ofrep_median_seconds, summary.ofrep_max_seconds, summary.verified) == (3.91, 4.3, 2)
+    lines = "\n".join(ttr_results.report_lines(p, results, summary))
     assert "4.25, 3.50" in lines
     assert "median 3.88s, max 4.25s" in lines
+    assert "the flag server answers off over OFREP (a fake of its API, not the daemon): 4.30, 3.52" in lines
+    assert "median 3.91s, max 4.30s; flagroll's own verification confirmed 2/2 rollbacks" in lines
+    run_line = ttr_results.run_line(results[0], 2)
+    assert "flag server (OFREP) off at 4.30s, verification confirmed 0.30s after the write" in run_line
     assert "scrape interval 1s, rate window 10s, check interval 2s" in lines
     assert "= 6.66s" in lines
     assert "target: median ≤ 15 s: met" in lines

@@ -142,6 +142,10 @@ BAD_VALUES: dict[str, tuple[dict[str, Any], str]] = {
         ),
         "/prometheus/headers/0/name",
     ),
+    "an OFREP URL without a scheme": (
+        base("sidecar", verifyServing={"ofrepUrl": "127.0.0.1:8016"}),
+        "/verifyServing/ofrepUrl",
+    ),
     "no query in flight": (
         base("deployment", prometheus={"maxConcurrentQueries": 0}),
         "/prometheus/maxConcurrentQueries",

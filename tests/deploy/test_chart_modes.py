@@ -169,6 +169,27 @@ def test_sidecar_mode_shares_the_flag_file_with_flagd(chart: helm_python.Chart) 
     assert service_ports == {"http-metrics", "grpc-flagd", "http-ofrep"}
 
 
+def test_sidecar_mode_can_verify_what_the_flagd_beside_it_serves(chart: helm_python.Chart) -> None:
+    values = merge(MODES["sidecar"], {"verifyServing": {"ofrepUrl": "http://127.0.0.1:8016", "share": False}})
+    spec = pod_spec(render(chart, values))
+    flagd_ports = {p["name"]: p["containerPort"] for p in container(spec, "flagd")["ports"]}
+    args = container(spec, "flagroll")["args"]
+    opts = options(args)
+    assert opts["--verify-ofrep"] == f"http://127.0.0.1:{flagd_ports['http-ofrep']}"
+    assert (opts["--verify-timeout"], opts["--verify-sample"]) == ("30s", "1000")
+    assert "--no-verify-share" in args
+    parsed = build_parser().parse_args(args)
+    assert (parsed.verify_ofrep, parsed.verify_timeout, parsed.verify_sample, parsed.verify_share) == (
+        "http://127.0.0.1:8016",
+        30.0,
+        1000,
+        False,
+    )
+    for mode in ("sidecar", "deployment-configmap"):
+        rendered = options(run_args(render(chart, MODES[mode])))
+        assert not {o for o in rendered if o.startswith(("--verify", "--no-verify"))}  # off by default
+
+
 def test_flagroll_file_is_flagd_last_source_so_its_flags_win(chart: helm_python.Chart) -> None:
     extra = ["file:/etc/flagd/static.json", "core.openfeature.dev/apps/static-flags"]
     values = merge(MODES["sidecar"], {"sidecar": {"flagd": {"extraUris": extra}}})

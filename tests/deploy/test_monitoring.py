@@ -42,6 +42,11 @@ METRICS: dict[str, set[str]] = {
     "flagroll_query_errors_total": {"flag"},
     "flagroll_policy_errors": set(),
     "flagroll_leader": set(),
+    "flagroll_serving_unverified": {"flag"},
+    "flagroll_serving_verified_seconds_bucket": {"check", "le"},
+    "flagroll_serving_verified_seconds_sum": {"check"},
+    "flagroll_serving_verified_seconds_count": {"check"},
+    "flagroll_serving_verifications_total": {"check", "outcome"},
 }
 # Labels Prometheus (or prometheus-operator) adds to every scraped series.
 TARGET_LABELS = {"namespace", "job", "pod", "instance"}
@@ -253,6 +258,35 @@ UNIT_TESTS: list[dict[str, Any]] = [
                 ],
             },
             {"eval_time": "5m", "alertname": "FlagrollRolloutUnguarded", "exp_alerts": []},
+        ],
+    },
+    {
+        "name": "a flag server not serving what flagroll wrote alerts at once, once per flag, until served",
+        "interval": "1m",
+        "input_series": [
+            {
+                "series": 'flagroll_serving_unverified{namespace="apps",pod="a",flag="cache"}',
+                "values": "0 0 1 1 0 0 0 0",
+            },
+            {
+                "series": 'flagroll_serving_unverified{namespace="apps",pod="b",flag="cache"}',
+                "values": "_ _ 1 1 stale",
+            },
+            {
+                "series": 'flagroll_serving_unverified{namespace="apps",pod="a",flag="prompt"}',
+                "values": "0x7",
+            },
+        ],
+        "alert_rule_test": [
+            {"eval_time": "1m", "alertname": "FlagrollServingUnverified", "exp_alerts": []},
+            {
+                "eval_time": "2m",
+                "alertname": "FlagrollServingUnverified",
+                "exp_alerts": [
+                    expect("FlagrollServingUnverified", "critical", namespace="apps", flag="cache")
+                ],
+            },
+            {"eval_time": "7m", "alertname": "FlagrollServingUnverified", "exp_alerts": []},
         ],
     },
     {

@@ -15,7 +15,8 @@ from controller.adapters.flagstore import FileFlagStore
 from controller.core.flagd import read_state
 from controller.core.guarding import DEFAULT_GRACE
 from controller.core.queries import PlannedQuery, QueryKey, Reading
-from controller.reconciler import Reconciler
+from controller.reconciler import CycleObserver, Reconciler
+from controller.reconciler.verify import ServingSettings
 
 T0 = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 
@@ -40,6 +41,14 @@ spec:
       query: sum(errors{{v="{{{{variant}}}}",flag="{{{{flag}}}}"}})
       max: 0.01
 """
+
+
+# ``cache`` with steps of 20 and 50 %: arms large enough to see in a few hundred sampled keys.
+RAMP = (
+    POLICY.format(name="cache", key="cache")
+    .replace("{percent: 1, hold: 1m}", "{percent: 20, hold: 1m}")
+    .replace("{percent: 5, hold: 1m}", "{percent: 50, hold: 1m}")
+)
 
 
 class Clock:
@@ -99,7 +108,14 @@ class Environment:
         body = text if text is not None else POLICY.format(name=name, key=key)
         (self.policies / f"{name}.yaml").write_text(body)
 
-    def reconciler(self, *, dry_run: bool = False, store: FileFlagStore | None = None) -> Reconciler:
+    def reconciler(
+        self,
+        *,
+        dry_run: bool = False,
+        store: FileFlagStore | None = None,
+        serving: ServingSettings | None = None,
+        observer: CycleObserver | None = None,
+    ) -> Reconciler:
         return Reconciler(
             policies=self.policies,
             store=store or FileFlagStore(self.flags),
@@ -108,6 +124,8 @@ class Environment:
             dry_run=dry_run,
             clock=self.clock,
             grace=self.grace,
+            serving=serving,
+            observer=observer,
         )
 
     def cycle(self, *, dry_run: bool = False) -> list[dict[str, object]]:

@@ -128,6 +128,16 @@ app.kubernetes.io/component: {{ .Values.mode }}
 - --listen=0.0.0.0:{{ .Values.listen.port }}
 {{- end }}
 - --shutdown-timeout={{ .Values.shutdownTimeout }}
+{{- with .Values.verifyServing }}
+{{- if .ofrepUrl }}
+- --verify-ofrep={{ .ofrepUrl }}
+- --verify-timeout={{ .timeout }}
+- --verify-sample={{ .sample }}
+{{- if not .share }}
+- --no-verify-share
+{{- end }}
+{{- end }}
+{{- end }}
 {{- if and (eq .Values.mode "deployment") .Values.leaderElection.enabled }}
 - --leader-election-lease={{ .Release.Namespace }}/{{ include "flagroll.leaseName" . }}
 {{- end }}
