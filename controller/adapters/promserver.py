@@ -76,14 +76,16 @@ class PrometheusServer:
         scheme = "https" if self.web_config and "tls_server_config" in self.web_config else "http"
         return f"{scheme}://127.0.0.1:{self.port}"
 
-    def _config(self) -> str:
+    def _config(self, *, evaluation: bool = True) -> str:
+        """The scrape configuration; ``evaluation=False`` leaves out ``evaluation_interval`` (for a
+        store that refuses fields it does not know)."""
         interval = f"{self.scrape_interval_seconds:g}s"
         targets = ", ".join(f'"{t}"' for t in self.targets)
         return (
             "global:\n"
             f"  scrape_interval: {interval}\n"
-            f"  evaluation_interval: {interval}\n"
-            "scrape_configs:\n"
+            + (f"  evaluation_interval: {interval}\n" if evaluation else "")
+            + "scrape_configs:\n"
             f"  - job_name: {self.job}\n"
             f"    scrape_interval: {interval}\n"
             f"    scrape_timeout: {interval}\n"

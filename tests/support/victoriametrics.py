@@ -62,20 +62,9 @@ class VictoriaMetricsServer(PrometheusServer):
             port=port,
         )
 
-    def _config(self) -> str:
-        # Prometheus's scrape_configs; VictoriaMetrics refuses fields it does not know
-        # (evaluation_interval), so its own file has none.
-        interval = f"{self.scrape_interval_seconds:g}s"
-        targets = ", ".join(f'"{t}"' for t in self.targets)
-        return (
-            "global:\n"
-            f"  scrape_interval: {interval}\n"
-            "scrape_configs:\n"
-            f"  - job_name: {self.job}\n"
-            f"    scrape_interval: {interval}\n"
-            f"    scrape_timeout: {interval}\n"
-            f"    static_configs:\n      - targets: [{targets}]\n"
-        )
+    def _config(self, *, evaluation: bool = False) -> str:
+        # VictoriaMetrics refuses fields it does not know (evaluation_interval).
+        return super()._config(evaluation=False)
 
     def arguments(self, workdir: Path) -> list[str]:
         config = workdir / "scrape.yml"
