@@ -216,9 +216,12 @@ def test_a_server_that_errs_is_reported_with_what_it_said(
             fake.flags = elsewhere
 
     url = f"http://127.0.0.1:{free_port()}" if misbehaviour == "unreachable" else fake.url
+    # A hanging server is judged at a 1 s deadline; the others get 3 s, so that a loaded machine
+    # answers a whole round of SAMPLE questions before it (a round cut short says "unanswered").
+    timeout_seconds = 1.0 if misbehaviour == "hang" else 3.0
 
     async def scenario() -> None:
-        async with verifying(env, url, timeout_seconds=1.0, share=False) as reconciler:
+        async with verifying(env, url, timeout_seconds=timeout_seconds, share=False) as reconciler:
             await exposed_then_rolled_back(env, reconciler, misbehave)
             await settled(reconciler)
 
@@ -294,7 +297,7 @@ def test_a_server_stuck_at_the_last_step_is_reported_after_an_advance(
     env: Environment, fake: OfrepFake
 ) -> None:
     async def scenario() -> None:
-        async with verifying(env, fake.url, timeout_seconds=1.0) as reconciler:
+        async with verifying(env, fake.url, timeout_seconds=3.0) as reconciler:
             await cycle(env, reconciler)
             await settled(reconciler)
             fake.freeze()  # serves 20 % from now on
