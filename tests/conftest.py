@@ -1,17 +1,19 @@
 """Shared fixtures: one real Prometheus per test session and tested version, scraping one synthetic
-service; for the tests marked ``victoriametrics``, also VictoriaMetrics single-node scraping it."""
+service; for the tests marked ``victoriametrics``, also VictoriaMetrics single-node scraping it; one
+real Kubernetes API server (etcd and kube-apiserver) per session for the tests that ask for
+``kube_api``."""
 
 from __future__ import annotations
 
 import contextlib
-import subprocess
 from collections.abc import Iterator
 
 import pytest
 import structlog
 
 from controller.adapters.promserver import PrometheusServer
-from tests.support.paths import ROOT
+from tests.support.kubeapi import KubeApiServer
+from tests.support.peers import peer_path
 from tests.support.synthetic import SyntheticService
 from tests.support.victoriametrics import VictoriaMetricsServer
 
@@ -29,12 +31,7 @@ def prometheus_binary(version: str) -> str:
     """The server binary for one of :data:`PROMETHEUS_VERSIONS` (building Prometheus 3 on first use)."""
     if version == "prom2":
         return "prometheus"
-    done = subprocess.run(
-        [str(ROOT / "scripts" / "peer"), "prometheus3"], capture_output=True, text=True, check=False
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"scripts/peer prometheus3 failed (exit {done.returncode}): {done.stderr.strip()}")
-    return done.stdout.splitlines()[-1]
+    return peer_path("prometheus3")
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -106,3 +103,11 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if TESTED_VERSIONS:
         tested = ", ".join(f"{param} = {version}" for param, version in sorted(TESTED_VERSIONS.items()))
         terminalreporter.write_line(f"Servers tested: {tested}")
+
+
+@pytest.fixture(scope="session")
+def kube_api() -> Iterator[KubeApiServer]:
+    """A real Kubernetes API server with the FeatureFlag CRD (tests/support/kubeapi.py), for the whole
+    session; each test takes a fresh namespace from it."""
+    with KubeApiServer() as server:
+        yield server

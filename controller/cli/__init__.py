@@ -10,6 +10,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from controller.adapters import logs
+from controller.cli import kubernetes
 from controller.cli.common import EXIT_FAIL, EXIT_USAGE
 from controller.cli.parser import build_parser
 from controller.core.errors import FlagrollError, UsageError
@@ -34,3 +35,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAIL
     except KeyboardInterrupt:
         return 130
+    finally:
+        kubernetes.close_clients()

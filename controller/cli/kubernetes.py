@@ -7,6 +7,7 @@ is actually asked for, so ``flagroll validate`` and the file store never pay for
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import socket
 from pathlib import Path
@@ -83,10 +84,23 @@ def uses_kubernetes(args: argparse.Namespace) -> bool:
     return bool(args.flag_store != "file" or getattr(args, "leader_election_lease", None))
 
 
+_CONNECTED: list[Client] = []
+"""The clients this command opened, closed by :func:`close_clients` when it ends."""
+
+
 def connect(args: argparse.Namespace) -> Client:
     from controller.adapters.kube.client import connect as connect_client
 
-    return connect_client(args.kubeconfig)
+    client = connect_client(args.kubeconfig)
+    _CONNECTED.append(client)
+    return client
+
+
+def close_clients() -> None:
+    """Close the connections of every client the command opened (``main`` calls it at the end)."""
+    while _CONNECTED:
+        with contextlib.suppress(Exception):  # closing a broken connection must not hide the result
+            _CONNECTED.pop().close()
 
 
 def open_store(args: argparse.Namespace, client: Client | None = None) -> FlagStore:

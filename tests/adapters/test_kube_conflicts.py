@@ -13,10 +13,10 @@ import pytest
 
 from controller.adapters.decisionlog import DecisionLog, read_records
 from controller.adapters.kube.objects import ObjectRef
-from controller.adapters.kube.stores import ConfigMapFlagStore, FeatureFlagStore
+from controller.adapters.kube.stores import METADATA_ANNOTATION, ConfigMapFlagStore, FeatureFlagStore
 from controller.cli import main
 from controller.core.errors import WriteConflictError
-from controller.core.flagd import read_state, render_document, write_flag
+from controller.core.flagd import managed_keys, read_state, render_document, write_flag
 from controller.core.state import Status
 from controller.reconciler import CONFLICT_ATTEMPTS, Reconciler
 from tests.support.environment import POLICY, Clock, FakeMetrics
@@ -59,10 +59,8 @@ class Cluster:
         )
 
     def document(self) -> dict[str, Any]:
-        obj = self.fake.get(self.plural, "team", "flags")
-        if self.kind == "configmap":
-            return dict(json.loads(obj["data"][KEY]))
-        return dict(obj["spec"]["flagSpec"])
+        """What a fresh reader finds (for a FeatureFlag: the flags with the state its annotation keeps)."""
+        return self.store().read().document
 
     def state(self, key: str = "cache") -> Any:
         return read_state(self.document(), key)
@@ -74,8 +72,10 @@ class Cluster:
         def change(obj: dict[str, Any]) -> None:
             if self.kind == "configmap":
                 obj["data"][KEY] = render_document(document)
-            else:
+            else:  # as another flagroll would: the flags, and their state in the annotation
                 obj["spec"]["flagSpec"] = document
+                kept = {key: document["flags"][key]["metadata"] for key in managed_keys(document)}
+                obj["metadata"].setdefault("annotations", {})[METADATA_ANNOTATION] = json.dumps(kept)
 
         self.fake.edit(self.plural, "team", "flags", change)
 
@@ -174,14 +174,14 @@ def test_conflicts_without_end_give_up_for_this_cycle_and_overwrite_nothing(clus
         nonlocal edits
         edits += 1
         document = cluster.document()
-        document.setdefault("metadata", {})["edits"] = edits
+        document["flags"]["other"] = {"state": "ENABLED", "variants": {"a": edits}, "defaultVariant": "a"}
         cluster.set_document(document)
 
     cluster.fake.before("PUT", cluster.plural, someone_else_edits, times=CONFLICT_ATTEMPTS)
     with pytest.raises(WriteConflictError):
         asyncio.run(cluster.reconciler().cycle())
     assert cluster.state().percent == 1
-    assert cluster.document()["metadata"]["edits"] == CONFLICT_ATTEMPTS
+    assert cluster.document()["flags"]["other"]["variants"]["a"] == CONFLICT_ATTEMPTS
     assert cluster.actions() == ["advance"]
     asyncio.run(cluster.reconciler().cycle())  # the next cycle goes through
     assert cluster.state().percent == 5

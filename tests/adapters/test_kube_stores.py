@@ -19,12 +19,12 @@ from controller.adapters.kube.errors import (
     KubeUnavailableError,
 )
 from controller.adapters.kube.objects import ObjectRef
-from controller.adapters.kube.stores import ConfigMapFlagStore, FeatureFlagStore
+from controller.adapters.kube.stores import METADATA_ANNOTATION, ConfigMapFlagStore, FeatureFlagStore
 from controller.adapters.promserver import free_port
 from controller.core.errors import FlagFileError, PermanentError, TemporaryError, WriteConflictError
 from controller.core.flagd import read_state, write_flag
 from controller.core.state import NOT_STARTED, RolloutState, Status
-from tests.support.kubefake import FakeKubeApi
+from tests.support.kubefake import FLAG_FIELDS, FakeKubeApi
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 REF = ObjectRef("team", "flags")
@@ -260,10 +260,9 @@ def test_a_featureflag_round_trip_serves_the_rollout_in_flagd(fake: FakeKubeApi)
     assert read_state(store.read().document, "cache") == rollout(5)
 
 
-def test_a_featureflag_write_keeps_other_flags_evaluators_and_metadata(fake: FakeKubeApi) -> None:
+def test_a_featureflag_write_keeps_other_flags_and_evaluators(fake: FakeKubeApi) -> None:
     hand = json.loads(HAND_WRITTEN)
     del hand["$schema"]
-    hand["metadata"] = {"team": "growth"}
     store = featureflag(fake, hand)
     snapshot = store.read()
     store.write(write_flag(snapshot.document, "cache", rollout(1)), snapshot, ["cache"])
@@ -271,14 +270,58 @@ def test_a_featureflag_write_keeps_other_flags_evaluators_and_metadata(fake: Fak
     assert flag_spec["flags"]["banner"] == hand["flags"]["banner"]
     assert flag_spec["flags"]["theme"] == hand["flags"]["theme"]
     assert flag_spec["$evaluators"] == hand["$evaluators"]
-    assert flag_spec["metadata"] == {"team": "growth"}
 
 
-def test_a_crd_that_drops_flag_metadata_is_refused_before_anything_is_written(fake: FakeKubeApi) -> None:
-    fake.prune_flag_metadata = True
+def test_the_state_the_crd_prunes_is_kept_in_an_annotation_written_with_it(fake: FakeKubeApi) -> None:
     store = featureflag(fake)
     snapshot = store.read()
-    with pytest.raises(KubeRejectedError, match=r"v0\.2\.46.*Nothing was written"):
+    store.write(write_flag(snapshot.document, "cache", rollout(5)), snapshot, ["cache"])
+    obj = fake.get("featureflags", "team", "flags")
+    assert "metadata" not in obj["spec"]["flagSpec"]["flags"]["cache"]
+    kept = json.loads(obj["metadata"]["annotations"][METADATA_ANNOTATION])
+    assert kept["cache"]["flagroll.percent"] == 5
+    assert len(fake.writes("featureflags")) == 1  # one replace: exposure and state land together
+    assert read_state(store.read().document, "cache") == rollout(5)
+
+
+def test_a_crd_that_keeps_flag_metadata_holds_the_same_state_twice(fake: FakeKubeApi) -> None:
+    fake.kept_flag_fields = FLAG_FIELDS | {"metadata"}
+    store = featureflag(fake)
+    snapshot = store.read()
+    store.write(write_flag(snapshot.document, "cache", rollout(5)), snapshot, ["cache"])
+    obj = fake.get("featureflags", "team", "flags")
+    kept = json.loads(obj["metadata"]["annotations"][METADATA_ANNOTATION])
+    assert obj["spec"]["flagSpec"]["flags"]["cache"]["metadata"] == kept["cache"]
+
+
+def test_state_from_before_the_annotation_is_read_from_the_flag(fake: FakeKubeApi) -> None:
+    fake.kept_flag_fields = FLAG_FIELDS | {"metadata"}
+    written = write_flag({"flags": {}}, "cache", rollout(5))
+    featureflag(fake, written)  # as a flagroll without the annotation left it, on such a CRD
+    store = FeatureFlagStore(fake.client("team"), REF)
+    assert read_state(store.read().document, "cache") == rollout(5)
+
+
+def test_a_broken_annotation_is_an_error_naming_it_not_an_unmanaged_flag(fake: FakeKubeApi) -> None:
+    store = featureflag(fake)
+    snapshot = store.read()
+    store.write(write_flag(snapshot.document, "cache", rollout(5)), snapshot, ["cache"])
+
+    def break_it(obj: dict[str, Any]) -> None:
+        obj["metadata"]["annotations"][METADATA_ANNOTATION] = '{"cache": '
+
+    fake.edit("featureflags", "team", "flags", break_it)
+    with pytest.raises(FlagFileError, match=f"annotation {METADATA_ANNOTATION}: not JSON"):
+        store.read()
+
+
+def test_a_crd_that_would_drop_a_field_flagroll_writes_is_refused_before_anything_is_written(
+    fake: FakeKubeApi,
+) -> None:
+    fake.kept_flag_fields = FLAG_FIELDS - {"targeting"}
+    store = featureflag(fake)
+    snapshot = store.read()
+    with pytest.raises(KubeRejectedError, match=r"would not keep flag 'cache'.*Nothing was written"):
         store.write(write_flag(snapshot.document, "cache", rollout(1)), snapshot, ["cache"])
     assert fake.writes("featureflags") == []
     assert fake.get("featureflags", "team", "flags")["spec"] == {}

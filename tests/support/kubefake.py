@@ -6,10 +6,12 @@ does), answers a replace carrying a stale resourceVersion with 409 Conflict, a m
 
 - ConfigMaps (``/api/v1``), Leases (``coordination.k8s.io/v1``) and OpenFeature ``FeatureFlag``s
   (``core.openfeature.dev/v1beta1``): get, create (POST), replace (PUT), ``dryRun=All``;
-- a ``FeatureFlag`` schema as the CRD declares it: ``spec.flagSpec`` keeps ``flags``, ``metadata`` and
-  ``$evaluators`` (other fields are pruned); each flag needs ``state`` (ENABLED or DISABLED),
-  ``variants`` and ``defaultVariant`` (422 otherwise); ``prune_flag_metadata`` emulates an operator
-  CRD older than API v0.2.46, which drops each flag's ``metadata``;
+- a ``FeatureFlag`` schema as the operator's CRD (API v0.2.45) declares it, checked against the real
+  API server (tests/kubeapi): ``spec.flagSpec`` keeps ``flags`` and ``$evaluators``; each flag keeps
+  ``state``, ``variants``, ``defaultVariant`` and ``targeting`` (anything else, a flag's ``metadata``
+  included, is pruned) and needs the first three (``state`` ENABLED or DISABLED; 422 otherwise);
+  ``kept_flag_fields`` changes what a flag keeps (a CRD that keeps ``metadata``, or one that would
+  drop ``targeting``);
 - a Lease's ``acquireTime`` and ``renewTime`` parsed as strictly as the API server does
   (RFC 3339 with exactly six fractional digits; 400 otherwise);
 - bearer-token authentication when ``token`` is set (401 otherwise).
@@ -47,8 +49,8 @@ KINDS = {  # (api prefix, plural) -> (apiVersion, kind)
     ("/apis/core.openfeature.dev/v1beta1", "featureflags"): ("core.openfeature.dev/v1beta1", "FeatureFlag"),
 }
 GROUPS = {"configmaps": "", "leases": "coordination.k8s.io", "featureflags": "core.openfeature.dev"}
-FLAG_FIELDS = {"state", "variants", "defaultVariant", "targeting", "metadata"}
-FLAGSPEC_FIELDS = {"flags", "metadata", "$evaluators"}
+FLAG_FIELDS = frozenset({"state", "variants", "defaultVariant", "targeting"})
+FLAGSPEC_FIELDS = {"flags", "$evaluators"}
 MICRO_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}(Z|[+-]\d\d:\d\d)$")  # RFC3339Micro, strict
 
 
@@ -82,7 +84,7 @@ class Request:
 @dataclass
 class FakeKubeApi:
     token: str | None = None
-    prune_flag_metadata: bool = False
+    kept_flag_fields: frozenset[str] = FLAG_FIELDS
     objects: dict[tuple[str, str, str], JsonObject] = field(default_factory=dict)  # (plural, ns, name)
     requests: list[Request] = field(default_factory=list)
     revision: int = 1000
@@ -359,8 +361,7 @@ class FakeKubeApi:
                 for extra in set(flag_spec) - FLAGSPEC_FIELDS:
                     del flag_spec[extra]
                 for flag in (flag_spec.get("flags") or {}).values():
-                    allowed = FLAG_FIELDS - ({"metadata"} if self.prune_flag_metadata else set())
-                    for extra in set(flag) - allowed:
+                    for extra in set(flag) - self.kept_flag_fields:
                         del flag[extra]
         return obj
 

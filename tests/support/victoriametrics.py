@@ -10,14 +10,13 @@ with VictoriaMetrics's own command line and scrape configuration.
 from __future__ import annotations
 
 import re
-import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
 import httpx
 
 from controller.adapters.promserver import PrometheusServer
-from tests.support.paths import ROOT
+from tests.support.peers import peer_path
 
 FLAGS = (
     # An instant query is evaluated where it is asked, not 30 s earlier (the default: samples younger
@@ -32,14 +31,7 @@ says why each)."""
 
 def victoriametrics_binary() -> str:
     """The binary ``scripts/peer victoriametrics`` builds (once; then found in its cache)."""
-    done = subprocess.run(
-        [str(ROOT / "scripts" / "peer"), "victoriametrics"], capture_output=True, text=True, check=False
-    )
-    if done.returncode != 0:
-        raise RuntimeError(
-            f"scripts/peer victoriametrics failed (exit {done.returncode}): {done.stderr.strip()}"
-        )
-    return done.stdout.splitlines()[-1]
+    return peer_path("victoriametrics")
 
 
 class VictoriaMetricsServer(PrometheusServer):

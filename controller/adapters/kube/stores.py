@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
 from collections import OrderedDict
 from collections.abc import Collection, Iterator, Mapping
 from typing import Any
@@ -33,13 +34,15 @@ from controller.adapters.kube.errors import KubeRejectedError, api_call
 from controller.adapters.kube.jsontext import splice_flags
 from controller.adapters.kube.objects import DEFAULT_CONFIGMAP_KEY, ObjectRef
 from controller.core.errors import FlagFileError, WriteConflictError
-from controller.core.flagd import parse_document, render_document
+from controller.core.flagd import managed_keys, parse_document, render_document
 
 FEATUREFLAG_GROUP, FEATUREFLAG_VERSION = "core.openfeature.dev", "v1beta1"
 FeatureFlag = create_namespaced_resource(
     FEATUREFLAG_GROUP, FEATUREFLAG_VERSION, "FeatureFlag", "featureflags"
 )
 _REMEMBERED = 8  # objects kept by resourceVersion, for the write that follows a read
+METADATA_ANNOTATION = "flagroll/flag-metadata"
+"""The FeatureFlag annotation that keeps the metadata (rollout state) of the flags flagroll manages."""
 
 
 class _KubeFlagStore:
@@ -143,11 +146,14 @@ class FeatureFlagStore(_KubeFlagStore):
     """The flags under ``spec.flagSpec`` of an OpenFeature Operator ``FeatureFlag``
     (``core.openfeature.dev/v1beta1``), which flagd reads through its Kubernetes sync.
 
-    ``spec.flagSpec`` holds ``flags`` (each with ``state``, ``variants``, ``defaultVariant``,
-    ``targeting`` and ``metadata``) and optionally ``metadata`` and ``$evaluators``. flagroll keeps a
-    rollout's state in its flag's ``metadata``, which the CRD keeps only since the operator's API
-    v0.2.46: the first write of each process is a server-side dry run, and if the server would drop
-    any of it, nothing is written and the error says so.
+    The operator's CRD (API v0.2.45, the newest its module offers) has ``flags`` (each with
+    ``state``, ``variants``, ``defaultVariant`` and ``targeting``) and ``$evaluators``, and prunes
+    anything else: a flag's ``metadata``, where flagroll keeps a rollout's state, would be dropped. So
+    the metadata of each flag flagroll manages is also written, in the same replace, to the object's
+    annotation :data:`METADATA_ANNOTATION` (a JSON object: flag key -> metadata), and read back from
+    it; where the CRD keeps a flag's metadata, both copies are the same. The first write of each
+    process is a server-side dry run: if reading the server's answer back would not give every changed
+    flag exactly as written, nothing is written and the error says what would be lost.
     """
 
     resource = f"featureflags.{FEATUREFLAG_GROUP}"
@@ -171,9 +177,28 @@ class FeatureFlagStore(_KubeFlagStore):
         if not isinstance(flag_spec, dict):
             raise FlagFileError(f"{self.location}: must be an object")
         document = copy.deepcopy(flag_spec)
-        if not isinstance(document.setdefault("flags", {}), dict):
+        flags = document.setdefault("flags", {})
+        if not isinstance(flags, dict):
             raise FlagFileError(f"{self.location}: 'flags' must be an object")
+        for key, metadata in self._kept_metadata(obj).items():
+            if isinstance(flags.get(key), dict):
+                flags[key]["metadata"] = metadata
         return document
+
+    def _kept_metadata(self, obj: Any) -> dict[str, dict[str, Any]]:
+        """The flags' metadata as the annotation keeps it (empty without the annotation)."""
+        annotations = (obj.get("metadata") or {}).get("annotations") or {}
+        text = annotations.get(METADATA_ANNOTATION)
+        if text is None:
+            return {}
+        where = f"featureflag {self.ref} annotation {METADATA_ANNOTATION}"
+        try:
+            kept = json.loads(text)
+        except ValueError as exc:
+            raise FlagFileError(f"{where}: not JSON ({exc}); restore it from the flag's history") from exc
+        if not isinstance(kept, dict) or not all(isinstance(v, dict) for v in kept.values()):
+            raise FlagFileError(f"{where}: must be a JSON object of flag key -> metadata object")
+        return kept
 
     def _updated(self, obj: Any, document: Mapping[str, Any], changed: Collection[str]) -> Any:
         spec = obj.get("spec")
@@ -181,6 +206,18 @@ class FeatureFlagStore(_KubeFlagStore):
             spec = obj["spec"] = {}
         # "$schema" belongs to flag files; the CRD has no such field.
         spec["flagSpec"] = {k: copy.deepcopy(v) for k, v in document.items() if k != "$schema"}
+        kept = {key: copy.deepcopy(document["flags"][key]["metadata"]) for key in managed_keys(document)}
+        # A generic resource serializes its dict, not the typed ``obj.metadata`` view of it.
+        metadata = obj["metadata"]
+        annotations = dict(metadata.get("annotations") or {})
+        if kept:
+            annotations[METADATA_ANNOTATION] = json.dumps(kept, sort_keys=True, separators=(",", ":"))
+        else:
+            annotations.pop(METADATA_ANNOTATION, None)
+        if annotations:
+            metadata["annotations"] = annotations
+        else:
+            metadata.pop("annotations", None)
         return obj
 
     def _check_kept(self, updated: Any, document: Mapping[str, Any], changed: Collection[str]) -> None:
@@ -188,14 +225,13 @@ class FeatureFlagStore(_KubeFlagStore):
             return
         with api_call("update", self.resource, self.ref):
             echoed = self.client.replace(updated, dry_run=True)
-        flags = ((echoed.get("spec") or {}).get("flagSpec") or {}).get("flags") or {}
+        flags = self._document(echoed)["flags"]
         for key in changed:
             if flags.get(key) != document["flags"][key]:
                 raise KubeRejectedError(
                     f"{self.location}: the FeatureFlag CRD in this cluster would not keep flag {key!r} as "
-                    f"written (sent {document['flags'][key]!r}, it would store {flags.get(key)!r}); flagroll "
-                    "keeps rollout state in spec.flagSpec.flags.*.metadata, which the OpenFeature "
-                    "Operator's CRD keeps since API v0.2.46: upgrade the CRD. Nothing was written"
+                    f"written (sent {document['flags'][key]!r}, reading it back would give "
+                    f"{flags.get(key)!r}): its schema prunes a field flagroll writes. Nothing was written"
                 )
         self._kept_checked = True
 

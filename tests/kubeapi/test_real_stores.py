@@ -1,0 +1,330 @@
+"""The ConfigMap and FeatureFlag stores against a real Kubernetes API server (etcd + kube-apiserver
+v1.37, the OpenFeature Operator's FeatureFlag CRD of API v0.2.45): a ramp, a rollback, a human stop
+and resume, and edits by another client between flagroll's read and write, with every served
+document loaded into the real flagd evaluator."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import threading
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from lightkube import Client
+from openfeature.contrib.tools.flagd.core import FlagdCore
+from openfeature.evaluation_context import EvaluationContext
+
+from controller.adapters.decisionlog import DecisionLog, read_records
+from controller.adapters.kube.client import connect
+from controller.adapters.kube.errors import KubeNotFoundError, KubeRejectedError
+from controller.adapters.kube.objects import ObjectRef
+from controller.adapters.kube.stores import METADATA_ANNOTATION, ConfigMapFlagStore, FeatureFlagStore
+from controller.cli import main
+from controller.core.errors import PermanentError
+from controller.core.flagd import read_state, render_document
+from controller.core.state import Status
+from controller.reconciler import Reconciler
+from tests.support.environment import POLICY, RAMP, Clock, FakeMetrics, failing, healthy
+from tests.support.kubeapi import KubeApiServer
+
+KEY = "flags.flagd.json"
+USERS = [f"user-{i}" for i in range(2000)]
+HAND_MADE = {
+    "state": "ENABLED",
+    "variants": {"a": 0.5, "b": 100},
+    "defaultVariant": "a",
+    "metadata": {"team": "web"},
+}
+
+
+class Cluster:
+    """A fresh namespace on the real API server holding the flags object, a policy directory, and as
+    many reconcilers (replicas) as a test wants, each with its own client."""
+
+    def __init__(self, api: KubeApiServer, root: Path, kind: str, policy: str = RAMP) -> None:
+        self.api = api
+        self.kind = kind
+        self.namespace = api.namespace(kind)
+        self.ref = ObjectRef(self.namespace, "flags")
+        if kind == "configmap":
+            api.apply(self._object({"data": {"unrelated": "x"}}))
+        else:
+            api.apply(self._object({"spec": {"flagSpec": {"flags": {"hand-made": HAND_MADE}}}}))
+        self.kubeconfig = api.kubeconfig(root / "kubeconfig", namespace=self.namespace)
+        self.policies = root / "policies"
+        self.policies.mkdir()
+        (self.policies / "cache.yaml").write_text(policy)
+        self.clock = Clock()
+        self.metrics = FakeMetrics()
+        self.log = root / "decisions.jsonl"
+        self.clients: list[Client] = []
+
+    def close(self) -> None:
+        for client in self.clients:
+            client.close()
+
+    def _object(self, body: dict[str, Any]) -> dict[str, Any]:
+        if self.kind == "configmap":
+            return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": self._meta(), **body}
+        return {
+            "apiVersion": "core.openfeature.dev/v1beta1",
+            "kind": "FeatureFlag",
+            "metadata": self._meta(),
+            **body,
+        }
+
+    def _meta(self) -> dict[str, str]:
+        return {"name": "flags", "namespace": self.namespace}
+
+    @property
+    def path(self) -> str:
+        if self.kind == "configmap":
+            return f"/api/v1/namespaces/{self.namespace}/configmaps/flags"
+        return f"/apis/core.openfeature.dev/v1beta1/namespaces/{self.namespace}/featureflags/flags"
+
+    def client(self) -> Client:
+        self.clients.append(connect(self.kubeconfig))
+        return self.clients[-1]
+
+    def store(self) -> ConfigMapFlagStore | FeatureFlagStore:
+        client = self.client()
+        if self.kind == "configmap":
+            return ConfigMapFlagStore(client, self.ref)
+        return FeatureFlagStore(client, self.ref)
+
+    def reconciler(self) -> Reconciler:
+        return Reconciler(
+            policies=self.policies,
+            store=self.store(),
+            prometheus=self.metrics,
+            decision_log=DecisionLog(self.log),
+            clock=self.clock,
+        )
+
+    def cycle(self, reconciler: Reconciler | None = None) -> Any:
+        return asyncio.run((reconciler or self.reconciler()).cycle())
+
+    def raw(self) -> dict[str, Any]:
+        return self.api.get(self.path)
+
+    def served(self) -> str:
+        """The flag document as flagd would be given it: the ConfigMap key's text, or the FeatureFlag's
+        flagSpec as the API server stored it."""
+        obj = self.raw()
+        if self.kind == "configmap":
+            return str(obj["data"][KEY])
+        return json.dumps(obj["spec"]["flagSpec"])
+
+    def document(self) -> dict[str, Any]:
+        return self.store().read().document
+
+    def state(self, key: str = "cache") -> Any:
+        return read_state(self.document(), key)
+
+    def actions(self) -> list[str]:
+        return [str(r["action"]) for r in read_records(self.log)]
+
+    def cli(self, *arguments: str) -> int:
+        return main(
+            [
+                *arguments,
+                "--flag-store",
+                self.kind,
+                "--flag-object",
+                f"{self.namespace}/flags",
+                "--kubeconfig",
+                str(self.kubeconfig),
+                "--decision-log",
+                str(self.log),
+            ]
+        )
+
+
+def exposure(served: str, key: str = "cache") -> dict[str, float]:
+    """Share of users per variant, as the real flagd evaluator serves ``served``."""
+    core = FlagdCore()
+    core.set_flags(served)
+    counts: dict[str, int] = {}
+    for user in USERS:
+        variant = core.resolve_boolean_value(key, False, EvaluationContext(targeting_key=user)).variant
+        assert variant is not None
+        counts[variant] = counts.get(variant, 0) + 1
+    return {variant: 100 * n / len(USERS) for variant, n in counts.items()}
+
+
+@pytest.fixture(params=["configmap", "featureflag"])
+def cluster(request: pytest.FixtureRequest, kube_api: KubeApiServer, tmp_path: Path) -> Iterator[Cluster]:
+    with contextlib.closing(Cluster(kube_api, tmp_path, request.param)) as made:
+        yield made
+
+
+@pytest.fixture
+def featureflag(kube_api: KubeApiServer, tmp_path: Path) -> Iterator[Cluster]:
+    with contextlib.closing(Cluster(kube_api, tmp_path, "featureflag")) as made:
+        yield made
+
+
+def test_a_ramp_rollback_stop_and_resume_are_served_as_written(cluster: Cluster) -> None:
+    cluster.cycle()
+    assert cluster.state().percent == 20
+    assert exposure(cluster.served())["on"] == pytest.approx(20, abs=3)
+    cluster.clock.now += timedelta(minutes=2)
+    cluster.cycle()
+    assert cluster.state().percent == 50
+    assert exposure(cluster.served())["on"] == pytest.approx(50, abs=3)
+
+    cluster.metrics.answer = failing
+    cluster.clock.now += timedelta(seconds=10)
+    cluster.cycle()
+    assert cluster.state().status == Status.ROLLED_BACK
+    assert "on" not in exposure(cluster.served())
+
+    cluster.metrics.answer = healthy
+    assert cluster.cli("resume", "cache", "--reason", "fixed", "--actor", "oncall") == 0
+    cluster.clock.now += timedelta(seconds=10)
+    cluster.cycle()
+    assert cluster.state().percent == 20
+    assert cluster.cli("stop", "cache", "--reason", "checkout 5xx", "--actor", "oncall") == 0
+    assert cluster.state().status == Status.STOPPED
+    assert "on" not in exposure(cluster.served())
+    assert cluster.actions() == ["advance", "advance", "rollback", "resume", "advance", "stop"]
+    # Nobody else's content was touched.
+    if cluster.kind == "configmap":
+        assert cluster.raw()["data"]["unrelated"] == "x"
+    else:
+        assert cluster.raw()["spec"]["flagSpec"]["flags"]["hand-made"] == {
+            k: v
+            for k, v in HAND_MADE.items()
+            if k != "metadata"  # the CRD has no field for it
+        }
+
+
+def test_the_crds_schema_prunes_flag_metadata_so_the_state_is_kept_in_an_annotation(
+    featureflag: Cluster,
+) -> None:
+    cluster = featureflag
+    cluster.cycle()
+    obj = cluster.raw()
+    served = obj["spec"]["flagSpec"]["flags"]["cache"]
+    assert "metadata" not in served  # pruned by the CRD of API v0.2.45
+    kept = json.loads(obj["metadata"]["annotations"][METADATA_ANNOTATION])
+    assert set(kept) == {"cache"}  # only the managed flag's
+    assert kept["cache"]["flagroll.policy"] == "cache"
+    state = cluster.state()
+    assert (state.percent, state.step, state.policy) == (20, 0, "cache")
+    # A restarted controller (a new client, a new store) reads the same state and goes on.
+    cluster.clock.now += timedelta(minutes=2)
+    cluster.cycle()
+    assert cluster.state().percent == 50
+    assert cluster.actions() == ["advance", "advance"]
+
+
+def test_a_flag_the_crd_would_refuse_is_a_clear_error_and_nothing_is_written(featureflag: Cluster) -> None:
+    cluster = featureflag
+    store = cluster.store()
+    snapshot = store.read()
+    before = cluster.raw()["metadata"]["resourceVersion"]
+    document = json.loads(json.dumps(snapshot.document))
+    # flagd serves a flag without a default variant (the caller's default); the CRD requires one.
+    del document["flags"]["hand-made"]["defaultVariant"]
+    with pytest.raises(KubeRejectedError) as raised:
+        store.write(document, snapshot, ["hand-made"])
+    assert isinstance(raised.value, PermanentError)
+    assert f"'flags' in namespace '{cluster.namespace}'" in str(raised.value)
+    assert "defaultVariant" in str(raised.value)
+    assert cluster.raw()["metadata"]["resourceVersion"] == before
+
+
+def test_a_missing_object_is_a_permanent_error_naming_it(featureflag: Cluster) -> None:
+    store = FeatureFlagStore(featureflag.client(), ObjectRef(featureflag.namespace, "absent"))
+    with pytest.raises(KubeNotFoundError) as raised:
+        store.read()
+    assert isinstance(raised.value, PermanentError)
+    assert "'absent'" in str(raised.value)
+    assert featureflag.namespace in str(raised.value)
+
+
+def test_a_stop_landing_between_the_controllers_read_and_write_is_never_lost(cluster: Cluster) -> None:
+    cluster.cycle()
+    cluster.clock.now += timedelta(minutes=2)  # the hold is over: this cycle would advance to 50 %
+    stopped: list[int] = []
+
+    def human_stop() -> None:
+        if not stopped:
+            stopped.append(cluster.cli("stop", "cache", "--reason", "checkout errors", "--actor", "oncall"))
+
+    cluster.metrics.during = human_stop  # after the controller's read, before its write
+    result = cluster.cycle()
+    assert stopped == [0]
+    state = cluster.state()
+    assert (state.status, state.percent, state.reason) == (Status.STOPPED, 0, "checkout errors")
+    assert result.records == []  # the retry saw the stop and decided nothing for this rollout
+    assert cluster.actions() == ["advance", "stop"]
+
+
+def test_another_clients_unrelated_edit_is_kept_and_the_step_is_taken_once(cluster: Cluster) -> None:
+    cluster.cycle()
+    cluster.clock.now += timedelta(minutes=2)
+    edited: list[bool] = []
+
+    def someone_else_edits() -> None:
+        if edited:
+            return
+        edited.append(True)
+        obj = cluster.raw()  # a plain client: GET, change, PUT with the resourceVersion it read
+        if cluster.kind == "configmap":
+            obj["data"]["unrelated"] = "edited"
+        else:
+            obj["spec"]["flagSpec"]["flags"]["hand-made"]["defaultVariant"] = "b"
+        answer = cluster.api.request("PUT", cluster.path, obj)
+        assert answer.status_code == 200, answer.text
+
+    cluster.metrics.during = someone_else_edits
+    cluster.cycle()
+    assert edited == [True]
+    assert cluster.state().percent == 50
+    assert cluster.actions() == ["advance", "advance"]
+    obj = cluster.raw()
+    if cluster.kind == "configmap":
+        assert obj["data"]["unrelated"] == "edited"
+    else:
+        assert obj["spec"]["flagSpec"]["flags"]["hand-made"]["defaultVariant"] == "b"
+
+
+def test_two_replicas_deciding_from_the_same_read_advance_once(cluster: Cluster) -> None:
+    cluster.cycle()
+    cluster.clock.now += timedelta(minutes=2)
+    second = cluster.reconciler()
+    ran: list[bool] = []
+
+    def the_other_replica_decides_first() -> None:
+        if not ran:  # in a thread of its own: this one's event loop is running
+            ran.append(True)
+            cluster.metrics.during = None
+            other = threading.Thread(target=cluster.cycle, args=(second,))
+            other.start()
+            other.join(timeout=30)
+
+    cluster.metrics.during = the_other_replica_decides_first
+    cluster.cycle()
+    assert ran == [True]
+    assert cluster.state().percent == 50
+    assert cluster.actions() == ["advance", "advance"]
+
+
+def test_a_configmap_keeps_every_flags_metadata(kube_api: KubeApiServer, tmp_path: Path) -> None:
+    with contextlib.closing(
+        Cluster(kube_api, tmp_path, "configmap", POLICY.format(name="cache", key="cache"))
+    ) as cluster:
+        obj = cluster.raw()
+        obj["data"][KEY] = render_document({"flags": {"hand-made": HAND_MADE}})
+        assert cluster.api.request("PUT", cluster.path, obj).status_code == 200
+        cluster.cycle()
+        served = json.loads(cluster.served())
+    assert served["flags"]["hand-made"] == HAND_MADE  # a ConfigMap keeps everything, metadata included
+    assert served["flags"]["cache"]["metadata"]["flagroll.percent"] == 1
