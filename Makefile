@@ -7,7 +7,7 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 
-.PHONY: setup prometheus prometheus3 victoriametrics node demo test lint docs image-test clean
+.PHONY: setup prometheus prometheus3 victoriametrics kubernetes node demo test lint docs image-test clean
 
 PIP := $(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt
 # One stamp per set of packages, so that both kinds of set-up share .venv: `make demo` installs the
@@ -36,7 +36,7 @@ $(DEV): $(RUNTIME)
 $(BIN)/flagroll: $(DEV)
 	touch $@
 
-setup: $(BIN)/flagroll prometheus prometheus3 victoriametrics node
+setup: $(BIN)/flagroll prometheus prometheus3 victoriametrics kubernetes node
 
 prometheus:
 	@scripts/install-prometheus
@@ -52,6 +52,13 @@ prometheus3:
 # The core scenarios also run against VictoriaMetrics single-node (docs/peers.md), built the same way.
 victoriametrics:
 	@scripts/peer victoriametrics >/dev/null
+
+# The Kubernetes store, leader election and RBAC tests run against a real API server (etcd and
+# kube-apiserver) with the OpenFeature Operator's FeatureFlag CRD, built the same way (docs/peers.md).
+kubernetes:
+	@scripts/peer etcd >/dev/null
+	@scripts/peer kube-apiserver >/dev/null
+	@scripts/peer featureflag-crd >/dev/null
 
 demo: $(RUNTIME) prometheus
 	$(BIN)/flagroll demo

@@ -80,12 +80,14 @@ def test_a_working_venv_with_fresh_stamps_is_left_as_it_is(project: Path) -> Non
     assert "is up to date" in again.stdout, again.stdout
 
 
-def test_the_test_setup_builds_prometheus_3_and_victoriametrics_with_the_peer_script(project: Path) -> None:
-    """`make test` (its `setup`) runs the tests against Prometheus 3 and VictoriaMetrics too: it
-    builds them first."""
+def test_the_test_setup_builds_every_peer_with_the_peer_script(project: Path) -> None:
+    """`make test` (its `setup`) runs the tests against Prometheus 3, VictoriaMetrics and a real
+    Kubernetes API server too: it builds them first."""
     planned = make(project, "-n", "setup")
 
     assert planned.returncode == 0, planned.stdout + planned.stderr
     assert "scripts/peer prometheus3" in planned.stdout
     assert "scripts/peer victoriametrics" in planned.stdout
+    for peer in ("etcd", "kube-apiserver", "featureflag-crd"):
+        assert f"scripts/peer {peer}" in planned.stdout
     assert "scripts/install-prometheus" in planned.stdout

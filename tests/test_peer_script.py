@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.support.paths import ROOT
 from tests.support.waiting import wait_for
@@ -306,3 +307,78 @@ def test_the_real_prometheus3_second_call_is_fast_and_does_not_rebuild() -> None
     assert path.stat().st_mtime_ns == built_ns
     assert elapsed_seconds < 5
     assert again.stderr == ""
+
+
+@pytest.mark.parametrize(
+    ("name", "package", "stamp"),
+    [
+        ("kube-apiserver", "k8s.io/kubernetes/cmd/kube-apiserver", "version.gitVersion=v1.37.2"),
+        ("etcd", "go.etcd.io/etcd/server/v3", "version.GitSHA=module-proxy"),
+    ],
+)
+def test_a_peer_with_a_build_module_of_ours_is_built_inside_it(
+    name: str, package: str, stamp: str, fake: dict[str, str]
+) -> None:
+    done = peer(name, env=fake)
+
+    assert done.returncode == 0, done.stderr
+    assert go_calls(fake, "install") == []
+    (build,) = go_calls(fake, "build")
+    assert "-mod=readonly" in build  # the versions are those our go.mod and go.sum pin
+    assert stamp in build
+    assert build.endswith(f" {package}")
+    assert Path(done.last_line).name in {"kube-apiserver", "etcd"}
+    assert os.access(done.last_line, os.X_OK)
+
+
+def module_requirements(path: Path) -> dict[str, str]:
+    """Module -> version of every requirement and replacement in a go.mod (replacements win)."""
+    found: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        words = line.split("//")[0].split()
+        if words[:1] in (["require"], ["replace"]):
+            words = words[1:]
+        if len(words) == 2 and words[1].startswith("v"):
+            found.setdefault(words[0], words[1])
+        if len(words) == 4 and words[1] == "=>":
+            found[words[0]] = words[3]
+    return found
+
+
+def test_the_build_modules_pin_the_versions_the_script_names() -> None:
+    script = SCRIPT.read_text()
+    kube = module_requirements(ROOT / "scripts" / "peers" / "kube-apiserver" / "go.mod")
+    assert "K8S_VERSION=v1.37.2" in script
+    assert kube["k8s.io/kubernetes"] == "v1.37.2"
+    staging = {module: version for module, version in kube.items() if module.startswith("k8s.io/")}
+    for module in ("k8s.io/api", "k8s.io/apiserver", "k8s.io/apimachinery", "k8s.io/client-go"):
+        assert staging[module] == "v0.37.2", module  # each staging module at the release's own minor
+    etcd = module_requirements(ROOT / "scripts" / "peers" / "etcd" / "go.mod")
+    assert "|go.etcd.io/etcd/server/v3|.|v3.7.3|" in script
+    assert {etcd[m] for m in etcd if m.startswith("go.etcd.io/etcd/")} == {"v3.7.3"}
+
+
+@pytest.mark.parametrize(
+    ("name", "reports"), [("kube-apiserver", "Kubernetes v1.37.2"), ("etcd", "etcd Version: 3.7.3")]
+)
+def test_the_real_kubernetes_peers_report_their_pinned_versions(name: str, reports: str) -> None:
+    done = peer(name, timeout_seconds=3600)
+
+    assert done.returncode == 0, done.stderr
+    version = subprocess.run([done.last_line, "--version"], capture_output=True, text=True, check=True)
+    assert reports in version.stdout
+
+
+def test_the_featureflag_crd_is_generated_from_the_operators_api_module() -> None:
+    done = peer("featureflag-crd", timeout_seconds=3600)
+
+    assert done.returncode == 0, done.stderr
+    path = Path(done.last_line)
+    assert path.parent == Path(path.parent.parent, "v0.2.45")
+    crd = yaml.safe_load(path.read_text())
+    assert crd["kind"] == "CustomResourceDefinition"
+    assert crd["metadata"]["name"] == "featureflags.core.openfeature.dev"
+    assert [v["name"] for v in crd["spec"]["versions"]] == ["v1beta1"]
+    flag = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+    flags = flag["flagSpec"]["properties"]["flags"]["additionalProperties"]
+    assert sorted(flags["properties"]) == ["defaultVariant", "state", "targeting", "variants"]
