@@ -80,13 +80,18 @@ MODES: dict[str, dict[str, Any]] = {
 }
 
 
-def render_files(chart: helm_python.Chart, values: dict[str, Any]) -> dict[str, str]:
-    return chart.render(values, name=RELEASE, namespace=NAMESPACE)
+def render_files(
+    chart: helm_python.Chart, values: dict[str, Any], namespace: str = NAMESPACE
+) -> dict[str, str]:
+    return chart.render(values, name=RELEASE, namespace=namespace)
 
 
-def render(chart: helm_python.Chart, values: dict[str, Any]) -> list[dict[str, Any]]:
+def render(
+    chart: helm_python.Chart, values: dict[str, Any], namespace: str = NAMESPACE
+) -> list[dict[str, Any]]:
+    """The objects of a release named ``RELEASE`` in ``namespace``."""
     objects: list[dict[str, Any]] = []
-    for name, text in sorted(render_files(chart, values).items()):
+    for name, text in sorted(render_files(chart, values, namespace).items()):
         if name.endswith("NOTES.txt"):
             continue
         objects.extend(doc for doc in yaml.safe_load_all(text) if doc)
