@@ -84,6 +84,14 @@ BAD_VALUES: dict[str, tuple[dict[str, Any], str]] = {
         base("deployment", deployment={"replicas": 3}),
         "/leaderElection/enabled",
     ),
+    "leader election in cronjob mode (it would be ignored)": (
+        base("cronjob", leaderElection={"enabled": True}),
+        "/leaderElection/enabled",
+    ),
+    "leader election in sidecar mode": (
+        base("sidecar", leaderElection={"enabled": True}),
+        "/leaderElection/enabled",
+    ),
     "a Kubernetes store in sidecar mode": (
         base("sidecar", flagStore={"type": "configmap", "name": "x"}),
         "/flagStore/type",
