@@ -27,22 +27,47 @@ class DecisionLog:
         self.path = path
 
     def append(self, records: Sequence[Record]) -> None:
+        """Append ``records`` and fsync them, or raise :class:`WriteError` leaving the log as it was:
+        an append that fails part-way (a full disk, a failed fsync) is cut off again, so the caller,
+        told it failed, never finds some of its records written and the last one torn."""
         if not records:
             return
         try:
-            with self.path.open("a+b") as handle:
-                if handle.tell() > 0:
-                    handle.seek(-1, os.SEEK_END)
-                    if handle.read(1) != b"\n":  # a torn line from a crash: start afresh
-                        handle.write(b"\n")
-                for start in range(0, len(records), APPEND_CHUNK_RECORDS):  # thousands a cycle at scale
-                    chunk = records[start : start + APPEND_CHUNK_RECORDS]
-                    lines = "".join(json.dumps(r, ensure_ascii=False, allow_nan=False) + "\n" for r in chunk)
-                    handle.write(lines.encode("utf-8"))
-                handle.flush()
-                os.fsync(handle.fileno())
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
         except OSError as exc:
             raise WriteError(f"cannot append to {self.path}: {exc.strerror or exc}") from exc
+        try:
+            start = os.lseek(fd, 0, os.SEEK_END)
+            try:
+                if start > 0 and os.pread(fd, 1, start - 1) != b"\n":  # a torn line from a crash
+                    _write_all(fd, b"\n")
+                for first in range(0, len(records), APPEND_CHUNK_RECORDS):  # thousands a cycle at scale
+                    chunk = records[first : first + APPEND_CHUNK_RECORDS]
+                    lines = "".join(json.dumps(r, ensure_ascii=False, allow_nan=False) + "\n" for r in chunk)
+                    _write_all(fd, lines.encode("utf-8"))
+                os.fsync(fd)
+            except OSError as exc:
+                _cut_back(fd, start)
+                raise WriteError(f"cannot append to {self.path}: {exc.strerror or exc}") from exc
+        finally:
+            os.close(fd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """``os.write`` until all of ``data`` is written (a write may be short, near a disk's end)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _cut_back(fd: int, size: int) -> None:
+    """Best effort: truncate the log to ``size`` after a failed append (a failure here leaves a torn
+    line, which readers skip and the next append starts after)."""
+    try:
+        os.ftruncate(fd, size)
+        os.fsync(fd)
+    except OSError:
+        pass
 
 
 def parse_line(line: bytes) -> Record | None:

@@ -4,7 +4,9 @@ tests/core/test_records.py."""
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import queue
 import threading
 from collections.abc import Iterator
@@ -75,6 +77,71 @@ def test_an_append_that_cannot_write_raises_write_error(tmp_path: Path) -> None:
 
     with pytest.raises(WriteError, match="missing-directory"):
         log.append([rec("a", 1)])
+
+
+def test_an_append_that_fails_midway_leaves_the_log_as_it_was(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full disk part-way through a cycle's records: the caller is told the append failed, so none
+    of it may stay (a retry would duplicate the records that made it, a torn one would stay torn)."""
+    path = tmp_path / "decisions.jsonl"
+    log = DecisionLog(path)
+    log.append([rec("a", 1)])
+    before = path.read_bytes()
+    real_write = os.write
+    calls: list[int] = []
+
+    def half_then_full(fd: int, data: Any) -> int:
+        calls.append(len(data))
+        if len(calls) == 1:
+            return real_write(fd, bytes(data)[: len(data) // 2])  # a short write, as at the disk's end
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("controller.adapters.decisionlog.os.write", half_then_full)
+    with pytest.raises(WriteError, match="No space left on device"):
+        log.append([rec("b", n) for n in range(50)])
+    monkeypatch.undo()
+    assert len(calls) == 2
+    assert path.read_bytes() == before
+    log.append([rec("c", 1)])
+    warnings: list[str] = []
+    assert [r["flag"] for r in read_records(path, warnings.append)] == ["a", "c"]
+    assert warnings == []
+
+
+def test_an_append_whose_fsync_fails_leaves_the_log_as_it_was(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "decisions.jsonl"
+    log = DecisionLog(path)
+    log.append([rec("a", 1)])
+    before = path.read_bytes()
+    failed: list[int] = []
+
+    def fsync_fails(fd: int) -> None:
+        if not failed:
+            failed.append(fd)
+            raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr("controller.adapters.decisionlog.os.fsync", fsync_fails)
+    with pytest.raises(WriteError, match="Input/output error"):
+        log.append([rec("b", 1)])
+    assert path.read_bytes() == before
+
+
+def test_a_large_append_is_written_whole_through_short_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "decisions.jsonl"
+    real_write = os.write
+
+    def at_most_100_bytes(fd: int, data: Any) -> int:
+        return real_write(fd, bytes(data)[:100])
+
+    monkeypatch.setattr("controller.adapters.decisionlog.os.write", at_most_100_bytes)
+    DecisionLog(path).append([rec("a", n, text="x" * 300) for n in range(500)])
+    monkeypatch.undo()
+    assert [r["n"] for r in read_records(path)] == list(range(500))
 
 
 def test_a_torn_last_line_is_skipped_with_a_warning(tmp_path: Path) -> None:
