@@ -131,6 +131,30 @@ def test_a_newly_started_replica_waits_a_full_lease_duration_whatever_the_renew_
     assert b.try_acquire_or_renew()
 
 
+def test_a_slow_read_counts_the_lease_from_when_its_answer_arrived(fake: FakeKubeApi) -> None:
+    """A follower's read that is slow to be answered can carry a renewal the leader began long after
+    the read was sent: the lease duration counts from the answer, or the follower would take over
+    while the leader may still write (two leaders)."""
+    clocks = Clocks()
+    a, b = elector(fake, "pod-a", clocks), elector(fake, "pod-b", clocks)
+    assert a.try_acquire_or_renew()  # t = 1000
+    clocks.seconds = 1002.0
+
+    def the_leader_renews_while_the_read_is_in_flight() -> None:
+        clocks.seconds = 1011.0
+        assert a.try_acquire_or_renew()  # a may write until 1021
+        clocks.seconds = 1012.0  # b's answer arrives
+
+    fake.before("GET", "leases", the_leader_renews_while_the_read_is_in_flight)
+    assert not b.try_acquire_or_renew()  # sent at 1002, answered at 1012 with a's renewal of 1011
+    clocks.seconds = 1017.5  # a has died since; 15 s after b sent its read, 5.5 s after the answer
+    assert a.is_leader()
+    assert not b.try_acquire_or_renew()
+    clocks.seconds = 1027.5
+    assert not a.is_leader()
+    assert b.try_acquire_or_renew()
+
+
 def test_two_replicas_taking_over_at_once_cannot_both_win(fake: FakeKubeApi) -> None:
     clocks = Clocks()
     a, b, c = (elector(fake, name, clocks) for name in ("pod-a", "pod-b", "pod-c"))

@@ -141,14 +141,17 @@ class LeaseElector:
                 lease = self.client.get(Lease, self.ref.name, namespace=self.ref.namespace)
         except KubeNotFoundError:
             return self._create(started, now)
+        answered = self.monotonic()
         spec = lease.spec or LeaseSpec()
         record = _record(spec)
         if record != self._observed:
-            self._observed, self._observed_at = record, started
+            # From when the answer arrived, not when the read was sent: a slow answer can carry a
+            # renewal begun long after the read left, and the holder may write until 10 s after it.
+            self._observed, self._observed_at = record, answered
         holder = spec.holderIdentity or ""
         if holder and holder != self.identity:
             duration = spec.leaseDurationSeconds or self.lease_duration_seconds
-            if self._observed_at + duration > started:
+            if self._observed_at + duration > answered:
                 return self._lose("another replica holds the Lease", holder=holder)
         renewing = holder == self.identity
         lease.spec = LeaseSpec(
