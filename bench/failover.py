@@ -23,35 +23,22 @@ import argparse
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from controller.adapters.kube.lease import LEASE_DURATION_SECONDS, RETRY_PERIOD_SECONDS
 from controller.adapters.promserver import PrometheusServer, free_port
 from tests.support.kubeapi import KubeApiServer
-from tests.support.replicas import INTERVAL_SECONDS, History, Replica, ramp_policy
+from tests.support.replicas import (
+    FAILOVER_BOUND_SECONDS,
+    INTERVAL_SECONDS,
+    History,
+    Replica,
+    failover,
+    ramp_policy,
+)
 from tests.support.waiting import wait_for
 
-BOUND_SECONDS = LEASE_DURATION_SECONDS + RETRY_PERIOD_SECONDS + INTERVAL_SECONDS
-
-
-def one_failover(history: History, leader: Replica, follower: Replica) -> tuple[float, float]:
-    """Seconds from killing ``leader`` to the Lease naming ``follower``, and to its first write."""
-    wait_for(lambda: leader.writes(), timeout_seconds=30, what=f"{leader.identity} to write")
-    writes_before = len(follower.writes())
-    versions_before = len(history.flags)
-    killed_at = time.monotonic()
-    leader.kill()
-    wait_for(
-        lambda: len(follower.writes()) > writes_before,
-        timeout_seconds=BOUND_SECONDS + 30,
-        interval_seconds=0.05,
-        what=f"{follower.identity} to take over and write",
-    )
-    held = history.held_since(follower.identity)
-    assert held is not None
-    written = next(v for v in history.flags[versions_before:] if v.monotonic > held.monotonic)
-    return held.monotonic - killed_at, written.monotonic - killed_at
+BOUND_SECONDS = FAILOVER_BOUND_SECONDS
 
 
 def run(failovers: int, root: Path) -> int:
@@ -89,7 +76,7 @@ def run(failovers: int, root: Path) -> int:
                     assert holder is not None
                     leader = replicas[holder]
                     follower = replicas["pod-b" if holder == "pod-a" else "pod-a"]
-                    times.append(one_failover(history, leader, follower))
+                    times.append(failover(history, leader, follower))
                     lease_s, write_s = times[-1]
                     print(
                         f"failover {n:2}: {leader.identity} killed; {follower.identity} holds the Lease "

@@ -25,13 +25,19 @@ from controller.adapters.kube.lease import (
 from controller.adapters.promserver import PrometheusServer, free_port
 from controller.core.state import Status
 from tests.support.kubeapi import KubeApiServer
-from tests.support.replicas import INTERVAL_SECONDS, History, Replica, ramp_policy
+from tests.support.replicas import (
+    FAILOVER_BOUND_SECONDS,
+    INTERVAL_SECONDS,
+    History,
+    Replica,
+    failover,
+    ramp_policy,
+)
 from tests.support.tcpproxy import TcpProxy
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.slow
 
-FAILOVER_BOUND_SECONDS = LEASE_DURATION_SECONDS + RETRY_PERIOD_SECONDS + INTERVAL_SECONDS
 """kill -9 → the new leader's first write: the lease duration, counted from when the follower saw the
 last renewal (up to one retry period after it was made), plus one cycle."""
 
@@ -123,26 +129,6 @@ def moved_steps(replicas: list[Replica]) -> list[int]:
     """The step each advance record of all ``replicas`` reached, in the order they were decided."""
     records = sorted((r for replica in replicas for r in replica.writes()), key=lambda r: str(r["time"]))
     return [int(r["to_step"]) for r in records if r["action"] == "advance"]
-
-
-def failover(history: History, leader: Replica, follower: Replica) -> tuple[float, float]:
-    """kill -9 ``leader``; wait for ``follower`` to hold the Lease and write. Returns the seconds from
-    the kill to the Lease naming the follower and to the follower's first ConfigMap write."""
-    writes_before = len(follower.writes())
-    versions_before = len(history.flags)
-    killed_at = time.monotonic()
-    leader.kill()
-    wait_for(
-        lambda: len(follower.writes()) > writes_before,
-        timeout_seconds=FAILOVER_BOUND_SECONDS + 10,
-        interval_seconds=0.1,
-        what=f"{follower.identity} to take over and write",
-    )
-    held = history.held_since(follower.identity)
-    assert held is not None
-    assert held.monotonic > killed_at
-    written = next(v for v in history.flags[versions_before:] if v.monotonic > held.monotonic)
-    return held.monotonic - killed_at, written.monotonic - killed_at
 
 
 def test_one_replica_writes_and_the_other_takes_over_when_it_is_killed(deployment: Deployment) -> None:

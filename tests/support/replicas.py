@@ -29,9 +29,11 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from controller.adapters.decisionlog import read_records
+from controller.adapters.kube.lease import LEASE_DURATION_SECONDS, RETRY_PERIOD_SECONDS
 from controller.adapters.promserver import free_port
 from controller.core.flagd import read_state
 from tests.support.kubeapi import KubeApiServer
+from tests.support.waiting import wait_for
 
 KEY = "flags.flagd.json"
 LEASE_NAME = "flagroll"
@@ -276,3 +278,28 @@ class History:
             if state is not None and state.step is not None and (not seen or seen[-1] != state.step):
                 seen.append(state.step)
         return seen
+
+
+FAILOVER_BOUND_SECONDS = LEASE_DURATION_SECONDS + RETRY_PERIOD_SECONDS + INTERVAL_SECONDS
+"""kill -9 of the leader to the follower's first write, at most: the lease duration, plus the retry
+period (the follower sees the last renewal up to one retry period after it was made), plus one cycle."""
+
+
+def failover(history: History, leader: Replica, follower: Replica) -> tuple[float, float]:
+    """kill -9 ``leader``; wait for ``follower`` to hold the Lease and write. Returns the seconds from
+    the kill to the Lease naming the follower and to the follower's first ConfigMap write."""
+    writes_before = len(follower.writes())
+    versions_before = len(history.flags)
+    killed_at = time.monotonic()
+    leader.kill()
+    wait_for(
+        lambda: len(follower.writes()) > writes_before,
+        timeout_seconds=FAILOVER_BOUND_SECONDS + 10,
+        interval_seconds=0.1,
+        what=f"{follower.identity} to take over and write",
+    )
+    held = history.held_since(follower.identity)
+    assert held is not None
+    assert held.monotonic > killed_at
+    written = next(v for v in history.flags[versions_before:] if v.monotonic > held.monotonic)
+    return held.monotonic - killed_at, written.monotonic - killed_at
