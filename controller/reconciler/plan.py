@@ -6,7 +6,6 @@ here it is only turned into work for the commit."""
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -93,10 +92,19 @@ def plan(
     (all when None). Fills in the result's policy errors, the states of every managed flag, and the
     flags that cannot be reconciled."""
     result.policy_errors = policies.errors
+    named = {loaded.policy.flag_key for loaded in policies.policies}
     for key in managed_keys(document):
-        with contextlib.suppress(FlagFileError):
+        try:
             if (read := read_state(document, key, check_layout=False)) is not None:
                 result.states[key] = read
+        except FlagFileError as exc:
+            if key not in named:  # a policy naming it reports it when it plans it (below)
+                problem = (
+                    f"{exc}; no valid policy names flag {key!r}, so nobody judges it: restore its "
+                    "metadata or its policy"
+                )
+                result.problems.append(problem)
+                reported.once(f"flag:{problem}", "flag_skipped", flag=key, error=problem)
     adopting = set(policies.ownership.adopt.values()) if policies.ownership is not None else set()
     plans: list[Plan] = []
     for loaded in policies.policies:

@@ -177,3 +177,27 @@ def test_a_step_beyond_the_policy_under_an_old_style_revision_is_named_too(tmp_p
     assert len(result.problems) == 1
     assert PREFIX + "step" in result.problems[0]
     assert [r["flag"] for r in result.records] == ["other"]
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"), CORRUPTIONS[1:], ids=[c[1] + str(i) for i, c in enumerate(CORRUPTIONS[1:])]
+)
+def test_a_corrupt_flag_whose_policy_is_gone_is_named_not_forgotten(
+    tmp_path: Path, fields: dict[str, Any], field: str
+) -> None:
+    """Exposed, no policy names it any more, and its state cannot be read: nobody judges it, and the
+    cycle must say so (a problem, the run failing) rather than pass over it."""
+    env = _started(tmp_path)
+    (env.policies / "cache.yaml").unlink()
+    before = _corrupt(env, **fields)
+
+    with capture_logs() as logs:
+        ok = asyncio.run(env.reconciler().run(once=True))
+
+    assert ok is False
+    assert _cache_entry(env) == before
+    assert env.percent("other") == 5
+    named = [e for e in logs if e.get("flag") == "cache" and e["log_level"] == "error"]
+    assert named, logs
+    assert any(PREFIX + field in str(e.get("error")) for e in named), named
+    assert any("no valid policy" in str(e.get("error")) for e in named), named

@@ -166,7 +166,8 @@ def test_a_server_that_never_reloads_is_reported_loudly_and_the_flag_is_left_alo
     assert serving["outcome"] == "unverified"
     assert serving["served"]["on"] > 0
     assert serving["served"]["control"] > 0
-    assert 2.0 <= serving["waited_seconds"] < 5  # it kept asking until the deadline
+    # it kept asking until the deadline: it stops when one more poll (0.1 s) would pass it
+    assert 2.0 - 0.1 <= serving["waited_seconds"] < 5
     assert fake.requests > SAMPLE
     assert verify["reason"].startswith("SERVING NOT VERIFIED after the write at")
     assert f"still serves on to {serving['served']['on']} of {SAMPLE} sampled keys" in verify["reason"]
