@@ -34,7 +34,7 @@ from controller.adapters.kube.errors import KubeRejectedError, api_call
 from controller.adapters.kube.jsontext import splice_flags
 from controller.adapters.kube.objects import DEFAULT_CONFIGMAP_KEY, ObjectRef
 from controller.core.errors import FlagFileError, WriteConflictError
-from controller.core.flagd import managed_keys, parse_document, render_document
+from controller.core.flagd import is_managed, managed_keys, parse_document, parse_targeting, render_document
 
 FEATUREFLAG_GROUP, FEATUREFLAG_VERSION = "core.openfeature.dev", "v1beta1"
 FeatureFlag = create_namespaced_resource(
@@ -183,7 +183,33 @@ class FeatureFlagStore(_KubeFlagStore):
         for key, metadata in self._kept_metadata(obj).items():
             if isinstance(flags.get(key), dict):
                 flags[key]["metadata"] = metadata
+        self._refuse_stateless_rollouts(flags)
         return document
+
+    def _refuse_stateless_rollouts(self, flags: Mapping[str, Any]) -> None:
+        """A flag serving flagroll's layout with treatment exposed but no rollout state: another client
+        dropped or rewrote the annotation, or renamed the flag. Taken for hand-made, it would be
+        exposed with nobody judging it (and a policy would start its flag anew beside it), so the
+        whole object is refused, loudly, and nothing is written until the state is restored."""
+        lost = []
+        for key, flag in flags.items():
+            if not isinstance(flag, dict) or is_managed(flag):
+                continue
+            try:
+                layout = parse_targeting(flag.get("targeting"), key)
+            except FlagFileError:
+                continue  # not flagroll's layout: a hand-made flag
+            if layout.percent > 0:
+                lost.append(f"{key!r} ({layout.percent:g} % treatment)")
+        if lost:
+            raise FlagFileError(
+                f"{self.location}: UNGUARDED: flag {', '.join(lost)} serves flagroll's rollout layout "
+                f"but annotation {METADATA_ANNOTATION} holds no rollout state for it (another client "
+                "removed or rewrote the annotation, or renamed the flag), so no guardrail judges it. "
+                "Nothing is written to this object until it is fixed: restore the annotation's entry for "
+                "the flag, or serve it off to everyone in spec.flagSpec (defaultVariant off, no targeting) "
+                "and let its policy adopt it"
+            )
 
     def _kept_metadata(self, obj: Any) -> dict[str, dict[str, Any]]:
         """The flags' metadata as the annotation keeps it (empty without the annotation)."""
