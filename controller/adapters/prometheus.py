@@ -154,6 +154,11 @@ def pick(index: SeriesIndex, split: Split) -> Reading:
     return found
 
 
+def response_result(status_code: int, body: bytes) -> Reading | tuple[Any, Any]:
+    """The ``(resultType, result)`` of a successful response of any query API, or the error it is."""
+    return _result(status_code, body)
+
+
 def _result(status_code: int, body: bytes) -> Reading | tuple[Any, Any]:
     """The ``(resultType, result)`` of a successful response, or the error it is."""
     unreadable = object()
@@ -248,9 +253,26 @@ class PrometheusClient:
         return await asyncio.shield(running)
 
     async def _request(self, promql: str) -> Reading | Answer:
-        endpoint = f"{self._base}/api/v1/query"
+        return await self._send("query", {"query": promql})
+
+    async def query_range(self, promql: str, start_ms: int, end_ms: int, step_ms: int) -> Reading | Answer:
+        """``/api/v1/query_range``: ``promql`` evaluated from ``start_ms`` to ``end_ms`` (milliseconds
+        since the epoch) every ``step_ms``. The answer is judged by the caller (a matrix)."""
+        form = {
+            "query": promql,
+            "start": f"{start_ms / 1000:.3f}",
+            "end": f"{end_ms / 1000:.3f}",
+            "step": f"{step_ms}ms",
+        }
+        return self._shown_answer(await self._send("query_range", form))
+
+    def _shown_answer(self, answer: Reading | Answer) -> Reading | Answer:
+        return self._shown(answer) if isinstance(answer, Reading) else answer
+
+    async def _send(self, api: str, form: dict[str, str]) -> Reading | Answer:
+        endpoint = f"{self._base}/api/v1/{api}"
         # Prometheus durations take whole numbers of a unit: "2.5s" is refused, "2500ms" is not.
-        form = {"query": promql, "timeout": f"{max(1, round(self.timeout_seconds * 1000))}ms"}
+        form = {**form, "timeout": f"{max(1, round(self.timeout_seconds * 1000))}ms"}
         async with self._semaphore:
             self.requests += 1
             try:

@@ -2,6 +2,9 @@
 
 It listens on 127.0.0.1 at a free port, keeps its data in a temporary directory and scrapes the given
 targets every second. It is stopped (TERM, then KILL) and its directory removed on :meth:`stop`.
+Given ``data_dir`` (an existing TSDB directory, e.g. blocks backfilled with ``promtool tsdb
+create-blocks-from openmetrics``) it serves that instead, and keeps it on stop; ``retention`` must then
+reach back to the oldest block, or Prometheus deletes it at start.
 Another server that scrapes and answers Prometheus's API may reuse the lifecycle: a subclass gives
 its :attr:`~PrometheusServer.name`, :meth:`~PrometheusServer.arguments` and
 :meth:`~PrometheusServer.version`.
@@ -59,8 +62,13 @@ class PrometheusServer:
         ready_auth: tuple[str, str] | None = None,
         ready_verify: ssl.SSLContext | bool = True,
         port: int = 0,
+        data_dir: Path | None = None,
+        retention: str = "1d",
     ) -> None:
         self.targets = list(targets)
+        # An existing TSDB directory (e.g. blocks backfilled by promtool) to serve: kept on stop.
+        self.data_dir = data_dir
+        self.retention = retention
         self.web_config = web_config  # YAML for --web.config.file (TLS, basic auth): for tests
         self.ready_auth = ready_auth
         self.ready_verify = ready_verify
@@ -104,10 +112,10 @@ class PrometheusServer:
         return [
             self.binary,
             f"--config.file={config}",
-            f"--storage.tsdb.path={workdir / 'data'}",
+            f"--storage.tsdb.path={self.data_dir or workdir / 'data'}",
             f"--web.listen-address=127.0.0.1:{self.port}",
             "--log.level=warn",
-            "--storage.tsdb.retention.time=1d",
+            f"--storage.tsdb.retention.time={self.retention}",
             *extra,
         ]
 
