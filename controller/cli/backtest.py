@@ -1,0 +1,228 @@
+"""``flagroll backtest``: what each policy would have done over a past window, from Prometheus's
+history. Nothing is written to any flag file or decision log."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from controller.adapters.policyfile import LoadedPolicy, load_paths
+from controller.adapters.promauth import PrometheusAuth, load_auth
+from controller.adapters.prometheus import PrometheusClient
+from controller.adapters.promrange import fetch_ranges
+from controller.cli import common
+from controller.cli.common import EXIT_FAIL, EXIT_OK, need
+from controller.cli.options import Commands, duration_arg, env, positive_int, prometheus_auth_options
+from controller.core.backtest import (
+    MAX_POINTS_PER_CHUNK,
+    RangeAnswer,
+    chunks,
+    evaluation_times,
+    fetched_queries,
+    parse_time,
+    replay,
+    unsupported,
+)
+from controller.core.backtestreport import as_dict, render_text
+from controller.core.errors import UsageError
+
+
+def add_parser(commands: Commands) -> None:
+    p = commands.add_parser(
+        "backtest",
+        help="replay policies over a past window of Prometheus data; writes nothing",
+        description="For each policy, replay its decision loop over [--from, --to] at the policy's "
+        "interval, with the readings Prometheus's history gives at each evaluation time, through the "
+        "controller's own decision core. The simulated rollout starts at --from and its own decisions "
+        "move it. Readings come in bulk from /api/v1/query_range: distinct queries × chunks of at most "
+        "11,000 points. Nothing is written to any flag file or decision log. Policies with statistical "
+        "guardrails (errorRatio, latency, statistics.exposure) are refused in this version. Exit 0 when "
+        "the replay ran (whatever it decided), 1 when a policy is invalid or refused, a query failed or "
+        "the window holds no data, 2 on a usage error. See docs/backtest.md.",
+    )
+    p.add_argument(
+        "--policies",
+        type=Path,
+        default=env("FLAGROLL_POLICIES"),
+        metavar="DIR",
+        help="directory (or file) of rollout policies [env FLAGROLL_POLICIES]",
+    )
+    p.add_argument(
+        "--prometheus",
+        default=env("FLAGROLL_PROMETHEUS"),
+        metavar="URL",
+        help="Prometheus base URL, e.g. http://prometheus:9090 [env FLAGROLL_PROMETHEUS]",
+    )
+    p.add_argument(
+        "--from",
+        dest="start",
+        required=True,
+        metavar="TIME",
+        help="start of the window: RFC 3339 (2026-11-27T09:00:00Z) or a duration before now (7d, 36h)",
+    )
+    p.add_argument(
+        "--to",
+        dest="end",
+        default="0s",
+        metavar="TIME",
+        help="end of the window, as --from (default: now)",
+    )
+    p.add_argument("--flag", metavar="KEY", help="replay only the policy of this flag")
+    p.add_argument("--json", action="store_true", help="print one JSON object with the same content")
+    p.add_argument(
+        "--query-timeout",
+        type=duration_arg,
+        default=env("FLAGROLL_QUERY_TIMEOUT", "60s"),
+        metavar="DURATION",
+        help="timeout of one range query (default 60s) [env FLAGROLL_QUERY_TIMEOUT]",
+    )
+    p.add_argument(
+        "--max-concurrent-queries",
+        type=positive_int,
+        default=env("FLAGROLL_MAX_CONCURRENT_QUERIES", "4"),
+        metavar="N",
+        help="range queries in flight at once (default 4) [env FLAGROLL_MAX_CONCURRENT_QUERIES]",
+    )
+    prometheus_auth_options(p)
+    p.set_defaults(handler=cmd_backtest)
+
+
+@dataclass
+class Request:
+    """What a backtest replays, checked."""
+
+    policies: Path
+    url: str
+    start: datetime
+    end: datetime
+    flag: str | None = None
+    auth: PrometheusAuth = field(default_factory=PrometheusAuth)
+    timeout_seconds: float = 60.0
+    max_concurrency: int = 4
+    max_points: int = MAX_POINTS_PER_CHUNK  # per range query; lower only to test the chunking
+
+
+@dataclass
+class Outcome:
+    """The replays and everything that went wrong."""
+
+    report: dict[str, Any]
+    text: list[str]
+    problems: list[str]
+    requests: int
+
+
+def checked_request(args: argparse.Namespace, now: datetime) -> Request:
+    policies = Path(need(args.policies, "--policies", "FLAGROLL_POLICIES"))
+    url = need(args.prometheus, "--prometheus", "FLAGROLL_PROMETHEUS")
+    if not policies.exists():
+        raise UsageError(f"--policies {policies}: no such file or directory")
+    if not url.startswith(("http://", "https://")):
+        raise UsageError(f"--prometheus {url!r}: give an http:// or https:// URL")
+    start, end = parse_time(args.start, now), parse_time(args.end, now)
+    if end <= start:
+        raise UsageError(
+            f"--from {start.isoformat()} must be before --to {end.isoformat()}: the window is empty"
+        )
+    auth = load_auth(
+        bearer_token_file=args.prometheus_bearer_token_file,
+        username=args.prometheus_username,
+        password_file=args.prometheus_password_file,
+        ca_file=args.prometheus_ca_file,
+        insecure_skip_verify=args.prometheus_insecure_skip_verify,
+        headers=args.prometheus_header,
+    )
+    return Request(
+        policies, url, start, end, args.flag, auth, args.query_timeout, args.max_concurrent_queries
+    )
+
+
+def cmd_backtest(args: argparse.Namespace) -> int:
+    outcome = asyncio.run(run_backtest(checked_request(args, common.utc_now())))
+    if args.json:
+        print(json.dumps(outcome.report, indent=2, ensure_ascii=False))
+    else:
+        print("\n".join(outcome.text))
+    for problem in outcome.problems:
+        print(f"flagroll backtest: {problem}", file=sys.stderr)
+    return EXIT_FAIL if outcome.problems else EXIT_OK
+
+
+def _selected(request: Request, problems: list[str]) -> list[LoadedPolicy]:
+    loaded = load_paths([request.policies])
+    problems.extend(str(issue) for issue in loaded.errors)
+    chosen = [p for p in loaded.policies if request.flag is None or p.policy.flag_key == request.flag]
+    if not chosen and not problems:
+        which = f" for flag {request.flag!r}" if request.flag is not None else ""
+        raise UsageError(f"no valid policy{which} in {request.policies}")
+    kept = []
+    for loaded_policy in chosen:
+        refusals = unsupported(loaded_policy.policy)
+        problems.extend(refusals)
+        if not refusals:
+            kept.append(loaded_policy)
+    return kept
+
+
+async def run_backtest(request: Request, transport: httpx.AsyncBaseTransport | None = None) -> Outcome:
+    """Load, fetch in bulk, replay and report. ``transport`` is for tests."""
+    problems: list[str] = []
+    policies = _selected(request, problems)
+    report: dict[str, Any] = {
+        "from": request.start.isoformat(),
+        "to": request.end.isoformat(),
+        "policies": [],
+    }
+    text: list[str] = []
+    async with PrometheusClient(
+        request.url,
+        timeout_seconds=request.timeout_seconds,
+        max_concurrency=request.max_concurrency,
+        auth=request.auth,
+        transport=transport,
+    ) as client:
+        for loaded in policies:
+            policy = loaded.policy
+            times = evaluation_times(request.start, request.end, policy.spec.interval_seconds)
+            queries = fetched_queries(policy, loaded.templates)
+            windows = chunks(times, request.max_points)
+            step_ms = max(1, round(policy.spec.interval_seconds * 1000))
+            answers = await fetch_ranges(client, [q.promql for q in queries], windows, step_ms)
+            problems.extend(_fetch_problems(policy.name, answers))
+            points = sum(a.points for a in answers.values())
+            if points == 0:
+                problems.append(
+                    f"{policy.name}: Prometheus holds no data for any of its queries between "
+                    f"{request.start.isoformat()} and {request.end.isoformat()} (beyond its retention?)"
+                )
+            result = replay(policy, times, answers, loaded.templates)
+            entry = as_dict(result, points)
+            entry["queries"] = len(answers)
+            entry["chunks"] = len(windows)
+            report["policies"].append(entry)
+            text.extend(render_text(result, points))
+            text.append(f"  {len(answers)} distinct queries × {len(windows)} chunks")
+            text.append("")
+        requests = client.requests
+    report["http_requests"] = requests
+    report["problems"] = problems
+    text.append(f"{requests} HTTP requests to {client.url}")
+    return Outcome(report, text, problems, requests)
+
+
+def _fetch_problems(policy: str, answers: dict[str, RangeAnswer]) -> Sequence[str]:
+    found = []
+    for promql, answer in answers.items():
+        for failure in answer.failures[:1]:
+            more = f" (and {len(answer.failures) - 1} more chunks)" if len(answer.failures) > 1 else ""
+            found.append(f"{policy}: query failed{more}: {failure.detail}: {' '.join(promql.split())[:200]}")
+    return found

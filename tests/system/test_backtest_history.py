@@ -1,0 +1,252 @@
+"""``flagroll backtest`` against a real Prometheus serving real history: three days of per-variant
+request and error counters, backfilled with ``promtool tsdb create-blocks-from openmetrics``, with a
+known incident in the treatment arm at a known time."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import textwrap
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+
+from controller.adapters.promserver import PrometheusServer
+from controller.cli import main
+from controller.cli.backtest import Outcome, Request, run_backtest
+
+SCRAPE_SECONDS = 60
+INTERVAL = timedelta(minutes=5)
+RATE_WINDOW = timedelta(minutes=10)
+REQUESTS_PER_SCRAPE = 600  # 10 requests/s in each arm
+HEALTHY_ERRORS, INCIDENT_ERRORS = 6, 120  # 1 % of requests fail; 20 % during the incident
+
+POLICY = textwrap.dedent(
+    """\
+    apiVersion: flagroll/v1
+    kind: RolloutPolicy
+    metadata:
+      name: shop-cache
+    spec:
+      owner: shop-sre
+      aim: Cut p95 of /shop from 450ms to 250ms.
+      mechanism: A cache removes repeated I/O.
+      flag:
+        key: shop-cache
+      interval: 5m
+      steps:
+        - {percent: 5, hold: 1h}
+        - {percent: 20, hold: 1h}
+        - {percent: 50, hold: 2h}
+      traffic:
+        query: sum(increase(shop_requests_total{flag="{{flag}}",variant="{{variant}}"}[10m]))
+        minSamples: 100
+      guardrails:
+        - name: error-rate
+          query: >-
+            sum(rate(shop_errors_total{flag="{{flag}}",variant="{{variant}}"}[10m]))
+            / sum(rate(shop_requests_total{flag="{{flag}}",variant="{{variant}}"}[10m]))
+          max: 0.05
+    """
+)
+
+
+@dataclass(frozen=True)
+class History:
+    server: PrometheusServer
+    policies: Path
+    start: datetime
+    end: datetime
+    incident: datetime
+
+
+def openmetrics(start: datetime, end: datetime, incident: datetime) -> str:
+    """Counters per variant, one sample a minute; from ``incident`` on, the treatment fails 20 %."""
+    stamps = range(int(start.timestamp()), int(end.timestamp()) + 1, SCRAPE_SECONDS)
+    lines = ["# TYPE shop_requests counter"]
+    for variant in ("on", "control"):
+        labels = f'{{flag="shop-cache",variant="{variant}"}}'
+        lines.extend(
+            f"shop_requests_total{labels} {i * REQUESTS_PER_SCRAPE} {t}" for i, t in enumerate(stamps)
+        )
+    lines.append("# TYPE shop_errors counter")
+    for variant in ("on", "control"):
+        labels = f'{{flag="shop-cache",variant="{variant}"}}'
+        total = 0
+        for t in stamps:
+            failing = variant == "on" and t >= incident.timestamp()
+            total += INCIDENT_ERRORS if failing else HEALTHY_ERRORS
+            lines.append(f"shop_errors_total{labels} {total} {t}")
+    return "\n".join([*lines, "# EOF", ""])
+
+
+@pytest.fixture(scope="module")
+def history(tmp_path_factory: pytest.TempPathFactory) -> Iterator[History]:
+    root = tmp_path_factory.mktemp("history")
+    end = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=1)
+    end -= timedelta(minutes=end.minute % 5)
+    start = end - timedelta(days=3)
+    incident = start + timedelta(days=2, minutes=2)  # between two evaluation times
+    source = root / "history.om"
+    source.write_text(openmetrics(start, end, incident))
+    data = root / "data"
+    subprocess.run(
+        ["promtool", "tsdb", "create-blocks-from", "openmetrics", str(source), str(data)],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    policies = root / "policies"
+    policies.mkdir()
+    (policies / "shop-cache.yaml").write_text(POLICY)
+    with PrometheusServer([], data_dir=data, retention="3650d") as server:
+        yield History(server, policies, start, end, incident)
+
+
+class CountingTransport(httpx.AsyncBaseTransport):
+    """Counts the HTTP requests the backtest makes, by API path."""
+
+    def __init__(self) -> None:
+        self.inner = httpx.AsyncHTTPTransport()
+        self.paths: list[str] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.paths.append(request.url.path)
+        return await self.inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+def backtest(
+    history: History, start: datetime, end: datetime, **options: object
+) -> tuple[Outcome, list[str]]:
+    transport = CountingTransport()
+    request = Request(history.policies, history.server.url, start, end, **options)  # type: ignore[arg-type]
+    outcome = asyncio.run(run_backtest(request, transport))
+    return outcome, transport.paths
+
+
+def test_the_incident_is_rolled_back_within_one_interval_plus_the_rate_window(history: History) -> None:
+    outcome, paths = backtest(history, history.start, history.end)
+    assert outcome.problems == []
+    (replayed,) = outcome.report["policies"]
+    rollback = datetime.fromisoformat(replayed["first_rollback"])
+    assert history.incident < rollback <= history.incident + INTERVAL + RATE_WINDOW
+    before = [d for d in replayed["decisions"] if datetime.fromisoformat(d["time"]) < history.incident]
+    assert [d["action"] for d in before] == ["advance", "advance", "advance", "complete"]
+    (guard,) = [c for c in replayed["checks"] if c["name"] == "error-rate" and c["arm"] == "treatment"]
+    assert guard["counts"]["fail"] > 0
+    assert guard["counts"]["error"] == 0
+    assert guard["first_fail"] == replayed["first_rollback"].replace("+00:00", "Z")
+    assert guard["values"]["p50"] == pytest.approx(0.01, rel=0.05)
+    # 4 distinct queries (traffic and error-rate, two arms each) × 1 chunk, whatever the 865 evaluations
+    assert replayed["evaluations"] == 865
+    assert paths == ["/api/v1/query_range"] * 4
+    assert outcome.requests == 4
+
+
+def test_a_healthy_window_has_no_rollback(history: History) -> None:
+    outcome, _ = backtest(history, history.start, history.incident - timedelta(hours=1))
+    (replayed,) = outcome.report["policies"]
+    assert outcome.problems == []
+    assert replayed["first_rollback"] is None
+    assert replayed["final"]["status"] == "completed"
+    (guard,) = [c for c in replayed["checks"] if c["name"] == "error-rate" and c["arm"] == "treatment"]
+    assert guard["counts"]["fail"] == 0
+    assert guard["counts"]["pass"] > 500
+
+
+def test_a_long_range_is_chunked_and_replays_the_same(history: History) -> None:
+    whole, _ = backtest(history, history.start, history.end)
+    chunked, paths = backtest(history, history.start, history.end, max_points=200)
+    (replayed,) = chunked.report["policies"]
+    assert replayed["chunks"] == 5  # 865 points, 200 a chunk
+    assert len(paths) == 4 * 5
+    assert replayed["decisions"] == whole.report["policies"][0]["decisions"]
+    assert replayed["checks"] == whole.report["policies"][0]["checks"]
+
+
+def test_a_window_beyond_retention_is_reported_and_fails(
+    history: History, capsys: pytest.CaptureFixture[str]
+) -> None:
+    start = (history.start - timedelta(days=60)).isoformat()
+    end = (history.start - timedelta(days=50)).isoformat()
+    code = main(
+        [
+            "backtest",
+            "--policies",
+            str(history.policies),
+            "--prometheus",
+            history.server.url,
+            "--from",
+            start,
+            "--to",
+            end,
+            "--json",
+        ]
+    )
+    out, err = capsys.readouterr()
+    assert code == 1
+    assert json.loads(out)["policies"][0]["no_data_at_all"] is True
+    assert "holds no data for any of its queries" in err
+
+
+def test_a_query_prometheus_refuses_is_an_error_never_a_pass(
+    history: History, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    refused = POLICY.replace("sum(rate(shop_errors_total", "sum(rate(shop_errors_total[1m]")
+    (tmp_path / "refused.yaml").write_text(refused)
+    code = main(
+        [
+            "backtest",
+            "--policies",
+            str(tmp_path),
+            "--prometheus",
+            history.server.url,
+            "--from",
+            history.start.isoformat(),
+            "--to",
+            (history.start + timedelta(hours=6)).isoformat(),
+            "--json",
+        ]
+    )
+    out, err = capsys.readouterr()
+    assert code == 1
+    (replayed,) = json.loads(out)["policies"]
+    (guard,) = [c for c in replayed["checks"] if c["name"] == "error-rate" and c["arm"] == "treatment"]
+    assert guard["counts"]["pass"] == 0
+    assert guard["counts"]["error"] == replayed["evaluations"]
+    assert [d["action"] for d in replayed["decisions"]] == []  # never starts while it cannot see
+    assert "query failed" in err
+
+
+def test_the_human_report_and_exit_code_of_a_replay_that_ran(
+    history: History, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(
+        [
+            "backtest",
+            "--policies",
+            str(history.policies),
+            "--prometheus",
+            history.server.url,
+            "--from",
+            history.start.isoformat(),
+            "--to",
+            history.end.isoformat(),
+            "--flag",
+            "shop-cache",
+        ]
+    )
+    out, _ = capsys.readouterr()
+    assert code == 0
+    assert "rollback" in out
+    assert "first would-be rollback: " in out
+    assert "error-rate treatment max ≤ 0.05 (max)" in out
+    assert "4 HTTP requests" in out
