@@ -196,7 +196,7 @@ def _commands_with(option: str) -> set[str]:
 
 
 def test_every_command_that_queries_prometheus_takes_the_header_option() -> None:
-    assert _commands_with("--prometheus") == _commands_with("--prometheus-header") == {"run"}
+    assert _commands_with("--prometheus") == _commands_with("--prometheus-header") == {"run", "backtest"}
 
 
 def test_the_option_repeats_and_its_default_is_empty_whatever_the_environment(
