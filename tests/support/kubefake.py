@@ -1,4 +1,6 @@
-"""An in-process fake of the Kubernetes API endpoints flagroll uses (no API server can run here).
+"""An in-process fake of the Kubernetes API endpoints flagroll uses, for what a real API server cannot be
+made to do on demand (answer 500 or 429 to the next request, stall a Lease renewal at a chosen moment,
+move a clock) and for fast unit tests; the real one runs in tests/kubeapi (tests/support/kubeapi.py).
 
 It stores objects as JSON, gives every write a new ``resourceVersion`` from one counter (as etcd
 does), answers a replace carrying a stale resourceVersion with 409 Conflict, a missing object with
