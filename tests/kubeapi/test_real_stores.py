@@ -196,3 +196,39 @@ def test_a_configmap_keeps_every_flags_metadata(kube_api: KubeApiServer, tmp_pat
         served = json.loads(cluster.served())
     assert served["flags"]["hand-made"] == HAND_MADE  # a ConfigMap keeps everything, metadata included
     assert served["flags"]["cache"]["metadata"]["flagroll.percent"] == 1
+
+
+def test_an_existing_flag_serving_off_is_adopted_then_ramped_and_handed_over(featureflag: Cluster) -> None:
+    cluster = featureflag
+    obj = cluster.raw()
+    obj["spec"]["flagSpec"]["flags"]["cache"] = {
+        "state": "ENABLED",
+        "variants": {"on": True, "off": False},
+        "defaultVariant": "off",
+    }
+    assert cluster.api.request("PUT", cluster.path, obj).status_code == 200
+    cluster.cycle()
+    assert cluster.actions() == ["adopt"]
+    assert cluster.state().policy == "cache"
+    assert "on" not in exposure(cluster.served())  # adopting changes nobody's exposure
+    cluster.clock.now += timedelta(seconds=10)
+    cluster.cycle()
+    assert cluster.state().percent == 20
+    assert exposure(cluster.served())["on"] == pytest.approx(20, abs=3)
+    kept = json.loads(cluster.raw()["metadata"]["annotations"][METADATA_ANNOTATION])
+    assert kept["cache"]["flagroll.percent"] == 20
+
+    # The policy is renamed in Git; on-call hands the flag over at once instead of waiting out the grace.
+    (cluster.policies / "cache.yaml").rename(cluster.policies / "cache-v2.yaml")
+    text = (cluster.policies / "cache-v2.yaml").read_text().replace("name: cache}", "name: cache-v2}")
+    (cluster.policies / "cache-v2.yaml").write_text(text)
+    code = cluster.cli(
+        "adopt", "cache", "--policy", "cache-v2", "--policies", str(cluster.policies), "--actor", "oncall"
+    )
+    assert code == 0
+    assert cluster.state().policy == "cache-v2"
+    assert cluster.state().percent == 20  # the hand-over keeps the exposure
+    cluster.clock.now += timedelta(minutes=2)
+    cluster.cycle()
+    assert cluster.state().percent == 50
+    assert cluster.actions()[-1] == "advance"
