@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
 import textwrap
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,15 +15,15 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bench.history import Shape, backfill, write_openmetrics
 from controller.adapters.promserver import PrometheusServer
 from controller.cli import main
 from controller.cli.backtest import Outcome, Request, run_backtest
 
-SCRAPE_SECONDS = 60
 INTERVAL = timedelta(minutes=5)
 RATE_WINDOW = timedelta(minutes=10)
-REQUESTS_PER_SCRAPE = 600  # 10 requests/s in each arm
-HEALTHY_ERRORS, INCIDENT_ERRORS = 6, 120  # 1 % of requests fail; 20 % during the incident
+# The history (bench/history.py's default shape): a sample a minute, 10 requests/s in each arm, 1 % of
+# requests fail; 20 % of the treatment's during the incident.
 
 POLICY = textwrap.dedent(
     """\
@@ -65,26 +64,6 @@ class History:
     incident: datetime
 
 
-def openmetrics(start: datetime, end: datetime, incident: datetime) -> str:
-    """Counters per variant, one sample a minute; from ``incident`` on, the treatment fails 20 %."""
-    stamps = range(int(start.timestamp()), int(end.timestamp()) + 1, SCRAPE_SECONDS)
-    lines = ["# TYPE shop_requests counter"]
-    for variant in ("on", "control"):
-        labels = f'{{flag="shop-cache",variant="{variant}"}}'
-        lines.extend(
-            f"shop_requests_total{labels} {i * REQUESTS_PER_SCRAPE} {t}" for i, t in enumerate(stamps)
-        )
-    lines.append("# TYPE shop_errors counter")
-    for variant in ("on", "control"):
-        labels = f'{{flag="shop-cache",variant="{variant}"}}'
-        total = 0
-        for t in stamps:
-            failing = variant == "on" and t >= incident.timestamp()
-            total += INCIDENT_ERRORS if failing else HEALTHY_ERRORS
-            lines.append(f"shop_errors_total{labels} {total} {t}")
-    return "\n".join([*lines, "# EOF", ""])
-
-
 @pytest.fixture(scope="module")
 def history(tmp_path_factory: pytest.TempPathFactory) -> Iterator[History]:
     root = tmp_path_factory.mktemp("history")
@@ -93,14 +72,9 @@ def history(tmp_path_factory: pytest.TempPathFactory) -> Iterator[History]:
     start = end - timedelta(days=3)
     incident = start + timedelta(days=2, minutes=2)  # between two evaluation times
     source = root / "history.om"
-    source.write_text(openmetrics(start, end, incident))
+    write_openmetrics(source, start, end, incident, Shape())
     data = root / "data"
-    subprocess.run(
-        ["promtool", "tsdb", "create-blocks-from", "openmetrics", str(source), str(data)],
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
+    backfill(source, data)
     policies = root / "policies"
     policies.mkdir()
     (policies / "shop-cache.yaml").write_text(POLICY)
