@@ -224,3 +224,47 @@ def test_the_human_report_and_exit_code_of_a_replay_that_ran(
     assert "first would-be rollback: " in out
     assert "error-rate treatment max ≤ 0.05 (max)" in out
     assert "4 HTTP requests" in out
+
+
+def test_compare_a_looser_bound_rolls_back_later_on_one_fetch(history: History, tmp_path: Path) -> None:
+    (tmp_path / "loose.yaml").write_text(POLICY.replace("max: 0.05", "max: 0.12"))
+    outcome, paths = backtest(history, history.start, history.end, compare=tmp_path)
+    assert outcome.problems == []
+    (tight,) = outcome.report["policies"]
+    (loose,) = outcome.report["compare_policies"]
+    (flag,) = outcome.report["comparison"]
+    first, later = (datetime.fromisoformat(r["first_rollback"]) for r in (tight, loose))
+    assert history.incident < first < later <= history.incident + INTERVAL + RATE_WINDOW
+    assert flag["policies"]["first_rollback"] == tight["first_rollback"]
+    assert flag["compare"]["first_rollback"] == loose["first_rollback"]
+    assert flag["verdict"].startswith("--policies rolled back 5m earlier than --compare: ")
+    # the same four queries in both sets (only the bound differs): fetched once, 4 × 1 chunk
+    assert len(paths) == outcome.requests == 4
+
+
+def test_compare_only_one_rolling_back_and_the_union_of_queries_is_fetched(
+    history: History, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # a bound the incident (20 %) never reaches, and a traffic window of its own: two more queries
+    looser = POLICY.replace("max: 0.05", "max: 0.5").replace(
+        "[10m]))\n    minSamples", "[15m]))\n    minSamples"
+    )
+    assert looser.count("[15m]") == 1
+    (tmp_path / "looser.yaml").write_text(looser)
+    common = ["backtest", "--policies", str(history.policies), "--compare", str(tmp_path)]
+    window = ["--prometheus", history.server.url, "--from", history.start.isoformat()]
+    window += ["--to", history.end.isoformat()]
+    assert main([*common, *window, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    (flag,) = report["comparison"]
+    assert flag["compare"]["first_rollback"] is None
+    assert flag["verdict"] == f"only --policies rolled back, at {flag['policies']['first_rollback']}"
+    # the union: traffic at 10m and at 15m, the error rate (the same text in both), two arms each
+    assert report["http_requests"] == 6 * 1
+    assert main([*common, *window]) == 0
+    out = capsys.readouterr().out
+    assert f"--policies {history.policies}:" in out
+    assert f"--compare {tmp_path}:" in out
+    assert "comparison (the same readings for both sets):" in out
+    assert "only --policies rolled back, at " in out
+    assert "6 HTTP requests" in out
