@@ -1,5 +1,5 @@
-"""``flagroll backtest`` against a real Prometheus serving real history: three days of per-variant
-request and error counters, backfilled with ``promtool tsdb create-blocks-from openmetrics``, with a
+"""``flagroll backtest`` against a real Prometheus (2.x and 3.x: ids prom2, prom3) serving real history:
+three days of per-variant request and error counters, backfilled with ``promtool tsdb create-blocks-from openmetrics``, with a
 known incident in the treatment arm at a known time."""
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from bench.history import Shape, backfill, write_openmetrics
 from controller.adapters.promserver import PrometheusServer
 from controller.cli import main
 from controller.cli.backtest import Outcome, Request, run_backtest
+from tests.conftest import PROMETHEUS_VERSIONS, prometheus_binary
 
 INTERVAL = timedelta(minutes=5)
 RATE_WINDOW = timedelta(minutes=10)
@@ -64,9 +65,10 @@ class History:
     incident: datetime
 
 
-@pytest.fixture(scope="module")
-def history(tmp_path_factory: pytest.TempPathFactory) -> Iterator[History]:
-    root = tmp_path_factory.mktemp("history")
+@pytest.fixture(scope="module", params=PROMETHEUS_VERSIONS)
+def history(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[History]:
+    """The history backfilled into blocks of its own for each Prometheus version (prom2, prom3)."""
+    root = tmp_path_factory.mktemp(f"history-{request.param}")
     end = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=1)
     end -= timedelta(minutes=end.minute % 5)
     start = end - timedelta(days=3)
@@ -78,7 +80,8 @@ def history(tmp_path_factory: pytest.TempPathFactory) -> Iterator[History]:
     policies = root / "policies"
     policies.mkdir()
     (policies / "shop-cache.yaml").write_text(POLICY)
-    with PrometheusServer([], data_dir=data, retention="3650d") as server:
+    binary = prometheus_binary(request.param)
+    with PrometheusServer([], data_dir=data, retention="3650d", binary=binary) as server:
         yield History(server, policies, start, end, incident)
 
 
