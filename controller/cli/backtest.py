@@ -25,6 +25,7 @@ from controller.cli.options import Commands, duration_arg, env, positive_int, pr
 from controller.core.backtest import (
     MAX_POINTS_PER_CHUNK,
     RangeAnswer,
+    Replay,
     chunks,
     evaluation_times,
     fetched_queries,
@@ -32,6 +33,9 @@ from controller.core.backtest import (
     replay,
     unsupported,
 )
+from controller.core.backtestcompare import as_dict as compare_dict
+from controller.core.backtestcompare import compare
+from controller.core.backtestcompare import render_text as compare_text
 from controller.core.backtestreport import as_dict, render_text
 from controller.core.errors import UsageError
 
@@ -77,6 +81,13 @@ def add_parser(commands: Commands) -> None:
         help="end of the window, as --from (default: now)",
     )
     p.add_argument("--flag", metavar="KEY", help="replay only the policy of this flag")
+    p.add_argument(
+        "--compare",
+        type=Path,
+        metavar="DIR",
+        help="a second directory (or file) of policies, replayed on the same readings (one fetch of "
+        "both sets' distinct queries) and compared per flag with --policies",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object with the same content")
     p.add_argument(
         "--query-timeout",
@@ -109,6 +120,7 @@ class Request:
     timeout_seconds: float = 60.0
     max_concurrency: int = 4
     max_points: int = MAX_POINTS_PER_CHUNK  # per range query; lower only to test the chunking
+    compare: Path | None = None  # a second policy set, replayed on the same readings
 
 
 @dataclass
@@ -126,6 +138,8 @@ def checked_request(args: argparse.Namespace, now: datetime) -> Request:
     url = need(args.prometheus, "--prometheus", "FLAGROLL_PROMETHEUS")
     if not policies.exists():
         raise UsageError(f"--policies {policies}: no such file or directory")
+    if args.compare is not None and not args.compare.exists():
+        raise UsageError(f"--compare {args.compare}: no such file or directory")
     if not url.startswith(("http://", "https://")):
         raise UsageError(f"--prometheus {url!r}: give an http:// or https:// URL")
     start, end = parse_time(args.start, now), parse_time(args.end, now)
@@ -142,7 +156,15 @@ def checked_request(args: argparse.Namespace, now: datetime) -> Request:
         headers=args.prometheus_header,
     )
     return Request(
-        policies, url, start, end, args.flag, auth, args.query_timeout, args.max_concurrent_queries
+        policies,
+        url,
+        start,
+        end,
+        args.flag,
+        auth,
+        args.query_timeout,
+        args.max_concurrent_queries,
+        compare=args.compare,
     )
 
 
@@ -157,13 +179,13 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     return EXIT_FAIL if outcome.problems else EXIT_OK
 
 
-def _selected(request: Request, problems: list[str]) -> list[LoadedPolicy]:
-    loaded = load_paths([request.policies])
+def _selected(request: Request, path: Path, problems: list[str]) -> list[LoadedPolicy]:
+    loaded = load_paths([path])
     problems.extend(str(issue) for issue in loaded.errors)
     chosen = [p for p in loaded.policies if request.flag is None or p.policy.flag_key == request.flag]
     if not chosen and not problems:
         which = f" for flag {request.flag!r}" if request.flag is not None else ""
-        raise UsageError(f"no valid policy{which} in {request.policies}")
+        raise UsageError(f"no valid policy{which} in {path}")
     kept = []
     for loaded_policy in chosen:
         refusals = unsupported(loaded_policy.policy)
@@ -174,15 +196,12 @@ def _selected(request: Request, problems: list[str]) -> list[LoadedPolicy]:
 
 
 async def run_backtest(request: Request, transport: httpx.AsyncBaseTransport | None = None) -> Outcome:
-    """Load, fetch in bulk, replay and report. ``transport`` is for tests."""
+    """Load, fetch in bulk, replay and report. ``transport`` is for tests. With ``--compare``, both
+    sets are replayed on one fetch: the union of their distinct queries, per interval."""
     problems: list[str] = []
-    policies = _selected(request, problems)
-    report: dict[str, Any] = {
-        "from": request.start.isoformat(),
-        "to": request.end.isoformat(),
-        "policies": [],
-    }
-    text: list[str] = []
+    sets = [_selected(request, request.policies, problems)]
+    if request.compare is not None:
+        sets.append(_selected(request, request.compare, problems))
     async with PrometheusClient(
         request.url,
         timeout_seconds=request.timeout_seconds,
@@ -190,39 +209,101 @@ async def run_backtest(request: Request, transport: httpx.AsyncBaseTransport | N
         auth=request.auth,
         transport=transport,
     ) as client:
-        for loaded in policies:
-            policy = loaded.policy
-            times = evaluation_times(request.start, request.end, policy.spec.interval_seconds)
-            queries = fetched_queries(policy, loaded.templates)
-            windows = chunks(times, request.max_points)
-            step_ms = max(1, round(policy.spec.interval_seconds * 1000))
-            answers = await fetch_ranges(client, [q.promql for q in queries], windows, step_ms)
-            problems.extend(_fetch_problems(policy.name, answers))
-            points = sum(a.points for a in answers.values())
-            if points == 0:
-                problems.append(
-                    f"{policy.name}: Prometheus holds no data for any of its queries between "
-                    f"{request.start.isoformat()} and {request.end.isoformat()} (beyond its retention?)"
-                )
-            result = replay(policy, times, answers, loaded.templates)
-            entry = as_dict(result, points)
-            entry["queries"] = len(answers)
-            entry["chunks"] = len(windows)
-            report["policies"].append(entry)
-            text.extend(render_text(result, points))
-            text.append(f"  {len(answers)} distinct queries × {len(windows)} chunks")
-            text.append("")
+        fetched = await _fetch_all(client, request, [p for chosen in sets for p in chosen], problems)
         requests = client.requests
+    report: dict[str, Any] = {"from": request.start.isoformat(), "to": request.end.isoformat()}
+    text: list[str] = []
+    replays: list[list[Replay]] = []
+    labelled = [
+        ("policies", "--policies", request.policies),
+        ("compare_policies", "--compare", request.compare),
+    ]
+    for (key, option, path), chosen in zip(labelled, sets, strict=False):
+        if request.compare is not None:
+            text.append(f"{option} {path}:")
+        entries, done = _replayed(request, chosen, fetched, problems, text)
+        report[key] = entries
+        replays.append(done)
+    if request.compare is not None:
+        comparisons = compare(replays[0], replays[1])
+        report["comparison"] = compare_dict(comparisons)
+        text.extend([*compare_text(comparisons), ""])
     report["http_requests"] = requests
     report["problems"] = problems
     text.append(f"{requests} HTTP requests to {client.url}")
     return Outcome(report, text, problems, requests)
 
 
-def _fetch_problems(policy: str, answers: dict[str, RangeAnswer]) -> Sequence[str]:
+@dataclass
+class Fetched:
+    """One interval's readings: the union of the distinct queries of every policy with that interval."""
+
+    times: list[datetime]
+    windows: list[tuple[datetime, datetime]]
+    answers: dict[str, RangeAnswer]
+
+
+async def _fetch_all(
+    client: PrometheusClient, request: Request, policies: Sequence[LoadedPolicy], problems: list[str]
+) -> dict[int, Fetched]:
+    """Per interval (milliseconds), every distinct query of the policies with that interval, once."""
+    promqls: dict[int, set[str]] = {}
+    for loaded in policies:
+        step_ms = _step_ms(loaded)
+        promqls.setdefault(step_ms, set()).update(
+            q.promql for q in fetched_queries(loaded.policy, loaded.templates)
+        )
+    fetched: dict[int, Fetched] = {}
+    for step_ms, wanted in promqls.items():
+        times = evaluation_times(request.start, request.end, step_ms / 1000)
+        windows = chunks(times, request.max_points)
+        answers = await fetch_ranges(client, sorted(wanted), windows, step_ms)
+        problems.extend(_fetch_problems(answers))
+        fetched[step_ms] = Fetched(times, windows, answers)
+    return fetched
+
+
+def _step_ms(loaded: LoadedPolicy) -> int:
+    return max(1, round(loaded.policy.spec.interval_seconds * 1000))
+
+
+def _replayed(
+    request: Request,
+    policies: Sequence[LoadedPolicy],
+    fetched: dict[int, Fetched],
+    problems: list[str],
+    text: list[str],
+) -> tuple[list[dict[str, Any]], list[Replay]]:
+    """Replay each policy on the fetched readings: its report entries and its replays."""
+    entries: list[dict[str, Any]] = []
+    done: list[Replay] = []
+    for loaded in policies:
+        policy = loaded.policy
+        readings = fetched[_step_ms(loaded)]
+        own = {q.promql for q in fetched_queries(policy, loaded.templates) if q.promql}
+        answers = {q: a for q, a in readings.answers.items() if q in own}
+        points = sum(a.points for a in answers.values())
+        if points == 0:
+            problems.append(
+                f"{policy.name}: Prometheus holds no data for any of its queries between "
+                f"{request.start.isoformat()} and {request.end.isoformat()} (beyond its retention?)"
+            )
+        result = replay(policy, readings.times, answers, loaded.templates)
+        entry = as_dict(result, points)
+        entry["queries"] = len(answers)
+        entry["chunks"] = len(readings.windows)
+        entries.append(entry)
+        done.append(result)
+        text.extend(render_text(result, points))
+        text.append(f"  {len(answers)} distinct queries × {len(readings.windows)} chunks")
+        text.append("")
+    return entries, done
+
+
+def _fetch_problems(answers: dict[str, RangeAnswer]) -> Sequence[str]:
     found = []
     for promql, answer in answers.items():
         for failure in answer.failures[:1]:
             more = f" (and {len(answer.failures) - 1} more chunks)" if len(answer.failures) > 1 else ""
-            found.append(f"{policy}: query failed{more}: {failure.detail}: {' '.join(promql.split())[:200]}")
+            found.append(f"query failed{more}: {failure.detail}: {' '.join(promql.split())[:200]}")
     return found

@@ -48,5 +48,20 @@ def test_help_names_every_option(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         main(["backtest", "--help"])
     out = capsys.readouterr().out
-    for option in ("--policies", "--prometheus", "--from", "--to", "--flag", "--json", "--prometheus-header"):
+    options = ("--policies", "--prometheus", "--from", "--to", "--flag", "--compare", "--json")
+    for option in (*options, "--prometheus-header"):
         assert option in out
+
+
+def test_a_missing_compare_set_or_one_without_the_flag_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "p.yaml").write_text(POLICY)
+    other = tmp_path / "other"
+    common = ["backtest", "--policies", str(tmp_path / "p.yaml"), "--prometheus", UNUSED, "--from", "1d"]
+    assert main([*common, "--compare", str(tmp_path / "nope")]) == 2
+    assert "--compare" in capsys.readouterr().err
+    other.mkdir()
+    (other / "q.yaml").write_text(POLICY.replace("key: cache", "key: search"))
+    assert main([*common, "--compare", str(other), "--flag", "cache"]) == 2
+    assert f"no valid policy for flag 'cache' in {other}" in capsys.readouterr().err

@@ -1,12 +1,11 @@
-"""``flagroll backtest`` against a real Prometheus serving real history: three days of per-variant
-request and error counters, backfilled with ``promtool tsdb create-blocks-from openmetrics``, with a
+"""``flagroll backtest`` against a real Prometheus (2.x and 3.x: ids prom2, prom3) serving real history:
+three days of per-variant request and error counters, backfilled with ``promtool tsdb create-blocks-from openmetrics``, with a
 known incident in the treatment arm at a known time."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
 import textwrap
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,15 +15,16 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bench.history import Shape, backfill, write_openmetrics
 from controller.adapters.promserver import PrometheusServer
 from controller.cli import main
 from controller.cli.backtest import Outcome, Request, run_backtest
+from tests.conftest import PROMETHEUS_VERSIONS, prometheus_binary
 
-SCRAPE_SECONDS = 60
 INTERVAL = timedelta(minutes=5)
 RATE_WINDOW = timedelta(minutes=10)
-REQUESTS_PER_SCRAPE = 600  # 10 requests/s in each arm
-HEALTHY_ERRORS, INCIDENT_ERRORS = 6, 120  # 1 % of requests fail; 20 % during the incident
+# The history (bench/history.py's default shape): a sample a minute, 10 requests/s in each arm, 1 % of
+# requests fail; 20 % of the treatment's during the incident.
 
 POLICY = textwrap.dedent(
     """\
@@ -65,46 +65,23 @@ class History:
     incident: datetime
 
 
-def openmetrics(start: datetime, end: datetime, incident: datetime) -> str:
-    """Counters per variant, one sample a minute; from ``incident`` on, the treatment fails 20 %."""
-    stamps = range(int(start.timestamp()), int(end.timestamp()) + 1, SCRAPE_SECONDS)
-    lines = ["# TYPE shop_requests counter"]
-    for variant in ("on", "control"):
-        labels = f'{{flag="shop-cache",variant="{variant}"}}'
-        lines.extend(
-            f"shop_requests_total{labels} {i * REQUESTS_PER_SCRAPE} {t}" for i, t in enumerate(stamps)
-        )
-    lines.append("# TYPE shop_errors counter")
-    for variant in ("on", "control"):
-        labels = f'{{flag="shop-cache",variant="{variant}"}}'
-        total = 0
-        for t in stamps:
-            failing = variant == "on" and t >= incident.timestamp()
-            total += INCIDENT_ERRORS if failing else HEALTHY_ERRORS
-            lines.append(f"shop_errors_total{labels} {total} {t}")
-    return "\n".join([*lines, "# EOF", ""])
-
-
-@pytest.fixture(scope="module")
-def history(tmp_path_factory: pytest.TempPathFactory) -> Iterator[History]:
-    root = tmp_path_factory.mktemp("history")
+@pytest.fixture(scope="module", params=PROMETHEUS_VERSIONS)
+def history(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[History]:
+    """The history backfilled into blocks of its own for each Prometheus version (prom2, prom3)."""
+    root = tmp_path_factory.mktemp(f"history-{request.param}")
     end = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=1)
     end -= timedelta(minutes=end.minute % 5)
     start = end - timedelta(days=3)
     incident = start + timedelta(days=2, minutes=2)  # between two evaluation times
     source = root / "history.om"
-    source.write_text(openmetrics(start, end, incident))
+    write_openmetrics(source, start, end, incident, Shape())
     data = root / "data"
-    subprocess.run(
-        ["promtool", "tsdb", "create-blocks-from", "openmetrics", str(source), str(data)],
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
+    backfill(source, data)
     policies = root / "policies"
     policies.mkdir()
     (policies / "shop-cache.yaml").write_text(POLICY)
-    with PrometheusServer([], data_dir=data, retention="3650d") as server:
+    binary = prometheus_binary(request.param)
+    with PrometheusServer([], data_dir=data, retention="3650d", binary=binary) as server:
         yield History(server, policies, start, end, incident)
 
 
@@ -250,3 +227,47 @@ def test_the_human_report_and_exit_code_of_a_replay_that_ran(
     assert "first would-be rollback: " in out
     assert "error-rate treatment max ≤ 0.05 (max)" in out
     assert "4 HTTP requests" in out
+
+
+def test_compare_a_looser_bound_rolls_back_later_on_one_fetch(history: History, tmp_path: Path) -> None:
+    (tmp_path / "loose.yaml").write_text(POLICY.replace("max: 0.05", "max: 0.12"))
+    outcome, paths = backtest(history, history.start, history.end, compare=tmp_path)
+    assert outcome.problems == []
+    (tight,) = outcome.report["policies"]
+    (loose,) = outcome.report["compare_policies"]
+    (flag,) = outcome.report["comparison"]
+    first, later = (datetime.fromisoformat(r["first_rollback"]) for r in (tight, loose))
+    assert history.incident < first < later <= history.incident + INTERVAL + RATE_WINDOW
+    assert flag["policies"]["first_rollback"] == tight["first_rollback"]
+    assert flag["compare"]["first_rollback"] == loose["first_rollback"]
+    assert flag["verdict"].startswith("--policies rolled back 5m earlier than --compare: ")
+    # the same four queries in both sets (only the bound differs): fetched once, 4 × 1 chunk
+    assert len(paths) == outcome.requests == 4
+
+
+def test_compare_only_one_rolling_back_and_the_union_of_queries_is_fetched(
+    history: History, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # a bound the incident (20 %) never reaches, and a traffic window of its own: two more queries
+    looser = POLICY.replace("max: 0.05", "max: 0.5").replace(
+        "[10m]))\n    minSamples", "[15m]))\n    minSamples"
+    )
+    assert looser.count("[15m]") == 1
+    (tmp_path / "looser.yaml").write_text(looser)
+    common = ["backtest", "--policies", str(history.policies), "--compare", str(tmp_path)]
+    window = ["--prometheus", history.server.url, "--from", history.start.isoformat()]
+    window += ["--to", history.end.isoformat()]
+    assert main([*common, *window, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    (flag,) = report["comparison"]
+    assert flag["compare"]["first_rollback"] is None
+    assert flag["verdict"] == f"only --policies rolled back, at {flag['policies']['first_rollback']}"
+    # the union: traffic at 10m and at 15m, the error rate (the same text in both), two arms each
+    assert report["http_requests"] == 6 * 1
+    assert main([*common, *window]) == 0
+    out = capsys.readouterr().out
+    assert f"--policies {history.policies}:" in out
+    assert f"--compare {tmp_path}:" in out
+    assert "comparison (the same readings for both sets):" in out
+    assert "only --policies rolled back, at " in out
+    assert "6 HTTP requests" in out

@@ -1,0 +1,104 @@
+"""Past data for ``flagroll backtest``: per-variant request and error counters (and, if asked, a latency
+histogram) of one flag, one sample per scrape, with an incident in the treatment arm from a known
+time; written as OpenMetrics and backfilled into TSDB blocks with ``promtool tsdb create-blocks-from
+openmetrics``. Shared by the backtest benchmark (``bench/backtest.py``) and the tests on backfilled
+history (``tests/system/test_backtest_history.py``)."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+FLAG = "shop-cache"
+VARIANTS = ("on", "control")
+# Upper bounds of the latency buckets (seconds); the healthy path answers in 0.1-0.25 s, the incident's
+# treatment in 0.5-1 s.
+BUCKETS_SECONDS = ("0.1", "0.25", "0.5", "1", "+Inf")
+
+
+@dataclass(frozen=True)
+class Shape:
+    """What each arm serves per scrape. Healthy: ``healthy_errors`` of ``requests_per_scrape`` fail;
+    during the incident the treatment fails ``incident_errors`` and (with ``latency``) is slow."""
+
+    scrape_seconds: int = 60
+    requests_per_scrape: int = 600
+    healthy_errors: int = 6  # 1 %
+    incident_errors: int = 120  # 20 %
+    latency: bool = False
+
+
+def _stamps(start: datetime, end: datetime, shape: Shape) -> range:
+    return range(int(start.timestamp()), int(end.timestamp()) + 1, shape.scrape_seconds)
+
+
+def _bucket_share(le: str, slow: bool) -> float:
+    """The share of requests at or under ``le`` seconds: healthy 90 % under 0.1 s, all under 0.25 s;
+    slow 90 % in 0.5-1 s."""
+    healthy = {"0.1": 0.9, "0.25": 1.0, "0.5": 1.0, "1": 1.0, "+Inf": 1.0}
+    regressed = {"0.1": 0.0, "0.25": 0.05, "0.5": 0.1, "1": 1.0, "+Inf": 1.0}
+    return (regressed if slow else healthy)[le]
+
+
+def openmetrics_lines(start: datetime, end: datetime, incident: datetime, shape: Shape) -> Iterator[str]:
+    """The OpenMetrics text, line by line (a week at 30 s is a few hundred thousand lines)."""
+    stamps = _stamps(start, end, shape)
+    per = shape.requests_per_scrape
+    yield "# TYPE shop_requests counter"
+    for variant in VARIANTS:
+        labels = f'{{flag="{FLAG}",variant="{variant}"}}'
+        for i, t in enumerate(stamps):
+            yield f"shop_requests_total{labels} {i * per} {t}"
+    yield "# TYPE shop_errors counter"
+    for variant in VARIANTS:
+        labels = f'{{flag="{FLAG}",variant="{variant}"}}'
+        total = 0
+        for t in stamps:
+            failing = variant == "on" and t >= incident.timestamp()
+            total += shape.incident_errors if failing else shape.healthy_errors
+            yield f"shop_errors_total{labels} {total} {t}"
+    if shape.latency:
+        yield "# TYPE shop_latency_seconds histogram"
+        for variant in VARIANTS:
+            yield from _histogram(variant, stamps, incident, per)
+    yield "# EOF"
+
+
+def _histogram(variant: str, stamps: range, incident: datetime, per: int) -> Iterator[str]:
+    base = f'flag="{FLAG}",variant="{variant}"'
+    for le in BUCKETS_SECONDS:
+        total = 0
+        for t in stamps:
+            slow = variant == "on" and t >= incident.timestamp()
+            yield f'shop_latency_seconds_bucket{{{base},le="{le}"}} {total} {t}'
+            total += round(per * _bucket_share(le, slow))
+    for suffix, each_slow, each_fast in (("count", per, per), ("sum", per * 0.75, per * 0.08)):
+        total_f = 0.0
+        for t in stamps:
+            slow = variant == "on" and t >= incident.timestamp()
+            yield f"shop_latency_seconds_{suffix}{{{base}}} {total_f:g} {t}"
+            total_f += each_slow if slow else each_fast
+
+
+def write_openmetrics(path: Path, start: datetime, end: datetime, incident: datetime, shape: Shape) -> None:
+    with path.open("w") as out:
+        for line in openmetrics_lines(start, end, incident, shape):
+            out.write(line + "\n")
+
+
+def backfill(source: Path, data_dir: Path, timeout_seconds: float = 600) -> None:
+    """``promtool tsdb create-blocks-from openmetrics SOURCE DATA_DIR``."""
+    done = subprocess.run(
+        ["promtool", "tsdb", "create-blocks-from", "openmetrics", str(source), str(data_dir)],
+        capture_output=True,
+        text=True,
+        timeout=timeout_seconds,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(
+            f"promtool create-blocks-from failed (exit {done.returncode}): {done.stderr[-2000:]}"
+        )
