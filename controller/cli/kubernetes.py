@@ -84,6 +84,10 @@ def uses_kubernetes(args: argparse.Namespace) -> bool:
     return bool(args.flag_store != "file" or getattr(args, "leader_election_lease", None))
 
 
+BRAKES = ("stop", "pause")
+"""The human commands that only take exposure down (or hold it): they still work on a FeatureFlag
+whose other flags lost their state (controller/adapters/kube/stores.py, FeatureFlagStore)."""
+
 _CONNECTED: list[Client] = []
 """The clients this command opened, closed by :func:`close_clients` when it ends."""
 
@@ -116,7 +120,8 @@ def open_store(args: argparse.Namespace, client: Client | None = None) -> FlagSt
         raise UsageError("--configmap-key must not be empty")
     client = client if client is not None else connect(args)
     ref = parse_ref(args.flag_object, "--flag-object", default_namespace(client))
-    return open_kube_store(args.flag_store, client, ref, args.configmap_key)
+    braking = [args.flag] if getattr(args, "command", None) in BRAKES else None
+    return open_kube_store(args.flag_store, client, ref, args.configmap_key, braking=braking)
 
 
 def identity() -> str:

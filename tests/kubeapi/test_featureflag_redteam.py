@@ -170,3 +170,36 @@ def test_too_many_managed_flags_for_the_annotation_limit_is_an_error_naming_the_
     assert f"'flags' in namespace '{cluster.namespace}'" in str(raised.value)
     assert "262144 bytes" in str(raised.value)
     assert cluster.raw()["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
+
+
+def test_on_call_can_still_stop_an_intact_rollout_while_another_has_lost_its_state(
+    featureflag: Cluster,
+) -> None:
+    """The object is refused as a whole for the controller, but ``stop`` and ``pause`` (the brakes)
+    work on a flag whose state is intact; on the flag that lost its state they still refuse, loudly."""
+    cluster = featureflag
+    (cluster.policies / "other.yaml").write_text(
+        (cluster.policies / "cache.yaml")
+        .read_text()
+        .replace("{name: cache}", "{name: other}")
+        .replace("{key: cache}", "{key: other}")
+    )
+    cluster.cycle()
+    assert cluster.state("other").percent == 20
+    obj = cluster.raw()
+    entries = kept(obj)
+    del entries["cache"]  # a sync dropped one flag's entry
+    obj["metadata"]["annotations"][METADATA_ANNOTATION] = json.dumps(entries)
+    replaced(cluster, obj)
+    with pytest.raises(FlagFileError, match="UNGUARDED"):
+        cluster.cycle()
+
+    assert cluster.cli("stop", "other", "--reason", "5xx", "--actor", "oncall") == 0
+    after = cluster.raw()
+    assert kept(after)["other"]["flagroll.status"] == "stopped"
+    assert "cache" not in kept(after)  # the lost flag is left exactly as it was
+    assert after["spec"]["flagSpec"]["flags"]["cache"] == obj["spec"]["flagSpec"]["flags"]["cache"]
+    assert cluster.cli("stop", "cache", "--reason", "5xx", "--actor", "oncall") == 1
+    assert cluster.cli("resume", "other", "--reason", "fixed", "--actor", "oncall") == 1  # not a brake
+    with pytest.raises(FlagFileError, match="UNGUARDED"):
+        cluster.cycle()  # and the controller keeps saying so

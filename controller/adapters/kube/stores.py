@@ -158,9 +158,13 @@ class FeatureFlagStore(_KubeFlagStore):
 
     resource = f"featureflags.{FEATUREFLAG_GROUP}"
 
-    def __init__(self, client: Client, ref: ObjectRef) -> None:
+    def __init__(self, client: Client, ref: ObjectRef, *, braking: Collection[str] | None = None) -> None:
+        """``braking``: the flags a human ``stop`` or ``pause`` acts on. A flag that lost its state
+        refuses the whole object, except to a brake on other flags (which changes nobody's exposure
+        but theirs, towards less): on-call's brake keeps working while the object is broken."""
         super().__init__(client, ref)
         self._kept_checked = False
+        self._braking = None if braking is None else frozenset(braking)
 
     @property
     def location(self) -> str:
@@ -195,6 +199,8 @@ class FeatureFlagStore(_KubeFlagStore):
         for key, flag in flags.items():
             if not isinstance(flag, dict) or is_managed(flag):
                 continue
+            if self._braking is not None and key not in self._braking:
+                continue  # a brake on another flag: this one is left exactly as it is
             try:
                 layout = parse_targeting(flag.get("targeting"), key)
             except FlagFileError:
@@ -263,10 +269,11 @@ class FeatureFlagStore(_KubeFlagStore):
 
 
 def open_store(
-    kind: str, client: Client, ref: ObjectRef, configmap_key: str
+    kind: str, client: Client, ref: ObjectRef, configmap_key: str, *, braking: Collection[str] | None = None
 ) -> ConfigMapFlagStore | FeatureFlagStore:
+    """``braking``: see :class:`FeatureFlagStore` (a ConfigMap keeps each flag's state in the flag)."""
     if kind == "configmap":
         return ConfigMapFlagStore(client, ref, configmap_key)
     if kind == "featureflag":
-        return FeatureFlagStore(client, ref)
+        return FeatureFlagStore(client, ref, braking=braking)
     raise ValueError(f"unknown Kubernetes flag store {kind!r}")
