@@ -16,12 +16,19 @@ from typing import Any
 import httpx
 
 from controller.adapters.policyfile import LoadedPolicy, load_paths
-from controller.adapters.promauth import PrometheusAuth, load_auth
+from controller.adapters.promauth import PrometheusAuth
 from controller.adapters.prometheus import PrometheusClient
 from controller.adapters.promrange import fetch_ranges
 from controller.cli import common
 from controller.cli.common import EXIT_FAIL, EXIT_OK, need
-from controller.cli.options import Commands, duration_arg, env, positive_int, prometheus_auth_options
+from controller.cli.options import (
+    Commands,
+    duration_arg,
+    env,
+    positive_int,
+    prometheus_auth,
+    prometheus_auth_options,
+)
 from controller.core.backtest import (
     MAX_POINTS_PER_CHUNK,
     RangeAnswer,
@@ -147,14 +154,7 @@ def checked_request(args: argparse.Namespace, now: datetime) -> Request:
         raise UsageError(
             f"--from {start.isoformat()} must be before --to {end.isoformat()}: the window is empty"
         )
-    auth = load_auth(
-        bearer_token_file=args.prometheus_bearer_token_file,
-        username=args.prometheus_username,
-        password_file=args.prometheus_password_file,
-        ca_file=args.prometheus_ca_file,
-        insecure_skip_verify=args.prometheus_insecure_skip_verify,
-        headers=args.prometheus_header,
-    )
+    auth = prometheus_auth(args)
     return Request(
         policies,
         url,

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 from typing import TypeAlias
 
+from controller.adapters.promauth import PrometheusAuth, load_auth
 from controller.core.durations import parse_duration
 
 # What ``add_subparsers`` returns: each command module adds its own parser to it.
@@ -81,6 +82,19 @@ def decision_log_option(parser: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="the decision log (JSON Lines); default: decisions.jsonl beside the flag file "
         "[env FLAGROLL_DECISION_LOG]",
+    )
+
+
+def prometheus_auth(args: argparse.Namespace) -> PrometheusAuth:
+    """The credentials :func:`prometheus_auth_options` asked for, read from their files or the
+    environment (a clear error naming the option when one cannot be read)."""
+    return load_auth(
+        bearer_token_file=args.prometheus_bearer_token_file,
+        username=args.prometheus_username,
+        password_file=args.prometheus_password_file,
+        ca_file=args.prometheus_ca_file,
+        insecure_skip_verify=args.prometheus_insecure_skip_verify,
+        headers=args.prometheus_header,
     )
 
 

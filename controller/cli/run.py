@@ -22,7 +22,7 @@ from controller.adapters.flagstore import FlagStore
 from controller.adapters.notify import Notifier, parse_targets
 from controller.adapters.ofrep import TOKEN_ENV, OfrepClient, bearer_token
 from controller.adapters.overlay import remember
-from controller.adapters.promauth import PrometheusAuth, Secret, load_auth
+from controller.adapters.promauth import PrometheusAuth, Secret
 from controller.adapters.prometheus import PrometheusClient
 from controller.adapters.telemetry import Telemetry
 from controller.cli import kubernetes
@@ -36,6 +36,7 @@ from controller.cli.options import (
     notify_options,
     overlay_options,
     positive_int,
+    prometheus_auth,
     prometheus_auth_options,
 )
 from controller.core.errors import FlagrollError, UsageError
@@ -236,14 +237,7 @@ def _checked_arguments(args: argparse.Namespace) -> tuple[Path, bool, Path | Non
 
 def _set_up(args: argparse.Namespace) -> _Setup:
     policies, in_kubernetes, flags, url = _checked_arguments(args)
-    auth = load_auth(
-        bearer_token_file=args.prometheus_bearer_token_file,
-        username=args.prometheus_username,
-        password_file=args.prometheus_password_file,
-        ca_file=args.prometheus_ca_file,
-        insecure_skip_verify=args.prometheus_insecure_skip_verify,
-        headers=args.prometheus_header,
-    )
+    auth = prometheus_auth(args)
     log = structlog.get_logger("flagroll")
     store, elector = _store_and_elector(args, in_kubernetes, flags, log)
     log_path = optional_decision_log(args)
