@@ -25,7 +25,6 @@ import json
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -35,7 +34,7 @@ from typing import Any
 
 import httpx
 
-from bench.history import Shape, backfill, write_openmetrics
+from bench.history import Shape, backfill, shop_policy, write_openmetrics
 from controller.adapters.policyfile import load_paths
 from controller.adapters.promserver import PrometheusServer
 from controller.core.backtest import MAX_POINTS_PER_CHUNK, chunks, evaluation_times, fetched_queries
@@ -45,40 +44,7 @@ CONCURRENCY = 4  # the backtest's default --max-concurrent-queries, for both way
 TARGET_WALL_SECONDS = 10.0
 TARGET_REQUEST_FACTOR = 2  # requests ≤ 2 × distinct queries × chunks
 
-POLICY = textwrap.dedent(
-    """\
-    apiVersion: flagroll/v1
-    kind: RolloutPolicy
-    metadata:
-      name: shop-cache
-    spec:
-      owner: shop-sre
-      aim: Cut p95 of /shop from 450ms to 250ms.
-      mechanism: A cache removes repeated I/O.
-      flag:
-        key: shop-cache
-      control: true
-      interval: 30s
-      steps:
-        - {percent: 5, hold: 1h}
-        - {percent: 20, hold: 1h}
-        - {percent: 50, hold: 2h}
-      traffic:
-        query: sum(increase(shop_requests_total{flag="{{flag}}",variant="{{variant}}"}[2m]))
-        minSamples: 100
-      guardrails:
-        - name: error-rate
-          query: >-
-            sum(rate(shop_errors_total{flag="{{flag}}",variant="{{variant}}"}[2m]))
-            / sum(rate(shop_requests_total{flag="{{flag}}",variant="{{variant}}"}[2m]))
-          max: 0.05
-        - name: p95-latency
-          query: >-
-            histogram_quantile(0.95, sum by (le)
-            (rate(shop_latency_seconds_bucket{flag="{{flag}}",variant="{{variant}}"}[2m])))
-          max: 0.4
-    """
-)
+POLICY = shop_policy("30s", "2m", control=True, latency=True)
 
 
 @dataclass

@@ -102,3 +102,45 @@ def backfill(source: Path, data_dir: Path, timeout_seconds: float = 600) -> None
         raise RuntimeError(
             f"promtool create-blocks-from failed (exit {done.returncode}): {done.stderr[-2000:]}"
         )
+
+
+def shop_policy(interval: str, rate_window: str, *, control: bool = False, latency: bool = False) -> str:
+    """The policy that reads this history: traffic and an error-rate guardrail (and, with ``latency``,
+    a p95 guardrail on the histogram), over ``rate_window``, at ``interval``."""
+    of = '{flag="{{flag}}",variant="{{variant}}"}' + f"[{rate_window}]"  # the arm's series, over the window
+    lines = [
+        "apiVersion: flagroll/v1",
+        "kind: RolloutPolicy",
+        "metadata:",
+        "  name: shop-cache",
+        "spec:",
+        "  owner: shop-sre",
+        "  aim: Cut p95 of /shop from 450ms to 250ms.",
+        "  mechanism: A cache removes repeated I/O.",
+        "  flag:",
+        "    key: shop-cache",
+        *(["  control: true"] if control else []),
+        f"  interval: {interval}",
+        "  steps:",
+        "    - {percent: 5, hold: 1h}",
+        "    - {percent: 20, hold: 1h}",
+        "    - {percent: 50, hold: 2h}",
+        "  traffic:",
+        f"    query: sum(increase(shop_requests_total{of}))",
+        "    minSamples: 100",
+        "  guardrails:",
+        "    - name: error-rate",
+        "      query: >-",
+        f"        sum(rate(shop_errors_total{of}))",
+        f"        / sum(rate(shop_requests_total{of}))",
+        "      max: 0.05",
+    ]
+    if latency:
+        lines += [
+            "    - name: p95-latency",
+            "      query: >-",
+            "        histogram_quantile(0.95, sum by (le)",
+            f"        (rate(shop_latency_seconds_bucket{of})))",
+            "      max: 0.4",
+        ]
+    return "\n".join(lines) + "\n"

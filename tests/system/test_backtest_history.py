@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import textwrap
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -15,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bench.history import Shape, backfill, write_openmetrics
+from bench.history import Shape, backfill, shop_policy, write_openmetrics
 from controller.adapters.promserver import PrometheusServer
 from controller.cli import main
 from controller.cli.backtest import Outcome, Request, run_backtest
@@ -26,34 +25,7 @@ RATE_WINDOW = timedelta(minutes=10)
 # The history (bench/history.py's default shape): a sample a minute, 10 requests/s in each arm, 1 % of
 # requests fail; 20 % of the treatment's during the incident.
 
-POLICY = textwrap.dedent(
-    """\
-    apiVersion: flagroll/v1
-    kind: RolloutPolicy
-    metadata:
-      name: shop-cache
-    spec:
-      owner: shop-sre
-      aim: Cut p95 of /shop from 450ms to 250ms.
-      mechanism: A cache removes repeated I/O.
-      flag:
-        key: shop-cache
-      interval: 5m
-      steps:
-        - {percent: 5, hold: 1h}
-        - {percent: 20, hold: 1h}
-        - {percent: 50, hold: 2h}
-      traffic:
-        query: sum(increase(shop_requests_total{flag="{{flag}}",variant="{{variant}}"}[10m]))
-        minSamples: 100
-      guardrails:
-        - name: error-rate
-          query: >-
-            sum(rate(shop_errors_total{flag="{{flag}}",variant="{{variant}}"}[10m]))
-            / sum(rate(shop_requests_total{flag="{{flag}}",variant="{{variant}}"}[10m]))
-          max: 0.05
-    """
-)
+POLICY = shop_policy("5m", "10m")
 
 
 @dataclass(frozen=True)
