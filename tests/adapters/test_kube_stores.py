@@ -8,8 +8,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from openfeature.contrib.tools.flagd.core import FlagdCore
-from openfeature.evaluation_context import EvaluationContext
 
 from controller.adapters.kube.client import connect
 from controller.adapters.kube.errors import (
@@ -24,6 +22,7 @@ from controller.adapters.promserver import free_port
 from controller.core.errors import FlagFileError, PermanentError, TemporaryError, WriteConflictError
 from controller.core.flagd import read_state, write_flag
 from controller.core.state import NOT_STARTED, RolloutState, Status
+from tests.support.kubecluster import exposure as served_shares
 from tests.support.kubefake import FLAG_FIELDS, FakeKubeApi
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
@@ -59,15 +58,8 @@ def rollout(percent: float, status: Status = Status.PROGRESSING) -> RolloutState
 
 
 def exposure(flags_json: str, key: str) -> dict[str, float]:
-    """Share of users per variant, as the real flagd evaluator serves them."""
-    core = FlagdCore()
-    core.set_flags(flags_json)
-    counts: dict[str, int] = {}
-    for user in USERS:
-        variant = core.resolve_boolean_value(key, False, EvaluationContext(targeting_key=user)).variant
-        assert variant is not None
-        counts[variant] = counts.get(variant, 0) + 1
-    return {variant: 100 * n / len(USERS) for variant, n in counts.items()}
+    """Share of 5,000 users per variant, as the real flagd evaluator serves them."""
+    return served_shares(flags_json, key, USERS)
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -136,13 +137,13 @@ class Cluster:
         )
 
 
-def exposure(served: str, key: str = "cache") -> dict[str, float]:
-    """Share of users per variant, as the real flagd evaluator serves ``served``."""
+def exposure(served: str, key: str = "cache", users: Sequence[str] = USERS) -> dict[str, float]:
+    """Share of ``users`` per variant, as the real flagd evaluator serves ``served``."""
     core = FlagdCore()
     core.set_flags(served)
     counts: dict[str, int] = {}
-    for user in USERS:
+    for user in users:
         variant = core.resolve_boolean_value(key, False, EvaluationContext(targeting_key=user)).variant
         assert variant is not None
         counts[variant] = counts.get(variant, 0) + 1
-    return {variant: 100 * n / len(USERS) for variant, n in counts.items()}
+    return {variant: 100 * n / len(users) for variant, n in counts.items()}
