@@ -37,7 +37,7 @@ import httpx
 from bench.history import Shape, backfill, shop_policy, write_openmetrics
 from controller.adapters.policyfile import load_paths
 from controller.adapters.promserver import PrometheusServer
-from controller.core.backtest import MAX_POINTS_PER_CHUNK, chunks, evaluation_times, fetched_queries
+from controller.core.backtest import MAX_POINTS_PER_CHUNK, chunks, evaluation_times, fetched_promqls
 
 INTERVAL_SECONDS = 30
 CONCURRENCY = 4  # the backtest's default --max-concurrent-queries, for both ways
@@ -134,7 +134,7 @@ def measure(args: argparse.Namespace, root: Path) -> Figures:
     (policies / "shop-cache.yaml").write_text(POLICY)
     loaded = load_paths([policies])
     (policy,) = loaded.policies
-    promqls = sorted({q.promql for q in fetched_queries(policy.policy, policy.templates)})
+    promqls = sorted(fetched_promqls(policy.policy, policy.templates))
     times = evaluation_times(start, end, INTERVAL_SECONDS)
     began = time.perf_counter()
     with PrometheusServer([], data_dir=data, retention="3650d") as server:

@@ -104,9 +104,18 @@ def backfill(source: Path, data_dir: Path, timeout_seconds: float = 600) -> None
         )
 
 
-def shop_policy(interval: str, rate_window: str, *, control: bool = False, latency: bool = False) -> str:
+def shop_policy(
+    interval: str,
+    rate_window: str,
+    *,
+    control: bool = False,
+    latency: bool = False,
+    statistical: bool = False,
+) -> str:
     """The policy that reads this history: traffic and an error-rate guardrail (and, with ``latency``,
-    a p95 guardrail on the histogram), over ``rate_window``, at ``interval``."""
+    a p95 guardrail on the histogram), over ``rate_window``, at ``interval``. With ``statistical``,
+    the error-rate guardrail is an errorRatio comparison with control (counts since exposure began)
+    and the arms' requests are their exposures for the sample-ratio check."""
     of = '{flag="{{flag}}",variant="{{variant}}"}' + f"[{rate_window}]"  # the arm's series, over the window
     lines = [
         "apiVersion: flagroll/v1",
@@ -135,6 +144,11 @@ def shop_policy(interval: str, rate_window: str, *, control: bool = False, laten
         f"        / sum(rate(shop_requests_total{of}))",
         "      max: 0.05",
     ]
+    if statistical:
+        guardrails = lines.index("  guardrails:")
+        lines = [*lines[: guardrails + 1], *_statistical_lines('{flag="{{flag}}",variant="{{variant}}"}')]
+        if not control:  # the comparison needs the control arm
+            lines.insert(lines.index("  flag:") + 2, "  control: true")
     if latency:
         lines += [
             "    - name: p95-latency",
@@ -144,3 +158,15 @@ def shop_policy(interval: str, rate_window: str, *, control: bool = False, laten
             "      max: 0.4",
         ]
     return "\n".join(lines) + "\n"
+
+
+def _statistical_lines(arm: str) -> list[str]:
+    return [
+        "    - name: error-rate",
+        "      errorRatio:",
+        f"        errors: shop_errors_total{arm}",
+        f"        requests: shop_requests_total{arm}",
+        "      maxDelta: 0.01",
+        "  statistics:",
+        f"    exposure: shop_requests_total{arm}",
+    ]

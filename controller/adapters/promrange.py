@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from controller.adapters.prometheus import Answer, PrometheusClient, response_result
-from controller.core.backtest import Failure, RangeAnswer, Series, to_ms
+from controller.core.backtestranges import Failure, RangeAnswer, Series, to_ms
 
 
 def parse_range(status_code: int, body: bytes, start_ms: int, end_ms: int) -> RangeAnswer:

@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 
+from controller.adapters.decisionlog import read_records
 from controller.adapters.policyfile import LoadedPolicy, load_paths
 from controller.adapters.promauth import PrometheusAuth
 from controller.adapters.prometheus import PrometheusClient
@@ -31,18 +32,19 @@ from controller.cli.options import (
 )
 from controller.core.backtest import (
     MAX_POINTS_PER_CHUNK,
-    RangeAnswer,
     Replay,
     chunks,
     evaluation_times,
-    fetched_queries,
+    fetched_promqls,
     parse_time,
     replay,
-    unsupported,
+    step_ms,
 )
 from controller.core.backtestcompare import as_dict as compare_dict
 from controller.core.backtestcompare import compare
 from controller.core.backtestcompare import render_text as compare_text
+from controller.core.backtestlog import Recorded
+from controller.core.backtestranges import RangeAnswer
 from controller.core.backtestreport import as_dict, render_text
 from controller.core.errors import UsageError
 
@@ -55,8 +57,8 @@ def add_parser(commands: Commands) -> None:
         "interval, with the readings Prometheus's history gives at each evaluation time, through the "
         "controller's own decision core. The simulated rollout starts at --from and its own decisions "
         "move it. Readings come in bulk from /api/v1/query_range: distinct queries × chunks of at most "
-        "11,000 points. Nothing is written to any flag file or decision log. Policies with statistical "
-        "guardrails (errorRatio, latency, statistics.exposure) are refused in this version. Exit 0 when "
+        "11,000 points; statistical guardrails count since the simulated exposure began, from each "
+        "interval's counter growth. Nothing is written to any flag file or decision log. Exit 0 when "
         "the replay ran (whatever it decided), 1 when a policy is invalid or refused, a query failed or "
         "the window holds no data, 2 on a usage error. See docs/backtest.md.",
     )
@@ -95,6 +97,13 @@ def add_parser(commands: Commands) -> None:
         help="a second directory (or file) of policies, replayed on the same readings (one fetch of "
         "both sets' distinct queries) and compared per flag with --policies",
     )
+    p.add_argument(
+        "--decision-log",
+        type=Path,
+        metavar="FILE",
+        help="judge the exposure recorded in this decision log (a real past rollout) instead of a "
+        "simulated one, and say when each policy would have rolled it back against when it was",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object with the same content")
     p.add_argument(
         "--query-timeout",
@@ -128,6 +137,7 @@ class Request:
     max_concurrency: int = 4
     max_points: int = MAX_POINTS_PER_CHUNK  # per range query; lower only to test the chunking
     compare: Path | None = None  # a second policy set, replayed on the same readings
+    decision_log: Path | None = None  # judge the recorded exposure instead of a simulated one
 
 
 @dataclass
@@ -147,6 +157,8 @@ def checked_request(args: argparse.Namespace, now: datetime) -> Request:
         raise UsageError(f"--policies {policies}: no such file or directory")
     if args.compare is not None and not args.compare.exists():
         raise UsageError(f"--compare {args.compare}: no such file or directory")
+    if args.decision_log is not None and not args.decision_log.is_file():
+        raise UsageError(f"--decision-log {args.decision_log}: no such file")
     if not url.startswith(("http://", "https://")):
         raise UsageError(f"--prometheus {url!r}: give an http:// or https:// URL")
     start, end = parse_time(args.start, now), parse_time(args.end, now)
@@ -165,6 +177,7 @@ def checked_request(args: argparse.Namespace, now: datetime) -> Request:
         args.query_timeout,
         args.max_concurrent_queries,
         compare=args.compare,
+        decision_log=args.decision_log,
     )
 
 
@@ -186,13 +199,7 @@ def _selected(request: Request, path: Path, problems: list[str]) -> list[LoadedP
     if not chosen and not problems:
         which = f" for flag {request.flag!r}" if request.flag is not None else ""
         raise UsageError(f"no valid policy{which} in {path}")
-    kept = []
-    for loaded_policy in chosen:
-        refusals = unsupported(loaded_policy.policy)
-        problems.extend(refusals)
-        if not refusals:
-            kept.append(loaded_policy)
-    return kept
+    return chosen
 
 
 async def run_backtest(request: Request, transport: httpx.AsyncBaseTransport | None = None) -> Outcome:
@@ -211,6 +218,7 @@ async def run_backtest(request: Request, transport: httpx.AsyncBaseTransport | N
     ) as client:
         fetched = await _fetch_all(client, request, [p for chosen in sets for p in chosen], problems)
         requests = client.requests
+    recorded = _recorded(request, [p for chosen in sets for p in chosen], problems)
     report: dict[str, Any] = {"from": request.start.isoformat(), "to": request.end.isoformat()}
     text: list[str] = []
     replays: list[list[Replay]] = []
@@ -221,7 +229,7 @@ async def run_backtest(request: Request, transport: httpx.AsyncBaseTransport | N
     for (key, option, path), chosen in zip(labelled, sets, strict=False):
         if request.compare is not None:
             text.append(f"{option} {path}:")
-        entries, done = _replayed(request, chosen, fetched, problems, text)
+        entries, done = _replayed(request, chosen, fetched, recorded, problems, text)
         report[key] = entries
         replays.append(done)
     if request.compare is not None:
@@ -249,28 +257,46 @@ async def _fetch_all(
     """Per interval (milliseconds), every distinct query of the policies with that interval, once."""
     promqls: dict[int, set[str]] = {}
     for loaded in policies:
-        step_ms = _step_ms(loaded)
-        promqls.setdefault(step_ms, set()).update(
-            q.promql for q in fetched_queries(loaded.policy, loaded.templates)
+        promqls.setdefault(step_ms(loaded.policy), set()).update(
+            fetched_promqls(loaded.policy, loaded.templates)
         )
     fetched: dict[int, Fetched] = {}
-    for step_ms, wanted in promqls.items():
-        times = evaluation_times(request.start, request.end, step_ms / 1000)
+    for interval_ms, wanted in promqls.items():
+        times = evaluation_times(request.start, request.end, interval_ms / 1000)
         windows = chunks(times, request.max_points)
-        answers = await fetch_ranges(client, sorted(wanted), windows, step_ms)
+        answers = await fetch_ranges(client, sorted(wanted), windows, interval_ms)
         problems.extend(_fetch_problems(answers))
-        fetched[step_ms] = Fetched(times, windows, answers)
+        fetched[interval_ms] = Fetched(times, windows, answers)
     return fetched
 
 
-def _step_ms(loaded: LoadedPolicy) -> int:
-    return max(1, round(loaded.policy.spec.interval_seconds * 1000))
+def _recorded(
+    request: Request, policies: Sequence[LoadedPolicy], problems: list[str]
+) -> dict[str, Recorded] | None:
+    """With ``--decision-log``: each selected flag's recorded exposure. A record that
+    cannot be read is named (file and line) and passed over; a flag the log never mentions is a
+    problem: its exposure is unknown, so its policy is not replayed."""
+    if request.decision_log is None:
+        return None
+    flags = {p.policy.flag_key for p in policies}
+    warnings: list[str] = []
+    records = [r for r in read_records(request.decision_log, warnings.append) if r.get("flag") in flags]
+    problems.extend(warnings)
+    found = {flag: Recorded.of(flag, records) for flag in sorted(flags)}
+    for flag, history in found.items():
+        if not history.moves:
+            problems.append(
+                f"--decision-log {request.decision_log} holds no decision of flag {flag!r}: "
+                "its exposure is unknown, so its policy is not replayed"
+            )
+    return found
 
 
 def _replayed(
     request: Request,
     policies: Sequence[LoadedPolicy],
     fetched: dict[int, Fetched],
+    recorded: dict[str, Recorded] | None,
     problems: list[str],
     text: list[str],
 ) -> tuple[list[dict[str, Any]], list[Replay]]:
@@ -279,8 +305,11 @@ def _replayed(
     done: list[Replay] = []
     for loaded in policies:
         policy = loaded.policy
-        readings = fetched[_step_ms(loaded)]
-        own = {q.promql for q in fetched_queries(policy, loaded.templates) if q.promql}
+        history = recorded.get(policy.flag_key) if recorded is not None else None
+        if recorded is not None and (history is None or not history.moves):
+            continue
+        readings = fetched[step_ms(policy)]
+        own = fetched_promqls(policy, loaded.templates)
         answers = {q: a for q, a in readings.answers.items() if q in own}
         points = sum(a.points for a in answers.values())
         if points == 0:
@@ -288,7 +317,7 @@ def _replayed(
                 f"{policy.name}: Prometheus holds no data for any of its queries between "
                 f"{request.start.isoformat()} and {request.end.isoformat()} (beyond its retention?)"
             )
-        result = replay(policy, readings.times, answers, loaded.templates)
+        result = replay(policy, readings.times, answers, loaded.templates, history)
         entry = as_dict(result, points)
         entry["queries"] = len(answers)
         entry["chunks"] = len(readings.windows)

@@ -15,14 +15,23 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from controller.core.backtestcounts import Counts, count_queries, counted_key
+from controller.core.backtestlog import Recorded, RecordedMove, taken_down, verdict
+from controller.core.backtestranges import RangeAnswer, readings_at, to_ms
 from controller.core.checkrecord import Check
 from controller.core.checks import guardrail_checks
-from controller.core.decision import decide, initial_state, queries_for
+from controller.core.decision import (
+    COMPLETED_WINDOW_SECONDS,
+    decide,
+    exposure_window_seconds,
+    initial_state,
+    queries_for,
+)
 from controller.core.durations import parse_duration
 from controller.core.errors import UsageError
 from controller.core.metrictemplate import MetricTemplate
 from controller.core.policy import Policy
-from controller.core.queries import PlannedQuery, QueryKey, Reading, Split, plan
+from controller.core.queries import PlannedQuery, plan
 from controller.core.state import ACTIVE, Action, RolloutState
 
 # Prometheus refuses a range query of more than 11,000 points per series; a chunk holds at most this.
@@ -64,114 +73,22 @@ def chunks(
     return [(times[i], times[min(i + max_points, len(times)) - 1]) for i in range(0, len(times), max_points)]
 
 
-def unsupported(policy: Policy) -> list[str]:
-    """Why this increment cannot replay ``policy``: statistical guardrails and the sample-ratio check
-    count since exposure began, so their query text depends on the simulated exposure start."""
-    problems = [
-        f"backtest does not replay statistical guardrails yet: {policy.name} {g.name} ({g.kind})"
-        for g in policy.spec.guardrails
-        if g.sequential
-    ]
-    statistics = policy.spec.statistics
-    if statistics is not None and statistics.exposure is not None and policy.spec.control:
-        problems.append(
-            "backtest does not replay statistical guardrails yet: "
-            f"{policy.name} sample-ratio (statistics.exposure)"
-        )
-    return problems
+def step_ms(policy: Policy) -> int:
+    """The policy's interval in milliseconds: the range queries' step."""
+    return max(1, round(policy.spec.interval_seconds * 1000))
 
 
 def fetched_queries(policy: Policy, templates: Mapping[str, MetricTemplate]) -> list[PlannedQuery]:
-    """Every query the replay may need (the checkpoint's included): for a policy without statistical
-    guardrails the text does not depend on the rollout's state, so each is fetched once for the window."""
-    return plan(policy, with_checkpoint=True, templates=templates)
+    """The queries whose text does not depend on the rollout's state (the checkpoint's included):
+    each is fetched once for the window. The statistical checks' counts since exposure began are
+    not among them: :func:`fetched_promqls` adds their per-interval queries."""
+    return [q for q in plan(policy, with_checkpoint=True, templates=templates) if not counted_key(q.key)]
 
 
-def to_ms(at: datetime) -> int:
-    return round(at.timestamp() * 1000)
-
-
-@dataclass(frozen=True, slots=True)
-class Series:
-    """One series of a range answer: its labels and its points (milliseconds since the epoch → value)."""
-
-    labels: Mapping[str, str]
-    points: Mapping[int, float]
-
-
-@dataclass(frozen=True, slots=True)
-class Failure:
-    """A chunk of the window whose answer could not be used: every time in it reads as an error."""
-
-    start_ms: int
-    end_ms: int
-    detail: str
-
-
-@dataclass(frozen=True, slots=True)
-class RangeAnswer:
-    """One query's answers over the window, gathered from its chunks."""
-
-    series: tuple[Series, ...] = ()
-    failures: tuple[Failure, ...] = ()
-
-    @property
-    def points(self) -> int:
-        return sum(len(s.points) for s in self.series)
-
-
-def judge_value(value: float) -> Reading:
-    """A number as the controller judges it: NaN and ±Inf are no data, never a value."""
-    if math.isnan(value):
-        return Reading.no_data("NaN (e.g. 0/0: nothing in the window)")
-    if math.isinf(value):
-        return Reading.no_data(f"{'+' if value > 0 else '-'}Inf (division by zero?)")
-    return Reading.of(value)
-
-
-def reading_at(answer: RangeAnswer, at_ms: int, split: Split | None = None) -> Reading:
-    """The reading an instant query at ``at_ms`` would have given (for a template, this arm's series)."""
-    for failure in answer.failures:
-        if failure.start_ms <= at_ms <= failure.end_ms:
-            return Reading.error(failure.detail)
-    candidates = answer.series
-    if split is not None:
-        candidates = tuple(
-            s
-            for s in candidates
-            if s.labels.get(split.flag_label) == split.flag
-            and s.labels.get(split.variant_label) == split.variant
-        )
-    present = [s for s in candidates if at_ms in s.points]
-    if not present:
-        where = f" {split.selector()} of template {split.template!r}" if split is not None else ""
-        return Reading.no_data(f"no series{where} has a point at this time")
-    if len(present) > 1:
-        labels = ", ".join(
-            "{" + ", ".join(f'{k}="{v}"' for k, v in sorted(s.labels.items())) + "}" for s in present[:5]
-        )
-        return Reading.error(
-            f"{len(present)} series where one is expected: {labels}; aggregate them (sum, max…)"
-        )
-    return judge_value(present[0].points[at_ms])
-
-
-def readings_at(
-    queries: Sequence[PlannedQuery], answers: Mapping[str, RangeAnswer], at_ms: int
-) -> dict[QueryKey, Reading]:
-    """Every planned query's reading at one evaluation time."""
-    readings: dict[QueryKey, Reading] = {}
-    for q in queries:
-        answer = answers.get(q.promql)
-        if q.split is not None and not q.promql:
-            readings[q.key] = Reading.error(f"template {q.split.template!r} is not defined")
-        elif answer is None:
-            readings[q.key] = Reading.error(
-                "the query is empty" if not q.promql else "the query was not fetched"
-            )
-        else:
-            readings[q.key] = reading_at(answer, at_ms, q.split)
-    return readings
+def fetched_promqls(policy: Policy, templates: Mapping[str, MetricTemplate]) -> set[str]:
+    """Every distinct PromQL a replay of ``policy`` needs over the window."""
+    wanted = {q.promql for q in fetched_queries(policy, templates) if q.promql}
+    return wanted | set(count_queries(policy, step_ms(policy)).values())
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,7 +112,9 @@ class Evaluation:
 
 @dataclass(slots=True)
 class Replay:
-    """What one policy would have done over the window."""
+    """What one policy would have done over the window. With a decision log (``recorded`` set), the
+    exposure is the recorded one: ``moves`` stays empty, and ``would_rollback`` is when this policy
+    would have rolled back that exposure."""
 
     policy: str
     flag: str
@@ -209,10 +128,36 @@ class Replay:
         None  # when the simulated rollout stopped being judged (rolled back, promoted)
     )
     evaluations: list[Evaluation] = field(default_factory=list)
+    recorded: tuple[RecordedMove, ...] | None = None  # the decision log's moves in the window
+    recorded_down: RecordedMove | None = None  # its first rollback or stop in the window
+    would_rollback: Move | None = None
+    exposure: list[tuple[datetime, float]] = field(default_factory=list)  # percent, from each time on
+    notes: list[str] = field(default_factory=list)  # what the reader should know about the replay
 
     @property
     def first_rollback(self) -> Move | None:
+        if self.recorded is not None:
+            return self.would_rollback
         return next((m for m in self.moves if m.action is Action.ROLLBACK), None)
+
+    @property
+    def verdict(self) -> str | None:
+        """With a decision log: the would-be rollback set against what happened."""
+        if self.recorded is None:
+            return None
+        would = self.would_rollback.at if self.would_rollback is not None else None
+        return verdict(would, self.recorded_down)
+
+
+def profile_window_seconds(state: RolloutState | None, at: datetime, start: datetime) -> int | None:
+    """The window the report's statistical checks count over at ``at``: the simulated rollout's own
+    while it is exposed (so the profile is what its decisions saw); otherwise (before it starts,
+    after a rollback) as if the treatment had been exposed since ``--from``, over at most the
+    trailing day that a completed rollout's guardrails count over."""
+    if state is not None and state.status in ACTIVE and state.counting_since is not None:
+        return exposure_window_seconds(state, at)
+    seconds = math.ceil((at - start).total_seconds())
+    return min(seconds, COMPLETED_WINDOW_SECONDS) or None
 
 
 def replay(
@@ -220,33 +165,68 @@ def replay(
     times: Sequence[datetime],
     answers: Mapping[str, RangeAnswer],
     templates: Mapping[str, MetricTemplate],
+    recorded: Recorded | None = None,
 ) -> Replay:
     """Replay ``policy`` at ``times``: its simulated rollout starts at the first time, and its own
-    decisions move it. The guardrail checks are also judged at every time (after a rollback too), so
-    that the report says how each check behaved over the whole window."""
+    decisions move it; with ``recorded`` (a decision log), the recorded exposure is judged instead
+    (:mod:`controller.core.backtestlog`). The guardrail checks are also judged at every time (after
+    a rollback too), so that the report says how each check behaved over the whole window.
+    Statistical checks count since the exposure began (:mod:`controller.core.backtestcounts`)."""
     result = Replay(policy.name, policy.flag_key, policy.spec.interval_seconds, times[0], times[-1])
-    guard_queries = plan(policy, with_checkpoint=False, templates=templates)
+    if recorded is not None:
+        result.recorded = tuple(recorded.within(times[0], times[-1]))
+        result.recorded_down = taken_down(result.recorded)
+        result.exposure = [(times[0], recorded.percent_at(times[0]))]
+        result.exposure += [(m.at, m.to_percent) for m in result.recorded]
+        result.notes.extend(_counted_before(policy, recorded, times[0]))
+    else:
+        result.exposure = [(times[0], 0.0)]
+    stamps = [to_ms(at) for at in times]
+    counts = Counts(policy, stamps, step_ms(policy), answers)
     stored: RolloutState | None = None
-    for at in times:
-        at_ms = to_ms(at)
-        result.evaluations.append(
-            Evaluation(
-                at, tuple(guardrail_checks(policy, guard_queries, readings_at(guard_queries, answers, at_ms)))
-            )
-        )
+    for index, at in enumerate(times):
+        if recorded is not None:
+            stored = recorded.state_at(policy, at)
+        window = profile_window_seconds(stored, at, times[0])
+        profile = plan(policy, with_checkpoint=False, window_seconds=window, templates=templates)
+        readings = {**readings_at(_plain(profile), answers, stamps[index]), **counts.readings(profile, index)}
+        result.evaluations.append(Evaluation(at, tuple(guardrail_checks(policy, profile, readings))))
         if result.ended_at is not None:
             continue
         state = stored if stored is not None else initial_state(policy, at)
         queries = queries_for(policy, state, at, templates)
-        decision = decide(policy, stored, queries, readings_at(queries, answers, at_ms), at)
+        readings = {**readings_at(_plain(queries), answers, stamps[index]), **counts.readings(queries, index)}
+        decision = decide(policy, stored, queries, readings, at)
+        move = Move(at, decision.action, decision.from_percent, decision.to_percent, decision.reason)
+        if recorded is not None:
+            if decision.action is Action.ROLLBACK and result.would_rollback is None:
+                result.would_rollback = move
+                result.ended_at = at
+            continue
         stored = decision.after
+        if stored.percent != result.exposure[-1][1]:
+            result.exposure.append((at, stored.percent))
         if decision.action is Action.HOLD:
             result.holds += 1
         else:
-            result.moves.append(
-                Move(at, decision.action, decision.from_percent, decision.to_percent, decision.reason)
-            )
+            result.moves.append(move)
         if stored.status not in ACTIVE:
             result.ended_at = at
     result.final = stored
     return result
+
+
+def _counted_before(policy: Policy, recorded: Recorded, start: datetime) -> list[str]:
+    """Statistical checks count since exposure began, but the readings begin at ``--from``."""
+    since = recorded.state_at(policy, start).counting_since
+    if since is None or since >= start or not count_queries(policy, step_ms(policy)):
+        return []
+    at = since.isoformat().replace("+00:00", "Z")
+    return [
+        f"the recorded exposure began at {at}, before --from: the statistical checks count from "
+        f"--from (give --from {at} to count from the exposure's start)"
+    ]
+
+
+def _plain(queries: Sequence[PlannedQuery]) -> list[PlannedQuery]:
+    return [q for q in queries if not counted_key(q.key)]

@@ -156,11 +156,40 @@ def as_dict(replay: Replay, points: int) -> dict[str, Any]:
             for m in replay.moves
         ],
         "holds": replay.holds,
+        "exposure": "simulated" if replay.recorded is None else "decision_log",
         "first_rollback": None if rollback is None else _time(rollback.at),
+        "first_rollback_reason": None if rollback is None else rollback.reason,
         "final": None
         if final is None
         else {"status": final.status.value, "percent": final.percent, "step": final.step},
         "checks": [s.as_dict() for s in summarise(replay)],
+        "notes": list(replay.notes),
+    } | _recorded_dict(replay)
+
+
+def _recorded_dict(replay: Replay) -> dict[str, Any]:
+    """With a decision log: the recorded moves in the window, the first rollback or stop among them,
+    and the verdict."""
+    if replay.recorded is None:
+        return {}
+    down = replay.recorded_down
+    return {
+        "recorded_decisions": [
+            {
+                "time": _time(m.at),
+                "action": m.action.value,
+                "from_percent": m.from_percent,
+                "to_percent": m.to_percent,
+                "status": m.status.value,
+                "reason": m.reason,
+                "actor": m.actor,
+            }
+            for m in replay.recorded
+        ],
+        "recorded_rollback": None
+        if down is None
+        else {"time": _time(down.at), "action": down.action.value, "actor": down.actor},
+        "verdict": replay.verdict,
     }
 
 
@@ -173,6 +202,30 @@ def _bound_text(summary: CheckSummary) -> str:
         low, high = summary.bounds["min"], summary.bounds["max"]
         span = f", bound {fmt(low)}" + (f"…{fmt(high)}" if high != low else "")
     return f"{symbol} ({summary.rule} {fmt(summary.limit)} over control{span})"
+
+
+def _decisions_text(replay: Replay) -> list[str]:
+    if replay.recorded is not None:
+        lines = ["  recorded decisions (the exposure judged, from the decision log):"]
+        for r in replay.recorded:
+            who = f" by {r.actor}" if r.actor else ""
+            lines.append(
+                f"    {_time(r.at)}  {r.action.value:<8} "
+                f"{pct(r.from_percent)}% → {pct(r.to_percent)}%{who}  {r.reason}"
+            )
+        if not replay.recorded:
+            lines.append(f"    none in the window: {pct(replay.exposure[0][1])} % throughout")
+        return lines
+    lines = ["  simulated decisions (the rollout starting at --from):"]
+    for m in replay.moves:
+        lines.append(
+            f"    {_time(m.at)}  {m.action.value:<8} "
+            f"{pct(m.from_percent)}% → {pct(m.to_percent)}%  {m.reason}"
+        )
+    if not replay.moves:
+        lines.append("    none but holds")
+    lines.append(f"    and {replay.holds} holds")
+    return lines
 
 
 def render_text(replay: Replay, points: int) -> list[str]:
@@ -188,17 +241,14 @@ def render_text(replay: Replay, points: int) -> list[str]:
             "  Prometheus holds no data for any of this policy's queries in the window: it is beyond "
             "Prometheus's retention, or the metrics did not exist then. Nothing was judged."
         )
-    lines.append("  simulated decisions (the rollout starting at --from):")
-    for m in replay.moves:
-        lines.append(
-            f"    {_time(m.at)}  {m.action.value:<8} "
-            f"{pct(m.from_percent)}% → {pct(m.to_percent)}%  {m.reason}"
-        )
-    if not replay.moves:
-        lines.append("    none but holds")
-    lines.append(f"    and {replay.holds} holds")
+    lines.extend(f"  note: {note}" for note in replay.notes)
+    lines.extend(_decisions_text(replay))
     rollback = replay.first_rollback
     lines.append(f"  first would-be rollback: {_time(rollback.at) if rollback else 'none'}")
+    if rollback is not None and replay.recorded is not None:
+        lines.append(f"    {rollback.reason}")
+    if replay.verdict is not None:
+        lines.append(f"  {replay.verdict}")
     if replay.final is not None:
         lines.append(f"  at the end: {replay.final.status.value} at {pct(replay.final.percent)} %")
     lines.append("  checks at every evaluation time (pass / fail / no_data / error):")

@@ -12,7 +12,7 @@ import respx
 
 from controller.adapters.prometheus import PrometheusClient
 from controller.adapters.promrange import fetch_ranges, merged, parse_range
-from controller.core.backtest import RangeAnswer, Series, reading_at
+from controller.core.backtestranges import RangeAnswer, Series, reading_at
 from controller.core.queries import ReadingKind
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from controller.cli import main
-from tests.core.test_backtest import POLICY, STATISTICAL
+from tests.core.test_backtest import POLICY
 
 UNUSED = "http://127.0.0.1:9"  # never asked: these runs stop before any query
 
@@ -34,21 +34,27 @@ def test_a_flag_no_policy_names_is_a_usage_error(tmp_path: Path, capsys: pytest.
     assert "no valid policy for flag 'nope'" in capsys.readouterr().err
 
 
-def test_a_statistical_guardrail_is_refused_by_name(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    (tmp_path / "p.yaml").write_text(STATISTICAL)
-    code = main(["backtest", "--policies", str(tmp_path), "--prometheus", UNUSED, "--from", "1d"])
-    assert code == 1
-    err = capsys.readouterr().err
-    assert "backtest does not replay statistical guardrails yet: cache errors (errorRatio)" in err
+def test_a_missing_decision_log_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "p.yaml").write_text(POLICY)
+    common = ["backtest", "--policies", str(tmp_path), "--prometheus", UNUSED, "--from", "1d"]
+    assert main([*common, "--decision-log", str(tmp_path / "nope.jsonl")]) == 2
+    assert f"--decision-log {tmp_path / 'nope.jsonl'}: no such file" in capsys.readouterr().err
 
 
 def test_help_names_every_option(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         main(["backtest", "--help"])
     out = capsys.readouterr().out
-    options = ("--policies", "--prometheus", "--from", "--to", "--flag", "--compare", "--json")
+    options = (
+        "--policies",
+        "--prometheus",
+        "--from",
+        "--to",
+        "--flag",
+        "--compare",
+        "--json",
+        "--decision-log",
+    )
     for option in (*options, "--prometheus-header"):
         assert option in out
 

@@ -12,18 +12,13 @@ import pytest
 
 from controller.adapters.policyfile import load_text
 from controller.core.backtest import (
-    Failure,
-    RangeAnswer,
-    Series,
     chunks,
     evaluation_times,
     fetched_queries,
     parse_time,
-    reading_at,
     replay,
-    to_ms,
-    unsupported,
 )
+from controller.core.backtestranges import Failure, RangeAnswer, Series, reading_at, to_ms
 from controller.core.backtestreport import as_dict, quantile, render_text, summarise
 from controller.core.errors import UsageError
 from controller.core.policy import Policy
@@ -58,19 +53,6 @@ POLICY = textwrap.dedent(
           max: 0.05
     """
 )
-
-STATISTICAL = POLICY.replace(
-    """    - name: errors
-      query: sum(errors{v="{{variant}}"})
-      max: 0.05
-""",
-    """    - name: errors
-      errorRatio:
-        errors: errors_total{v="{{variant}}"}
-        requests: requests_total{v="{{variant}}"}
-      maxDelta: 0.01
-""",
-).replace("  interval: 5m\n", "  interval: 5m\n  control: true\n")
 
 
 def load(text: str) -> Policy:
@@ -141,13 +123,6 @@ def test_several_series_at_one_time_are_an_error_and_a_template_takes_its_arm() 
     assert reading_at(answer, t0, split).value == 2.0
     other = Split("http", "flag", "variant", "other", "on")
     assert reading_at(answer, t0, other).kind is ReadingKind.NO_DATA
-
-
-def test_statistical_guardrails_are_refused_by_name() -> None:
-    assert unsupported(load(POLICY)) == []
-    assert unsupported(load(STATISTICAL)) == [
-        "backtest does not replay statistical guardrails yet: cache errors (errorRatio)"
-    ]
 
 
 def _answers(policy: Policy, times: list[datetime], errors: RangeAnswer) -> dict[str, RangeAnswer]:

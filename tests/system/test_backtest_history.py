@@ -243,3 +243,119 @@ def test_compare_only_one_rolling_back_and_the_union_of_queries_is_fetched(
     assert "comparison (the same readings for both sets):" in out
     assert "only --policies rolled back, at " in out
     assert "6 HTTP requests" in out
+
+
+# (how long before the incident the simulated rollout starts, how soon after it it must roll back):
+# the counts since exposure began dilute a step change, and a completed rollout's trailing day most
+# (measured: 35m, 55m and 2h33m after the incident).
+STATISTICAL_DETECTION = [
+    (timedelta(minutes=30), timedelta(minutes=40)),
+    (timedelta(hours=3), timedelta(hours=1, minutes=5)),
+    (timedelta(days=2, minutes=2), timedelta(hours=3)),
+]
+
+
+def test_a_statistical_guardrail_counts_since_the_simulated_exposure_began(
+    history: History, tmp_path: Path
+) -> None:
+    """An errorRatio comparison with control and the sample-ratio check (the arms' requests as their
+    exposures), replayed over windows with the incident: per-interval counts, fetched once."""
+    (tmp_path / "statistical.yaml").write_text(shop_policy("5m", "10m", statistical=True))
+    for before, bound in STATISTICAL_DETECTION:
+        request = Request(tmp_path, history.server.url, history.incident - before, history.end)
+        transport = CountingTransport()
+        outcome = asyncio.run(run_backtest(request, transport))
+        assert outcome.problems == []
+        (replayed,) = outcome.report["policies"]
+        rollback = datetime.fromisoformat(replayed["first_rollback"])
+        assert history.incident < rollback <= history.incident + bound
+        assert "confidence sequence" in replayed["first_rollback_reason"]
+        (ratio,) = [c for c in replayed["checks"] if c["name"] == "sample-ratio"]
+        assert ratio["counts"]["fail"] == ratio["counts"]["error"] == 0
+        (guard,) = [c for c in replayed["checks"] if c["name"] == "error-rate"]
+        assert guard["counts"]["error"] == 0
+        # traffic, errors and requests per arm (the requests' query is also the exposures'): 6
+        assert replayed["queries"] == outcome.requests == len(transport.paths) == 6
+
+
+def test_a_healthy_window_never_rolls_back_a_statistical_guardrail(history: History, tmp_path: Path) -> None:
+    (tmp_path / "statistical.yaml").write_text(shop_policy("5m", "10m", statistical=True))
+    request = Request(tmp_path, history.server.url, history.start, history.incident - timedelta(hours=1))
+    outcome = asyncio.run(run_backtest(request))
+    assert outcome.problems == []
+    (replayed,) = outcome.report["policies"]
+    assert replayed["first_rollback"] is None
+    assert replayed["final"]["status"] == "completed"
+    (guard,) = [c for c in replayed["checks"] if c["name"] == "error-rate"]
+    assert guard["counts"]["fail"] == 0
+    assert guard["counts"]["pass"] > 500
+
+
+def _recorded_rollout(path: Path, history: History, stopped: datetime) -> None:
+    """A decision log of the real rollout: 5, 20 and 50 % an hour apart from the window's start,
+    complete, and stopped by on-call at ``stopped``; other records around it."""
+
+    def line(at: datetime, action: str, before: float, after: float, status: str, **more: object) -> str:
+        record = {
+            "time": at.isoformat().replace("+00:00", "Z"),
+            "policy": "shop-cache",
+            "flag": "shop-cache",
+            "action": action,
+            "from_percent": before,
+            "to_percent": after,
+            "status": status,
+            "reason": f"{action} (recorded)",
+            "actor": None,
+        }
+        return json.dumps(record | more)
+
+    s = history.start
+    lines = [
+        line(s, "advance", 0, 5, "progressing"),
+        line(s + timedelta(minutes=5), "hold", 5, 5, "progressing"),
+        line(s + timedelta(hours=1), "advance", 5, 20, "progressing"),
+        line(s + timedelta(hours=2), "advance", 20, 50, "progressing"),
+        line(s + timedelta(hours=4), "complete", 50, 50, "completed"),
+        line(s + timedelta(hours=5), "advance", 0, 10, "progressing", flag="other"),
+        line(stopped, "stop", 50, 0, "stopped", actor="on-call"),
+    ]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_a_recorded_rollout_judged_by_a_policy_that_would_have_rolled_back_earlier(
+    history: History, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    log = tmp_path / "decisions.jsonl"
+    stopped = history.incident + timedelta(minutes=45)
+    _recorded_rollout(log, history, stopped)
+    window = ["--from", history.start.isoformat(), "--to", history.end.isoformat()]
+    common = ["backtest", "--policies", str(history.policies), "--prometheus", history.server.url]
+    assert main([*common, *window, "--decision-log", str(log), "--json"]) == 0
+    (replayed,) = json.loads(capsys.readouterr().out)["policies"]
+    assert replayed["exposure"] == "decision_log"
+    assert replayed["decisions"] == []
+    assert [d["action"] for d in replayed["recorded_decisions"]] == [
+        "advance",
+        "advance",
+        "advance",
+        "complete",
+        "stop",
+    ]
+    would = datetime.fromisoformat(replayed["first_rollback"])
+    assert history.incident < would <= history.incident + INTERVAL + RATE_WINDOW
+    stop = stopped.isoformat().replace("+00:00", "Z")
+    assert replayed["recorded_rollback"] == {"time": stop, "action": "stop", "actor": "on-call"}
+    assert replayed["verdict"].startswith("this policy would have rolled back ")
+    assert replayed["verdict"].endswith(
+        f"earlier than what happened: this policy at {replayed['first_rollback'].replace('+00:00', 'Z')}; the rollout was stopped by on-call at {stop}"
+    )
+    # a statistical comparison of the completed rollout counts over the trailing day, which dilutes
+    # the incident: it would not have acted before on-call stopped the rollout 45 minutes in
+    (tmp_path / "statistical").mkdir()
+    (tmp_path / "statistical" / "p.yaml").write_text(shop_policy("5m", "10m", statistical=True))
+    common[2] = str(tmp_path / "statistical")
+    assert main([*common, *window, "--decision-log", str(log)]) == 0
+    out = capsys.readouterr().out
+    assert "recorded decisions (the exposure judged, from the decision log):" in out
+    assert "stop     50% → 0% by on-call" in out
+    assert "this policy would not have rolled back before the rollout was stopped by on-call" in out
