@@ -145,8 +145,8 @@ class _Column:
     points: list[Drawn]
     first_present: bool
     last_present: bool = False
-    low: Drawn | None = None
-    high: Drawn | None = None
+    low: int = -1  # the index in points of the lowest value (the first of equals)
+    high: int = -1
 
     def add(self, at: datetime, value: float | None) -> None:
         present = value is not None and math.isfinite(value)
@@ -154,17 +154,20 @@ class _Column:
         if not present:
             return
         assert value is not None
-        point = (at, value)
-        self.points.append(point)
-        if self.low is None or value < self.low[1]:
-            self.low = point
-        if self.high is None or value > self.high[1]:
-            self.high = point
+        self.points.append((at, value))
+        index = len(self.points) - 1
+        if self.low < 0 or value < self.points[self.low][1]:
+            self.low = index
+        if self.high < 0 or value > self.points[self.high][1]:
+            self.high = index
 
     def chosen(self, keep: AbstractSet[datetime]) -> list[Drawn]:
-        picked = {p[0]: p for p in (self.low, self.high) if p is not None}
-        picked.update((p[0], p) for p in self.points if p[0] in keep)
-        return [picked[at] for at in sorted(picked)]
+        """The lowest and highest value and the points at the kept times, in time order."""
+        if not self.points:
+            return []
+        picked = {self.low, self.high}
+        picked.update(i for i, (at, _) in enumerate(self.points) if at in keep)
+        return [self.points[i] for i in sorted(picked)]
 
 
 def _columns(

@@ -246,3 +246,12 @@ def test_no_scripts_handlers_or_external_references() -> None:
     assert "<script" not in svg
     assert "url(" not in svg
     assert "<style" not in svg
+
+
+def test_points_at_one_time_are_all_kept_so_a_step_can_start_with_a_jump() -> None:
+    t1 = START + timedelta(hours=1)
+    points: list[tuple[datetime, float | None]] = [(START, 0.0), (START, 5.0), (t1, 5.0)]
+    assert downsample(points, START, t1, columns=100) == [[(START, 0.0), (START, 5.0), (t1, 5.0)]]
+    svg = render_svg(chart(end=t1, lines=(Line("exposure", points, step=True),), value_range=(0.0, 100.0)))
+    (path,) = [p for p in paths(parse(svg)) if p.get("data-role") == "line"]
+    assert re.fullmatch(r"M64\.0,220\.0V[\d.]+H744\.0", path.get("d") or ""), path.get("d")
