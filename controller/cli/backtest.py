@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 
+from controller.adapters.flagstore import atomic_write
 from controller.adapters.policyfile import LoadedPolicy, load_paths
 from controller.adapters.promauth import PrometheusAuth
 from controller.adapters.prometheus import PrometheusClient
@@ -43,6 +44,7 @@ from controller.core.backtest import (
 from controller.core.backtestcompare import as_dict as compare_dict
 from controller.core.backtestcompare import compare
 from controller.core.backtestcompare import render_text as compare_text
+from controller.core.backtesthtml import PolicySet, render_html
 from controller.core.backtestreport import as_dict, render_text
 from controller.core.errors import UsageError
 
@@ -56,7 +58,8 @@ def add_parser(commands: Commands) -> None:
         "controller's own decision core. The simulated rollout starts at --from and its own decisions "
         "move it. Readings come in bulk from /api/v1/query_range: distinct queries × chunks of at most "
         "11,000 points. Nothing is written to any flag file or decision log. Policies with statistical "
-        "guardrails (errorRatio, latency, statistics.exposure) are refused in this version. Exit 0 when "
+        "guardrails (errorRatio, latency, statistics.exposure) are refused in this version. With --html "
+        "FILE the report is also written as one self-contained HTML page with charts. Exit 0 when "
         "the replay ran (whatever it decided), 1 when a policy is invalid or refused, a query failed or "
         "the window holds no data, 2 on a usage error. See docs/backtest.md.",
     )
@@ -97,6 +100,13 @@ def add_parser(commands: Commands) -> None:
     )
     p.add_argument("--json", action="store_true", help="print one JSON object with the same content")
     p.add_argument(
+        "--html",
+        type=Path,
+        metavar="FILE",
+        help="also write the report as one self-contained HTML page with charts (exposure over time, "
+        "each guardrail's values against its bound, rollbacks marked), even when problems are reported",
+    )
+    p.add_argument(
         "--query-timeout",
         type=duration_arg,
         default=env("FLAGROLL_QUERY_TIMEOUT", "60s"),
@@ -128,6 +138,7 @@ class Request:
     max_concurrency: int = 4
     max_points: int = MAX_POINTS_PER_CHUNK  # per range query; lower only to test the chunking
     compare: Path | None = None  # a second policy set, replayed on the same readings
+    html: Path | None = None  # also write the report as a page with charts
 
 
 @dataclass
@@ -149,6 +160,7 @@ def checked_request(args: argparse.Namespace, now: datetime) -> Request:
         raise UsageError(f"--compare {args.compare}: no such file or directory")
     if not url.startswith(("http://", "https://")):
         raise UsageError(f"--prometheus {url!r}: give an http:// or https:// URL")
+    _check_html(args.html)
     start, end = parse_time(args.start, now), parse_time(args.end, now)
     if end <= start:
         raise UsageError(
@@ -165,6 +177,7 @@ def checked_request(args: argparse.Namespace, now: datetime) -> Request:
         args.query_timeout,
         args.max_concurrent_queries,
         compare=args.compare,
+        html=args.html,
     )
 
 
@@ -231,6 +244,8 @@ async def run_backtest(request: Request, transport: httpx.AsyncBaseTransport | N
     report["http_requests"] = requests
     report["problems"] = problems
     text.append(f"{requests} HTTP requests to {client.url}")
+    if request.html is not None:
+        _write_html(request, replays, problems, requests)
     return Outcome(report, text, problems, requests)
 
 
@@ -307,3 +322,26 @@ def _fetch_problems(answers: dict[str, RangeAnswer]) -> Sequence[str]:
             more = f" (and {len(answer.failures) - 1} more chunks)" if len(answer.failures) > 1 else ""
             found.append(f"query failed{more}: {failure.detail}: {' '.join(promql.split())[:200]}")
     return found
+
+
+def _check_html(path: Path | None) -> None:
+    """``--html FILE``: its directory must exist (checked before any query), and it is no directory."""
+    if path is None:
+        return
+    if not path.parent.is_dir():
+        raise UsageError(f"--html {path}: no such directory {path.parent}")
+    if path.is_dir():
+        raise UsageError(f"--html {path}: is a directory; give a file name")
+
+
+def _write_html(
+    request: Request, replays: Sequence[Sequence[Replay]], problems: Sequence[str], requests: int
+) -> None:
+    """The page, written atomically (a temporary file in the same directory, then renamed): a
+    failed run never leaves half a page."""
+    assert request.html is not None
+    paths = [("--policies", request.policies), ("--compare", request.compare)]
+    sets = [PolicySet(option, str(path), done) for (option, path), done in zip(paths, replays, strict=False)]
+    comparisons = compare(replays[0], replays[1]) if len(replays) == 2 else []
+    page = render_html(request.start, request.end, sets, comparisons, problems, requests)
+    atomic_write(request.html, page)

@@ -19,6 +19,7 @@ from controller.adapters.promserver import PrometheusServer
 from controller.cli import main
 from controller.cli.backtest import Outcome, Request, run_backtest
 from tests.conftest import PROMETHEUS_VERSIONS, prometheus_binary
+from tests.core.test_backtest_html import markers, parsed, svgs
 
 INTERVAL = timedelta(minutes=5)
 RATE_WINDOW = timedelta(minutes=10)
@@ -243,3 +244,26 @@ def test_compare_only_one_rolling_back_and_the_union_of_queries_is_fetched(
     assert "comparison (the same readings for both sets):" in out
     assert "only --policies rolled back, at " in out
     assert "6 HTTP requests" in out
+
+
+def test_html_charts_the_exposure_and_the_guardrail_with_the_rollback_marked(
+    history: History, tmp_path: Path
+) -> None:
+    page = tmp_path / "incident.html"
+    outcome, paths = backtest(history, history.start, history.end, html=page)
+    assert outcome.problems == []
+    assert len(paths) == 4  # the page costs no query
+    (replayed,) = outcome.report["policies"]
+    rollback = replayed["first_rollback"]
+    assert history.incident < datetime.fromisoformat(rollback) <= history.incident + INTERVAL + RATE_WINDOW
+    text = page.read_text(encoding="utf-8")
+    doc = parsed(text)
+    assert len(doc.having("figure", class_="exposure")) == 1
+    guardrails = doc.having("figure", class_="guardrail")
+    assert [f["data-check"] for f in guardrails] == ["error-rate treatment max"]
+    charts = svgs(text)
+    assert len(charts) == 2
+    for chart in charts:
+        assert markers(chart) == [rollback]
+    assert f"first would-be rollback: {rollback}" in doc.all_text
+    assert "rolled_back at 0 %" in doc.all_text
