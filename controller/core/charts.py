@@ -228,6 +228,10 @@ def _c(value: float) -> str:
 
 
 def _number(value: float, decimals: int) -> str:
+    """A tick's value to ``decimals`` places without trailing zeros; very large or very small
+    ones (or ``decimals`` < 0) to four significant digits."""
+    if decimals < 0 or decimals > 12 or abs(value) >= 1e12:
+        return _short(value)
     text = f"{value:.{decimals}f}"
     if "." in text:
         text = text.rstrip("0").rstrip(".")
@@ -242,6 +246,8 @@ def value_ticks(low: float, high: float, fixed: bool) -> tuple[float, float, lis
     """About five round values over [low, high] (widened to round ends unless ``fixed``): the ends,
     the ticks and the decimals that show them."""
     raw = (high - low) / 4
+    if not (math.isfinite(raw) and raw > 0):  # beyond what a float spans: the ends alone
+        return low, high, [low, high], -1
     exponent = math.floor(math.log10(raw))
     base = 10.0**exponent
     multiple = next(m for m in (1.0, 2.0, 2.5, 5.0, 10.0) if raw <= m * base * (1 + 1e-9))

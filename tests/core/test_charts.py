@@ -255,3 +255,13 @@ def test_points_at_one_time_are_all_kept_so_a_step_can_start_with_a_jump() -> No
     svg = render_svg(chart(end=t1, lines=(Line("exposure", points, step=True),), value_range=(0.0, 100.0)))
     (path,) = [p for p in paths(parse(svg)) if p.get("data-role") == "line"]
     assert re.fullmatch(r"M64\.0,220\.0V[\d.]+H744\.0", path.get("d") or ""), path.get("d")
+
+
+def test_extreme_values_are_drawn_without_a_traceback() -> None:
+    t1 = START + timedelta(hours=1)
+    for values in ((1e308, -1e308), (1e-300, 2e-300), (5e15, 5e15 + 4)):
+        points: list[tuple[datetime, float | None]] = [(START, values[0]), (t1, values[1])]
+        root = parse(render_svg(chart(end=t1, lines=(Line("v", points),))))
+        labels = [t.text or "" for t in root.iterfind(f".//{SVG}g[@class='y-axis']/{SVG}text")]
+        assert labels
+        assert all(len(label) < 16 for label in labels), labels
