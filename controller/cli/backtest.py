@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 
 from controller.adapters.decisionlog import read_records
+from controller.adapters.flagstore import atomic_write
 from controller.adapters.policyfile import LoadedPolicy, load_paths
 from controller.adapters.promauth import PrometheusAuth
 from controller.adapters.prometheus import PrometheusClient
@@ -43,6 +44,7 @@ from controller.core.backtest import (
 from controller.core.backtestcompare import as_dict as compare_dict
 from controller.core.backtestcompare import compare
 from controller.core.backtestcompare import render_text as compare_text
+from controller.core.backtesthtml import PolicySet, render_html
 from controller.core.backtestlog import Recorded
 from controller.core.backtestranges import RangeAnswer
 from controller.core.backtestreport import as_dict, render_text
@@ -58,7 +60,8 @@ def add_parser(commands: Commands) -> None:
         "controller's own decision core. The simulated rollout starts at --from and its own decisions "
         "move it. Readings come in bulk from /api/v1/query_range: distinct queries × chunks of at most "
         "11,000 points; statistical guardrails count since the simulated exposure began, from each "
-        "interval's counter growth. Nothing is written to any flag file or decision log. Exit 0 when "
+        "interval's counter growth. Nothing is written to any flag file or decision log. With --html "
+        "FILE the report is also written as one self-contained HTML page with charts. Exit 0 when "
         "the replay ran (whatever it decided), 1 when a policy is invalid or refused, a query failed or "
         "the window holds no data, 2 on a usage error. See docs/backtest.md.",
     )
@@ -106,6 +109,13 @@ def add_parser(commands: Commands) -> None:
     )
     p.add_argument("--json", action="store_true", help="print one JSON object with the same content")
     p.add_argument(
+        "--html",
+        type=Path,
+        metavar="FILE",
+        help="also write the report as one self-contained HTML page with charts (exposure over time, "
+        "each guardrail's values against its bound, rollbacks marked), even when problems are reported",
+    )
+    p.add_argument(
         "--query-timeout",
         type=duration_arg,
         default=env("FLAGROLL_QUERY_TIMEOUT", "60s"),
@@ -138,6 +148,7 @@ class Request:
     max_points: int = MAX_POINTS_PER_CHUNK  # per range query; lower only to test the chunking
     compare: Path | None = None  # a second policy set, replayed on the same readings
     decision_log: Path | None = None  # judge the recorded exposure instead of a simulated one
+    html: Path | None = None  # also write the report as a page with charts
 
 
 @dataclass
@@ -161,6 +172,7 @@ def checked_request(args: argparse.Namespace, now: datetime) -> Request:
         raise UsageError(f"--decision-log {args.decision_log}: no such file")
     if not url.startswith(("http://", "https://")):
         raise UsageError(f"--prometheus {url!r}: give an http:// or https:// URL")
+    _check_html(args.html)
     start, end = parse_time(args.start, now), parse_time(args.end, now)
     if end <= start:
         raise UsageError(
@@ -178,6 +190,7 @@ def checked_request(args: argparse.Namespace, now: datetime) -> Request:
         args.max_concurrent_queries,
         compare=args.compare,
         decision_log=args.decision_log,
+        html=args.html,
     )
 
 
@@ -239,6 +252,8 @@ async def run_backtest(request: Request, transport: httpx.AsyncBaseTransport | N
     report["http_requests"] = requests
     report["problems"] = problems
     text.append(f"{requests} HTTP requests to {client.url}")
+    if request.html is not None:
+        _write_html(request, replays, problems, requests)
     return Outcome(report, text, problems, requests)
 
 
@@ -336,3 +351,26 @@ def _fetch_problems(answers: dict[str, RangeAnswer]) -> Sequence[str]:
             more = f" (and {len(answer.failures) - 1} more chunks)" if len(answer.failures) > 1 else ""
             found.append(f"query failed{more}: {failure.detail}: {' '.join(promql.split())[:200]}")
     return found
+
+
+def _check_html(path: Path | None) -> None:
+    """``--html FILE``: its directory must exist (checked before any query), and it is no directory."""
+    if path is None:
+        return
+    if not path.parent.is_dir():
+        raise UsageError(f"--html {path}: no such directory {path.parent}")
+    if path.is_dir():
+        raise UsageError(f"--html {path}: is a directory; give a file name")
+
+
+def _write_html(
+    request: Request, replays: Sequence[Sequence[Replay]], problems: Sequence[str], requests: int
+) -> None:
+    """The page, written atomically (a temporary file in the same directory, then renamed): a
+    failed run never leaves half a page."""
+    assert request.html is not None
+    paths = [("--policies", request.policies), ("--compare", request.compare)]
+    sets = [PolicySet(option, str(path), done) for (option, path), done in zip(paths, replays, strict=False)]
+    comparisons = compare(replays[0], replays[1]) if len(replays) == 2 else []
+    page = render_html(request.start, request.end, sets, comparisons, problems, requests)
+    atomic_write(request.html, page)

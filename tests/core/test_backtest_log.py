@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from controller.core.backtest import evaluation_times, replay
+from controller.core.backtesthtml import PolicySet, render_html
 from controller.core.backtestlog import Recorded, verdict
 from controller.core.backtestranges import RangeAnswer, Series, to_ms
 from controller.core.backtestreport import as_dict, render_text
@@ -14,6 +15,7 @@ from controller.core.state import Action, Status
 from tests.core.test_backtest import POLICY, START, _answers, constant, load
 from tests.core.test_backtest_counts import POLICY as STATISTICAL
 from tests.core.test_backtest_counts import answers_for, healthy
+from tests.core.test_backtest_html import markers, svgs
 
 
 def record(
@@ -140,3 +142,21 @@ def test_statistical_counts_reach_back_to_from_at_most_and_the_report_says_so() 
     ]
     assert result.notes[0] in "\n".join(render_text(result, points=1))
     assert as_dict(result, points=1)["notes"] == result.notes
+
+
+def test_the_page_charts_the_recorded_exposure_and_marks_both_rollbacks() -> None:
+    policy = load(POLICY)
+    times = evaluation_times(START, START + timedelta(hours=2), policy.spec.interval_seconds)
+    incident = START + timedelta(minutes=22)
+    errors = RangeAnswer((Series({}, {to_ms(t): 0.3 if t >= incident else 0.01 for t in times}),))
+    recorded = Recorded.of("cache", history(START + timedelta(minutes=70), by="stop", actor="<on-call>"))
+    result = replay(policy, times, _answers(policy, times, errors), {}, recorded)
+    page = render_html(START, times[-1], [PolicySet("--policies", "p", [result])])
+    assert "recorded exposure" in page
+    assert "simulated exposure" not in page
+    assert "Recorded decisions (the exposure judged, from the decision log)" in page
+    assert "recorded stop by &lt;on-call&gt;" in page
+    assert "<on-call>" not in page
+    assert '<li class="verdict">this policy would have rolled back 45m earlier than what happened' in page
+    for chart in svgs(page):
+        assert markers(chart) == ["2026-12-01T00:25:00Z", "2026-12-01T01:10:00Z"]

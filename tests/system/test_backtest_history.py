@@ -19,6 +19,7 @@ from controller.adapters.promserver import PrometheusServer
 from controller.cli import main
 from controller.cli.backtest import Outcome, Request, run_backtest
 from tests.conftest import PROMETHEUS_VERSIONS, prometheus_binary
+from tests.core.test_backtest_html import markers, parsed, svgs
 
 INTERVAL = timedelta(minutes=5)
 RATE_WINDOW = timedelta(minutes=10)
@@ -359,3 +360,26 @@ def test_a_recorded_rollout_judged_by_a_policy_that_would_have_rolled_back_earli
     assert "recorded decisions (the exposure judged, from the decision log):" in out
     assert "stop     50% → 0% by on-call" in out
     assert "this policy would not have rolled back before the rollout was stopped by on-call" in out
+
+
+def test_html_charts_the_exposure_and_the_guardrail_with_the_rollback_marked(
+    history: History, tmp_path: Path
+) -> None:
+    page = tmp_path / "incident.html"
+    outcome, paths = backtest(history, history.start, history.end, html=page)
+    assert outcome.problems == []
+    assert len(paths) == 4  # the page costs no query
+    (replayed,) = outcome.report["policies"]
+    rollback = replayed["first_rollback"]
+    assert history.incident < datetime.fromisoformat(rollback) <= history.incident + INTERVAL + RATE_WINDOW
+    text = page.read_text(encoding="utf-8")
+    doc = parsed(text)
+    assert len(doc.having("figure", class_="exposure")) == 1
+    guardrails = doc.having("figure", class_="guardrail")
+    assert [f["data-check"] for f in guardrails] == ["error-rate treatment max"]
+    charts = svgs(text)
+    assert len(charts) == 2
+    for chart in charts:
+        assert markers(chart) == [rollback]
+    assert f"first would-be rollback: {rollback}" in doc.all_text
+    assert "rolled_back at 0 %" in doc.all_text
