@@ -9,6 +9,8 @@ What it does, in one run:
 2. runs ``flagroll backtest --json`` (the command, in a child process) for a policy with traffic, two
    guardrails (error ratio, p95 latency) and a control arm at a 30 s interval over the whole window:
    its wall time and the HTTP requests it made (from its report);
+   then the same for the same guardrails as statistical comparisons with control (errorRatio, latency,
+   the sample-ratio check), and the first policy again with ``--html`` (wall time, page size);
 3. the naive way: one instant query (``/api/v1/query``) per distinct query per evaluation time, as
    many in flight as the backtest allows (4). Asking all of them would take long, so it is measured on
    the first ``--sample`` evaluation times and extrapolated to the window (said so in the output);
@@ -45,6 +47,9 @@ TARGET_WALL_SECONDS = 10.0
 TARGET_REQUEST_FACTOR = 2  # requests ≤ 2 × distinct queries × chunks
 
 POLICY = shop_policy("30s", "2m", control=True, latency=True)
+# The same two guardrails as comparisons with control counted since exposure began, and the
+# sample-ratio check: their counts come from per-interval growth queries (docs/backtest.md).
+STATISTICAL_POLICY = shop_policy("30s", "2m", control=True, latency=True, statistical=True)
 
 
 @dataclass
@@ -63,6 +68,11 @@ class Figures:
     naive_sample_seconds: float
     naive_requests: int  # distinct queries × evaluations
     naive_seconds_extrapolated: float
+    statistical_wall_seconds: float  # the statistical policy over the same window
+    statistical_requests: int
+    statistical_first_rollback: str | None
+    html_wall_seconds: float  # the first policy again, with --html
+    html_bytes: int
 
 
 def options(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -84,11 +94,13 @@ def window(hours: float) -> tuple[datetime, datetime, datetime]:
     return start, end, incident
 
 
-def run_backtest(policies: Path, url: str, start: datetime, end: datetime) -> tuple[float, dict[str, Any]]:
+def run_backtest(
+    policies: Path, url: str, start: datetime, end: datetime, *extra: str
+) -> tuple[float, dict[str, Any]]:
     """``flagroll backtest --json`` in a child process: its wall time and its report."""
     flagroll = Path(sys.executable).parent / "flagroll"
     command = [str(flagroll), "backtest", "--policies", str(policies), "--prometheus", url]
-    command += ["--from", start.isoformat(), "--to", end.isoformat(), "--json"]
+    command += ["--from", start.isoformat(), "--to", end.isoformat(), "--json", *extra]
     began = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
     wall = time.perf_counter() - began
@@ -132,6 +144,10 @@ def measure(args: argparse.Namespace, root: Path) -> Figures:
     policies = root / "policies"
     policies.mkdir(exist_ok=True)
     (policies / "shop-cache.yaml").write_text(POLICY)
+    statistical = root / "statistical"
+    statistical.mkdir(exist_ok=True)
+    (statistical / "shop-cache.yaml").write_text(STATISTICAL_POLICY)
+    page = root / "backtest.html"
     loaded = load_paths([policies])
     (policy,) = loaded.policies
     promqls = sorted(fetched_promqls(policy.policy, policy.templates))
@@ -141,6 +157,10 @@ def measure(args: argparse.Namespace, root: Path) -> Figures:
         started = time.perf_counter() - began
         print(f"Prometheus started on the blocks in {started:.1f} s", flush=True)
         wall, report = run_backtest(policies, server.url, start, end)
+        print(f"backtest: {wall:.2f} s", flush=True)
+        stat_wall, stat_report = run_backtest(statistical, server.url, start, end)
+        print(f"statistical backtest: {stat_wall:.2f} s", flush=True)
+        html_wall, _ = run_backtest(policies, server.url, start, end, "--html", str(page))
         sample = times[: args.sample]
         sent, seconds = asyncio.run(naive(server.url, promqls, sample))
     replayed: dict[str, Any] = report["policies"][0]
@@ -159,6 +179,11 @@ def measure(args: argparse.Namespace, root: Path) -> Figures:
         naive_sample_seconds=round(seconds, 3),
         naive_requests=len(promqls) * len(times),
         naive_seconds_extrapolated=round(seconds * len(times) / max(1, len(sample)), 1),
+        statistical_wall_seconds=round(stat_wall, 3),
+        statistical_requests=int(stat_report["http_requests"]),
+        statistical_first_rollback=stat_report["policies"][0]["first_rollback"],
+        html_wall_seconds=round(html_wall, 3),
+        html_bytes=page.stat().st_size,
     )
 
 
@@ -191,6 +216,10 @@ def report_lines(f: Figures) -> list[str]:
         f"{f.naive_sample_seconds:.2f} s; extrapolated to the window: {f.naive_requests} requests, "
         f"about {f.naive_seconds_extrapolated:.0f} s",
         f"requests: {ratio:,.0f}× fewer than the naive way",
+        f"the same guardrails as comparisons with control (errorRatio, latency) and the sample-ratio "
+        f"check: {f.statistical_wall_seconds:.2f} s wall, {f.statistical_requests} HTTP requests, "
+        f"first would-be rollback {f.statistical_first_rollback}",
+        f"with --html: {f.html_wall_seconds:.2f} s wall, a page of {f.html_bytes:,} bytes",
     ]
 
 

@@ -114,8 +114,9 @@ def shop_policy(
 ) -> str:
     """The policy that reads this history: traffic and an error-rate guardrail (and, with ``latency``,
     a p95 guardrail on the histogram), over ``rate_window``, at ``interval``. With ``statistical``,
-    the error-rate guardrail is an errorRatio comparison with control (counts since exposure began)
-    and the arms' requests are their exposures for the sample-ratio check."""
+    the guardrails are comparisons with control counted since exposure began (errorRatio, and with
+    ``latency`` the share slower than 100 ms), and the arms' requests are their exposures for the
+    sample-ratio check."""
     of = '{flag="{{flag}}",variant="{{variant}}"}' + f"[{rate_window}]"  # the arm's series, over the window
     lines = [
         "apiVersion: flagroll/v1",
@@ -146,9 +147,13 @@ def shop_policy(
     ]
     if statistical:
         guardrails = lines.index("  guardrails:")
-        lines = [*lines[: guardrails + 1], *_statistical_lines('{flag="{{flag}}",variant="{{variant}}"}')]
+        lines = [
+            *lines[: guardrails + 1],
+            *_statistical_lines('{flag="{{flag}}",variant="{{variant}}"}', latency),
+        ]
         if not control:  # the comparison needs the control arm
             lines.insert(lines.index("  flag:") + 2, "  control: true")
+        return "\n".join(lines) + "\n"
     if latency:
         lines += [
             "    - name: p95-latency",
@@ -160,13 +165,21 @@ def shop_policy(
     return "\n".join(lines) + "\n"
 
 
-def _statistical_lines(arm: str) -> list[str]:
+def _statistical_lines(arm: str, latency: bool) -> list[str]:
+    slow = [
+        "    - name: slow-requests",
+        "      latency:",
+        f"        histogram: shop_latency_seconds{arm}",
+        "        slowerThan: 100ms",
+        "      maxIncrease: 0.5",
+    ]
     return [
         "    - name: error-rate",
         "      errorRatio:",
         f"        errors: shop_errors_total{arm}",
         f"        requests: shop_requests_total{arm}",
         "      maxDelta: 0.01",
+        *(slow if latency else []),
         "  statistics:",
         f"    exposure: shop_requests_total{arm}",
     ]

@@ -183,20 +183,26 @@ def replay(
         result.exposure = [(times[0], 0.0)]
     stamps = [to_ms(at) for at in times]
     counts = Counts(policy, stamps, step_ms(policy), answers)
+    planner = Planner(policy, templates)
     stored: RolloutState | None = None
     for index, at in enumerate(times):
         if recorded is not None:
             stored = recorded.state_at(policy, at)
         window = profile_window_seconds(stored, at, times[0])
-        profile = plan(policy, with_checkpoint=False, window_seconds=window, templates=templates)
+        profile = planner.plan(with_checkpoint=False, window_seconds=window)
         readings = {**readings_at(_plain(profile), answers, stamps[index]), **counts.readings(profile, index)}
-        result.evaluations.append(Evaluation(at, tuple(guardrail_checks(policy, profile, readings))))
+        judged = tuple(guardrail_checks(policy, profile, readings))
+        result.evaluations.append(Evaluation(at, judged))
         if result.ended_at is not None:
             continue
         state = stored if stored is not None else initial_state(policy, at)
-        queries = queries_for(policy, state, at, templates)
+        queries = queries_for(policy, state, at, templates, planner.plan)
         readings = {**readings_at(_plain(queries), answers, stamps[index]), **counts.readings(queries, index)}
-        decision = decide(policy, stored, queries, readings, at)
+        # the guardrails' readings are those just judged for the report when the counts' windows are
+        # the same: not judged twice
+        windows = {q.window_seconds for q in queries if counted_key(q.key)}
+        reuse = judged if queries and windows <= {window} else None
+        decision = decide(policy, stored, queries, readings, at, reuse)
         move = Move(at, decision.action, decision.from_percent, decision.to_percent, decision.reason)
         if recorded is not None:
             if decision.action is Action.ROLLBACK and result.would_rollback is None:
@@ -214,6 +220,36 @@ def replay(
             result.ended_at = at
     result.final = stored
     return result
+
+
+class Planner:
+    """:func:`~controller.core.queries.plan` for a replay, from plans made once. The text of a count
+    since exposure began depends on its window, but the replay reads counts by key
+    (:class:`~controller.core.backtestcounts.Counts`), so only their window changes from one
+    evaluation to the next; everything else is the same query every time."""
+
+    def __init__(self, policy: Policy, templates: Mapping[str, MetricTemplate]) -> None:
+        self.policy = policy
+        self.templates = templates
+        self.made: dict[tuple[bool, bool], list[PlannedQuery]] = {}
+
+    def plan(self, *, with_checkpoint: bool, window_seconds: int | None) -> list[PlannedQuery]:
+        exposed = bool(window_seconds)
+        key = (with_checkpoint, exposed)
+        if key not in self.made:
+            self.made[key] = plan(
+                self.policy,
+                with_checkpoint=with_checkpoint,
+                window_seconds=1 if exposed else None,
+                templates=self.templates,
+            )
+        base = self.made[key]
+        if not exposed:
+            return base
+        return [
+            q if q.window_seconds is None else PlannedQuery(q.key, q.promql, window_seconds, q.split)
+            for q in base
+        ]
 
 
 def _counted_before(policy: Policy, recorded: Recorded, start: datetime) -> list[str]:

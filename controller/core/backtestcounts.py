@@ -206,6 +206,7 @@ class Counts:
             for key, promql in count_queries(policy, step_ms).items()
         }
         self.pairs: dict[tuple[Source, str, Arm], BinPair | None] = {}
+        self.memo: dict[tuple[tuple[Source, str, Arm], int, int | None], Reading | list[float]] = {}
 
     def _intervals(self, window_seconds: int | None) -> int:
         """How many intervals ending at an evaluation time a window covers (one for no window)."""
@@ -238,19 +239,32 @@ class Counts:
         return Reading.of(column.span(column.cumulative, lo, index))
 
     def _bin_sum(self, q: PlannedQuery, index: int) -> Reading:
+        """One of the four sums over the bins; the four are computed together and kept for the
+        evaluation (the report's checks and the decision's ask the same ones)."""
         where = (q.key.source, q.key.name, q.key.arm)
+        memo_key = (where, index, q.window_seconds)
+        if memo_key not in self.memo:
+            if self.memo and next(iter(self.memo))[1] != index:
+                self.memo.clear()
+            self.memo[memo_key] = self._bin_sums(where, index, q.window_seconds)
+        found = self.memo[memo_key]
+        return found if isinstance(found, Reading) else Reading.of(found[BIN_PARTS.index(q.key.part)])
+
+    def _bin_sums(
+        self, where: tuple[Source, str, Arm], index: int, window_seconds: int | None
+    ) -> Reading | list[float]:
         if where not in self.pairs:
             self.pairs[where] = _bin_pair(*where, self.columns)
         pair = self.pairs[where]
         if pair is None:
             return Reading.error("the query was not fetched")
-        intervals = self._intervals(q.window_seconds)
+        intervals = self._intervals(window_seconds)
         lo = max(0, index - intervals + 1)
         for column in pair.sources:
             failed = column.error_in(lo, index)
             if failed is not None:
                 return Reading.error(failed)
-        width_ms = bin_seconds(self.interval_seconds, q.window_seconds or 0) * 1000
+        width_ms = bin_seconds(self.interval_seconds, window_seconds or 0) * 1000
         k = max(1, math.ceil(width_ms / self.step_ms))
         groups = math.ceil(intervals / k)
         prefixes = pair.strided(k)
@@ -258,4 +272,4 @@ class Counts:
         sums = [p[index] - (p[first] if first >= 0 else 0.0) for p in prefixes]
         if sums[0] == 0:
             return Reading.no_data("no interval of the window has requests")
-        return Reading.of(sums[BIN_PARTS.index(q.key.part)])
+        return sums

@@ -22,6 +22,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from controller.core.checkrecord import Check, acting, sample_ratio_mismatch, worst
 from controller.core.checks import checkpoint_checks, guardrail_checks
@@ -230,13 +231,21 @@ def _counted_from_trailing_day(state: RolloutState, now: datetime) -> tuple[Roll
     return state.moved(exposed_since=start), f"; both arms are counted from {start.isoformat()}"
 
 
+class Planning(Protocol):
+    """Makes one cycle's queries: :func:`~controller.core.queries.plan` for one policy."""
+
+    def __call__(self, *, with_checkpoint: bool, window_seconds: int | None) -> list[PlannedQuery]: ...
+
+
 def queries_for(
     policy: Policy,
     state: RolloutState,
     now: datetime,
     templates: Mapping[str, MetricTemplate] | None = None,
+    planning: Planning | None = None,
 ) -> list[PlannedQuery]:
-    """What to ask Prometheus this cycle; empty when the rollout is not active.
+    """What to ask Prometheus this cycle; empty when the rollout is not active. ``planning`` makes
+    the queries (default: :func:`~controller.core.queries.plan` with ``templates``).
 
     The checkpoint's own queries are asked throughout the last step, not only once its hold is over:
     the decision is taken after the queries return, and the hold may end in between.
@@ -244,11 +253,11 @@ def queries_for(
     if state.status not in ACTIVE:
         return []
     at_last_step = state.status is Status.PROGRESSING and state.step == len(policy.spec.steps) - 1
+    window_seconds = exposure_window_seconds(state, now)
+    if planning is not None:
+        return planning(with_checkpoint=at_last_step, window_seconds=window_seconds)
     return plan(
-        policy,
-        with_checkpoint=at_last_step,
-        window_seconds=exposure_window_seconds(state, now),
-        templates=templates or {},
+        policy, with_checkpoint=at_last_step, window_seconds=window_seconds, templates=templates or {}
     )
 
 
@@ -314,8 +323,11 @@ def decide(
     queries: Sequence[PlannedQuery],
     readings: Readings,
     now: datetime,
+    judged: Sequence[Check] | None = None,
 ) -> Decision:
-    """The next move for one rollout. ``queries`` are those :func:`queries_for` planned."""
+    """The next move for one rollout. ``queries`` are those :func:`queries_for` planned. ``judged``
+    is the guardrail checks of these readings when the caller has judged them already (the
+    backtest judges every evaluation for its report): the same as judging them here."""
     rebased = rebase(policy, stored, now)
     state = rebased.state
     ctx = _Context(stored, rebased.notes)
@@ -323,7 +335,7 @@ def decide(
         return ctx.make(Action.HOLD, state, f"{state.status.value}: nothing to do")
 
     spec = policy.spec
-    judged = guardrail_checks(policy, queries, readings)
+    judged = guardrail_checks(policy, queries, readings) if judged is None else judged
     checks = acting(judged)
     ctx = replace(ctx, shadow=tuple(c for c in judged if c.shadow))
     outcome = worst(checks)

@@ -113,7 +113,7 @@ class Bounds(Model):
         for field_name in BOUND_FIELDS:
             value = getattr(self, field_name)
             if value is not None:
-                yield to_camel(field_name), value
+                yield BOUND_NAMES[field_name], value
 
 
 BOUND_FIELDS = (
@@ -126,6 +126,7 @@ BOUND_FIELDS = (
     "max_delta",
     "min_delta",
 )
+BOUND_NAMES = {name: to_camel(name) for name in BOUND_FIELDS}  # as YAML spells them
 RELATIVE_RULES = frozenset(
     {"maxIncrease", "maxDecrease", "minIncrease", "minDecrease", "maxDelta", "minDelta"}
 )
