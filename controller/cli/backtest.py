@@ -45,7 +45,7 @@ from controller.core.backtestcompare import as_dict as compare_dict
 from controller.core.backtestcompare import compare
 from controller.core.backtestcompare import render_text as compare_text
 from controller.core.backtesthtml import PolicySet, render_html
-from controller.core.backtestlog import Recorded
+from controller.core.backtestlog import Recorded, recorded_flags
 from controller.core.backtestranges import RangeAnswer
 from controller.core.backtestreport import as_dict, render_text
 from controller.core.errors import UsageError
@@ -293,15 +293,13 @@ def _recorded(
     problem: its exposure is unknown, so its policy is not replayed."""
     if request.decision_log is None:
         return None
-    flags = {p.policy.flag_key for p in policies}
-    warnings: list[str] = []
-    records = [r for r in read_records(request.decision_log, warnings.append) if r.get("flag") in flags]
-    problems.extend(warnings)
-    found = {flag: Recorded.of(flag, records) for flag in sorted(flags)}
+    flags = sorted({p.policy.flag_key for p in policies})
+    found = recorded_flags(flags, read_records(request.decision_log, problems.append))
     for flag, history in found.items():
         if not history.moves:
+            dry = f" (only {history.dry_runs} of a dry run, which exposed nobody)" if history.dry_runs else ""
             problems.append(
-                f"--decision-log {request.decision_log} holds no decision of flag {flag!r}: "
+                f"--decision-log {request.decision_log} holds no decision of flag {flag!r}{dry}: "
                 "its exposure is unknown, so its policy is not replayed"
             )
     return found

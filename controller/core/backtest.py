@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from controller.core.backtestcounts import Counts, count_queries, counted_key
-from controller.core.backtestlog import Recorded, RecordedMove, taken_down, verdict
+from controller.core.backtestlog import Recorded, RecordedMove, judged, taken_down
 from controller.core.backtestranges import RangeAnswer, readings_at, to_ms
 from controller.core.checkrecord import Check
 from controller.core.checks import guardrail_checks
@@ -129,7 +129,7 @@ class Replay:
     )
     evaluations: list[Evaluation] = field(default_factory=list)
     recorded: tuple[RecordedMove, ...] | None = None  # the decision log's moves in the window
-    recorded_down: RecordedMove | None = None  # its first rollback or stop in the window
+    recorded_down: RecordedMove | None = None  # its takedown the would-be rollback is set against
     would_rollback: Move | None = None
     exposure: list[tuple[datetime, float]] = field(default_factory=list)  # percent, from each time on
     notes: list[str] = field(default_factory=list)  # what the reader should know about the replay
@@ -146,7 +146,7 @@ class Replay:
         if self.recorded is None:
             return None
         would = self.would_rollback.at if self.would_rollback is not None else None
-        return verdict(would, self.recorded_down)
+        return judged(would, self.recorded)
 
 
 def profile_window_seconds(state: RolloutState | None, at: datetime, start: datetime) -> int | None:
@@ -175,7 +175,6 @@ def replay(
     result = Replay(policy.name, policy.flag_key, policy.spec.interval_seconds, times[0], times[-1])
     if recorded is not None:
         result.recorded = tuple(recorded.within(times[0], times[-1]))
-        result.recorded_down = taken_down(result.recorded)
         result.exposure = [(times[0], recorded.percent_at(times[0]))]
         result.exposure += [(m.at, m.to_percent) for m in result.recorded]
         result.notes.extend(_counted_before(policy, recorded, times[0]))
@@ -213,6 +212,9 @@ def replay(
         if stored.status not in ACTIVE:
             result.ended_at = at
     result.final = stored
+    if result.recorded is not None:
+        would = result.would_rollback.at if result.would_rollback is not None else None
+        result.recorded_down = taken_down(result.recorded, would)
     return result
 
 

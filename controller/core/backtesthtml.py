@@ -18,6 +18,7 @@ from datetime import datetime
 
 from controller.core.backtest import Replay
 from controller.core.backtestcompare import FlagComparison
+from controller.core.backtestlog import TAKEN_DOWN
 from controller.core.backtestreport import CheckSummary, summarise
 from controller.core.charts import BLUE, GREEN, GREY, RED, Line, Marker, Point, TimeChart, escape, render_svg
 from controller.core.charts import utc_text as _time
@@ -74,16 +75,16 @@ def guardrail_series(replay: Replay) -> dict[CheckKey, list[tuple[datetime, Chec
 
 
 def rollbacks(replay: Replay) -> list[Marker]:
-    """The simulated rollbacks; with a decision log, the would-be rollback and the recorded
-    rollback or stop."""
+    """The simulated rollbacks; with a decision log, the would-be rollback and every recorded
+    rollback or stop in the window (a rollout resumed after one may be taken down again)."""
     if replay.recorded is not None:
         marked = []
         if replay.would_rollback is not None:
             marked.append(Marker(replay.would_rollback.at, "would-be rollback"))
-        down = replay.recorded_down
-        if down is not None:
-            who = f" by {down.actor}" if down.actor else ""
-            marked.append(Marker(down.at, f"recorded {down.action.value}{who}"))
+        for down in replay.recorded:
+            if down.action in TAKEN_DOWN:
+                who = f" by {down.actor}" if down.actor else ""
+                marked.append(Marker(down.at, f"recorded {down.action.value}{who}"))
         return marked
     return [
         Marker(m.at, f"rollback {pct(m.from_percent)}% → {pct(m.to_percent)}%")

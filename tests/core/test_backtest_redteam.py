@@ -1,0 +1,186 @@
+"""``flagroll backtest`` broken the way production would: decision logs as ``flagroll run`` writes
+them (every record through :func:`~controller.core.records.to_record`), sequences of rollbacks,
+resumes and dry runs, and the per-interval counts' edges."""
+
+from __future__ import annotations
+
+import json
+import tracemalloc
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from controller.adapters.decisionlog import read_records
+from controller.adapters.policyfile import load_text
+from controller.cli.backtest import Request, _recorded
+from controller.core.backtest import evaluation_times, replay, step_ms
+from controller.core.backtestcounts import Counts
+from controller.core.backtesthtml import rollbacks
+from controller.core.backtestlog import Recorded, recorded_flags
+from controller.core.backtestranges import RangeAnswer, Series, readings_at, to_ms
+from controller.core.decision import decide, initial_state, queries_for, resume
+from controller.core.policy import Policy
+from controller.core.queries import PlannedQuery
+from controller.core.records import Context, Record, to_record
+from controller.core.state import Action, RolloutState
+from tests.core.test_backtest import POLICY, START, _answers, load
+
+
+def _plain(
+    queries: list[PlannedQuery], counts: Counts, answers: Mapping[str, RangeAnswer], index: int, at_ms: int
+) -> dict[Any, Any]:
+    return {**readings_at(queries, answers, at_ms), **counts.readings(queries, index)}
+
+
+def controller_log(
+    policy: Policy,
+    times: list[datetime],
+    answers: Mapping[str, RangeAnswer],
+    *,
+    dry_run: bool = False,
+    resumed_at: datetime | None = None,
+) -> list[Record]:
+    """The records the controller writes running ``policy`` at ``times`` on ``answers`` (each record
+    stamped with its cycle's time, as ``flagroll run`` stamps them); with ``resumed_at``, a human
+    resumes the rolled-back rollout then."""
+    counts = Counts(policy, [to_ms(t) for t in times], step_ms(policy), answers)
+    stored: RolloutState | None = None
+    records: list[Record] = []
+    for index, at in enumerate(times):
+        if resumed_at is not None and at == resumed_at and stored is not None:
+            human = resume(stored, "fixed", at)
+            records.append(to_record(human, Context(policy.flag_key, actor="human:on-call"), at))
+            stored = human.after
+        queries = queries_for(policy, stored or initial_state(policy, at), at)
+        readings = _plain(queries, counts, answers, index, to_ms(at))
+        decision = decide(policy, stored, queries, readings, at)
+        records.append(to_record(decision, Context(policy.flag_key, policy=policy, dry_run=dry_run), at))
+        stored = decision.after
+    return records
+
+
+def incident(times: list[datetime], begins: datetime, ends: datetime | None = None) -> RangeAnswer:
+    bad = {to_ms(t): 0.3 if t >= begins and (ends is None or t < ends) else 0.01 for t in times}
+    return RangeAnswer((Series({}, bad),))
+
+
+def test_the_same_policy_judging_its_own_recorded_rollback_rolls_back_at_the_same_time() -> None:
+    """A record is stamped with its cycle's time: the decision it records was taken on the exposure
+    before it. Judging the controller's own log with its own policy on the same readings must say
+    "at the same time", not that the policy would never have acted."""
+    policy = load(POLICY)
+    times = evaluation_times(START, START + timedelta(hours=2), policy.spec.interval_seconds)
+    answers = _answers(policy, times, incident(times, START + timedelta(minutes=42)))
+    log = controller_log(policy, times, answers)
+    assert [r["action"] for r in log if r["action"] != "hold"] == [
+        "advance",
+        "advance",
+        "complete",
+        "rollback",
+    ]
+    result = replay(policy, times, answers, {}, Recorded.of("cache", log))
+    assert result.first_rollback is not None
+    assert result.first_rollback.at == START + timedelta(minutes=45)
+    assert result.verdict is not None
+    assert result.verdict.startswith("this policy would have rolled back at the same time"), result.verdict
+
+
+def test_a_dry_run_log_is_no_exposure() -> None:
+    """``flagroll run --dry-run`` writes nothing to any flag: its records (``dry_run: true``) say what
+    it would have done. Judged as if they had exposed users, a dry run reads as a real rollout."""
+    policy = load(POLICY)
+    times = evaluation_times(START, START + timedelta(hours=2), policy.spec.interval_seconds)
+    answers = _answers(policy, times, incident(times, START + timedelta(minutes=42)))
+    dry = controller_log(policy, times, answers, dry_run=True)
+    assert all(r["dry_run"] for r in dry)
+    recorded = Recorded.of("cache", dry)
+    assert recorded.moves == ()
+
+
+def test_a_long_log_costs_the_memory_of_its_moves_not_of_its_records(tmp_path: Path) -> None:
+    """A decision log is mostly holds (one a cycle per flag, for months): reading one for a backtest
+    keeps the selected flags' moves, never every record of them."""
+    policy = load(POLICY)
+    times = evaluation_times(START, START + timedelta(days=30), policy.spec.interval_seconds)
+    answers = _answers(policy, times[:30], incident(times[:30], START + timedelta(days=99)))
+    head = controller_log(policy, times[:30], answers)  # a ramp, then holds
+    hold = next(r for r in reversed(head) if r["action"] == "hold")
+    path = tmp_path / "decisions.jsonl"
+    with path.open("w") as out:
+        for r in head:
+            out.write(json.dumps(r) + "\n")
+        for at in times[30:]:
+            out.write(json.dumps(hold | {"time": at.isoformat().replace("+00:00", "Z")}) + "\n")
+    assert len(times) > 8000
+    tracemalloc.start()
+    try:
+        found = recorded_flags(["cache"], read_records(path))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert [m.action for m in found["cache"].moves] == [Action.ADVANCE, Action.ADVANCE, Action.COMPLETE]
+    assert peak < 1_000_000, peak  # the records themselves: about 20 MB
+
+
+STRICT = POLICY.replace("max: 0.05", "max: 0.03")
+
+
+def test_a_rollout_rolled_back_then_resumed_is_judged_exposure_by_exposure() -> None:
+    """The controller (max 0.03) rolls back a small regression (4 % errors); on-call fixes it and
+    resumes; a bigger one later is rolled back again. A policy with max 0.05 lets the first
+    exposure run and rolls the second back when the controller did: not "1h10m later"."""
+    strict, loose = load(STRICT), load(POLICY)
+    times = evaluation_times(START, START + timedelta(hours=2), strict.spec.interval_seconds)
+    bad = {
+        to_ms(t): 0.04 if START + timedelta(minutes=20) <= t < START + timedelta(minutes=45) else 0.01
+        for t in times
+    }
+    bad |= {to_ms(t): 0.3 for t in times if t >= START + timedelta(minutes=90)}
+    errors = RangeAnswer((Series({}, bad),))
+    log = controller_log(
+        strict, times, _answers(strict, times, errors), resumed_at=START + timedelta(minutes=50)
+    )
+    downs = [r["time"] for r in log if r["action"] == "rollback"]
+    assert downs == ["2026-12-01T00:20:00.000Z", "2026-12-01T01:30:00.000Z"]
+    result = replay(loose, times, _answers(loose, times, errors), {}, Recorded.of("cache", log))
+    assert result.first_rollback is not None
+    assert result.first_rollback.at == START + timedelta(minutes=90)
+    assert result.recorded_down is not None
+    assert result.recorded_down.at == START + timedelta(minutes=90)
+    assert result.verdict == (
+        "this policy would not have rolled back before the rollout was rolled back by controller at "
+        "2026-12-01T00:20:00Z; the rollout was exposed again from 2026-12-01T00:50:00Z, and then: this "
+        "policy would have rolled back at the same time: the rollout was rolled back by controller at 2026-12-01T01:30:00Z"
+    )
+    assert [m.label for m in rollbacks(result)] == [
+        "would-be rollback",
+        *["recorded rollback by controller"] * 2,
+    ]
+    quiet = replay(loose, times[:-13], _answers(loose, times, errors), {}, Recorded.of("cache", log))
+    assert quiet.first_rollback is None
+    assert quiet.verdict == (
+        "this policy would not have rolled back before the rollout was rolled back by controller at "
+        "2026-12-01T00:20:00Z; the rollout was exposed again from 2026-12-01T00:50:00Z, and this policy "
+        "would not have rolled that exposure back in the window either"
+    )
+
+
+def test_a_dry_run_only_log_is_named_as_such_and_its_policy_not_replayed(tmp_path: Path) -> None:
+    policy = load(POLICY)
+    times = evaluation_times(START, START + timedelta(hours=1), policy.spec.interval_seconds)
+    answers = _answers(policy, times, incident(times, START + timedelta(days=1)))
+    path = tmp_path / "decisions.jsonl"
+    path.write_text(
+        "".join(json.dumps(r) + "\n" for r in controller_log(policy, times, answers, dry_run=True))
+    )
+    request = Request(tmp_path, "http://prometheus", START, times[-1], decision_log=path)
+    problems: list[str] = []
+    loaded = load_text(POLICY, "policy.yaml").policies
+    found = _recorded(request, loaded, problems)
+    assert found is not None
+    assert found["cache"].moves == ()
+    assert problems == [
+        f"--decision-log {path} holds no decision of flag 'cache' (only 3 of a dry run, which exposed "
+        "nobody): its exposure is unknown, so its policy is not replayed"
+    ]
