@@ -14,7 +14,9 @@ What differs from the controller's own queries, and why it does not matter for a
 - the counts are exact differences of the counter at the window's edges, where ``increase()``
   extrapolates to the window's edges (a share of one scrape interval more or less);
 - the dispersion's bins are the evaluation intervals (grouped as the controller widens them for a
-  long window, ending at the evaluation time rather than at a multiple of the bin since the epoch).
+  long window, ending at the evaluation time rather than at a multiple of the bin since the epoch);
+  a group is a whole number of intervals, the fewest at least as wide as the controller's bin, so
+  up to twice as wide.
 
 A chunk Prometheus refused makes every count whose window reaches into it an ``error``; a window in
 which the counter has no point at all is ``no_data``, as an empty answer would be.
@@ -245,16 +247,15 @@ class Counts:
         if pair is None:
             return Reading.error("the query was not fetched")
         intervals = self._intervals(q.window_seconds)
-        lo = max(0, index - intervals + 1)
-        for column in pair.sources:
-            failed = column.error_in(lo, index)
-            if failed is not None:
-                return Reading.error(failed)
         width_ms = bin_seconds(self.interval_seconds, q.window_seconds or 0) * 1000
         k = max(1, math.ceil(width_ms / self.step_ms))
         groups = math.ceil(intervals / k)
+        first = index - groups * k  # the bins may reach up to k - 1 intervals before the window
+        for column in pair.sources:
+            failed = column.error_in(max(0, first + 1), index)
+            if failed is not None:
+                return Reading.error(failed)
         prefixes = pair.strided(k)
-        first = index - groups * k
         sums = [p[index] - (p[first] if first >= 0 else 0.0) for p in prefixes]
         if sums[0] == 0:
             return Reading.no_data("no interval of the window has requests")

@@ -15,16 +15,18 @@ from controller.adapters.decisionlog import read_records
 from controller.adapters.policyfile import load_text
 from controller.cli.backtest import Request, _recorded
 from controller.core.backtest import evaluation_times, replay, step_ms
-from controller.core.backtestcounts import Counts
+from controller.core.backtestcounts import Counts, count_queries
 from controller.core.backtesthtml import rollbacks
 from controller.core.backtestlog import Recorded, recorded_flags
-from controller.core.backtestranges import RangeAnswer, Series, readings_at, to_ms
+from controller.core.backtestranges import Failure, RangeAnswer, Series, readings_at, to_ms
 from controller.core.decision import decide, initial_state, queries_for, resume
 from controller.core.policy import Policy
-from controller.core.queries import PlannedQuery
+from controller.core.queries import BIN_PARTS, Arm, Part, PlannedQuery, ReadingKind, Source, plan
 from controller.core.records import Context, Record, to_record
 from controller.core.state import Action, RolloutState
 from tests.core.test_backtest import POLICY, START, _answers, load
+from tests.core.test_backtest_counts import POLICY as STATISTICAL
+from tests.core.test_backtest_counts import answers_for, healthy
 
 
 def _plain(
@@ -184,3 +186,30 @@ def test_a_dry_run_only_log_is_named_as_such_and_its_policy_not_replayed(tmp_pat
         f"--decision-log {path} holds no decision of flag 'cache' (only 3 of a dry run, which exposed "
         "nobody): its exposure is unknown, so its policy is not replayed"
     ]
+
+
+def test_a_failed_chunk_under_a_widened_bin_makes_the_sums_an_error() -> None:
+    """A window of 1441 intervals gets bins two intervals wide: 721 of them reach one interval further
+    back than the window. A failed chunk there is inside the sums, so they are an error, not a
+    value with that interval silently counted as nothing."""
+    policy = load(STATISTICAL.replace("interval: 5m", "interval: 30s").replace("hold: 10m", "hold: 1m"))
+    times = [START + timedelta(seconds=30 * i) for i in range(1442)]
+    answers = answers_for(policy, times, healthy())
+    total = count_queries(policy, 30_000)[(Source.GUARDRAIL, "errors", Arm.TREATMENT, Part.TOTAL)]
+    answers[total] = RangeAnswer(
+        (Series({}, {to_ms(t): 1000.0 for t in times[1:]}),),
+        (Failure(to_ms(times[0]), to_ms(times[0]), "HTTP 503: overloaded"),),
+    )
+    counts = Counts(policy, [to_ms(t) for t in times], 30_000, answers)
+    window = 30 * 1441
+    planned = [
+        q
+        for q in plan(policy, with_checkpoint=False, window_seconds=window)
+        if q.key.source is Source.GUARDRAIL and q.key.arm is Arm.TREATMENT
+    ]
+    readings = counts.readings(planned, len(times) - 1)
+    count = next(r for q, r in readings.items() if q.part is Part.TOTAL)
+    assert count.kind is ReadingKind.VALUE  # the window itself is after the failure
+    for q in planned:
+        if q.key.part in BIN_PARTS:
+            assert readings[q.key].kind is ReadingKind.ERROR, q.key.part
