@@ -15,8 +15,8 @@ What differs from the controller's own queries, and why it does not matter for a
   extrapolates to the window's edges (a share of one scrape interval more or less);
 - the dispersion's bins are the evaluation intervals (grouped as the controller widens them for a
   long window, ending at the evaluation time rather than at a multiple of the bin since the epoch);
-  a group is a whole number of intervals, the fewest at least as wide as the controller's bin, so
-  up to twice as wide.
+  a group is a whole number of intervals, the fewest at least as wide as the controller's bin (less
+  its rounding up to a whole second), so up to twice as wide.
 
 A chunk Prometheus refused makes every count whose window reaches into it an ``error``; a window in
 which the counter has no point at all is ``no_data``, as an empty answer would be.
@@ -215,6 +215,12 @@ class Counts:
             return 1
         return max(1, math.ceil(window_seconds * 1000 / self.step_ms))
 
+    def _bin_intervals(self, window_seconds: int | None) -> int:
+        """How many intervals a bin groups: the fewest as wide as the controller's bin, less the
+        rounding of that bin up to a whole second (a 90.5 s interval's bins are 91 s: one interval)."""
+        width_ms = bin_seconds(self.interval_seconds, window_seconds or 0) * 1000
+        return max(1, math.ceil((width_ms - 999) / self.step_ms))
+
     def readings(self, queries: Sequence[PlannedQuery], index: int) -> dict[QueryKey, Reading]:
         """The readings of the planned statistical queries (:func:`counted_key`) at evaluation ``index``."""
         found: dict[QueryKey, Reading] = {}
@@ -247,8 +253,7 @@ class Counts:
         if pair is None:
             return Reading.error("the query was not fetched")
         intervals = self._intervals(q.window_seconds)
-        width_ms = bin_seconds(self.interval_seconds, q.window_seconds or 0) * 1000
-        k = max(1, math.ceil(width_ms / self.step_ms))
+        k = self._bin_intervals(q.window_seconds)
         groups = math.ceil(intervals / k)
         first = index - groups * k  # the bins may reach up to k - 1 intervals before the window
         for column in pair.sources:

@@ -5,11 +5,14 @@ resumes and dry runs, and the per-interval counts' edges."""
 from __future__ import annotations
 
 import json
+import math
 import tracemalloc
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from controller.adapters.decisionlog import read_records
 from controller.adapters.policyfile import load_text
@@ -213,3 +216,24 @@ def test_a_failed_chunk_under_a_widened_bin_makes_the_sums_an_error() -> None:
     for q in planned:
         if q.key.part in BIN_PARTS:
             assert readings[q.key].kind is ReadingKind.ERROR, q.key.part
+
+
+def test_an_interval_of_no_whole_seconds_gets_bins_one_interval_wide() -> None:
+    """The controller's bins are the interval rounded up to a whole second (91 s at 90.5 s): the
+    replay's bins, grouped from whole intervals, are one interval wide, not two."""
+    policy = load(STATISTICAL.replace("interval: 5m", "interval: 90500ms"))
+    times = [START + timedelta(milliseconds=90_500 * i) for i in range(40)]
+    bad = [float(i % 7) for i in range(len(times))]
+    answers = answers_for(policy, times, healthy())
+    events = count_queries(policy, 90_500)[(Source.GUARDRAIL, "errors", Arm.TREATMENT, Part.EVENTS)]
+    answers[events] = RangeAnswer((Series({}, {to_ms(t): b for t, b in zip(times, bad, strict=True)}),))
+    counts = Counts(policy, [to_ms(t) for t in times], 90_500, answers)
+    window = math.ceil(90.5 * 20)
+    planned = [
+        q
+        for q in plan(policy, with_checkpoint=False, window_seconds=window)
+        if q.key.part in BIN_PARTS and q.key.source is Source.GUARDRAIL and q.key.arm is Arm.TREATMENT
+    ]
+    readings = {q.key.part: counts.readings([q], len(times) - 1)[q.key].value for q in planned}
+    assert readings[Part.BINS] == 20  # 20 bins of one interval, as the controller's 1810 s in 91 s bins
+    assert readings[Part.BIN_SQUARES] == pytest.approx(sum(b * b / 1000 for b in bad[-20:]))
