@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -48,7 +49,7 @@ from controller.core.backtesthtml import PolicySet, render_html
 from controller.core.backtestlog import Recorded, recorded_flags
 from controller.core.backtestranges import RangeAnswer
 from controller.core.backtestreport import as_dict, render_text
-from controller.core.errors import UsageError
+from controller.core.errors import UsageError, WriteError
 
 
 def add_parser(commands: Commands) -> None:
@@ -253,7 +254,10 @@ async def run_backtest(request: Request, transport: httpx.AsyncBaseTransport | N
     report["problems"] = problems
     text.append(f"{requests} HTTP requests to {client.url}")
     if request.html is not None:
-        _write_html(request, replays, problems, requests)
+        try:
+            _write_html(request, replays, problems, requests)
+        except WriteError as exc:  # the replays stand: the report is printed, the old page kept
+            problems.append(f"--html: {exc}")
     return Outcome(report, text, problems, requests)
 
 
@@ -352,13 +356,16 @@ def _fetch_problems(answers: dict[str, RangeAnswer]) -> Sequence[str]:
 
 
 def _check_html(path: Path | None) -> None:
-    """``--html FILE``: its directory must exist (checked before any query), and it is no directory."""
+    """``--html FILE``: its directory must exist and be writable (checked before any query), and it
+    is no directory."""
     if path is None:
         return
     if not path.parent.is_dir():
         raise UsageError(f"--html {path}: no such directory {path.parent}")
     if path.is_dir():
         raise UsageError(f"--html {path}: is a directory; give a file name")
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        raise UsageError(f"--html {path}: cannot write in {path.parent}")
 
 
 def _write_html(

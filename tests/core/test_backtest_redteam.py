@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import tracemalloc
 from collections.abc import Mapping
 from datetime import datetime, timedelta
@@ -16,6 +17,8 @@ import pytest
 
 from controller.adapters.decisionlog import read_records
 from controller.adapters.policyfile import load_text
+from controller.cli import backtest as backtest_cli
+from controller.cli import main
 from controller.cli.backtest import Request, _recorded
 from controller.core.backtest import evaluation_times, replay, step_ms
 from controller.core.backtestcounts import Counts, count_queries
@@ -23,10 +26,12 @@ from controller.core.backtesthtml import rollbacks
 from controller.core.backtestlog import Recorded, recorded_flags
 from controller.core.backtestranges import Failure, RangeAnswer, Series, readings_at, to_ms
 from controller.core.decision import decide, initial_state, queries_for, resume
+from controller.core.errors import WriteError
 from controller.core.policy import Policy
 from controller.core.queries import BIN_PARTS, Arm, Part, PlannedQuery, ReadingKind, Source, plan
 from controller.core.records import Context, Record, to_record
 from controller.core.state import Action, RolloutState
+from tests.cli.test_backtest_cli import UNUSED, _run
 from tests.core.test_backtest import POLICY, START, _answers, load
 from tests.core.test_backtest_counts import POLICY as STATISTICAL
 from tests.core.test_backtest_counts import answers_for, healthy
@@ -237,3 +242,37 @@ def test_an_interval_of_no_whole_seconds_gets_bins_one_interval_wide() -> None:
     readings = {q.key.part: counts.readings([q], len(times) - 1)[q.key].value for q in planned}
     assert readings[Part.BINS] == 20  # 20 bins of one interval, as the controller's 1810 s in 91 s bins
     assert readings[Part.BIN_SQUARES] == pytest.approx(sum(b * b / 1000 for b in bad[-20:]))
+
+
+def test_a_page_that_cannot_be_written_keeps_the_report_and_the_previous_page(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The replay ran (minutes of queries): a page that cannot be written (a full disk, a read-only
+    directory) is a problem like any other, named, exit 1; the report is printed as without
+    ``--html``, and the previous page is kept whole."""
+    (tmp_path / "p.yaml").write_text(POLICY)
+    page = tmp_path / "page.html"
+    page.write_text("the previous page")
+
+    def refused(path: Path, text: str) -> None:
+        raise WriteError(f"cannot write {path}: cannot create a file in {path.parent}: Read-only file system")
+
+    monkeypatch.setattr(backtest_cli, "atomic_write", refused)
+    code, out = _run(tmp_path, "--json", "--html", str(page), capsys=capsys)
+    assert code == 1
+    report = json.loads(out)
+    assert report["policies"][0]["first_rollback"] == "2026-12-01T01:05:00Z"
+    assert report["problems"] == [
+        f"--html: cannot write {page}: cannot create a file in {tmp_path}: Read-only file system"
+    ]
+    assert page.read_text() == "the previous page"
+
+
+def test_a_page_into_a_directory_that_cannot_be_written_is_refused_before_any_query(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "p.yaml").write_text(POLICY)
+    monkeypatch.setattr(os, "access", lambda path, mode: False)
+    args = ["backtest", "--policies", str(tmp_path), "--prometheus", UNUSED, "--from", "1d"]
+    assert main([*args, "--html", str(tmp_path / "page.html")]) == 2
+    assert f"--html {tmp_path / 'page.html'}: cannot write in {tmp_path}" in capsys.readouterr().err
