@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from controller.core.backtest import Replay
 from controller.core.backtestcompare import FlagComparison
@@ -93,6 +93,12 @@ def rollbacks(replay: Replay) -> list[Marker]:
     ]
 
 
+def chart_end(replay: Replay) -> datetime:
+    """Where a chart of ``replay`` ends: its last evaluation, at least one interval after the first
+    (a window of one evaluation still gets a chart)."""
+    return max(replay.end, replay.start + timedelta(seconds=replay.interval_seconds))
+
+
 def exposure_chart(replay: Replay, ident: str) -> TimeChart:
     return TimeChart(
         ident=ident,
@@ -105,7 +111,7 @@ def exposure_chart(replay: Replay, ident: str) -> TimeChart:
             "recorded it."
         ),
         start=replay.start,
-        end=replay.end,
+        end=chart_end(replay),
         lines=(Line(_exposure_name(replay), exposure_timeline(replay), GREEN, step=True),),
         markers=rollbacks(replay),
         unit="%",
@@ -136,7 +142,7 @@ def guardrail_chart(
             + f" and the bound it was held to ({how}); gaps where it had no value."
         ),
         start=replay.start,
-        end=replay.end,
+        end=chart_end(replay),
         lines=lines,
         markers=rollbacks(replay),
     )

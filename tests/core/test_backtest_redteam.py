@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import respx
 
 from controller.adapters.decisionlog import read_records
 from controller.adapters.policyfile import load_text
@@ -31,10 +32,11 @@ from controller.core.policy import Policy
 from controller.core.queries import BIN_PARTS, Arm, Part, PlannedQuery, ReadingKind, Source, plan
 from controller.core.records import Context, Record, to_record
 from controller.core.state import Action, RolloutState
-from tests.cli.test_backtest_cli import UNUSED, _run
+from tests.cli.test_backtest_cli import PROM, UNUSED, _range_answer, _run
 from tests.core.test_backtest import POLICY, START, _answers, load
 from tests.core.test_backtest_counts import POLICY as STATISTICAL
 from tests.core.test_backtest_counts import answers_for, healthy
+from tests.core.test_backtest_html import svgs
 
 
 def _plain(
@@ -276,3 +278,23 @@ def test_a_page_into_a_directory_that_cannot_be_written_is_refused_before_any_qu
     args = ["backtest", "--policies", str(tmp_path), "--prometheus", UNUSED, "--from", "1d"]
     assert main([*args, "--html", str(tmp_path / "page.html")]) == 2
     assert f"--html {tmp_path / 'page.html'}: cannot write in {tmp_path}" in capsys.readouterr().err
+
+
+def test_a_window_of_one_evaluation_gets_a_page(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--to`` less than an interval after ``--from``: one evaluation, whose charts span one interval
+    (a chart of no width would end the run with a traceback, the report unprinted)."""
+    (tmp_path / "p.yaml").write_text(POLICY)
+    page = tmp_path / "page.html"
+    with respx.mock:
+        respx.post(f"{PROM}/api/v1/query_range").mock(side_effect=_range_answer)
+        code = main(
+            [
+                "backtest",
+                *("--policies", str(tmp_path / "p.yaml"), "--prometheus", PROM),
+                *("--from", "2026-12-01T00:00:00Z", "--to", "2026-12-01T00:01:00Z", "--html", str(page)),
+            ]
+        )
+    assert code == 0
+    assert "policy cache (flag cache): 1 evaluations" in capsys.readouterr().out
+    charts = svgs(page.read_text(encoding="utf-8"))
+    assert len(charts) == 2
