@@ -146,6 +146,11 @@ class Replay:
         if self.recorded is None:
             return None
         would = self.would_rollback.at if self.would_rollback is not None else None
+        if would is None and all(percent <= 0 for _, percent in self.exposure):
+            return (
+                "nobody was exposed in the window, as the decision log recorded it: "
+                "nothing for this policy to judge"
+            )
         return judged(would, self.recorded)
 
 

@@ -298,3 +298,19 @@ def test_a_window_of_one_evaluation_gets_a_page(tmp_path: Path, capsys: pytest.C
     assert "policy cache (flag cache): 1 evaluations" in capsys.readouterr().out
     charts = svgs(page.read_text(encoding="utf-8"))
     assert len(charts) == 2
+
+
+def test_a_rollout_taken_down_before_the_window_is_said_to_expose_nobody_in_it() -> None:
+    """Rolled back the day before ``--from``: "neither rolled back" would read as a rollout this
+    policy watched and let run; nobody was exposed in the window."""
+    policy = load(POLICY)
+    times = evaluation_times(START, START + timedelta(hours=1), policy.spec.interval_seconds)
+    before = [t - timedelta(days=1) for t in times]
+    answers = _answers(policy, before + times, incident(before + times, before[2]))
+    records = controller_log(policy, before, answers)
+    assert records[-1]["status"] == "rolled_back"
+    result = replay(policy, times, answers, {}, Recorded.of("cache", records))
+    assert result.first_rollback is None
+    assert result.verdict == (
+        "nobody was exposed in the window, as the decision log recorded it: nothing for this policy to judge"
+    )
