@@ -30,7 +30,7 @@ from controller.core.decision import (
 from controller.core.durations import parse_duration
 from controller.core.errors import UsageError
 from controller.core.metrictemplate import MetricTemplate
-from controller.core.policy import Policy
+from controller.core.policy import Policy, pct
 from controller.core.queries import PlannedQuery, plan
 from controller.core.state import ACTIVE, Action, RolloutState
 
@@ -224,9 +224,22 @@ def replay(
 
 
 def _counted_before(policy: Policy, recorded: Recorded, start: datetime) -> list[str]:
-    """Statistical checks count since exposure began, but the readings begin at ``--from``."""
+    """Statistical checks count since exposure began, but the readings begin at ``--from``, and the
+    log may begin after the exposure did (a rotated log)."""
+    if not count_queries(policy, step_ms(policy)) or not recorded.moves:
+        return []
+    first = recorded.moves[0]
+    episode_ends = next((m.at for m in recorded.moves if m.to_percent <= 0), None)
+    if first.from_percent > 0 and (episode_ends is None or episode_ends > start):
+        at = first.at.isoformat().replace("+00:00", "Z")
+        return [
+            f"the decision log's first record of flag {recorded.flag} ({first.action.value} at {at}) "
+            f"finds it already {pct(first.from_percent)} % exposed: its exposure began before the log, "
+            f"so the statistical checks count from {at} at the earliest, a shorter count than the "
+            "controller's"
+        ]
     since = recorded.state_at(policy, start).counting_since
-    if since is None or since >= start or not count_queries(policy, step_ms(policy)):
+    if since is None or since >= start:
         return []
     at = since.isoformat().replace("+00:00", "Z")
     return [

@@ -314,3 +314,27 @@ def test_a_rollout_taken_down_before_the_window_is_said_to_expose_nobody_in_it()
     assert result.verdict == (
         "nobody was exposed in the window, as the decision log recorded it: nothing for this policy to judge"
     )
+
+
+def test_a_log_that_begins_with_the_flag_already_exposed_says_its_counts_are_short() -> None:
+    """A rotated log: its first record of the flag is the advance from 5 to 20 %; the exposure began
+    before it, and the statistical checks count from that record, not from the exposure's start
+    (the controller's count since exposure began is longer, and more diluted)."""
+    policy = load(STATISTICAL)
+    times = evaluation_times(START, START + timedelta(hours=2), policy.spec.interval_seconds)
+    answers = answers_for(policy, times, healthy())
+    log = [r for r in controller_log(policy, times, answers) if r["action"] != "hold"]
+    assert [(r["action"], r["to_percent"]) for r in log] == [
+        ("advance", 5),
+        ("advance", 20),
+        ("complete", 20),
+    ]
+    rotated = log[1:]
+    result = replay(policy, times[5:], answers, {}, Recorded.of("cache", rotated))
+    assert result.notes == [
+        "the decision log's first record of flag cache (advance at 2026-12-01T00:15:00Z) finds it "
+        "already 5 % exposed: its exposure began before the log, so the statistical checks count from "
+        "2026-12-01T00:15:00Z at the earliest, a shorter count than the controller's"
+    ]
+    whole = replay(policy, times[5:], answers, {}, Recorded.of("cache", log))
+    assert not any("before the log" in n for n in whole.notes)
