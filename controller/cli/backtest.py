@@ -223,6 +223,13 @@ async def run_backtest(request: Request, transport: httpx.AsyncBaseTransport | N
     sets = [_selected(request, request.policies, problems)]
     if request.compare is not None:
         sets.append(_selected(request, request.compare, problems))
+    recorded = _recorded(request, [p for chosen in sets for p in chosen], problems)
+    judged = [
+        p
+        for chosen in sets
+        for p in chosen
+        if recorded is None or recorded[p.policy.flag_key].moves  # a policy not replayed asks nothing
+    ]
     async with PrometheusClient(
         request.url,
         timeout_seconds=request.timeout_seconds,
@@ -230,9 +237,8 @@ async def run_backtest(request: Request, transport: httpx.AsyncBaseTransport | N
         auth=request.auth,
         transport=transport,
     ) as client:
-        fetched = await _fetch_all(client, request, [p for chosen in sets for p in chosen], problems)
+        fetched = await _fetch_all(client, request, judged, problems)
         requests = client.requests
-    recorded = _recorded(request, [p for chosen in sets for p in chosen], problems)
     report: dict[str, Any] = {"from": request.start.isoformat(), "to": request.end.isoformat()}
     text: list[str] = []
     replays: list[list[Replay]] = []

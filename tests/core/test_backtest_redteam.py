@@ -338,3 +338,35 @@ def test_a_log_that_begins_with_the_flag_already_exposed_says_its_counts_are_sho
     ]
     whole = replay(policy, times[5:], answers, {}, Recorded.of("cache", log))
     assert not any("before the log" in n for n in whole.notes)
+
+
+def test_a_policy_not_replayed_for_want_of_records_asks_prometheus_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "p.yaml").write_text(POLICY)
+    log = tmp_path / "decisions.jsonl"
+    log.write_text(
+        json.dumps(
+            {
+                "time": "2026-12-01T00:00:00Z",
+                "flag": "other",
+                "action": "advance",
+                "from_percent": 0,
+                "to_percent": 5,
+                "status": "progressing",
+            }
+        )
+        + "\n"
+    )
+    with respx.mock:
+        route = respx.post(f"{PROM}/api/v1/query_range").mock(side_effect=_range_answer)
+        code = main(
+            [
+                "backtest",
+                *("--policies", str(tmp_path / "p.yaml"), "--prometheus", PROM, "--decision-log", str(log)),
+                *("--from", "2026-12-01T00:00:00Z", "--to", "2026-12-01T02:00:00Z"),
+            ]
+        )
+    assert code == 1
+    assert "holds no decision of flag 'cache'" in capsys.readouterr().err
+    assert route.call_count == 0
