@@ -171,15 +171,19 @@ def replay(
     answers: Mapping[str, RangeAnswer],
     templates: Mapping[str, MetricTemplate],
     recorded: Recorded | None = None,
+    window_end: datetime | None = None,
 ) -> Replay:
     """Replay ``policy`` at ``times``: its simulated rollout starts at the first time, and its own
     decisions move it; with ``recorded`` (a decision log), the recorded exposure is judged instead
     (:mod:`controller.core.backtestlog`). The guardrail checks are also judged at every time (after
     a rollback too), so that the report says how each check behaved over the whole window.
+    ``window_end`` (``--to``) may be up to an interval after the last time: the recorded moves are
+    those up to it.
     Statistical checks count since the exposure began (:mod:`controller.core.backtestcounts`)."""
     result = Replay(policy.name, policy.flag_key, policy.spec.interval_seconds, times[0], times[-1])
     if recorded is not None:
-        result.recorded = tuple(recorded.within(times[0], times[-1]))
+        # the window is [--from, --to]: a takedown after the last evaluation time is in it too
+        result.recorded = tuple(recorded.within(times[0], max(times[-1], window_end or times[-1])))
         result.exposure = [(times[0], recorded.percent_at(times[0]))]
         result.exposure += [(m.at, m.to_percent) for m in result.recorded]
         result.notes.extend(_counted_before(policy, recorded, times[0]))

@@ -56,7 +56,7 @@ def exposure_timeline(replay: Replay) -> list[tuple[datetime, float]]:
     the start, moved by its decisions) or the recorded one (``--decision-log``), the last
     percentage held to the end."""
     timeline = list(replay.exposure) or [(replay.start, 0.0)]
-    timeline.append((replay.end, timeline[-1][1]))
+    timeline.append((chart_end(replay), timeline[-1][1]))
     return timeline
 
 
@@ -94,9 +94,11 @@ def rollbacks(replay: Replay) -> list[Marker]:
 
 
 def chart_end(replay: Replay) -> datetime:
-    """Where a chart of ``replay`` ends: its last evaluation, at least one interval after the first
-    (a window of one evaluation still gets a chart)."""
-    return max(replay.end, replay.start + timedelta(seconds=replay.interval_seconds))
+    """Where a chart of ``replay`` ends: its last evaluation or its last recorded move (up to
+    ``--to``), at least one interval after the first (a window of one evaluation still gets a
+    chart)."""
+    last = replay.recorded[-1].at if replay.recorded else replay.end
+    return max(replay.end, last, replay.start + timedelta(seconds=replay.interval_seconds))
 
 
 def exposure_chart(replay: Replay, ident: str) -> TimeChart:

@@ -36,7 +36,7 @@ from tests.cli.test_backtest_cli import PROM, UNUSED, _range_answer, _run
 from tests.core.test_backtest import POLICY, START, _answers, load
 from tests.core.test_backtest_counts import POLICY as STATISTICAL
 from tests.core.test_backtest_counts import answers_for, healthy
-from tests.core.test_backtest_html import svgs
+from tests.core.test_backtest_html import markers, svgs
 
 
 def _plain(
@@ -370,3 +370,44 @@ def test_a_policy_not_replayed_for_want_of_records_asks_prometheus_nothing(
     assert code == 1
     assert "holds no decision of flag 'cache'" in capsys.readouterr().err
     assert route.call_count == 0
+
+
+def test_a_stop_after_the_last_evaluation_but_before_to_is_in_the_window(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--to`` 01:04 at a 5m interval: the last evaluation is at 01:00, and on-call stopped the rollout
+    at 01:02, inside the window: it was taken down, and the verdict says when."""
+    (tmp_path / "p.yaml").write_text(POLICY)
+    policy = load(POLICY)
+    times = evaluation_times(START, START + timedelta(hours=2), policy.spec.interval_seconds)
+    answers = _answers(policy, times, incident(times, START + timedelta(days=1)))
+    records = [r for r in controller_log(policy, times[:3], answers) if r["action"] != "hold"]
+    stop = records[-1] | {
+        "time": "2026-12-01T01:02:00Z",
+        "action": "stop",
+        "to_percent": 0.0,
+        "status": "stopped",
+        "actor": "human:on-call",
+    }
+    log = tmp_path / "decisions.jsonl"
+    log.write_text("".join(json.dumps(r) + "\n" for r in [*records, stop]))
+    with respx.mock:
+        respx.post(f"{PROM}/api/v1/query_range").mock(side_effect=_range_answer)
+        code = main(
+            [
+                "backtest",
+                *("--policies", str(tmp_path / "p.yaml"), "--prometheus", PROM, "--decision-log", str(log)),
+                *("--from", "2026-12-01T00:00:00Z", "--to", "2026-12-01T01:04:00Z", "--json"),
+                *("--html", str(tmp_path / "page.html")),
+            ]
+        )
+    assert code == 0
+    (replayed,) = json.loads(capsys.readouterr().out)["policies"]
+    assert replayed["recorded_rollback"] == {
+        "time": "2026-12-01T01:02:00Z",
+        "action": "stop",
+        "actor": "human:on-call",
+    }
+    assert "was stopped by human:on-call at 2026-12-01T01:02:00Z" in replayed["verdict"]
+    for chart in svgs((tmp_path / "page.html").read_text(encoding="utf-8")):
+        assert markers(chart) == ["2026-12-01T01:02:00Z"]
