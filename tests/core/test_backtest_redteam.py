@@ -411,3 +411,21 @@ def test_a_stop_after_the_last_evaluation_but_before_to_is_in_the_window(
     assert "was stopped by human:on-call at 2026-12-01T01:02:00Z" in replayed["verdict"]
     for chart in svgs((tmp_path / "page.html").read_text(encoding="utf-8")):
         assert markers(chart) == ["2026-12-01T01:02:00Z"]
+
+
+def test_a_statistical_policy_judging_its_own_log_rolls_back_at_the_same_time() -> None:
+    """The same, through the counts since exposure began: the recorded exposure start, step and
+    status (completed: the trailing day) give the counts the controller's decisions saw."""
+    policy = load(STATISTICAL)
+    times = evaluation_times(START, START + timedelta(hours=6), policy.spec.interval_seconds)
+    growth = healthy()
+    growth[(Part.EVENTS, Arm.TREATMENT)] = lambda t: 60 if t > START + timedelta(hours=2, minutes=2) else 10
+    answers = answers_for(policy, times, growth)
+    log = controller_log(policy, times, answers)
+    moves = [(r["action"], r["to_percent"]) for r in log if r["action"] != "hold"]
+    assert moves == [("advance", 5), ("advance", 20), ("complete", 20), ("rollback", 0)]
+    result = replay(policy, times, answers, {}, Recorded.of("cache", log))
+    assert result.verdict == (
+        "this policy would have rolled back at the same time: the rollout was rolled back by controller "
+        "at 2026-12-01T03:30:00Z"
+    )
