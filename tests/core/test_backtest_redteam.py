@@ -429,3 +429,23 @@ def test_a_statistical_policy_judging_its_own_log_rolls_back_at_the_same_time() 
         "this policy would have rolled back at the same time: the rollout was rolled back by controller "
         "at 2026-12-01T03:30:00Z"
     )
+
+
+def test_a_torn_last_line_and_a_zoneless_time_are_named_and_the_rest_is_judged(tmp_path: Path) -> None:
+    policy = load(POLICY)
+    times = evaluation_times(START, START + timedelta(hours=1), policy.spec.interval_seconds)
+    answers = _answers(policy, times, incident(times, START + timedelta(days=1)))
+    records = [r for r in controller_log(policy, times, answers) if r["action"] != "hold"]
+    zoneless = records[0] | {"time": "2026-12-01T00:40:00", "action": "stop", "to_percent": 0}
+    path = tmp_path / "decisions.jsonl"
+    lines = [json.dumps(r) for r in [*records, zoneless]]
+    path.write_text("\n".join(lines) + "\n" + lines[0][:50])
+    problems: list[str] = []
+    request = Request(tmp_path, "http://prometheus", START, times[-1], decision_log=path)
+    found = _recorded(request, load_text(POLICY, "policy.yaml").policies, problems)
+    assert found is not None
+    assert [m.action for m in found["cache"].moves] == [Action.ADVANCE, Action.ADVANCE, Action.COMPLETE]
+    assert problems == [
+        f"{path}:4: skipped a record: 'time' is '2026-12-01T00:40:00', not an ISO time with a timezone",
+        f"{path}:5: skipped an unreadable record (torn last line: a write was interrupted)",
+    ]
