@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -45,10 +46,10 @@ from controller.core.backtestcompare import as_dict as compare_dict
 from controller.core.backtestcompare import compare
 from controller.core.backtestcompare import render_text as compare_text
 from controller.core.backtesthtml import PolicySet, render_html
-from controller.core.backtestlog import Recorded
+from controller.core.backtestlog import Recorded, recorded_flags
 from controller.core.backtestranges import RangeAnswer
 from controller.core.backtestreport import as_dict, render_text
-from controller.core.errors import UsageError
+from controller.core.errors import UsageError, WriteError
 
 
 def add_parser(commands: Commands) -> None:
@@ -222,6 +223,13 @@ async def run_backtest(request: Request, transport: httpx.AsyncBaseTransport | N
     sets = [_selected(request, request.policies, problems)]
     if request.compare is not None:
         sets.append(_selected(request, request.compare, problems))
+    recorded = _recorded(request, [p for chosen in sets for p in chosen], problems)
+    judged = [
+        p
+        for chosen in sets
+        for p in chosen
+        if recorded is None or recorded[p.policy.flag_key].moves  # a policy not replayed asks nothing
+    ]
     async with PrometheusClient(
         request.url,
         timeout_seconds=request.timeout_seconds,
@@ -229,9 +237,8 @@ async def run_backtest(request: Request, transport: httpx.AsyncBaseTransport | N
         auth=request.auth,
         transport=transport,
     ) as client:
-        fetched = await _fetch_all(client, request, [p for chosen in sets for p in chosen], problems)
+        fetched = await _fetch_all(client, request, judged, problems)
         requests = client.requests
-    recorded = _recorded(request, [p for chosen in sets for p in chosen], problems)
     report: dict[str, Any] = {"from": request.start.isoformat(), "to": request.end.isoformat()}
     text: list[str] = []
     replays: list[list[Replay]] = []
@@ -253,7 +260,10 @@ async def run_backtest(request: Request, transport: httpx.AsyncBaseTransport | N
     report["problems"] = problems
     text.append(f"{requests} HTTP requests to {client.url}")
     if request.html is not None:
-        _write_html(request, replays, problems, requests)
+        try:
+            _write_html(request, replays, problems, requests)
+        except WriteError as exc:  # the replays stand: the report is printed, the old page kept
+            problems.append(f"--html: {exc}")
     return Outcome(report, text, problems, requests)
 
 
@@ -293,15 +303,13 @@ def _recorded(
     problem: its exposure is unknown, so its policy is not replayed."""
     if request.decision_log is None:
         return None
-    flags = {p.policy.flag_key for p in policies}
-    warnings: list[str] = []
-    records = [r for r in read_records(request.decision_log, warnings.append) if r.get("flag") in flags]
-    problems.extend(warnings)
-    found = {flag: Recorded.of(flag, records) for flag in sorted(flags)}
+    flags = sorted({p.policy.flag_key for p in policies})
+    found = recorded_flags(flags, read_records(request.decision_log, problems.append))
     for flag, history in found.items():
         if not history.moves:
+            dry = f" (only {history.dry_runs} of a dry run, which exposed nobody)" if history.dry_runs else ""
             problems.append(
-                f"--decision-log {request.decision_log} holds no decision of flag {flag!r}: "
+                f"--decision-log {request.decision_log} holds no decision of flag {flag!r}{dry}: "
                 "its exposure is unknown, so its policy is not replayed"
             )
     return found
@@ -332,7 +340,7 @@ def _replayed(
                 f"{policy.name}: Prometheus holds no data for any of its queries between "
                 f"{request.start.isoformat()} and {request.end.isoformat()} (beyond its retention?)"
             )
-        result = replay(policy, readings.times, answers, loaded.templates, history)
+        result = replay(policy, readings.times, answers, loaded.templates, history, request.end)
         entry = as_dict(result, points)
         entry["queries"] = len(answers)
         entry["chunks"] = len(readings.windows)
@@ -354,13 +362,16 @@ def _fetch_problems(answers: dict[str, RangeAnswer]) -> Sequence[str]:
 
 
 def _check_html(path: Path | None) -> None:
-    """``--html FILE``: its directory must exist (checked before any query), and it is no directory."""
+    """``--html FILE``: its directory must exist and be writable (checked before any query), and it
+    is no directory."""
     if path is None:
         return
     if not path.parent.is_dir():
         raise UsageError(f"--html {path}: no such directory {path.parent}")
     if path.is_dir():
         raise UsageError(f"--html {path}: is a directory; give a file name")
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        raise UsageError(f"--html {path}: cannot write in {path.parent}")
 
 
 def _write_html(

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from controller.core.backtestcounts import Counts, count_queries, counted_key
-from controller.core.backtestlog import Recorded, RecordedMove, taken_down, verdict
+from controller.core.backtestlog import Recorded, RecordedMove, judged, taken_down
 from controller.core.backtestranges import RangeAnswer, readings_at, to_ms
 from controller.core.checkrecord import Check
 from controller.core.checks import guardrail_checks
@@ -30,7 +30,7 @@ from controller.core.decision import (
 from controller.core.durations import parse_duration
 from controller.core.errors import UsageError
 from controller.core.metrictemplate import MetricTemplate
-from controller.core.policy import Policy
+from controller.core.policy import Policy, pct
 from controller.core.queries import PlannedQuery, plan
 from controller.core.state import ACTIVE, Action, RolloutState
 
@@ -129,7 +129,7 @@ class Replay:
     )
     evaluations: list[Evaluation] = field(default_factory=list)
     recorded: tuple[RecordedMove, ...] | None = None  # the decision log's moves in the window
-    recorded_down: RecordedMove | None = None  # its first rollback or stop in the window
+    recorded_down: RecordedMove | None = None  # its takedown the would-be rollback is set against
     would_rollback: Move | None = None
     exposure: list[tuple[datetime, float]] = field(default_factory=list)  # percent, from each time on
     notes: list[str] = field(default_factory=list)  # what the reader should know about the replay
@@ -146,7 +146,12 @@ class Replay:
         if self.recorded is None:
             return None
         would = self.would_rollback.at if self.would_rollback is not None else None
-        return verdict(would, self.recorded_down)
+        if would is None and all(percent <= 0 for _, percent in self.exposure):
+            return (
+                "nobody was exposed in the window, as the decision log recorded it: "
+                "nothing for this policy to judge"
+            )
+        return judged(would, self.recorded)
 
 
 def profile_window_seconds(state: RolloutState | None, at: datetime, start: datetime) -> int | None:
@@ -166,16 +171,19 @@ def replay(
     answers: Mapping[str, RangeAnswer],
     templates: Mapping[str, MetricTemplate],
     recorded: Recorded | None = None,
+    window_end: datetime | None = None,
 ) -> Replay:
     """Replay ``policy`` at ``times``: its simulated rollout starts at the first time, and its own
     decisions move it; with ``recorded`` (a decision log), the recorded exposure is judged instead
     (:mod:`controller.core.backtestlog`). The guardrail checks are also judged at every time (after
     a rollback too), so that the report says how each check behaved over the whole window.
+    ``window_end`` (``--to``) may be up to an interval after the last time: the recorded moves are
+    those up to it.
     Statistical checks count since the exposure began (:mod:`controller.core.backtestcounts`)."""
     result = Replay(policy.name, policy.flag_key, policy.spec.interval_seconds, times[0], times[-1])
     if recorded is not None:
-        result.recorded = tuple(recorded.within(times[0], times[-1]))
-        result.recorded_down = taken_down(result.recorded)
+        # the window is [--from, --to]: a takedown after the last evaluation time is in it too
+        result.recorded = tuple(recorded.within(times[0], max(times[-1], window_end or times[-1])))
         result.exposure = [(times[0], recorded.percent_at(times[0]))]
         result.exposure += [(m.at, m.to_percent) for m in result.recorded]
         result.notes.extend(_counted_before(policy, recorded, times[0]))
@@ -219,6 +227,9 @@ def replay(
         if stored.status not in ACTIVE:
             result.ended_at = at
     result.final = stored
+    if result.recorded is not None:
+        would = result.would_rollback.at if result.would_rollback is not None else None
+        result.recorded_down = taken_down(result.recorded, would)
     return result
 
 
@@ -253,9 +264,22 @@ class Planner:
 
 
 def _counted_before(policy: Policy, recorded: Recorded, start: datetime) -> list[str]:
-    """Statistical checks count since exposure began, but the readings begin at ``--from``."""
+    """Statistical checks count since exposure began, but the readings begin at ``--from``, and the
+    log may begin after the exposure did (a rotated log)."""
+    if not count_queries(policy, step_ms(policy)) or not recorded.moves:
+        return []
+    first = recorded.moves[0]
+    episode_ends = next((m.at for m in recorded.moves if m.to_percent <= 0), None)
+    if first.from_percent > 0 and (episode_ends is None or episode_ends > start):
+        at = first.at.isoformat().replace("+00:00", "Z")
+        return [
+            f"the decision log's first record of flag {recorded.flag} ({first.action.value} at {at}) "
+            f"finds it already {pct(first.from_percent)} % exposed: its exposure began before the log, "
+            f"so the statistical checks count from {at} at the earliest, a shorter count than the "
+            "controller's"
+        ]
     since = recorded.state_at(policy, start).counting_since
-    if since is None or since >= start or not count_queries(policy, step_ms(policy)):
+    if since is None or since >= start:
         return []
     at = since.isoformat().replace("+00:00", "Z")
     return [

@@ -14,7 +14,9 @@ What differs from the controller's own queries, and why it does not matter for a
 - the counts are exact differences of the counter at the window's edges, where ``increase()``
   extrapolates to the window's edges (a share of one scrape interval more or less);
 - the dispersion's bins are the evaluation intervals (grouped as the controller widens them for a
-  long window, ending at the evaluation time rather than at a multiple of the bin since the epoch).
+  long window, ending at the evaluation time rather than at a multiple of the bin since the epoch);
+  a group is a whole number of intervals, the fewest at least as wide as the controller's bin (less
+  its rounding up to a whole second), so up to twice as wide.
 
 A chunk Prometheus refused makes every count whose window reaches into it an ``error``; a window in
 which the counter has no point at all is ``no_data``, as an empty answer would be.
@@ -214,6 +216,12 @@ class Counts:
             return 1
         return max(1, math.ceil(window_seconds * 1000 / self.step_ms))
 
+    def _bin_intervals(self, window_seconds: int | None) -> int:
+        """How many intervals a bin groups: the fewest as wide as the controller's bin, less the
+        rounding of that bin up to a whole second (a 90.5 s interval's bins are 91 s: one interval)."""
+        width_ms = bin_seconds(self.interval_seconds, window_seconds or 0) * 1000
+        return max(1, math.ceil((width_ms - 999) / self.step_ms))
+
     def readings(self, queries: Sequence[PlannedQuery], index: int) -> dict[QueryKey, Reading]:
         """The readings of the planned statistical queries (:func:`counted_key`) at evaluation ``index``."""
         found: dict[QueryKey, Reading] = {}
@@ -259,16 +267,14 @@ class Counts:
         if pair is None:
             return Reading.error("the query was not fetched")
         intervals = self._intervals(window_seconds)
-        lo = max(0, index - intervals + 1)
+        k = self._bin_intervals(window_seconds)
+        groups = math.ceil(intervals / k)
+        first = index - groups * k  # the bins may reach up to k - 1 intervals before the window
         for column in pair.sources:
-            failed = column.error_in(lo, index)
+            failed = column.error_in(max(0, first + 1), index)
             if failed is not None:
                 return Reading.error(failed)
-        width_ms = bin_seconds(self.interval_seconds, window_seconds or 0) * 1000
-        k = max(1, math.ceil(width_ms / self.step_ms))
-        groups = math.ceil(intervals / k)
         prefixes = pair.strided(k)
-        first = index - groups * k
         sums = [p[index] - (p[first] if first >= 0 else 0.0) for p in prefixes]
         if sums[0] == 0:
             return Reading.no_data("no interval of the window has requests")

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from controller.core.backtest import Replay
 from controller.core.backtestcompare import FlagComparison
+from controller.core.backtestlog import TAKEN_DOWN
 from controller.core.backtestreport import CheckSummary, summarise
 from controller.core.charts import BLUE, GREEN, GREY, RED, Line, Marker, Point, TimeChart, escape, render_svg
 from controller.core.charts import utc_text as _time
@@ -55,7 +56,7 @@ def exposure_timeline(replay: Replay) -> list[tuple[datetime, float]]:
     the start, moved by its decisions) or the recorded one (``--decision-log``), the last
     percentage held to the end."""
     timeline = list(replay.exposure) or [(replay.start, 0.0)]
-    timeline.append((replay.end, timeline[-1][1]))
+    timeline.append((chart_end(replay), timeline[-1][1]))
     return timeline
 
 
@@ -74,22 +75,30 @@ def guardrail_series(replay: Replay) -> dict[CheckKey, list[tuple[datetime, Chec
 
 
 def rollbacks(replay: Replay) -> list[Marker]:
-    """The simulated rollbacks; with a decision log, the would-be rollback and the recorded
-    rollback or stop."""
+    """The simulated rollbacks; with a decision log, the would-be rollback and every recorded
+    rollback or stop in the window (a rollout resumed after one may be taken down again)."""
     if replay.recorded is not None:
         marked = []
         if replay.would_rollback is not None:
             marked.append(Marker(replay.would_rollback.at, "would-be rollback"))
-        down = replay.recorded_down
-        if down is not None:
-            who = f" by {down.actor}" if down.actor else ""
-            marked.append(Marker(down.at, f"recorded {down.action.value}{who}"))
+        for down in replay.recorded:
+            if down.action in TAKEN_DOWN:
+                who = f" by {down.actor}" if down.actor else ""
+                marked.append(Marker(down.at, f"recorded {down.action.value}{who}"))
         return marked
     return [
         Marker(m.at, f"rollback {pct(m.from_percent)}% → {pct(m.to_percent)}%")
         for m in replay.moves
         if m.action is Action.ROLLBACK
     ]
+
+
+def chart_end(replay: Replay) -> datetime:
+    """Where a chart of ``replay`` ends: its last evaluation or its last recorded move (up to
+    ``--to``), at least one interval after the first (a window of one evaluation still gets a
+    chart)."""
+    last = replay.recorded[-1].at if replay.recorded else replay.end
+    return max(replay.end, last, replay.start + timedelta(seconds=replay.interval_seconds))
 
 
 def exposure_chart(replay: Replay, ident: str) -> TimeChart:
@@ -104,7 +113,7 @@ def exposure_chart(replay: Replay, ident: str) -> TimeChart:
             "recorded it."
         ),
         start=replay.start,
-        end=replay.end,
+        end=chart_end(replay),
         lines=(Line(_exposure_name(replay), exposure_timeline(replay), GREEN, step=True),),
         markers=rollbacks(replay),
         unit="%",
@@ -135,7 +144,7 @@ def guardrail_chart(
             + f" and the bound it was held to ({how}); gaps where it had no value."
         ),
         start=replay.start,
-        end=replay.end,
+        end=chart_end(replay),
         lines=lines,
         markers=rollbacks(replay),
     )

@@ -42,7 +42,10 @@ class RecordedMove:
     exposed_since: datetime | None  # when the recorded exposure began (None at 0 %)
 
 
-def _move(record: Mapping[str, Any]) -> tuple[datetime, Action, float, float, Status, str, str | None] | None:
+_Fields = tuple[datetime, Action, float, float, Status, str, str | None]
+
+
+def _move(record: Mapping[str, Any]) -> _Fields | None:
     """The fields of a record that moves the exposure, or None (a hold, a verification, a record
     without what is needed)."""
     try:
@@ -75,12 +78,16 @@ class Recorded:
     flag: str
     moves: tuple[RecordedMove, ...]
 
+    dry_runs: int = 0  # moves of a dry run passed over: they exposed nobody
+    times: tuple[datetime, ...] = ()  # each move's time, for the look-ups of every evaluation
+
     @staticmethod
     def of(flag: str, records: Iterable[Mapping[str, Any]]) -> Recorded:
-        found = sorted(
-            (m for r in records if r.get("flag") == flag for m in [_move(r)] if m is not None),
-            key=lambda m: m[0],
-        )
+        return recorded_flags([flag], records)[flag]
+
+    @staticmethod
+    def _built(flag: str, found: list[_Fields], dry_runs: int) -> Recorded:
+        found.sort(key=lambda m: m[0])  # stable: records of one time keep the log's order
         moves: list[RecordedMove] = []
         since: datetime | None = None
         for at, action, from_percent, to_percent, status, reason, actor in found:
@@ -89,11 +96,11 @@ class Recorded:
             elif since is None:
                 since = at
             moves.append(RecordedMove(at, action, from_percent, to_percent, status, reason, actor, since))
-        return Recorded(flag, tuple(moves))
+        return Recorded(flag, tuple(moves), dry_runs, tuple(m.at for m in moves))
 
-    def last_before(self, at: datetime) -> RecordedMove | None:
-        """The newest move at or before ``at``."""
-        index = bisect.bisect_right([m.at for m in self.moves], at)
+    def last_before(self, at: datetime, *, inclusive: bool = True) -> RecordedMove | None:
+        """The newest move at or before ``at`` (strictly before it, not ``inclusive``)."""
+        index = (bisect.bisect_right if inclusive else bisect.bisect_left)(self.times, at)
         return self.moves[index - 1] if index else None
 
     def within(self, start: datetime, end: datetime) -> list[RecordedMove]:
@@ -104,11 +111,13 @@ class Recorded:
         return last.to_percent if last is not None else 0.0
 
     def state_at(self, policy: Policy, at: datetime) -> RolloutState:
-        """The rollout as recorded at ``at``, in ``policy``'s terms: its percentage, status and
-        exposure start, at the policy's last step not above that percentage (so that its holds and
-        checkpoint mean what they would have meant)."""
+        """The rollout an evaluation at ``at`` judges, in ``policy``'s terms: its percentage, status
+        and exposure start, at the policy's last step not above that percentage (so that its holds
+        and checkpoint mean what they would have meant). A record is stamped with its cycle's time
+        and says what that cycle decided: the evaluation at that very time judged the exposure
+        before it, so the moves counted are those strictly before ``at``."""
         base = initial_state(policy, at)
-        last = self.last_before(at)
+        last = self.last_before(at, inclusive=False)
         if last is None or last.to_percent <= 0:
             status = last.status if last is not None else Status.PROGRESSING
             return replace(base, status=status)
@@ -124,9 +133,59 @@ class Recorded:
         )
 
 
-def taken_down(moves: Sequence[RecordedMove]) -> RecordedMove | None:
-    """The first recorded rollback or stop among ``moves``."""
-    return next((m for m in moves if m.action in TAKEN_DOWN), None)
+def recorded_flags(flags: Iterable[str], records: Iterable[Mapping[str, Any]]) -> dict[str, Recorded]:
+    """Each of ``flags``' recorded exposure, in one pass over ``records``: only the moves are kept
+    (a long log is mostly holds and verifications), so a log of any size costs the memory of its
+    moves."""
+    found: dict[str, list[_Fields]] = {flag: [] for flag in flags}
+    dry_runs = dict.fromkeys(found, 0)
+    for record in records:
+        flag = record.get("flag")
+        if not isinstance(flag, str) or flag not in found:
+            continue
+        move = _move(record)
+        if move is None:
+            continue
+        if record.get("dry_run") is True:  # ``flagroll run --dry-run`` writes no flag: nobody was exposed
+            dry_runs[flag] += 1
+        else:
+            found[flag].append(move)
+    return {flag: Recorded._built(flag, moves, dry_runs[flag]) for flag, moves in found.items()}
+
+
+def taken_down(moves: Sequence[RecordedMove], would: datetime | None = None) -> RecordedMove | None:
+    """The recorded rollback or stop that a would-be rollback at ``would`` is set against: the first
+    among ``moves`` at or after it (an earlier one took down an earlier exposure, which this policy
+    let run); without a would-be rollback, the first."""
+    return next((m for m in moves if m.action in TAKEN_DOWN and (would is None or m.at >= would)), None)
+
+
+def _happened(recorded: RecordedMove) -> str:
+    what = "rolled back" if recorded.action is Action.ROLLBACK else "stopped"
+    who = f" by {recorded.actor}" if recorded.actor else ""
+    return f"the rollout was {what}{who} at {_time(recorded.at)}"
+
+
+def judged(would: datetime | None, moves: Sequence[RecordedMove]) -> str:
+    """The verdict over the window's recorded ``moves``, which may take the rollout down and expose
+    it again (resumed, or restarted by a new revision): a would-be rollback is set against the
+    takedown of the exposure it would have ended, and an earlier takedown is said to be one this
+    policy would not have made."""
+    downs = [m for m in moves if m.action in TAKEN_DOWN]
+    before = [m for m in downs if would is None or m.at < would]
+    if not before:
+        return verdict(would, taken_down(moves, would))
+    again = next((m for m in moves if m.at > before[-1].at and m.to_percent > 0), None)
+    if again is None:  # nobody was exposed after it: the would-be rollback can only be None
+        return verdict(would, before[0])
+    more = f" (and {len(before) - 1} earlier takedowns)" if len(before) > 1 else ""
+    head = (
+        f"this policy would not have rolled back before {_happened(before[-1])}{more}; "
+        f"the rollout was exposed again from {_time(again.at)}"
+    )
+    if would is None:
+        return f"{head}, and this policy would not have rolled that exposure back in the window either"
+    return f"{head}, and then: {verdict(would, taken_down(moves, would))}"
 
 
 def _time(at: datetime) -> str:
@@ -141,9 +200,7 @@ def verdict(would: datetime | None, recorded: RecordedMove | None) -> str:
         return (
             f"this policy would have rolled back at {_time(would)}; the recorded rollout was not taken down"
         )
-    what = "rolled back" if recorded.action is Action.ROLLBACK else "stopped"
-    who = f" by {recorded.actor}" if recorded.actor else ""
-    happened = f"the rollout was {what}{who} at {_time(recorded.at)}"
+    happened = _happened(recorded)
     if would is None:
         return (
             f"this policy would not have rolled back before {happened} "
