@@ -7,6 +7,8 @@ Metric names (a public contract: alerting rules and dashboards use them):
 ``flagroll_rollout_status{flag,status}``        gauge      1 for the rollout's current status, else 0
 ``flagroll_rollout_stale{flag}``                gauge      1 while partial past the policy's review date
 ``flagroll_rollout_unguarded{flag}``            gauge      1 while exposed and no valid policy judges it
+``flagroll_rollout_waiting{flag,reason}``       gauge      1 while a due move waits for ``window`` or
+                                                           ``freeze`` (``spec.schedule``), else 0
 ``flagroll_decisions_total{flag,action}``       counter    decisions taken (holds included)
 ``flagroll_guardrail_value{flag,guardrail,rule}`` gauge    the treatment value a guardrail rule judged
 ``flagroll_guardrail_bound{flag,guardrail,rule}`` gauge    the bound it was judged against
@@ -44,8 +46,9 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from controller.core.changewindows import REASONS as WAITING_REASONS
 from controller.core.serving import Check, Outcome, is_verification
-from controller.core.state import RolloutState
+from controller.core.state import ACTIVE, RolloutState
 
 STATUSES = ("progressing", "paused", "stopped", "rolled_back", "completed", "promoted")
 CYCLE_BUCKETS_SECONDS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -88,6 +91,13 @@ class Telemetry:
             "flagroll_rollout_unguarded",
             "1 while the flag serves the treatment to someone and no valid policy judges it",
             ["flag"],
+            registry=r,
+        )
+        self.waiting = Gauge(
+            "flagroll_rollout_waiting",
+            "1 while a due move waits for a change window (reason window) or the end of a freeze "
+            "(reason freeze)",
+            ["flag", "reason"],
             registry=r,
         )
         self.decisions = Counter("flagroll_decisions", "Decisions taken", ["flag", "action"], registry=r)
@@ -237,6 +247,7 @@ class Telemetry:
             self.status,
             self.stale,
             self.unguarded,
+            self.waiting,
             self.guardrail_value,
             self.guardrail_bound,
             self.serving_unverified,
@@ -254,6 +265,8 @@ class Telemetry:
         self.percent.remove(flag)
         self.stale.remove(flag)
         self.unguarded.remove(flag)
+        for reason in WAITING_REASONS:
+            self.waiting.remove(flag, reason)
         for name in STATUSES:
             self.status.remove(flag, name)
         for guardrail, rule in self._guardrails.pop(flag, set()):
@@ -275,6 +288,10 @@ class Telemetry:
             self.stale.labels(flag).set(1.0 if state.is_stale(today) else 0.0)
             for name in STATUSES:
                 self.status.labels(flag, name).set(1.0 if name == state.status.value else 0.0)
+            for reason in WAITING_REASONS:
+                waits = self.waiting.labels(flag, reason)  # an active rollout keeps its record's word
+                if state.status not in ACTIVE:
+                    waits.set(0.0)
 
     def _count(self, flag: str, record: Mapping[str, Any]) -> None:
         """The counters of a record: what this process did, whether it leads or not."""
@@ -297,6 +314,11 @@ class Telemetry:
             self.stale.labels(flag).set(1.0 if record["stale"] else 0.0)
         if isinstance(record.get("guarded"), bool) and record.get("action") != "reject":
             self.unguarded.labels(flag).set(0.0 if record["guarded"] else 1.0)
+        if "waiting" in record and record.get("action") != "reject":
+            waiting = record["waiting"]
+            reason = waiting.get("reason") if isinstance(waiting, Mapping) else None
+            for name in WAITING_REASONS:
+                self.waiting.labels(flag, name).set(1.0 if name == reason else 0.0)
         for check in record.get("checks") or []:
             if not isinstance(check, Mapping) or check.get("kind") != "guardrail":
                 continue

@@ -29,6 +29,17 @@ Loader.yaml_implicit_resolvers = {
     first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
+# YAML 1.2 has no base-60 numbers: `to: 16:00` is the text "16:00", not the number 960.
+_SEXAGESIMAL = r"(?![-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+(?:\.[0-9_]*)?$)"
+Loader.yaml_implicit_resolvers = {
+    first: [
+        (tag, re.compile(_SEXAGESIMAL + regexp.pattern, regexp.flags))
+        if tag in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
+        else (tag, regexp)
+        for tag, regexp in resolvers
+    ]
+    for first, resolvers in Loader.yaml_implicit_resolvers.items()
+}
 Loader.add_implicit_resolver(
     "tag:yaml.org,2002:bool",
     re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),

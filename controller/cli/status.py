@@ -16,13 +16,14 @@ from controller.adapters.policyfile import load_paths
 from controller.cli import common, kubernetes
 from controller.cli.common import EXIT_OK, open_store, optional_decision_log
 from controller.cli.options import Commands, decision_log_option, env, flags_option
+from controller.core.changewindows import waiting_from_record
 from controller.core.durations import format_duration
 from controller.core.errors import FlagFileError, UsageError
 from controller.core.flagd import managed_keys, read_state
 from controller.core.guarding import unguarded_reason
 from controller.core.policy import pct
 from controller.core.serving import describes, is_verification, summary, unverified
-from controller.core.state import NOT_STARTED, RolloutState
+from controller.core.state import ACTIVE, NOT_STARTED, RolloutState
 
 
 def add_parser(commands: Commands) -> None:
@@ -33,7 +34,9 @@ def add_parser(commands: Commands) -> None:
         "manages in the flag file, and whether a policy judges it: an exposed flag that no valid policy "
         "judges is UNGUARDED. With --policies that is worked out from the policy files now; without, "
         "from the last decision record. With flagroll run --verify-ofrep, whether the flag server "
-        "serves what the flag file says (SERVING NOT VERIFIED when it does not).",
+        "serves what the flag file says (SERVING NOT VERIFIED when it does not). A due move held by "
+        "the policy's schedule is WAITING, with why and when the next window opens (in the policy's "
+        "time zone and UTC).",
     )
     flags_option(p)
     decision_log_option(p)
@@ -81,7 +84,9 @@ def _table_row(row: dict[str, Any], now: datetime) -> list[str]:
     if row["reason"] and row["status"] in {"stopped", "paused", "rolled_back"}:
         notes.append(row["reason"])
     last_reason = str(row["last_reason"] or "")
-    if row["last_action"] == "hold" and last_reason and not last_reason.startswith(("all ", "complete")):
+    if row.get("waiting") is not None:
+        notes.append(f"WAITING: {row['waiting']['text']}")
+    elif row["last_action"] == "hold" and last_reason and not last_reason.startswith(("all ", "complete")):
         notes.append(f"held: {last_reason[:120]}{'…' if len(last_reason) > 120 else ''}")
     if row.get("serving") is not None and row["serving"]["outcome"] != "unverified":
         notes.append(row["serving"]["summary"])
@@ -129,10 +134,20 @@ def status_rows(
             rows.append(_unreadable_row(key, record, problem or "no state", now))
             continue
         row = _status_row(key, state, record, problem, now)
+        row["waiting"] = _waiting(record, state, now)
         row.update(_guard(state, unjudged.get(key) if unjudged is not None else None, unjudged is not None))
         row["serving"] = _serving(verified.get(key), state)
         rows.append(row)
     return rows
+
+
+def _waiting(record: dict[str, Any], state: RolloutState, now: datetime) -> dict[str, Any] | None:
+    """What the last decision said the rollout waits for (a change window or the end of a freeze),
+    if it still describes the rollout (active, at the percentage it held), told as of ``now``."""
+    waits = waiting_from_record(record.get("waiting"))
+    if waits is None or state.status not in ACTIVE or record.get("to_percent") != state.percent:
+        return None
+    return waits.as_record(now)
 
 
 def _decision(record: dict[str, Any]) -> bool:
@@ -194,6 +209,7 @@ def _unreadable_row(key: str, record: dict[str, Any], problem: str, now: datetim
         "guarded": None,
         "unguarded_reason": None,
         "serving": None,
+        "waiting": None,
     }
 
 

@@ -11,6 +11,10 @@ The rules, in the order they apply to an active rollout (``progressing``, ``paus
 4. With every check passing, a step advances once its hold has elapsed since its percentage was
    written. At the end of the last step's hold the checkpoint is judged: ``onPass`` completes or
    promotes; ``onFail`` rolls back or holds.
+5. A due move that raises exposure (the start, an advance, a promotion) waits while ``spec.schedule``
+   is closed (outside every change window, or inside a freeze): a hold that says why and when it
+   opens (:mod:`controller.core.changewindows`). Rollbacks never wait; a completion changes no
+   exposure and does not wait either.
 
 A new policy revision first rebases the state (see :func:`rebase`); human commands (stop, pause,
 resume) have their own functions. Nothing here reads a clock or a file.
@@ -24,6 +28,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Protocol
 
+from controller.core.changewindows import Waiting, waiting
 from controller.core.checkrecord import Check, acting, sample_ratio_mismatch, worst
 from controller.core.checks import checkpoint_checks, guardrail_checks
 from controller.core.durations import format_duration
@@ -44,6 +49,7 @@ class Decision:
     checks: tuple[Check, ...] = ()
     checkpoint: Outcome | None = None
     notes: tuple[str, ...] = field(default=())  # e.g. "policy revision changed"
+    waiting: Waiting | None = None  # a due move held by the schedule: why, and until when
 
     @property
     def writes(self) -> bool:
@@ -316,6 +322,24 @@ class _Context:
         recorded = (*checks, *self.shadow) if checks else tuple(checks)
         return Decision(action, self.stored, after, reason, recorded, checkpoint, self.notes)
 
+    def move_or_wait(
+        self,
+        policy: Policy,
+        now: datetime,
+        move: tuple[Action, RolloutState, RolloutState],
+        why: str,
+        checks: Sequence[Check],
+        checkpoint: Outcome | None = None,
+    ) -> Decision:
+        """A due move (``action``, the state held, the state moved to) that raises exposure: taken
+        while the policy's schedule is open, else a hold that says why it waits and until when."""
+        action, held, moved = move
+        waits = waiting(policy.spec.schedule, now)
+        if waits is None:
+            return self.make(action, moved, why, checks, checkpoint)
+        decision = self.make(Action.HOLD, held, f"{waits.describe(now)}; due: {why}", checks, checkpoint)
+        return replace(decision, waiting=waits)
+
 
 def decide(
     policy: Policy,
@@ -381,7 +405,8 @@ def decide(
         if state.status is Status.PAUSED:
             return ctx.make(Action.HOLD, state, _paused(state), checks)
         why = f"rollout starts: step 1/{len(spec.steps)} at {pct(policy.step_percent(0))} %"
-        return ctx.make(Action.ADVANCE, _at_step(policy, state, 0, now), why, checks)
+        start = (Action.ADVANCE, state, _at_step(policy, state, 0, now))
+        return ctx.move_or_wait(policy, now, start, why, checks)
 
     if outcome is not Outcome.PASS:
         why = f"{outcome.value}: {_summary(checks, outcome)}; {_holding(outcome, acted_on)}"
@@ -404,7 +429,8 @@ def decide(
             f"{passed} and the {format_duration(hold)} hold at {pct(state.percent)} % is over: "
             f"step {nxt + 1}/{len(spec.steps)} at {pct(policy.step_percent(nxt))} %"
         )
-        return ctx.make(Action.ADVANCE, _at_step(policy, state, nxt, now), why, checks)
+        advance = (Action.ADVANCE, state, _at_step(policy, state, nxt, now))
+        return ctx.move_or_wait(policy, now, advance, why, checks)
     return _judge_checkpoint(policy, state, queries, readings, now, checks, ctx)
 
 
@@ -434,7 +460,8 @@ def _judge_checkpoint(
             after = state.moved(
                 status=Status.PROMOTED, percent=100.0, step_started_at=now, updated_at=now, reason=""
             )
-            return ctx.make(Action.PROMOTE, after, f"{passed}: promoted to 100 %", evidence, verdict)
+            promote = (Action.PROMOTE, state, after)
+            return ctx.move_or_wait(policy, now, promote, f"{passed}: promoted to 100 %", evidence, verdict)
         why = f"{passed}: rollout complete at {pct(state.percent)} %"
         return ctx.make(Action.COMPLETE, _completed(state, now), why, evidence, verdict)
     if verdict is Outcome.FAIL:

@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from controller.core.changewindows import Waiting, waiting, waiting_from_record
 from controller.core.checkrecord import describe, fmt
 from controller.core.durations import format_duration
 from controller.core.policy import Policy, pct
@@ -100,7 +101,8 @@ def explain(
 
     lines.append("")
     lines.append("To advance")
-    lines += [f"  - {item}" for item in _what_must_change(flag, state, checks, policy, now)]
+    waits = _waiting(state, last, policy, now)
+    lines += [f"  - {item}" for item in _what_must_change(flag, state, checks, policy, now, waits)]
 
     queries = _queries(checks)
     if queries:
@@ -121,8 +123,26 @@ def _unwatched(flag: str, state: RolloutState) -> str:
     )
 
 
+def _waiting(
+    state: RolloutState, last: Mapping[str, Any], policy: Policy | None, now: datetime
+) -> Waiting | None:
+    """What keeps a progressing rollout's next move waiting: the policy's schedule now, or without the
+    policy what the last decision said (while it still describes the rollout)."""
+    if state.status is not Status.PROGRESSING:
+        return None
+    if policy is not None:
+        return waiting(policy.spec.schedule, now)
+    recorded = waiting_from_record(last.get("waiting"))
+    return recorded if recorded is not None and last.get("to_percent") == state.percent else None
+
+
 def _what_must_change(
-    flag: str, state: RolloutState, checks: Sequence[Mapping[str, Any]], policy: Policy | None, now: datetime
+    flag: str,
+    state: RolloutState,
+    checks: Sequence[Mapping[str, Any]],
+    policy: Policy | None,
+    now: datetime,
+    waits: Waiting | None = None,
 ) -> list[str]:
     resume = f"`flagroll resume {flag}`"
     if state.status is Status.STOPPED:
@@ -162,6 +182,8 @@ def _what_must_change(
                     f"the {format_duration(step.hold_seconds)} hold at {pct(state.percent)} % must pass: "
                     f"{format_duration(round(left))} left"
                 )
+    if waits is not None:
+        needs.append(f"{waits.until(now)}; {waits.why}")
     if state.step + 1 >= state.steps and state.steps:
         needs.append("this is the last step: next comes the checkpoint and completion, not another step")
     return needs or ["nothing: every check passed and the hold is over; it advances at the next cycle"]

@@ -307,6 +307,74 @@ class FlagRef(Model):
     )
 
 
+DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+DayName = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+_CLOCK_TIME = re.compile(r"^(\d{1,2}):(\d{2})$")
+
+
+def _clock_time(value: Any) -> str:
+    """A time of day on the wall clock, ``HH:MM`` (24-hour; ``24:00`` is the end of a day)."""
+    found = _CLOCK_TIME.match(value) if isinstance(value, str) else None
+    if found is None:
+        raise ValueError(f"{value!r} is not a time of day: write 24-hour HH:MM, such as '09:00'")
+    hours, minutes = int(found.group(1)), int(found.group(2))
+    if minutes > 59 or hours > 24 or (hours == 24 and minutes):
+        raise ValueError(
+            f"{value!r} is not a time of day: hours 00 to 23, minutes 00 to 59 (24:00 only as 'to')"
+        )
+    return f"{hours:02d}:{minutes:02d}"
+
+
+ClockTime = Annotated[
+    str,
+    BeforeValidator(_clock_time),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": r"^(([01]?[0-9]|2[0-3]):[0-5][0-9]|24:00)$",
+            "description": "A time of day on the wall clock of the schedule's time zone, 24-hour "
+            "HH:MM; 24:00 (as 'to' only) is the end of the day.",
+        }
+    ),
+]
+
+
+class ChangeWindow(Model):
+    """A weekly window in which due advances may happen. A window whose 'to' is earlier than its
+    'from' runs across midnight and belongs to the day it starts."""
+
+    days: list[DayName] = Field(min_length=1, description="Days the window starts on: mon … sun.")
+    opens: ClockTime = Field(alias="from", description="When the window opens (HH:MM, local time).")
+    closes: ClockTime = Field(
+        alias="to", description="When it closes (HH:MM, local time; not part of the window; 24:00 allowed)."
+    )
+
+
+class Freeze(Model):
+    """Dates on which no advance happens, both days included (local dates of the schedule's zone)."""
+
+    first_day: date = Field(alias="from", description="The first frozen date.")
+    last_day: date = Field(alias="to", description="The last frozen date (included).")
+    reason: str = Field("", description="Why: shown in every decision the freeze holds.")
+
+
+class Schedule(Model):
+    """When due advances may happen. Outside every window, or inside a freeze, a due move that would
+    change exposure waits; guardrails stay armed. Not part of the revision."""
+
+    timezone: NonEmptyText | None = Field(
+        None,
+        description="IANA time zone of the windows and freeze dates, e.g. Europe/Berlin; required with "
+        "windows (a freeze alone is judged in UTC without it).",
+    )
+    windows: list[ChangeWindow] | None = Field(
+        None, min_length=1, description="Advances happen only inside one of these (their union)."
+    )
+    freeze: list[Freeze] | None = Field(
+        None, description="Date ranges with no advance, whatever the windows say."
+    )
+
+
 class Spec(Model):
     owner: NonEmptyText = Field(description="Who can say stop.")
     aim: NonEmptyText = Field(description="The outcome sought, with numbers.")
@@ -333,6 +401,11 @@ class Spec(Model):
     checkpoint: Checkpoint | None = None
     on_no_data: Literal["hold", "rollback"] = "hold"
     on_error: Literal["hold", "rollback"] = "hold"
+    schedule: Schedule | None = Field(
+        None,
+        description="Change windows and freeze dates: when due advances may happen (not part of the "
+        "revision).",
+    )
     on_delete: Literal["leave", "rollback"] | None = Field(
         None,  # None means leave; None keeps the revision of policies written before the field
         alias="onDelete",
@@ -438,6 +511,7 @@ ADMINISTRATIVE_FIELDS: tuple[tuple[str, str], ...] = (
     ("spec", "aim"),
     ("spec", "mechanism"),
     ("spec", "review"),
+    ("spec", "schedule"),  # when moves may happen, not what is exposed or how it is judged
 )
 
 

@@ -58,6 +58,7 @@ def to_record(decision: Decision, context: Context, now: datetime) -> Record:
         "notes": list(decision.notes),
         "checkpoint": decision.checkpoint.value if decision.checkpoint is not None else None,
         "checks": [c.as_record() for c in decision.checks],
+        "waiting": decision.waiting.as_record(now) if decision.waiting is not None else None,
         "aim": spec.aim if spec is not None else None,
         "mechanism": spec.mechanism if spec is not None else None,
         "owner": after.owner or None,
@@ -113,6 +114,9 @@ def record_problem(record: Mapping[str, Any]) -> str | None:
     notes = record.get("notes")
     if notes is not None and not (isinstance(notes, list) and all(isinstance(n, str) for n in notes)):
         return _wrong("notes", notes, "a list of text")
+    waiting = record.get("waiting")
+    if waiting is not None and not isinstance(waiting, Mapping):
+        return _wrong("waiting", waiting, "a mapping")
     problem = _serving_problem(record.get("serving"))
     if problem is not None:
         return problem

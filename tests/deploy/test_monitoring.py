@@ -31,6 +31,7 @@ METRICS: dict[str, set[str]] = {
     "flagroll_rollout_status": {"flag", "status"},
     "flagroll_rollout_stale": {"flag"},
     "flagroll_rollout_unguarded": {"flag"},
+    "flagroll_rollout_waiting": {"flag", "reason"},
     "flagroll_decisions_total": {"flag", "action"},
     "flagroll_guardrail_value": {"flag", "guardrail", "rule"},
     "flagroll_guardrail_bound": {"flag", "guardrail", "rule"},

@@ -30,6 +30,7 @@ ROLLOUT_METRICS = {
     "flagroll_rollout_status",
     "flagroll_rollout_stale",
     "flagroll_rollout_unguarded",
+    "flagroll_rollout_waiting",
     "flagroll_guardrail_value",
     "flagroll_guardrail_bound",
     "flagroll_policy_errors",
@@ -84,6 +85,7 @@ def two_judged(tmp_path: Path) -> tuple[Environment, Telemetry]:
         assert value(found, "flagroll_guardrail_bound", flag=flag, guardrail="errors", rule="max") == 0.01
         assert value(found, "flagroll_flag_percent", flag=flag) == 1.0
         assert value(found, "flagroll_rollout_unguarded", flag=flag) == 0.0
+        assert value(found, "flagroll_rollout_waiting", flag=flag, reason="window") == 0.0
         assert value(found, "flagroll_decisions_total", flag=flag, action="hold") == 1.0
     return env, telemetry
 
