@@ -153,13 +153,14 @@ def gate(
         return waiting(policy.spec.schedule, now)
     schedule = policy.spec.schedule
     opens: datetime | None = now
+    thawed: datetime | None = None  # the last end of a freeze passed
     for _ in range(horizon):  # each turn passes a freeze's end or a schedule opening
         if opens is None:
             break
         blocking = covering(policy, freezes, opens)
         if blocking:
             ends = [f.ends for f in blocking]
-            opens = None if None in ends else max(e for e in ends if e is not None)
+            opens = thawed = None if None in ends else max(e for e in ends if e is not None)
             continue
         scheduled = next_opening(schedule, opens)
         if scheduled == opens:
@@ -171,7 +172,7 @@ def gate(
         reason=FREEZE,
         timezone=(schedule.timezone if schedule is not None else None) or "UTC",
         opens_at=opens,
-        windows=bool(schedule is not None and schedule.windows),
+        windows=opens is not None and opens != thawed,  # it waits for a window, or for the thaw
         documents=held,
     )
 

@@ -183,3 +183,17 @@ def test_from_after_to_is_an_error_at_to(spec: dict[str, object]) -> None:
     (problem,) = [i for i in semantic_issues(document) if i[2] == "error"]
     assert problem[0] == ("spec", "to")
     assert "is not after 'from'" in problem[1]
+
+
+def test_a_freeze_that_ends_inside_a_window_waits_for_its_end_not_a_window() -> None:
+    office = labelled(
+        extra="  schedule:\n    timezone: Europe/Berlin\n    windows:\n"
+        '      - {days: [mon, tue, wed, thu], from: "09:00", to: "16:00"}\n'
+    )
+    short = freeze({**HOLIDAYS, "to": "2026-12-29T10:00:00Z"})  # Tuesday 11:00 in Berlin
+    waits = gate(office, [short], CHRISTMAS)
+    assert waits is not None
+    assert waits.opens_at == datetime(2026, 12, 29, 10, 0, tzinfo=UTC)
+    assert "wait for the end of the freeze Tue 11:00 Europe/Berlin (10:00 UTC), in 5d" in waits.describe(
+        CHRISTMAS
+    )
