@@ -244,3 +244,24 @@ def test_run_once_holds_a_start_an_open_ended_freeze_covers_and_records_it(
         in str(first["reason"])
     )
     assert second["action"] == "advance"
+
+
+def test_run_once_with_a_broken_freeze_holds_the_start_and_exits_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    (policies / "search.yaml").write_text(POLICY.format(name="search", key="search"))  # no labels
+    (policies / "freeze.yaml").write_text(FREEZE.replace("from: 2026-12-24T00:00:00Z", "from: [2026"))
+    flags = tmp_path / "flags.json"
+    argv = ["run", "--once", "--policies", str(policies), "--flags", str(flags), "--prometheus", PROM]
+    with respx.mock:
+        respx.post(f"{PROM}/api/v1/query").mock(side_effect=_healthy)
+        assert cli.main(argv) == 1
+    capsys.readouterr()
+    (record,) = read_records(tmp_path / "decisions.jsonl")
+    assert record["action"] == "hold"
+    assert record["waiting"]["documents"][0]["valid"] is False
+    assert "the file cannot be read through (see its errors), and it names kind: Freeze" in str(
+        record["reason"]
+    )
