@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import re
 import types
 import typing
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -32,6 +33,9 @@ from controller.adapters.yamldoc import (
     render_path,
 )
 from controller.core.errors import Issue
+from controller.core.freezedoc import FREEZE_KIND, FreezeDocument
+from controller.core.freezedoc import semantic_issues as semantic_freeze_issues
+from controller.core.freezes import StandingFreeze, invalid, selecting, standing
 from controller.core.metrictemplate import TEMPLATE_KIND, MetricTemplate
 from controller.core.metrictemplate import semantic_issues as semantic_template_issues
 from controller.core.ownership import Ownership
@@ -51,6 +55,8 @@ class LoadedPolicy:
     warnings: tuple[Issue, ...] = ()
     positions: dict[FieldPath, Position] = field(default_factory=dict, compare=False, repr=False)
     templates: Mapping[str, MetricTemplate] = field(default_factory=dict, compare=False, repr=False)
+    # The Freeze documents whose selector picks this policy (in force or not), invalid ones included.
+    freezes: tuple[StandingFreeze, ...] = field(default=(), compare=False, repr=False)
 
     def position(self, path: FieldPath) -> Position:
         return self.positions.get(path, (self.line, 1))
@@ -72,6 +78,20 @@ class LoadedTemplate:
         return f"{self.file}:{self.line}"
 
 
+@dataclass(frozen=True, slots=True)
+class LoadedFreeze:
+    """A ``kind: Freeze`` document as read: valid, or (``freeze.valid`` false) fail-safe."""
+
+    freeze: StandingFreeze
+    file: str
+    line: int
+    positions: dict[FieldPath, Position] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def where(self) -> str:
+        return f"{self.file}:{self.line}"
+
+
 @dataclass(slots=True)
 class PolicySet:
     """What a set of files holds: the valid policies, and every issue (errors and warnings)."""
@@ -80,6 +100,7 @@ class PolicySet:
     issues: list[Issue] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
     templates: list[LoadedTemplate] = field(default_factory=list)
+    freezes: list[LoadedFreeze] = field(default_factory=list)
     invalid_templates: dict[str, str] = field(default_factory=dict)  # name → where, for messages
     # What the documents that failed still say: (file, policy name, flag key), each as far as it reads.
     claims: list[tuple[str, str | None, str | None]] = field(default_factory=list)
@@ -155,6 +176,8 @@ def load_text(text: str, file: str) -> PolicySet:
             Issue(file, mark.line + 1, mark.column + 1, "", "YAML nested too deeply to be a policy")
         )
         result.unreadable.add(file)
+    if file in result.unreadable:
+        _unread_freeze(text, file, result)
     result.issues.sort(key=lambda i: (i.line or 0, i.column or 0))
     return result
 
@@ -209,12 +232,15 @@ def _judge_document(root: yaml.Node, file: str, result: PolicySet) -> tuple[str 
     if kind == TEMPLATE_KIND:
         _judge_template(document, data, line, result)
         return None
+    if isinstance(kind, str) and kind.strip().lower() == FREEZE_KIND.lower():
+        _judge_freeze(document, data, line, result)
+        return None
     if kind != KIND:
         where = document.locate(("kind",))
         message = (
-            f"unknown kind {kind!r}; a policy file holds kind: {KIND} or kind: {TEMPLATE_KIND}"
+            f"unknown kind {kind!r}; a policy file holds kind: {KIND}, {TEMPLATE_KIND} or {FREEZE_KIND}"
             if kind is not None
-            else f"missing 'kind: {KIND}' (or 'kind: {TEMPLATE_KIND}')"
+            else f"missing 'kind: {KIND}' (or 'kind: {TEMPLATE_KIND}', 'kind: {FREEZE_KIND}')"
         )
         result.issues.append(Issue(file, where[0], where[1], "kind", message))
         return claim
@@ -274,6 +300,46 @@ def _judge_template(document: Document, data: dict[str, Any], line: int, result:
         result.invalid_templates.pop(template.name, None)
         shared = _PARTS.share(template)
         result.templates.append(LoadedTemplate(shared, file, line, _kept(document.positions)))
+
+
+def _judge_freeze(document: Document, data: dict[str, Any], line: int, result: PolicySet) -> None:
+    """A Freeze document: valid, it holds what it covers; invalid, it is reported at its field and
+    holds every rollout until fixed (fail-safe: what it was meant to cover is unknown)."""
+    file = document.file
+    start = len(result.issues)
+    freeze: FreezeDocument | None = None
+    try:
+        freeze = FreezeDocument.model_validate(data)
+    except ValidationError as exc:
+        _report(exc, document, data, {issue.field for issue in document.issues}, result, FreezeDocument)
+    if freeze is not None and not document.issues:
+        for path, message, severity in semantic_freeze_issues(freeze):
+            where = document.locate(path)
+            result.issues.append(Issue(file, where[0], where[1], render_path(path), message, severity))
+    errors = [i for i in (*document.issues, *result.issues[start:]) if i.severity == "error"]
+    kept = _kept(document.positions)
+    if freeze is not None and not errors:
+        result.freezes.append(LoadedFreeze(standing(freeze, f"{file}:{line}"), file, line, kept))
+        return
+    first = min(errors, key=lambda i: (i.line or 0, i.column or 0), default=None)
+    problem = f"{first.field}: {first.message}" if first is not None and first.field else str(first)
+    if first is not None and first.line is not None:
+        problem = f"line {first.line}: {problem}"
+    broken = invalid(f"{file}:{line}", problem, _name_of(data))
+    result.freezes.append(LoadedFreeze(broken, file, line, kept))
+
+
+# A file that cannot be read through and speaks of a Freeze may hold one: it holds every rollout.
+_FREEZE_MENTION = re.compile(r"kind\s*:\s*[\"']?freeze\b", re.IGNORECASE)
+
+
+def _unread_freeze(text: str, file: str, result: PolicySet) -> None:
+    found = _FREEZE_MENTION.search(text)
+    if found is None:
+        return
+    line = text.count("\n", 0, found.start()) + 1
+    problem = "the file cannot be read through (see its errors), and it names kind: Freeze"
+    result.freezes.append(LoadedFreeze(invalid(f"{file}:{line}", problem), file, line))
 
 
 def _report(
@@ -379,7 +445,9 @@ def load_file(path: Path) -> PolicySet:
             return _unread(name, f"file is {size} bytes; policy files are small")
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
-        return _unread(name, f"not UTF-8 text: {exc}")
+        unread = _unread(name, f"not UTF-8 text: {exc}")
+        _unread_freeze(exc.object.decode("utf-8", errors="replace"), name, unread)
+        return unread
     except OSError as exc:
         return _unread(name, f"cannot read: {exc.strerror or exc}")
     digest = hashlib.blake2b(text.encode(), digest_size=16).digest()
@@ -447,11 +515,13 @@ def load_paths(
         combined.issues.extend(loaded.issues)
         combined.files.extend(loaded.files)
         combined.templates.extend(loaded.templates)
+        combined.freezes.extend(loaded.freezes)
         combined.claims.extend(loaded.claims)
         combined.unreadable |= loaded.unreadable
         for name, where in loaded.invalid_templates.items():
             combined.invalid_templates.setdefault(name, where)
     _resolve_templates(combined)
+    _resolve_freezes(combined)
     judge_ownership(combined, document, underlay or {})
     return combined
 
@@ -501,3 +571,34 @@ def _resolve_templates(loaded: PolicySet) -> None:
         names = {name for _, name in policy.policy.template_references()}
         kept.append(replace(policy, templates={n: usable[n] for n in sorted(names)}) if names else policy)
     loaded.policies = kept
+
+
+def _resolve_freezes(loaded: PolicySet) -> None:
+    """Report a Freeze name used twice (both still hold what they cover: dropping either could let
+    an advance through), and give each policy the freezes whose selector picks it."""
+    first: dict[str, LoadedFreeze] = {}
+    for entry in loaded.freezes:
+        name = entry.freeze.name
+        if not entry.freeze.valid:
+            continue
+        if name in first:
+            line, column = entry.positions.get(("metadata", "name"), (entry.line, 1))
+            loaded.issues.append(
+                Issue(
+                    entry.file,
+                    line,
+                    column,
+                    "metadata.name",
+                    f"Freeze {name!r} is also defined at {first[name].where}; each Freeze name must be "
+                    "unique (both still hold what they cover)",
+                )
+            )
+        else:
+            first[name] = entry
+    if not loaded.freezes:
+        return
+    every = [entry.freeze for entry in loaded.freezes]
+    loaded.policies = [
+        replace(policy, freezes=chosen) if (chosen := selecting(policy.policy, every)) else policy
+        for policy in loaded.policies
+    ]

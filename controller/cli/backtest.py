@@ -340,7 +340,9 @@ def _replayed(
                 f"{policy.name}: Prometheus holds no data for any of its queries between "
                 f"{request.start.isoformat()} and {request.end.isoformat()} (beyond its retention?)"
             )
-        result = replay(policy, readings.times, answers, loaded.templates, history, request.end)
+        result = replay(
+            policy, readings.times, answers, loaded.templates, history, request.end, loaded.freezes
+        )
         entry = as_dict(result, points)
         entry["queries"] = len(answers)
         entry["chunks"] = len(readings.windows)

@@ -13,6 +13,7 @@ from controller.cli.options import Commands, decision_log_option, env, flags_opt
 from controller.core.errors import UsageError
 from controller.core.explain import explain
 from controller.core.flagd import managed_keys, read_state
+from controller.core.freezes import StandingFreeze
 from controller.core.guarding import unguarded_reason
 
 
@@ -32,7 +33,8 @@ def add_parser(commands: Commands) -> None:
         type=Path,
         default=env("FLAGROLL_POLICIES"),
         metavar="DIR",
-        help="the policies (optional: adds the step holds) [env FLAGROLL_POLICIES]",
+        help="the policies (optional: adds the step holds, and the Freeze documents and schedule as "
+        "of now) [env FLAGROLL_POLICIES]",
     )
     kubernetes.add_store_options(p)
     p.set_defaults(handler=cmd_explain)
@@ -52,11 +54,13 @@ def cmd_explain(args: argparse.Namespace) -> int:
         else []
     )
     policy = None
+    freezes: tuple[StandingFreeze, ...] = ()
     unguarded = str(records[-1].get("reason")) if records and records[-1].get("guarded") is False else None
     if args.policies is not None:
         loaded = load_paths([args.policies], document)
-        policy = next((p.policy for p in loaded.policies if p.policy.flag_key == args.flag), None)
+        chosen = next((p for p in loaded.policies if p.policy.flag_key == args.flag), None)
+        policy, freezes = (chosen.policy, chosen.freezes) if chosen is not None else (None, ())
         why = loaded.ownership.unjudged.get(args.flag) if loaded.ownership is not None else None
         unguarded = unguarded_reason(state, why.reason) if why is not None else None
-    print(explain(args.flag, state, records, policy, common.utc_now(), unguarded))
+    print(explain(args.flag, state, records, policy, common.utc_now(), unguarded, freezes))
     return EXIT_OK

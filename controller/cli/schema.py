@@ -1,4 +1,4 @@
-"""``flagroll schema``: the JSON Schema of a policy document, or of a metric template."""
+"""``flagroll schema``: the JSON Schema of a policy document, a metric template or a freeze."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import json
 
 from controller.cli.common import EXIT_OK
 from controller.cli.options import Commands
+from controller.core.freezedoc import json_schema as freeze_schema
 from controller.core.metrictemplate import json_schema as template_schema
 from controller.core.policy import json_schema
 
@@ -15,11 +16,11 @@ def add_parser(commands: Commands) -> None:
     p = commands.add_parser(
         "schema",
         help="print the policy JSON Schema",
-        description="Print the JSON Schema of a policy document (or of a metric template).",
+        description="Print the JSON Schema of a policy document (or of a metric template, or a Freeze).",
     )
     p.add_argument(
         "--kind",
-        choices=("RolloutPolicy", "MetricTemplate"),
+        choices=("RolloutPolicy", "MetricTemplate", "Freeze"),
         default="RolloutPolicy",
         help="which document kind (default: RolloutPolicy)",
     )
@@ -27,6 +28,10 @@ def add_parser(commands: Commands) -> None:
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
-    schema = template_schema() if args.kind == "MetricTemplate" else json_schema()
+    schema: dict[str, object] = dict(json_schema())
+    if args.kind == "MetricTemplate":
+        schema = template_schema()
+    elif args.kind == "Freeze":
+        schema = freeze_schema()
     print(json.dumps(schema, indent=2, ensure_ascii=False))
     return EXIT_OK

@@ -12,14 +12,14 @@ from typing import Any
 
 from controller.adapters.decisionlog import last_by_flag
 from controller.adapters.flagstore import FlagStore
-from controller.adapters.policyfile import load_paths
+from controller.adapters.policyfile import PolicySet, load_paths
 from controller.cli import common, kubernetes
 from controller.cli.common import EXIT_OK, open_store, optional_decision_log
 from controller.cli.options import Commands, decision_log_option, env, flags_option
-from controller.core.changewindows import waiting_from_record
 from controller.core.durations import format_duration
 from controller.core.errors import FlagFileError, UsageError
 from controller.core.flagd import managed_keys, read_state
+from controller.core.freezes import active, covering, waiting_read
 from controller.core.guarding import unguarded_reason
 from controller.core.policy import pct
 from controller.core.serving import describes, is_verification, summary, unverified
@@ -35,8 +35,9 @@ def add_parser(commands: Commands) -> None:
         "judges is UNGUARDED. With --policies that is worked out from the policy files now; without, "
         "from the last decision record. With flagroll run --verify-ofrep, whether the flag server "
         "serves what the flag file says (SERVING NOT VERIFIED when it does not). A due move held by "
-        "the policy's schedule is WAITING, with why and when the next window opens (in the policy's "
-        "time zone and UTC).",
+        "the policy's schedule or a Freeze document is WAITING, with why and until when (in the "
+        "policy's time zone and UTC). Below the table, the Freeze documents in force now (from "
+        "--policies; without it, those the last decisions named); --freezes lists only them.",
     )
     flags_option(p)
     decision_log_option(p)
@@ -48,6 +49,11 @@ def add_parser(commands: Commands) -> None:
         help="the policies: say which flags no policy judges as of now [env FLAGROLL_POLICIES]",
     )
     p.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
+    p.add_argument(
+        "--freezes",
+        action="store_true",
+        help="list the Freeze documents in force now (and the flags each covers) instead of the flags",
+    )
     kubernetes.add_store_options(p)
     p.set_defaults(handler=cmd_status)
 
@@ -56,18 +62,50 @@ def cmd_status(args: argparse.Namespace) -> int:
     store = open_store(args)
     now = common.utc_now()
     rows = status_rows(store, optional_decision_log(args), now, args.policies)
+    freezes = active_freezes(args.policies, rows, now)
     if args.json:
-        print(json.dumps(rows, indent=2, ensure_ascii=False))
+        print(json.dumps(freezes if args.freezes else rows, indent=2, ensure_ascii=False))
         return EXIT_OK
-    if not rows:
-        print(f"no flags managed by flagroll in {store.location}")
-        return EXIT_OK
-    table = [["FLAG", "PERCENT", "STEP", "STATUS", "LAST DECISION", "AGE", "NOTE"]]
-    table.extend(_table_row(row, now) for row in rows)
+    if not args.freezes:
+        if not rows:
+            print(f"no flags managed by flagroll in {store.location}")
+        table = [["FLAG", "PERCENT", "STEP", "STATUS", "LAST DECISION", "AGE", "NOTE"]]
+        table.extend(_table_row(row, now) for row in rows)
+        _print_table(table if rows else [])
+    if freezes or args.freezes or args.policies is not None:
+        _print_freezes(freezes, live=args.policies is not None)
+    return EXIT_OK
+
+
+def _print_table(table: list[list[str]]) -> None:
+    if not table:
+        return
     widths = [max(len(r[i]) for r in table) for i in range(len(table[0]) - 1)]
     for r in table:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[-1])
-    return EXIT_OK
+
+
+def _print_freezes(freezes: list[dict[str, Any]], *, live: bool) -> None:
+    source = "" if live else " (as the last decisions named them; --policies reads the files now)"
+    if not freezes:
+        print(f"Freezes in force: none{source}")
+        return
+    print(f"Freezes in force{source}:")
+    table = [["FREEZE", "UNTIL", "WHERE", "COVERS", "REASON"]]
+    for freeze in freezes:
+        covers = freeze.get("covers") or []
+        table.append(
+            [
+                freeze["name"] if freeze["valid"] else f"{freeze['name']} (INVALID)",
+                freeze["to"] or "removed",
+                freeze["where"] or "?",
+                "every rollout" if live and freeze.get("selector") is None else ", ".join(covers) or "none",
+                freeze["reason"] or "—",
+            ]
+        )
+    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]) - 1)]
+    for r in table:
+        print("  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[-1])
 
 
 def _table_row(row: dict[str, Any], now: datetime) -> list[str]:
@@ -86,6 +124,8 @@ def _table_row(row: dict[str, Any], now: datetime) -> list[str]:
     last_reason = str(row["last_reason"] or "")
     if row.get("waiting") is not None:
         notes.append(f"WAITING: {row['waiting']['text']}")
+    elif row.get("freezes"):
+        notes.append("FROZEN: " + ", ".join(f["name"] for f in row["freezes"]))
     elif row["last_action"] == "hold" and last_reason and not last_reason.startswith(("all ", "complete")):
         notes.append(f"held: {last_reason[:120]}{'…' if len(last_reason) > 120 else ''}")
     if row.get("serving") is not None and row["serving"]["outcome"] != "unverified":
@@ -118,7 +158,9 @@ def status_rows(
     keys = list(managed_keys(snapshot.document))
     last = last_by_flag(decision_log, keys, where=_decision) if decision_log is not None else {}
     verified = last_by_flag(decision_log, keys, where=is_verification) if decision_log is not None else {}
-    unjudged = _unjudged(policies, snapshot.document) if policies is not None else None
+    loaded = _loaded(policies, snapshot.document) if policies is not None else None
+    unjudged = _unjudged(loaded) if loaded is not None else None
+    frozen = _frozen(loaded, now) if loaded is not None else None
     rows = []
     for key in keys:
         problem = None
@@ -135,6 +177,7 @@ def status_rows(
             continue
         row = _status_row(key, state, record, problem, now)
         row["waiting"] = _waiting(record, state, now)
+        row["freezes"] = frozen.get(key, []) if frozen is not None else _recorded_freezes(row["waiting"])
         row.update(_guard(state, unjudged.get(key) if unjudged is not None else None, unjudged is not None))
         row["serving"] = _serving(verified.get(key), state)
         rows.append(row)
@@ -144,7 +187,7 @@ def status_rows(
 def _waiting(record: dict[str, Any], state: RolloutState, now: datetime) -> dict[str, Any] | None:
     """What the last decision said the rollout waits for (a change window or the end of a freeze),
     if it still describes the rollout (active, at the percentage it held), told as of ``now``."""
-    waits = waiting_from_record(record.get("waiting"))
+    waits = waiting_read(record.get("waiting"))
     if waits is None or state.status not in ACTIVE or record.get("to_percent") != state.percent:
         return None
     return waits.as_record(now)
@@ -168,12 +211,52 @@ def _serving(record: dict[str, Any] | None, state: RolloutState) -> dict[str, An
     }
 
 
-def _unjudged(policies: Path, document: Mapping[str, Any]) -> dict[str, str]:
-    """The managed flags no valid policy judges now, and why."""
+def _loaded(policies: Path, document: Mapping[str, Any] | None) -> PolicySet:
     if not policies.exists():
         raise UsageError(f"--policies {policies}: no such file or directory")
-    ownership = load_paths([policies], document).ownership
+    return load_paths([policies], document)
+
+
+def _unjudged(loaded: PolicySet) -> dict[str, str]:
+    """The managed flags no valid policy judges now, and why."""
+    ownership = loaded.ownership
     return {key: u.reason for key, u in ownership.unjudged.items()} if ownership is not None else {}
+
+
+def _frozen(loaded: PolicySet, now: datetime) -> dict[str, list[dict[str, Any]]]:
+    """The Freeze documents in force now over each flag a valid policy judges."""
+    found = {}
+    for entry in loaded.policies:
+        held = covering(entry.policy, entry.freezes, now)
+        if held:
+            found[entry.policy.flag_key] = [f.as_record() for f in held]
+    return found
+
+
+def _recorded_freezes(waiting: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """Without the policy files: the Freeze documents the last decision said the rollout waits for."""
+    documents = (waiting or {}).get("documents")
+    return [d for d in documents if isinstance(d, dict)] if isinstance(documents, list) else []
+
+
+def active_freezes(policies: Path | None, rows: list[dict[str, Any]], now: datetime) -> list[dict[str, Any]]:
+    """The Freeze documents in force at ``now``, each with the managed flags it covers: from the
+    policy files, or without them from what the rows' last decisions named."""
+    if policies is None:
+        named: dict[tuple[str, str], dict[str, Any]] = {}
+        for row in rows:
+            for freeze in row.get("freezes") or []:
+                entry = named.setdefault(
+                    (str(freeze.get("name")), str(freeze.get("where"))), {**freeze, "covers": []}
+                )
+                entry["covers"].append(row["flag"])
+        return list(named.values())
+    loaded = _loaded(policies, None)
+    found = []
+    for freeze in active((entry.freeze for entry in loaded.freezes), now):
+        covers = [p.policy.flag_key for p in loaded.policies if freeze.selects(p.policy)]
+        found.append(freeze.as_record() | {"covers": sorted(covers)})
+    return found
 
 
 def _guard(state: RolloutState, reason: str | None, live: bool) -> dict[str, Any]:
@@ -210,6 +293,7 @@ def _unreadable_row(key: str, record: dict[str, Any], problem: str, now: datetim
         "unguarded_reason": None,
         "serving": None,
         "waiting": None,
+        "freezes": [],
     }
 
 

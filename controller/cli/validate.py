@@ -16,6 +16,7 @@ from controller.cli.common import EXIT_FAIL, EXIT_OK
 from controller.cli.options import Commands
 from controller.core.errors import Issue
 from controller.core.flagd import read_state
+from controller.core.freezes import StandingFreeze
 from controller.core.policy import pct
 
 
@@ -78,6 +79,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def _print_summary(result: PolicySet) -> None:
     for template in result.templates:
         print(f"{template.where}: ok: template {template.template.name}")
+    for entry in result.freezes:
+        print(f"{entry.where}: {_freeze_line(entry.freeze)}")
     for loaded in result.policies:
         print(
             f"{loaded.where}: ok: {loaded.policy.name} (flag {loaded.policy.flag_key}, "
@@ -85,13 +88,33 @@ def _print_summary(result: PolicySet) -> None:
         )
     errors, warnings = len(result.errors), len(result.warnings)
     templates = len(result.templates)
+    freezes = len(result.freezes)
     print(
         f"{len(result.policies)} valid "
         f"{'policy' if len(result.policies) == 1 else 'policies'}, "
         + (f"{templates} template{'s' * (templates != 1)}, " if templates else "")
+        + (f"{freezes} freeze{'s' * (freezes != 1)}, " if freezes else "")
         + f"{errors} "
         f"error{'s' * (errors != 1)}, {warnings} warning{'s' * (warnings != 1)}"
     )
+
+
+def _freeze_line(freeze: StandingFreeze) -> str:
+    """``ok: freeze NAME …`` with what it covers and when, or why an invalid one holds everything."""
+    if not freeze.valid:
+        return (
+            f"INVALID freeze {freeze.name}: until it validates (or is removed) it holds every due "
+            "advance of every rollout (fail-safe)"
+        )
+    labels = freeze.labels
+    covers = (
+        "every rollout"
+        if labels is None
+        else "rollouts labelled " + ", ".join(f"{k}={v}" for k, v in sorted(labels.items()))
+    )
+    begins = f"{freeze.begins:%Y-%m-%d %H:%M} UTC" if freeze.begins is not None else "always"
+    ends = f"to {freeze.ends:%Y-%m-%d %H:%M} UTC" if freeze.ends is not None else "until removed"
+    return f"ok: freeze {freeze.name} ({covers}; from {begins} {ends})"
 
 
 def ownership_lines(result: PolicySet, document: Mapping[str, Any]) -> list[str]:
@@ -132,6 +155,7 @@ def validation_report(result: PolicySet, *, valid: bool) -> dict[str, Any]:
             {"file": t.where, "name": t.template.name, "query": t.template.spec.query}
             for t in result.templates
         ],
+        "freezes": [entry.freeze.as_record() for entry in result.freezes],
         "issues": [
             {
                 "file": issue.file,

@@ -29,6 +29,7 @@ from controller.core.decision import (
 )
 from controller.core.durations import parse_duration
 from controller.core.errors import UsageError
+from controller.core.freezes import StandingFreeze
 from controller.core.metrictemplate import MetricTemplate
 from controller.core.policy import Policy, pct
 from controller.core.queries import PlannedQuery, plan
@@ -172,13 +173,15 @@ def replay(
     templates: Mapping[str, MetricTemplate],
     recorded: Recorded | None = None,
     window_end: datetime | None = None,
+    freezes: Sequence[StandingFreeze] = (),
 ) -> Replay:
     """Replay ``policy`` at ``times``: its simulated rollout starts at the first time, and its own
     decisions move it; with ``recorded`` (a decision log), the recorded exposure is judged instead
     (:mod:`controller.core.backtestlog`). The guardrail checks are also judged at every time (after
     a rollback too), so that the report says how each check behaved over the whole window.
     ``window_end`` (``--to``) may be up to an interval after the last time: the recorded moves are
-    those up to it.
+    those up to it. ``freezes``: the Freeze documents of the policy directory, applied at each time as
+    their dates say (Git's history of them is not known: those in the directory now are replayed).
     Statistical checks count since the exposure began (:mod:`controller.core.backtestcounts`)."""
     result = Replay(policy.name, policy.flag_key, policy.spec.interval_seconds, times[0], times[-1])
     if recorded is not None:
@@ -210,7 +213,7 @@ def replay(
         # the same: not judged twice
         windows = {q.window_seconds for q in queries if counted_key(q.key)}
         reuse = judged if queries and windows <= {window} else None
-        decision = decide(policy, stored, queries, readings, at, reuse)
+        decision = decide(policy, stored, queries, readings, at, reuse, freezes)
         move = Move(at, decision.action, decision.from_percent, decision.to_percent, decision.reason)
         if recorded is not None:
             if decision.action is Action.ROLLBACK and result.would_rollback is None:

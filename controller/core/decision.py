@@ -13,8 +13,9 @@ The rules, in the order they apply to an active rollout (``progressing``, ``paus
    promotes; ``onFail`` rolls back or holds.
 5. A due move that raises exposure (the start, an advance, a promotion) waits while ``spec.schedule``
    is closed (outside every change window, or inside a freeze): a hold that says why and when it
-   opens (:mod:`controller.core.changewindows`). Rollbacks never wait; a completion changes no
-   exposure and does not wait either.
+   opens (:mod:`controller.core.changewindows`), and while a ``kind: Freeze`` document covers the
+   rollout (:mod:`controller.core.freezes`). Rollbacks never wait; a completion changes no exposure
+   and does not wait either.
 
 A new policy revision first rebases the state (see :func:`rebase`); human commands (stop, pause,
 resume) have their own functions. Nothing here reads a clock or a file.
@@ -28,11 +29,12 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from controller.core.changewindows import Waiting, waiting
+from controller.core.changewindows import Waiting
 from controller.core.checkrecord import Check, acting, sample_ratio_mismatch, worst
 from controller.core.checks import checkpoint_checks, guardrail_checks
 from controller.core.durations import format_duration
 from controller.core.errors import UsageError
+from controller.core.freezes import StandingFreeze, gate
 from controller.core.metrictemplate import MetricTemplate
 from controller.core.policy import Policy, pct
 from controller.core.queries import PlannedQuery, Source, plan
@@ -310,6 +312,7 @@ class _Context:
     shadow: tuple[
         Check, ...
     ] = ()  # checks of dryRun guardrails: recorded with every decision, never acted on
+    freezes: tuple[StandingFreeze, ...] = ()  # Freeze documents that may cover the rollout
 
     def make(
         self,
@@ -332,9 +335,10 @@ class _Context:
         checkpoint: Outcome | None = None,
     ) -> Decision:
         """A due move (``action``, the state held, the state moved to) that raises exposure: taken
-        while the policy's schedule is open, else a hold that says why it waits and until when."""
+        while the policy's schedule is open and no Freeze covers it, else a hold that says why it
+        waits and until when."""
         action, held, moved = move
-        waits = waiting(policy.spec.schedule, now)
+        waits = gate(policy, self.freezes, now)
         if waits is None:
             return self.make(action, moved, why, checks, checkpoint)
         decision = self.make(Action.HOLD, held, f"{waits.describe(now)}; due: {why}", checks, checkpoint)
@@ -348,13 +352,15 @@ def decide(
     readings: Readings,
     now: datetime,
     judged: Sequence[Check] | None = None,
+    freezes: Sequence[StandingFreeze] = (),
 ) -> Decision:
     """The next move for one rollout. ``queries`` are those :func:`queries_for` planned. ``judged``
     is the guardrail checks of these readings when the caller has judged them already (the
-    backtest judges every evaluation for its report): the same as judging them here."""
+    backtest judges every evaluation for its report): the same as judging them here. ``freezes``:
+    the Freeze documents that may cover it (those not in force at ``now`` hold nothing)."""
     rebased = rebase(policy, stored, now)
     state = rebased.state
-    ctx = _Context(stored, rebased.notes)
+    ctx = _Context(stored, rebased.notes, freezes=tuple(freezes))
     if state.status not in ACTIVE:
         return ctx.make(Action.HOLD, state, f"{state.status.value}: nothing to do")
 

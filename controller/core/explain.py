@@ -12,9 +12,10 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from controller.core.changewindows import Waiting, waiting, waiting_from_record
+from controller.core.changewindows import Waiting
 from controller.core.checkrecord import describe, fmt
 from controller.core.durations import format_duration
+from controller.core.freezes import StandingFreeze, gate, waiting_read
 from controller.core.policy import Policy, pct
 from controller.core.serving import describes, is_verification, summary
 from controller.core.state import RolloutState, Status
@@ -46,8 +47,10 @@ def explain(
     policy: Policy | None,
     now: datetime,
     unguarded: str | None = None,
+    freezes: Sequence[StandingFreeze] = (),
 ) -> str:
-    """``unguarded``: why no policy judges the exposed flag, when none does."""
+    """``unguarded``: why no policy judges the exposed flag, when none does. ``freezes``: the Freeze
+    documents that may cover the policy's rollout (with ``policy``)."""
     checked = [r for r in records if is_verification(r) and describes(r, state)]
     records = [r for r in records if not is_verification(r)]
     last = records[-1] if records else None
@@ -101,7 +104,7 @@ def explain(
 
     lines.append("")
     lines.append("To advance")
-    waits = _waiting(state, last, policy, now)
+    waits = _waiting(state, last, policy, now, freezes)
     lines += [f"  - {item}" for item in _what_must_change(flag, state, checks, policy, now, waits)]
 
     queries = _queries(checks)
@@ -124,15 +127,20 @@ def _unwatched(flag: str, state: RolloutState) -> str:
 
 
 def _waiting(
-    state: RolloutState, last: Mapping[str, Any], policy: Policy | None, now: datetime
+    state: RolloutState,
+    last: Mapping[str, Any],
+    policy: Policy | None,
+    now: datetime,
+    freezes: Sequence[StandingFreeze] = (),
 ) -> Waiting | None:
-    """What keeps a progressing rollout's next move waiting: the policy's schedule now, or without the
-    policy what the last decision said (while it still describes the rollout)."""
+    """What keeps a progressing rollout's next move waiting: the Freeze documents covering it and the
+    policy's schedule now, or without the policy what the last decision said (while it still
+    describes the rollout)."""
     if state.status is not Status.PROGRESSING:
         return None
     if policy is not None:
-        return waiting(policy.spec.schedule, now)
-    recorded = waiting_from_record(last.get("waiting"))
+        return gate(policy, freezes, now)
+    recorded = waiting_read(last.get("waiting"))
     return recorded if recorded is not None and last.get("to_percent") == state.percent else None
 
 

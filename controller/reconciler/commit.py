@@ -243,7 +243,7 @@ class _Draft:
         if fresh != plan.stored:
             log.info("flag_changed_during_cycle", flag=key, note="deciding next cycle")
             return
-        decision = decide(plan.loaded.policy, fresh, plan.queries, readings, now)
+        decision = decide(plan.loaded.policy, fresh, plan.queries, readings, now, freezes=plan.loaded.freezes)
         if decision.after.status not in ACTIVE and not decision.writes:
             return  # an inactive rollout with nothing new: no record
         if decision.writes:
