@@ -9,7 +9,7 @@ of every check, ready to paste into Prometheus. Pure: text in, text out; ``now``
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from controller.core.changewindows import Waiting, waiting, waiting_from_record
@@ -126,14 +126,29 @@ def _unwatched(flag: str, state: RolloutState) -> str:
 def _waiting(
     state: RolloutState, last: Mapping[str, Any], policy: Policy | None, now: datetime
 ) -> Waiting | None:
-    """What keeps a progressing rollout's next move waiting: the policy's schedule now, or without the
-    policy what the last decision said (while it still describes the rollout)."""
+    """What keeps a progressing rollout's next move waiting: the policy's schedule when that move
+    falls due (now, or when the step's hold ends), if the move raises exposure (a start, an
+    advance, a promotion: a completion never waits); without the policy, what the last decision
+    said (while it still describes the rollout)."""
     if state.status is not Status.PROGRESSING:
         return None
     if policy is not None:
-        return waiting(policy.spec.schedule, now)
+        steps = policy.spec.steps
+        checkpoint = policy.spec.checkpoint
+        promotes = checkpoint is not None and checkpoint.on_pass == "promote"
+        if state.step >= len(steps) - 1 and not promotes:
+            return None
+        return waiting(policy.spec.schedule, max(now, _hold_ends(policy, state) or now))
     recorded = waiting_from_record(last.get("waiting"))
     return recorded if recorded is not None and last.get("to_percent") == state.percent else None
+
+
+def _hold_ends(policy: Policy, state: RolloutState) -> datetime | None:
+    """When the hold of the step being served ends (None before the first step)."""
+    steps = policy.spec.steps
+    if state.step_started_at is None or not 0 <= state.step < len(steps):
+        return None
+    return state.step_started_at + timedelta(seconds=steps[state.step].hold_seconds)
 
 
 def _what_must_change(
@@ -183,7 +198,9 @@ def _what_must_change(
                     f"{format_duration(round(left))} left"
                 )
     if waits is not None:
-        needs.append(f"{waits.until(now)}; {waits.why}")
+        ends = _hold_ends(policy, state) if policy is not None else None
+        later = " when the hold ends" if ends is not None and ends > now else ""
+        needs.append(f"{waits.until(now)}; {waits.why}{later}")
     if state.step + 1 >= state.steps and state.steps:
         needs.append("this is the last step: next comes the checkpoint and completion, not another step")
     return needs or ["nothing: every check passed and the hold is over; it advances at the next cycle"]
