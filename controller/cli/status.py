@@ -134,7 +134,8 @@ def status_rows(
             rows.append(_unreadable_row(key, record, problem or "no state", now))
             continue
         row = _status_row(key, state, record, problem, now)
-        row["waiting"] = _waiting(record, state, now)
+        judged = unjudged is None or key not in unjudged  # without --policies, the record's word
+        row["waiting"] = _waiting(record, state, now) if judged else None
         row.update(_guard(state, unjudged.get(key) if unjudged is not None else None, unjudged is not None))
         row["serving"] = _serving(verified.get(key), state)
         rows.append(row)
