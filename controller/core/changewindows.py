@@ -37,6 +37,9 @@ REASONS = (WINDOW, FREEZE)
 # any window whose wall time exists (one inside a skipped hour may miss a week).
 _HORIZON_DAYS = 15
 _DAY_MINUTES = 24 * 60
+# The search ends this far before the last date Python knows, so that no instant it looks at (a
+# day's midnight anywhere, a change of the clocks up to a day later) overflows it.
+_LAST_SEARCHED = date.max - timedelta(days=_HORIZON_DAYS + 3)
 _SHORT_FORM_WITHIN = timedelta(days=6)  # closer than this, a weekday names the day unambiguously
 
 
@@ -149,10 +152,13 @@ def next_opening(schedule: Schedule | None, now: datetime) -> datetime | None:
         return now
     tz = zone(schedule)
     day = now.astimezone(tz).date()
-    last = max([day, *(f.last_day for f in schedule.freeze or ())]) + timedelta(days=_HORIZON_DAYS)
+    last = min(max([day, *(f.last_day for f in schedule.freeze or ())]), _LAST_SEARCHED)
+    last += timedelta(days=_HORIZON_DAYS)
     while day <= last:
         freeze = _freeze_on(schedule, day)
         if freeze is not None:
+            if freeze.last_day >= last:
+                break  # frozen "until further notice" (to: 9999-12-31): no opening in sight
             day = freeze.last_day + timedelta(days=1)  # its next midnight is that day's candidate
             continue
         for moment in sorted(m for m in _candidates(schedule, tz, day) if m >= now):

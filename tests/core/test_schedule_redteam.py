@@ -7,7 +7,8 @@ texts and validation those promises rest on.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
@@ -312,3 +313,25 @@ def test_a_freeze_without_a_time_zone_is_warned_to_be_utc_dates() -> None:
         for f in semantic_issues(policy(UTC_FREEZE + "    timezone: UTC\n"))
         if f[0][:2] == ("spec", "schedule")
     ]
+
+
+# --- freezes at the end of the calendar ---------------------------------------------------------------
+
+
+def test_a_freeze_to_the_end_of_the_calendar_holds_without_crashing() -> None:
+    """``to: 9999-12-31`` is how a freeze "until further notice" gets written: the search for the
+    next opening ran past the last date Python knows and raised, so every due move crashed."""
+    for zone in ("", "    timezone: America/New_York\n", "    timezone: Pacific/Kiritimati\n"):
+        for last in ("9999-12-31", "9999-12-20"):
+            p = policy(f"  schedule:\n{zone}    freeze:\n      - {{from: 2026-01-01, to: {last}}}\n")
+            decision = _run(p, None, T0)
+            assert decision.action is Action.HOLD
+            waits = decision.waiting
+            assert waits is not None
+            if last == "9999-12-31":  # no day after it to open on
+                assert waits.opens_at is None
+                assert decision.reason.startswith(f"frozen 2026-01-01 to {last}: no opening")
+            else:
+                assert waits.opens_at is not None
+                assert waits.opens_at.astimezone(ZoneInfo(waits.timezone)).date() == date(9999, 12, 21)
+            assert waits.as_record(T0)["timezone"] == waits.timezone
