@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from controller.adapters.policyfile import load_text
+from controller.core.backtest import evaluation_times, replay
 from controller.core.changewindows import is_open, waiting, zone_problem, zone_warning
 from controller.core.decision import Decision, decide, pause, queries_for, rebase, resume, stop
 from controller.core.policy import Policy, Schedule
@@ -335,3 +336,28 @@ def test_a_freeze_to_the_end_of_the_calendar_holds_without_crashing() -> None:
                 assert waits.opens_at is not None
                 assert waits.opens_at.astimezone(ZoneInfo(waits.timezone)).date() == date(9999, 12, 21)
             assert waits.as_record(T0)["timezone"] == waits.timezone
+
+
+# --- the backtest ------------------------------------------------------------------------------------
+
+
+def test_the_backtest_moves_only_inside_windows_as_the_controller_would() -> None:
+    """A week from Friday noon: the start waits for Monday 09:00 in Berlin, the advance after the
+    1h hold comes at 10:00, and the completion a day later (it does not wait)."""
+    from tests.core.test_backtest import POLICY as BACKTESTED
+    from tests.core.test_backtest import _answers, constant, load
+
+    text = BACKTESTED.replace("{percent: 5, hold: 10m}", "{percent: 5, hold: 1h}")
+    text = text.replace("{percent: 20, hold: 10m}", "{percent: 20, hold: 1d}")
+    p = load(text + OFFICE)
+    friday = datetime(2026, 11, 27, 12, tzinfo=UTC)
+    times = evaluation_times(friday, friday + timedelta(days=7), p.spec.interval_seconds)
+    result = replay(p, times, _answers(p, times, constant(times, 0.01)), {})
+    monday = datetime(2026, 11, 30, 8, tzinfo=UTC)
+    assert [(m.action, m.at) for m in result.moves] == [
+        (Action.ADVANCE, monday),
+        (Action.ADVANCE, monday + timedelta(hours=1)),
+        (Action.COMPLETE, monday + timedelta(days=1, hours=1)),
+    ]
+    assert result.exposure[0] == (friday, 0.0)
+    assert result.holds == len(times) - 3  # a completed rollout still holds, guardrails armed
