@@ -47,7 +47,7 @@ def explain(
     now: datetime,
     unguarded: str | None = None,
 ) -> str:
-    """``unguarded``: why no policy judges the exposed flag, when none does."""
+    """``unguarded``: why no policy judges the flag, when none does (then nothing waits for a window)."""
     checked = [r for r in records if is_verification(r) and describes(r, state)]
     records = [r for r in records if not is_verification(r)]
     last = records[-1] if records else None
@@ -101,7 +101,7 @@ def explain(
 
     lines.append("")
     lines.append("To advance")
-    waits = _waiting(state, last, policy, now)
+    waits = _waiting(state, last, policy, now) if unguarded is None else None  # none judges it
     lines += [f"  - {item}" for item in _what_must_change(flag, state, checks, policy, now, waits)]
 
     queries = _queries(checks)

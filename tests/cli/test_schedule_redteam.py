@@ -105,3 +105,15 @@ def test_explain_does_not_make_a_completion_wait_for_a_window(
     assert "wait for the window" not in must
     env.cycle()
     assert env.actions()[-1] == "complete"
+
+
+def test_explain_says_no_wait_for_a_rollout_no_policy_judges(
+    env: Environment, capsys: pytest.CaptureFixture[str]
+) -> None:
+    env.clock.now = SATURDAY
+    env.cycle()  # waits to start
+    env.add_policy("other", "other")
+    (env.policies / "cache.yaml").unlink()
+    env.clock.now += timedelta(minutes=1)
+    env.cycle()
+    assert "wait for the window" not in _to_advance(env, capsys)
