@@ -48,7 +48,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 
 from controller.core.changewindows import REASONS as WAITING_REASONS
 from controller.core.serving import Check, Outcome, is_verification
-from controller.core.state import ACTIVE, RolloutState
+from controller.core.state import RolloutState, Status
 
 STATUSES = ("progressing", "paused", "stopped", "rolled_back", "completed", "promoted")
 CYCLE_BUCKETS_SECONDS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -294,7 +294,7 @@ class Telemetry:
                 # An active rollout a policy judges keeps its record's word (its policy may simply
                 # not have been due this cycle); one no policy judges waits for nothing.
                 waits = self.waiting.labels(flag, reason)
-                if state.status not in ACTIVE or flag in unjudged:
+                if state.status is not Status.PROGRESSING or flag in unjudged:
                     waits.set(0.0)
 
     def _count(self, flag: str, record: Mapping[str, Any]) -> None:

@@ -23,7 +23,7 @@ from controller.core.flagd import managed_keys, read_state
 from controller.core.guarding import unguarded_reason
 from controller.core.policy import pct
 from controller.core.serving import describes, is_verification, summary, unverified
-from controller.core.state import ACTIVE, NOT_STARTED, RolloutState
+from controller.core.state import NOT_STARTED, RolloutState, Status
 
 
 def add_parser(commands: Commands) -> None:
@@ -144,9 +144,10 @@ def status_rows(
 
 def _waiting(record: dict[str, Any], state: RolloutState, now: datetime) -> dict[str, Any] | None:
     """What the last decision said the rollout waits for (a change window or the end of a freeze),
-    if it still describes the rollout (active, at the percentage it held), told as of ``now``."""
+    if it still describes the rollout (progressing, at the percentage it held: a pause recorded
+    elsewhere waits for a human, not a window), told as of ``now``."""
     waits = waiting_from_record(record.get("waiting"))
-    if waits is None or state.status not in ACTIVE or record.get("to_percent") != state.percent:
+    if waits is None or state.status is not Status.PROGRESSING or record.get("to_percent") != state.percent:
         return None
     return waits.as_record(now)
 

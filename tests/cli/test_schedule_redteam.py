@@ -117,3 +117,31 @@ def test_explain_says_no_wait_for_a_rollout_no_policy_judges(
     env.clock.now += timedelta(minutes=1)
     env.cycle()
     assert "wait for the window" not in _to_advance(env, capsys)
+
+
+def test_status_says_no_wait_for_a_rollout_paused_since_its_last_recorded_wait(
+    env: Environment, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """The pause went to another decision log (with a Kubernetes store and no --decision-log, a
+    human command's record goes to stdout only): the controller's last record is still the wait,
+    but a paused rollout waits for a human, not for a window."""
+    env.clock.now = SATURDAY
+    env.cycle()
+    elsewhere = tmp_path / "human.jsonl"
+    _run(
+        capsys,
+        "pause",
+        "cache",
+        "--flags",
+        str(env.flags),
+        "--decision-log",
+        str(elsewhere),
+        "--reason",
+        "look",
+    )
+    shown = _run(capsys, "status", "--json", "--flags", str(env.flags), "--decision-log", str(env.log))
+    (row,) = json.loads(shown)
+    assert row["status"] == "paused"
+    assert row["waiting"] is None
+    table = _run(capsys, "status", "--flags", str(env.flags), "--decision-log", str(env.log))
+    assert "WAITING" not in table

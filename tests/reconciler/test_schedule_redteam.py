@@ -8,6 +8,7 @@ restart, the window opening, and the policy going away.
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -16,6 +17,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from controller.adapters.flagstore import FileFlagStore
 from controller.adapters.telemetry import Telemetry
 from controller.cli.status import status_rows
+from controller.core.decision import pause
+from controller.core.flagd import read_state, write_flag
 from tests.support.environment import POLICY, Environment
 
 SCHEDULE = """\
@@ -97,3 +100,33 @@ def test_a_rollout_whose_policy_comes_back_waits_again(tmp_path: Path) -> None:
     env.clock.now += timedelta(minutes=1)
     _cycle(env, telemetry)
     assert _waiting(telemetry)[("search", "window")] == 1
+
+
+def test_a_pause_between_two_cycles_of_its_policy_ends_the_wait_at_once(tmp_path: Path) -> None:
+    """A human pauses the waiting rollout; the next cycle is for another policy only (``search``
+    is not due): the gauge must not keep saying it waits for a window."""
+    env = _environment(tmp_path)
+    telemetry = _telemetry(env)
+    _cycle(env, telemetry)
+    document = json.loads(env.flags.read_text())
+    state = read_state(document, "search")
+    assert state is not None
+    paused = pause(state, "look", env.clock.now).after
+    env.flags.write_text(json.dumps(write_flag(document, "search", paused, keep_segment=True)))
+    asyncio.run(_only(env, telemetry, {"cache"}))
+    assert _waiting(telemetry)[("search", "window")] == 0
+
+
+async def _only(env: Environment, telemetry: Telemetry, names: set[str]) -> None:
+    """One cycle of the loop for the policies ``names`` (the others not due), told to the gauges."""
+    reconciler = env.reconciler(observer=telemetry)
+    result = await reconciler.cycle(names)
+    telemetry.cycle_done(
+        ok=result.ok,
+        policy_errors=0,
+        prometheus_answered=True,
+        duration_seconds=0.1,
+        states=result.states,
+        unguarded=result.unguarded,
+        unjudged=result.unjudged,
+    )
