@@ -145,3 +145,20 @@ def test_status_says_no_wait_for_a_rollout_paused_since_its_last_recorded_wait(
     assert row["waiting"] is None
     table = _run(capsys, "status", "--flags", str(env.flags), "--decision-log", str(env.log))
     assert "WAITING" not in table
+
+
+def test_diff_of_a_schedule_edit_says_the_next_evaluation_follows_it(
+    env: Environment, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """Editing the schedule of a waiting rollout is not a new revision, but it is not a change of
+    "comments or layout only" either: the due move follows the new schedule at once."""
+    env.clock.now = SATURDAY
+    env.cycle()  # waits for Monday's window
+    old = tmp_path / "old.yaml"
+    old.write_text((env.policies / "cache.yaml").read_text())
+    env.add_policy("cache", "cache", LONG_HOLD)  # the schedule removed
+    out = _run(capsys, "diff", str(old), str(env.policies / "cache.yaml"), "--flags", str(env.flags))
+    assert "administrative fields only" in out
+    assert "- spec.schedule.timezone: 'Europe/Berlin'" in out
+    assert "comments or layout only" not in out
+    assert "spec.schedule changed: a due start, advance or promotion follows the new one from the next" in out
