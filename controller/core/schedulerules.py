@@ -4,7 +4,8 @@
 from __future__ import annotations
 
 from controller.core.changewindows import zone_problem, zone_warning
-from controller.core.policy import Path, Policy
+from controller.core.durations import format_duration
+from controller.core.policy import ChangeWindow, Path, Policy
 from controller.core.querytext import Findings, error, warning
 
 
@@ -36,6 +37,7 @@ def schedule_is_sound(policy: Policy) -> Findings:
             "without a timezone the freeze dates are UTC dates (in Berlin a frozen day runs from 01:00 "
             "to 01:00 the next day): set spec.schedule.timezone, UTC included, to say which",
         )
+    interval = policy.spec.interval_seconds
     for i, window in enumerate(schedule.windows or ()):
         if window.opens == "24:00":
             yield error((*at, "windows", i, "from"), "24:00 ends a day: a window starts at 00:00 to 23:59")
@@ -45,6 +47,13 @@ def schedule_is_sound(policy: Policy) -> Findings:
                 f"'to' is the same time as 'from' ({window.opens}): a window needs a length; "
                 "a whole day is from: '00:00', to: '24:00'",
             )
+        elif (length := _length_seconds(window)) < interval:
+            yield warning(
+                (*at, "windows", i, "to"),
+                f"the window lasts {format_duration(length)}, less than spec.interval "
+                f"({format_duration(interval)}): evaluations come one interval apart, so many days none "
+                "falls inside it and a due move waits on; make it longer than the interval",
+            )
     for i, freeze in enumerate(schedule.freeze or ()):
         if freeze.first_day > freeze.last_day:
             yield error(
@@ -52,3 +61,9 @@ def schedule_is_sound(policy: Policy) -> Findings:
                 f"the freeze ends ({freeze.last_day.isoformat()}) before it starts "
                 f"({freeze.first_day.isoformat()})",
             )
+
+
+def _length_seconds(window: ChangeWindow) -> int:
+    """How long a window lasts (one across midnight runs into the next day)."""
+    opens, closes = (int(t[:2]) * 60 + int(t[3:]) for t in (window.opens, window.closes))
+    return ((closes - opens) % (24 * 60) or 24 * 60) * 60

@@ -361,3 +361,16 @@ def test_the_backtest_moves_only_inside_windows_as_the_controller_would() -> Non
     ]
     assert result.exposure[0] == (friday, 0.0)
     assert result.holds == len(times) - 3  # a completed rollout still holds, guardrails armed
+
+
+def test_a_window_shorter_than_the_interval_is_warned_it_may_see_no_evaluation() -> None:
+    """Evaluations come one interval apart from whenever the controller started: a 30-minute window
+    with a 1h interval is passed over on most days, and the rollout waits on and on."""
+    short = "  schedule:\n    timezone: Europe/Berlin\n    windows:\n      - {days: [mon], from: '09:00', to: '09:30'}\n"
+    p = policy(short)
+    hourly = p.model_copy(update={"spec": p.spec.model_copy(update={"interval_seconds": 3600.0})})
+    found = [f for f in semantic_issues(hourly) if f[0][:2] == ("spec", "schedule")]
+    assert [(f[0], f[2]) for f in found] == [(("spec", "schedule", "windows", 0, "to"), "warning")]
+    assert "30m" in found[0][1]
+    assert "1h" in found[0][1]
+    assert not [f for f in semantic_issues(p) if f[0][:2] == ("spec", "schedule")]  # 30s: fine
