@@ -144,11 +144,13 @@ def _waiting(
 
 
 def _hold_ends(policy: Policy, state: RolloutState) -> datetime | None:
-    """When the hold of the step being served ends (None before the first step)."""
+    """When the hold of the step being served ends (exposure below the first step, left by a policy
+    edit, holds as long as the first step, as decide has it); None before the ramp has a clock."""
     steps = policy.spec.steps
-    if state.step_started_at is None or not 0 <= state.step < len(steps):
-        return None
-    return state.step_started_at + timedelta(seconds=steps[state.step].hold_seconds)
+    index = max(state.step, 0)
+    if state.step_started_at is None or index >= len(steps) or not state.exposed:
+        return None  # not started: the start is due at once
+    return state.step_started_at + timedelta(seconds=steps[index].hold_seconds)
 
 
 def _what_must_change(

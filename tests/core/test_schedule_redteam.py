@@ -18,6 +18,7 @@ from controller.adapters.policyfile import load_text
 from controller.core.backtest import evaluation_times, replay
 from controller.core.changewindows import is_open, waiting, zone_problem, zone_warning
 from controller.core.decision import Decision, decide, pause, queries_for, rebase, resume, stop
+from controller.core.explain import explain
 from controller.core.policy import Policy, Schedule
 from controller.core.policyrules import semantic_issues
 from controller.core.queries import Arm
@@ -374,3 +375,21 @@ def test_a_window_shorter_than_the_interval_is_warned_it_may_see_no_evaluation()
     assert "30m" in found[0][1]
     assert "1h" in found[0][1]
     assert not [f for f in semantic_issues(p) if f[0][:2] == ("spec", "schedule")]  # 30s: fine
+
+
+def test_explain_judges_a_start_due_now_inside_the_window_now() -> None:
+    """Paused before it started, then resumed (its clock set, nobody exposed): the start is due at
+    once, so a window open now is the one that matters, not one after a first step's hold."""
+    p = policy(OFFICE)
+    monday_1558 = datetime(2026, 11, 23, 14, 58, tzinfo=UTC)
+    state = rebase(p, None, T0).state
+    state = resume(pause(state, "look", T0).after, "", monday_1558).after
+    assert state.step_started_at == monday_1558
+    held = [{"flag": "cache", "action": "hold", "time": "2026-11-23T14:58:00Z", "to_percent": 0.0}]
+    text = explain("cache", state, held, p, monday_1558)
+    assert "wait for the window" not in text.split("To advance")[1]
+    # once it started, its 5m hold outlasts the window: the advance waits for Tuesday
+    started = _run(p, state, monday_1558).after
+    text = explain("cache", started, held, p, monday_1558 + timedelta(minutes=1))
+    assert "wait for the window Tue 09:00 Europe/Berlin (08:00 UTC)" in text
+    assert "when the hold ends" in text
