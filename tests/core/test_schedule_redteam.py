@@ -393,3 +393,19 @@ def test_explain_judges_a_start_due_now_inside_the_window_now() -> None:
     text = explain("cache", started, held, p, monday_1558 + timedelta(minutes=1))
     assert "wait for the window Tue 09:00 Europe/Berlin (08:00 UTC)" in text
     assert "when the hold ends" in text
+
+
+# --- YAML without base-60 numbers, beyond the schedule ------------------------------------------------
+
+
+def test_values_written_like_times_are_text_everywhere_in_a_policy() -> None:
+    """What docs/policy-reference.md says of the change: a duration or number so written is refused
+    (it was silently 90 before), a served value or a segment's is the text."""
+    text = POLICY.replace("{extra}", "").replace(
+        "flag: {key: cache}", "flag: {key: cache, variants: {on: 1:30, off: 0:45}}"
+    )
+    loaded = load_text(text, "cache.yaml")
+    assert not loaded.errors
+    assert loaded.policies[0].policy.spec.flag.variants == {"on": "1:30", "off": "0:45"}
+    refused = load_text(POLICY.replace("{extra}", "").replace("hold: 5m", "hold: 1:30"), "cache.yaml")
+    assert [str(e) for e in refused.errors if "invalid duration '1:30'" in str(e)]
