@@ -48,7 +48,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 
 from controller.core.changewindows import REASONS as WAITING_REASONS
 from controller.core.serving import Check, Outcome, is_verification
-from controller.core.state import ACTIVE, RolloutState
+from controller.core.state import RolloutState, Status
 
 STATUSES = ("progressing", "paused", "stopped", "rolled_back", "completed", "promoted")
 CYCLE_BUCKETS_SECONDS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -194,10 +194,12 @@ class Telemetry:
         duration_seconds: float,
         states: Mapping[str, RolloutState] | None = None,
         unguarded: Collection[str] = (),
+        unjudged: Collection[str] = (),
     ) -> None:
         """``states``: every managed flag as the cycle left it, so that the gauges describe all of
         them (inactive ones too, and after a restart), and forget flags that are gone. ``unguarded``:
-        the exposed flags that no policy judged this cycle (whether or not a record said so)."""
+        the exposed flags that no policy judged this cycle (whether or not a record said so);
+        ``unjudged``: every managed flag no policy judged, exposed or not (none waits for a window)."""
         self.cycle_duration.observe(duration_seconds)
         with self._lock:
             recorded, self._recorded = self._recorded, set()
@@ -208,7 +210,7 @@ class Telemetry:
                     self._forget(flag)  # it left the flag file
             if self._leads():
                 if states is not None:
-                    self._states(states, recorded)
+                    self._states(states, recorded, set(unjudged))
                     self._moved_since_unverified(states)
                     for flag in states:
                         self.unguarded.labels(flag).set(1.0 if flag in unguarded else 0.0)
@@ -278,7 +280,7 @@ class Telemetry:
         self._unverified.pop(flag, None)
         self.serving_unverified.remove(flag)
 
-    def _states(self, states: Mapping[str, RolloutState], recorded: set[str]) -> None:
+    def _states(self, states: Mapping[str, RolloutState], recorded: set[str], unjudged: set[str]) -> None:
         today = datetime.fromtimestamp(self._clock(), UTC).date()
         for flag, state in states.items():
             self._known.add(flag)
@@ -289,8 +291,10 @@ class Telemetry:
             for name in STATUSES:
                 self.status.labels(flag, name).set(1.0 if name == state.status.value else 0.0)
             for reason in WAITING_REASONS:
-                waits = self.waiting.labels(flag, reason)  # an active rollout keeps its record's word
-                if state.status not in ACTIVE:
+                # An active rollout a policy judges keeps its record's word (its policy may simply
+                # not have been due this cycle); one no policy judges waits for nothing.
+                waits = self.waiting.labels(flag, reason)
+                if state.status is not Status.PROGRESSING or flag in unjudged:
                     waits.set(0.0)
 
     def _count(self, flag: str, record: Mapping[str, Any]) -> None:

@@ -16,7 +16,7 @@ from controller.cli.options import Commands, flags_option
 from controller.core.flagd import is_managed, read_state
 from controller.core.ownership import Why
 from controller.core.policy import Policy, pct
-from controller.core.policydiff import effect, field_changes, revision_line
+from controller.core.policydiff import effect, field_changes, revision_line, schedule_effect
 from controller.core.state import RolloutState, Status
 
 
@@ -79,7 +79,8 @@ def cmd_diff(args: argparse.Namespace) -> int:
                 else None
             )
             print("  effect on the running rollout:")
-            for line in _effect(loaded, item, document, state, now):
+            scheduled = schedule_effect(before, new, state) if before is not None else []
+            for line in [*_effect(loaded, item, document, state, now), *scheduled]:
                 print(f"    {line}")
     for name in sorted(old.keys() - new_names):
         print(_removed_line(old[name], successors.values()))

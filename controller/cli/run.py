@@ -389,6 +389,7 @@ class _Observers:
         duration_seconds: float,
         states: Mapping[str, RolloutState] | None = None,
         unguarded: Collection[str] = (),
+        unjudged: Collection[str] = (),
     ) -> None:
         self.telemetry.cycle_done(
             ok=ok,
@@ -397,6 +398,7 @@ class _Observers:
             duration_seconds=duration_seconds,
             states=states,
             unguarded=unguarded,
+            unjudged=unjudged,
         )
 
     def cycle_failed(self, duration_seconds: float) -> None:

@@ -23,7 +23,7 @@ from controller.core.freezes import active, covering, waiting_read
 from controller.core.guarding import unguarded_reason
 from controller.core.policy import pct
 from controller.core.serving import describes, is_verification, summary, unverified
-from controller.core.state import ACTIVE, NOT_STARTED, RolloutState
+from controller.core.state import NOT_STARTED, RolloutState, Status
 
 
 def add_parser(commands: Commands) -> None:
@@ -176,7 +176,8 @@ def status_rows(
             rows.append(_unreadable_row(key, record, problem or "no state", now))
             continue
         row = _status_row(key, state, record, problem, now)
-        row["waiting"] = _waiting(record, state, now)
+        judged = unjudged is None or key not in unjudged  # without --policies, the record's word
+        row["waiting"] = _waiting(record, state, now) if judged else None
         row["freezes"] = frozen.get(key, []) if frozen is not None else _recorded_freezes(row["waiting"])
         row.update(_guard(state, unjudged.get(key) if unjudged is not None else None, unjudged is not None))
         row["serving"] = _serving(verified.get(key), state)
@@ -186,9 +187,10 @@ def status_rows(
 
 def _waiting(record: dict[str, Any], state: RolloutState, now: datetime) -> dict[str, Any] | None:
     """What the last decision said the rollout waits for (a change window or the end of a freeze),
-    if it still describes the rollout (active, at the percentage it held), told as of ``now``."""
+    if it still describes the rollout (progressing, at the percentage it held: a pause recorded
+    elsewhere waits for a human, not a window), told as of ``now``."""
     waits = waiting_read(record.get("waiting"))
-    if waits is None or state.status not in ACTIVE or record.get("to_percent") != state.percent:
+    if waits is None or state.status is not Status.PROGRESSING or record.get("to_percent") != state.percent:
         return None
     return waits.as_record(now)
 

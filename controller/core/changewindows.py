@@ -17,6 +17,9 @@ Instants in and out are timezone-aware UTC datetimes; local times are named so.
 from __future__ import annotations
 
 import difflib
+import functools
+import math
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
@@ -34,18 +37,68 @@ REASONS = (WINDOW, FREEZE)
 # any window whose wall time exists (one inside a skipped hour may miss a week).
 _HORIZON_DAYS = 15
 _DAY_MINUTES = 24 * 60
+# The search ends this far before the last date Python knows, so that no instant it looks at (a
+# day's midnight anywhere, a change of the clocks up to a day later) overflows it.
+LAST_SEARCHED = date.max - timedelta(days=_HORIZON_DAYS + 3)
 _SHORT_FORM_WITHIN = timedelta(days=6)  # closer than this, a weekday names the day unambiguously
 
 
+# Names zoneinfo loads that are no IANA place: the host's own zone (``localtime``: the laptop's for a
+# backtest, UTC in the image), zones that count leap seconds (``right/…``: 27 s off) or their twins
+# (``posix/…``), and files that are no place's time.
+_NOT_PLACES = frozenset({"localtime", "posixrules", "Factory"})
+_NOT_PLACE_PREFIXES = ("right/", "posix/")
+_ZULU = frozenset({"Z", "z"})  # ISO 8601 writes UTC so
+_ETC_GMT = re.compile(r"^Etc/GMT([+-])(\d{1,2})$")
+
+
+@functools.cache
+def _zone_names() -> tuple[str, ...]:
+    return tuple(sorted(n for n in available_timezones() if n not in _NOT_PLACES))
+
+
 def zone_problem(name: str) -> str | None:
-    """Why ``name`` is not a time zone this Python knows, with a close match; None when it is one."""
-    try:
-        ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError, OSError):
-        hint = difflib.get_close_matches(name, sorted(available_timezones()), n=1)
-        advice = f" (did you mean {hint[0]!r}?)" if hint else "; use an IANA name such as Europe/Berlin"
-        return f"unknown time zone {name!r}{advice}"
-    return None
+    """Why ``name`` is not an IANA time zone this Python knows, with a close match; None when it is one."""
+    if name not in _NOT_PLACES and not name.startswith(_NOT_PLACE_PREFIXES):
+        try:
+            ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError, OSError):
+            pass
+        else:
+            return None
+    advice = "; use an IANA name such as Europe/Berlin"
+    hint = _suggestion(name)
+    if hint is not None:
+        advice = f" (did you mean {hint!r}?)"
+    return f"unknown time zone {name!r}{advice}"
+
+
+def _suggestion(name: str) -> str | None:
+    """The zone ``name`` most likely means: the same name in other letter case, UTC for Zulu time,
+    the zone a ``right/`` or ``posix/`` name copies, else the closest spelling."""
+    names = _zone_names()
+    stripped = name.removeprefix("right/").removeprefix("posix/")
+    same = [n for n in names if n.lower() == stripped.lower()]
+    if same:
+        return same[0]
+    if name in _ZULU or name in _NOT_PLACES:
+        return "UTC" if name in _ZULU else None
+    close = difflib.get_close_matches(name, names, n=1)
+    return close[0] if close and len(name) > 2 else None
+
+
+def zone_warning(name: str) -> str | None:
+    """What may surprise in a known zone: ``Etc/GMT+1`` is one hour *behind* UTC (those names count
+    west of Greenwich as positive, the opposite of ISO 8601). None for every other zone."""
+    found = _ETC_GMT.match(name)
+    if found is None or int(found.group(2)) == 0:
+        return None
+    sign = "-" if found.group(1) == "+" else "+"
+    offset = f"UTC{sign}{int(found.group(2)):02d}:00"
+    return (
+        f"{name} is {offset}: names Etc/GMT±N count west of Greenwich as '+', the opposite of "
+        f"ISO 8601; a place's own zone (such as America/Sao_Paulo) says it unambiguously"
+    )
 
 
 def zone(schedule: Schedule) -> ZoneInfo:
@@ -99,10 +152,13 @@ def next_opening(schedule: Schedule | None, now: datetime) -> datetime | None:
         return now
     tz = zone(schedule)
     day = now.astimezone(tz).date()
-    last = max([day, *(f.last_day for f in schedule.freeze or ())]) + timedelta(days=_HORIZON_DAYS)
+    last = min(max([day, *(f.last_day for f in schedule.freeze or ())]), LAST_SEARCHED)
+    last += timedelta(days=_HORIZON_DAYS)
     while day <= last:
         freeze = _freeze_on(schedule, day)
         if freeze is not None:
+            if freeze.last_day >= last:
+                break  # frozen "until further notice" (to: 9999-12-31): no opening in sight
             day = freeze.last_day + timedelta(days=1)  # its next midnight is that day's candidate
             continue
         for moment in sorted(m for m in _candidates(schedule, tz, day) if m >= now):
@@ -185,12 +241,16 @@ class Waiting:
         if self.opens_at is None:
             return f"no opening within {_HORIZON_DAYS} days of the last freeze"
         when = _when(self.opens_at, ZoneInfo(self.timezone), now)
-        seconds = round((self.opens_at - now).total_seconds() / 60) * 60
-        if seconds > 0:
-            return f"wait for {what} {when}, in {format_duration(seconds)}"
+        ahead = (self.opens_at - now).total_seconds()
+        if ahead > 0:  # rounded up: an opening 20 s away is "in 1m", not one that happened
+            return f"wait for {what} {when}, in {format_duration(math.ceil(ahead / 60) * 60)}"
         opened = "opened" if self.windows else "ended"
-        ago = f"{format_duration(-seconds)} ago" if seconds < 0 else "just now"
-        return f"{what} {opened} {when}, {ago}; it advances at the next evaluation"
+        minutes = round(-ahead / 60)
+        if minutes == 0:
+            return f"{what} {opened} {when}, just now; it advances at the next evaluation"
+        # Told again later (flagroll status re-tells the last record): no decision came since, and
+        # the window may have closed again meanwhile, so nothing is promised about the next one.
+        return f"{what} {opened} {when}, {format_duration(minutes * 60)} ago; no decision since"
 
     def describe(self, now: datetime) -> str:
         """For people: why it waits and until when (:attr:`why`, :meth:`until`)."""

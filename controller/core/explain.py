@@ -9,7 +9,7 @@ of every check, ready to paste into Prometheus. Pure: text in, text out; ``now``
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from controller.core.changewindows import Waiting
@@ -49,8 +49,8 @@ def explain(
     unguarded: str | None = None,
     freezes: Sequence[StandingFreeze] = (),
 ) -> str:
-    """``unguarded``: why no policy judges the exposed flag, when none does. ``freezes``: the Freeze
-    documents that may cover the policy's rollout (with ``policy``)."""
+    """``unguarded``: why no policy judges the flag, when none does (then nothing waits). ``freezes``:
+    the Freeze documents that may cover the policy's rollout (with ``policy``)."""
     checked = [r for r in records if is_verification(r) and describes(r, state)]
     records = [r for r in records if not is_verification(r)]
     last = records[-1] if records else None
@@ -104,7 +104,7 @@ def explain(
 
     lines.append("")
     lines.append("To advance")
-    waits = _waiting(state, last, policy, now, freezes)
+    waits = _waiting(state, last, policy, now, freezes) if unguarded is None else None  # none judges it
     lines += [f"  - {item}" for item in _what_must_change(flag, state, checks, policy, now, waits)]
 
     queries = _queries(checks)
@@ -134,14 +134,30 @@ def _waiting(
     freezes: Sequence[StandingFreeze] = (),
 ) -> Waiting | None:
     """What keeps a progressing rollout's next move waiting: the Freeze documents covering it and the
-    policy's schedule now, or without the policy what the last decision said (while it still
-    describes the rollout)."""
+    policy's schedule when that move falls due (now, or when the step's hold ends), if the move
+    raises exposure (a start, an advance, a promotion: a completion never waits); without the
+    policy, what the last decision said (while it still describes the rollout)."""
     if state.status is not Status.PROGRESSING:
         return None
     if policy is not None:
-        return gate(policy, freezes, now)
+        steps = policy.spec.steps
+        checkpoint = policy.spec.checkpoint
+        promotes = checkpoint is not None and checkpoint.on_pass == "promote"
+        if state.step >= len(steps) - 1 and not promotes:
+            return None
+        return gate(policy, freezes, max(now, _hold_ends(policy, state) or now))
     recorded = waiting_read(last.get("waiting"))
     return recorded if recorded is not None and last.get("to_percent") == state.percent else None
+
+
+def _hold_ends(policy: Policy, state: RolloutState) -> datetime | None:
+    """When the hold of the step being served ends (exposure below the first step, left by a policy
+    edit, holds as long as the first step, as decide has it); None before the ramp has a clock."""
+    steps = policy.spec.steps
+    index = max(state.step, 0)
+    if state.step_started_at is None or index >= len(steps) or not state.exposed:
+        return None  # not started: the start is due at once
+    return state.step_started_at + timedelta(seconds=steps[index].hold_seconds)
 
 
 def _what_must_change(
@@ -191,7 +207,9 @@ def _what_must_change(
                     f"{format_duration(round(left))} left"
                 )
     if waits is not None:
-        needs.append(f"{waits.until(now)}; {waits.why}")
+        ends = _hold_ends(policy, state) if policy is not None else None
+        later = " when the hold ends" if ends is not None and ends > now else ""
+        needs.append(f"{waits.until(now)}; {waits.why}{later}")
     if state.step + 1 >= state.steps and state.steps:
         needs.append("this is the last step: next comes the checkpoint and completion, not another step")
     return needs or ["nothing: every check passed and the hold is over; it advances at the next cycle"]

@@ -122,10 +122,16 @@ def begins(moment: date | datetime) -> datetime:
     return datetime.combine(moment, time(), tzinfo=UTC)
 
 
+# The calendar's last instant: a freeze "until 9999-12-31" ends there (the next midnight does not exist).
+END_OF_CALENDAR = datetime.max.replace(tzinfo=UTC)
+
+
 def ends(moment: date | datetime) -> datetime:
     """A date ends at the next UTC midnight: the day is included."""
     if isinstance(moment, datetime):
         return moment
+    if moment == date.max:
+        return END_OF_CALENDAR
     return datetime.combine(moment + timedelta(days=1), time(), tzinfo=UTC)
 
 

@@ -18,7 +18,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from controller.core.changewindows import FREEZE, Waiting, next_opening, waiting, waiting_from_record
+from controller.core.changewindows import (
+    FREEZE,
+    LAST_SEARCHED,
+    Waiting,
+    next_opening,
+    waiting,
+    waiting_from_record,
+)
 from controller.core.freezedoc import FreezeDocument
 from controller.core.policy import Policy
 
@@ -156,6 +163,9 @@ def gate(
     thawed: datetime | None = None  # the last end of a freeze passed
     for _ in range(horizon):  # each turn passes a freeze's end or a schedule opening
         if opens is None:
+            break
+        if opens.date() > LAST_SEARCHED:  # frozen to the end of the calendar: no opening to name
+            opens = None
             break
         blocking = covering(policy, freezes, opens)
         if blocking:

@@ -54,6 +54,17 @@ def field_changes(old: Policy, new: Policy) -> list[str]:
     return lines
 
 
+def schedule_effect(old: Policy, new: Policy, state: RolloutState | None) -> list[str]:
+    """What an edit of ``spec.schedule`` does to a rollout that may still move: no restart (it is
+    administrative), but its next due move follows the new schedule at once."""
+    if old.spec.schedule == new.spec.schedule or state is None:
+        return []
+    if state.status not in {Status.PROGRESSING, Status.PAUSED}:
+        return []
+    follows = "a due start, advance or promotion follows the new one from the next evaluation"
+    return [f"spec.schedule changed: {follows}"]
+
+
 def effect(new: Policy, state: RolloutState | None, now: datetime) -> list[str]:
     """What the controller would do with the running rollout once NEW is in place."""
     if state is None:
@@ -62,7 +73,7 @@ def effect(new: Policy, state: RolloutState | None, now: datetime) -> list[str]:
     if new.is_revision(state.revision, owner=state.owner, review=state.review):
         notes = list(rebase(new, state, now).notes)
         if not notes:
-            return [f"same revision {new.revision} (comments or layout only): nothing changes ({now_at})"]
+            return [f"same revision {new.revision}: nothing changes ({now_at})"]
         restarted = "not restarted" if state.status is Status.ROLLED_BACK else "nothing else changes"
         return [*notes, f"afterwards: {now_at}; {restarted} (same revision {new.revision})"]
     if state.status is Status.STOPPED:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 
-from controller.core.changewindows import zone_problem
 from controller.core.durations import format_duration
 from controller.core.policy import (
     FLAG_KEY_PATTERN,
@@ -35,6 +34,7 @@ from controller.core.querytext import (
     selector_problems,
     warning,
 )
+from controller.core.schedulerules import schedule_is_sound
 from controller.core.selectors import metric_name
 
 Rule = Callable[[Policy], Findings]
@@ -270,43 +270,6 @@ def checkpoint_expectations_resolve(policy: Policy) -> Findings:
     checkpoint = policy.spec.checkpoint
     if checkpoint is not None:
         yield from _item_by_item(policy, len(checkpoint.expect), EXPECTATION_RULES)
-
-
-def schedule_is_sound(policy: Policy) -> Findings:
-    """A schedule's time zone is known and given with windows, each window has a length and starts
-    before the end of the day, each freeze ends on or after its first day (overlaps are allowed:
-    windows are their union)."""
-    schedule = policy.spec.schedule
-    if schedule is None:
-        return
-    at: Path = ("spec", "schedule")
-    if not schedule.windows and not schedule.freeze:
-        yield warning(at, "the schedule has neither windows nor freeze: it changes nothing")
-    if schedule.timezone is not None:
-        problem = zone_problem(schedule.timezone)
-        if problem is not None:
-            yield error((*at, "timezone"), problem)
-    elif schedule.windows:
-        yield error(
-            (*at, "windows"),
-            "windows need a time zone: set spec.schedule.timezone to an IANA name such as Europe/Berlin",
-        )
-    for i, window in enumerate(schedule.windows or ()):
-        if window.opens == "24:00":
-            yield error((*at, "windows", i, "from"), "24:00 ends a day: a window starts at 00:00 to 23:59")
-        elif window.opens == window.closes:
-            yield error(
-                (*at, "windows", i, "to"),
-                f"'to' is the same time as 'from' ({window.opens}): a window needs a length; "
-                "a whole day is from: '00:00', to: '24:00'",
-            )
-    for i, freeze in enumerate(schedule.freeze or ()):
-        if freeze.first_day > freeze.last_day:
-            yield error(
-                (*at, "freeze", i, "to"),
-                f"the freeze ends ({freeze.last_day.isoformat()}) before it starts "
-                f"({freeze.first_day.isoformat()})",
-            )
 
 
 # --- steps -------------------------------------------------------------------------------------------

@@ -126,6 +126,7 @@ def plan(
         if planned is not None:
             plans.append(planned)
     orphans = _orphans(policies, result.states, reported)
+    result.unjudged.update(orphan.key for orphan in orphans)
     for orphan in orphans:
         held = result.states.get(orphan.key)
         if held is not None and (held.exposed or _edited(document, orphan.key)):

@@ -151,6 +151,7 @@ class Schedule:
                 duration_seconds=time.monotonic() - started,
                 states=result.states,
                 unguarded=result.unguarded,
+                unjudged=result.unjudged,
             )
         # With --once (a CronJob, which serves no metrics) an exposed flag no policy judges fails the
         # run, so that the Job says so; the loop's health (ok) is about reconciling, not about it.

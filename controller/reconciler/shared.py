@@ -29,6 +29,7 @@ class CycleResult:
     prometheus_answered: bool = True  # False when every query of the cycle was an error
     states: dict[str, RolloutState] = field(default_factory=dict)  # every managed flag, as written
     unguarded: dict[str, str] = field(default_factory=dict)  # exposed flags no policy judges, and why
+    unjudged: set[str] = field(default_factory=set)  # managed flags no policy judges, exposed or not
 
     @property
     def ok(self) -> bool:
@@ -52,6 +53,7 @@ class CycleObserver(Protocol):
         duration_seconds: float,
         states: Mapping[str, RolloutState] | None = None,
         unguarded: Collection[str] = (),
+        unjudged: Collection[str] = (),
     ) -> None: ...
 
     def cycle_failed(self, duration_seconds: float) -> None: ...

@@ -241,7 +241,7 @@ def test_an_opening_already_past_says_so() -> None:
     waits = waiting(OFFICE, saturday)
     assert waits is not None
     later = utc(2026, 11, 23, 10, 0)
-    assert waits.describe(later).endswith("2h ago; it advances at the next evaluation")
+    assert waits.describe(later).endswith("2h ago; no decision since")
 
 
 def test_waiting_is_recorded_and_read_back() -> None:

@@ -197,3 +197,22 @@ def test_a_freeze_that_ends_inside_a_window_waits_for_its_end_not_a_window() -> 
     assert "wait for the end of the freeze Tue 11:00 Europe/Berlin (10:00 UTC), in 5d" in waits.describe(
         CHRISTMAS
     )
+
+
+@pytest.mark.parametrize("to", ["9999-12-31", "9999-12-31T23:00:00Z"])
+@pytest.mark.parametrize("windows", [False, True], ids=["no-windows", "office-windows"])
+def test_a_freeze_to_the_end_of_the_calendar_holds_without_overflowing(to: str, windows: bool) -> None:
+    """``to: 9999-12-31`` ("until further notice") has no next midnight; with change windows, no
+    window opens after it either: the move waits, with or without an opening named, never a crash."""
+    extra = (
+        "  schedule:\n    timezone: Europe/Berlin\n    windows:\n"
+        '      - {days: [mon, tue, wed, thu], from: "09:00", to: "16:00"}\n'
+        if windows
+        else ""
+    )
+    far = freeze({"from": "2026-12-24", "to": to, "reason": "until further notice"}, "far")
+    waits = gate(labelled(extra=extra), [far], CHRISTMAS)
+    assert waits is not None
+    assert waits.reason == "freeze"
+    assert "frozen by Freeze far (until further notice)" in waits.describe(CHRISTMAS)
+    assert waiting_read(waits.as_record(CHRISTMAS)) is not None

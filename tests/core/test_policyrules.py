@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from controller.core import policyrules
+from controller.core import policyrules, schedulerules
 from controller.core.policy import Policy
 from controller.core.policyrules import (
     EXPECTATION_RULES,
@@ -120,8 +120,9 @@ def test_every_public_rule_is_listed_once() -> None:
     runners = {"semantic_issues", "error", "warning"}
     defined = {
         name
-        for name, value in inspect.getmembers(policyrules, inspect.isfunction)
-        if value.__module__ == policyrules.__name__ and not name.startswith("_") and name not in runners
+        for module in (policyrules, schedulerules)
+        for name, value in inspect.getmembers(module, inspect.isfunction)
+        if value.__module__ == module.__name__ and not name.startswith("_") and name not in runners
     }
     assert defined == {rule.__name__ for rule in listed}
 
