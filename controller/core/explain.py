@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from controller.core import approval
 from controller.core.changewindows import Waiting
 from controller.core.checkrecord import describe, fmt
 from controller.core.durations import format_duration
@@ -55,7 +56,7 @@ def explain(
     records = [r for r in records if not is_verification(r)]
     last = records[-1] if records else None
     lines = [
-        f"{flag}: {state.status.value}, {_step(state)} at {pct(state.percent)} % "
+        f"{flag}: {state.shown_status}, {_step(state)} at {pct(state.percent)} % "
         f"(control {pct(state.control_percent)} %), policy {state.policy} rev {state.revision}"
     ]
     if unguarded is not None and state.exposed:
@@ -104,7 +105,7 @@ def explain(
 
     lines.append("")
     lines.append("To advance")
-    waits = _waiting(state, last, policy, now, freezes)
+    waits = approval.of_state(flag, state) or _waiting(state, last, policy, now, freezes)
     lines += [f"  - {item}" for item in _what_must_change(flag, state, checks, policy, now, waits)]
 
     queries = _queries(checks)
@@ -192,6 +193,10 @@ def _what_must_change(
                 )
     if waits is not None:
         needs.append(f"{waits.until(now)}; {waits.why}")
+    elif state.approved_step is not None and state.approved_step == state.step:
+        needs.append(
+            "approved by a human: the move after this step is taken at the next evaluation whose checks pass"
+        )
     if state.step + 1 >= state.steps and state.steps:
         needs.append("this is the last step: next comes the checkpoint and completion, not another step")
     return needs or ["nothing: every check passed and the hold is over; it advances at the next cycle"]
