@@ -21,7 +21,18 @@ from controller.core.policy import Policy, pct
 from controller.core.serving import describes, is_verification, summary
 from controller.core.state import RolloutState, Status
 
-MOVES = {"advance", "rollback", "stop", "resume", "pause", "promote", "complete", "adjust", "recover"}
+MOVES = {
+    "advance",
+    "rollback",
+    "stop",
+    "resume",
+    "pause",
+    "approve",
+    "promote",
+    "complete",
+    "adjust",
+    "recover",
+}
 _OPPOSITE = {"max": "≤", "maxIncrease": "≤", "maxDelta": "≤", "min": "≥", "minIncrease": "≥", "minDelta": "≥"}
 
 
