@@ -16,9 +16,12 @@ The rules, in the order they apply to an active rollout (``progressing``, ``paus
    opens (:mod:`controller.core.changewindows`), and while a ``kind: Freeze`` document covers the
    rollout (:mod:`controller.core.freezes`). Rollbacks never wait; a completion changes no exposure
    and does not wait either.
+6. After a step with ``approval: required``, the move of rule 4 (an advance, or after the last step
+   the completion or promotion) waits for a human's approval of that step, before rule 5 applies: a
+   hold that marks the state as awaiting approval (:mod:`controller.core.approval`).
 
 A new policy revision first rebases the state (see :func:`rebase`); human commands (stop, pause,
-resume) have their own functions. Nothing here reads a clock or a file.
+resume, approve) have their own functions. Nothing here reads a clock or a file.
 """
 
 from __future__ import annotations
