@@ -1,6 +1,7 @@
 """Tell people when it matters: rollback, stop, completion, a stale rollout, a rejected policy, an
-exposed flag that no policy judges (unguarded), a flag adopted or handed over, and a flag server that
-does not serve what flagroll wrote (serving_unverified).
+exposed flag that no policy judges (unguarded), a flag adopted or handed over, a flag server that
+does not serve what flagroll wrote (serving_unverified), and a rollout that begins to wait for a
+human's approval (awaiting_approval, once per wait).
 
 Events are derived from decision records (:func:`events_from`), so a notification says exactly what
 the decision log says. Two payloads:
@@ -58,7 +59,8 @@ def _redacted(url: str) -> str:
 
 @dataclass(frozen=True)
 class Event:
-    kind: str  # rollback, stop, complete, stale, policy_rejected, unguarded, adopt, serving_unverified
+    kind: str  # rollback, stop, complete, stale, policy_rejected, unguarded, adopt, serving_unverified,
+    # awaiting_approval
     flag: str
     summary: str
     record: Mapping[str, Any] = field(default_factory=dict)
@@ -92,6 +94,8 @@ def events_from(records: Iterable[Mapping[str, Any]], stale_seen: set[str] | Non
             events.append(Event("policy_rejected", flag, f"{flag}: {reason}", record))
         elif action == "adopt":
             events.append(Event("adopt", flag, f"{flag}: {reason}", record))
+        elif action == "hold" and _approval_begins(record):
+            events.append(Event("awaiting_approval", flag, f"{flag}: {reason}", record))
         if stale_seen is not None:
             if record.get("stale") is True and flag not in stale_seen:
                 stale_seen.add(flag)
@@ -110,6 +114,14 @@ def events_from(records: Iterable[Mapping[str, Any]], stale_seen: set[str] | Non
     return events
 
 
+def _approval_begins(record: Mapping[str, Any]) -> bool:
+    """The record of the decision with which a rollout begins to wait for an approval."""
+    waiting = record.get("waiting")
+    return (
+        isinstance(waiting, Mapping) and waiting.get("reason") == "approval" and waiting.get("began") is True
+    )
+
+
 def payload(target: Target, event: Event) -> dict[str, Any]:
     if target.kind == "slack":
         icon = {
@@ -118,6 +130,7 @@ def payload(target: Target, event: Event) -> dict[str, Any]:
             "serving_unverified": ":rotating_light:",
             "stop": ":octagonal_sign:",
             "complete": ":white_check_mark:",
+            "awaiting_approval": ":raised_hand:",
         }
         return {"text": f"{icon.get(event.kind, ':warning:')} flagroll: {event.summary}"}
     return {"event": event.kind, "flag": event.flag, "summary": event.summary, "record": dict(event.record)}

@@ -1,4 +1,5 @@
-"""``flagroll stop``, ``pause``, ``resume`` and ``adopt``: a human acts on a rollout, recorded as such."""
+"""``flagroll stop``, ``pause``, ``resume``, ``approve`` and ``adopt``: a human acts on a rollout,
+recorded as such."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ from controller.cli.options import (
     notify_options,
     overlay_options,
 )
-from controller.core.decision import Decision, pause, resume, stop
+from controller.core.decision import Decision, approve, pause, resume, stop
 from controller.core.errors import FlagrollError, UsageError, WriteConflictError
 from controller.core.flagd import managed_keys, read_state, write_flag
 from controller.core.guarding import handover
@@ -65,7 +66,40 @@ def add_parsers(commands: Commands) -> None:
         notify_options(p)
         overlay_options(p)
         p.set_defaults(handler=handler)
+    _add_approve(commands)
     _add_adopt(commands)
+
+
+def _add_approve(commands: Commands) -> None:
+    summary = "approve the move after a step with approval: required, for a rollout awaiting it"
+    p = commands.add_parser(
+        "approve",
+        help=summary,
+        description="Approve the move that FLAG awaits after a step with `approval: required` (the "
+        "advance, or after the last step the completion or promotion): the next evaluation whose checks "
+        "pass makes it, inside the schedule's windows. Recorded in the flag's state (for that step "
+        "only: a rollback or restart needs a new approval) and the decision log. A rollout that is not "
+        "awaiting approval is refused (exit 1).",
+    )
+    p.add_argument("flag", metavar="FLAG", help="the flag key")
+    flags_option(p)
+    decision_log_option(p)
+    p.add_argument(
+        "--reason",
+        required=True,
+        metavar="TEXT",
+        help="why it may go on; recorded in the decision log",
+    )
+    p.add_argument(
+        "--actor",
+        default=env("FLAGROLL_ACTOR"),
+        metavar="NAME",
+        help="who approves (default: the login name) [env FLAGROLL_ACTOR]",
+    )
+    kubernetes.add_store_options(p)
+    notify_options(p)
+    overlay_options(p)
+    p.set_defaults(handler=cmd_approve)
 
 
 def _add_adopt(commands: Commands) -> None:
@@ -113,6 +147,10 @@ def cmd_pause(args: argparse.Namespace) -> int:
 
 def cmd_resume(args: argparse.Namespace) -> int:
     return _human(args, resume)
+
+
+def cmd_approve(args: argparse.Namespace) -> int:
+    return _human(args, approve)
 
 
 def cmd_adopt(args: argparse.Namespace) -> int:

@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     diff.add_parser(commands)
     explain.add_parser(commands)
     log.add_parser(commands)
-    human.add_parsers(commands)  # stop, pause, resume, adopt
+    human.add_parsers(commands)  # stop, pause, resume, approve, adopt
     schema.add_parser(commands)
     demo.add_parser(commands)
     return parser

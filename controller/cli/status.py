@@ -16,10 +16,11 @@ from controller.adapters.policyfile import PolicySet, load_paths
 from controller.cli import common, kubernetes
 from controller.cli.common import EXIT_OK, open_store, optional_decision_log
 from controller.cli.options import Commands, decision_log_option, env, flags_option
+from controller.core import approval
 from controller.core.durations import format_duration
 from controller.core.errors import FlagFileError, UsageError
 from controller.core.flagd import managed_keys, read_state
-from controller.core.freezes import active, covering, waiting_read
+from controller.core.freezes import active, covering
 from controller.core.guarding import unguarded_reason
 from controller.core.policy import pct
 from controller.core.serving import describes, is_verification, summary, unverified
@@ -189,9 +190,11 @@ def _waiting(record: dict[str, Any], state: RolloutState, now: datetime) -> dict
     """What the last decision said the rollout waits for (a change window or the end of a freeze),
     if it still describes the rollout (progressing, at the percentage it held: a pause recorded
     elsewhere waits for a human, not a window), told as of ``now``."""
-    waits = waiting_read(record.get("waiting"))
+    waits = approval.waiting_read(record.get("waiting"))
     if waits is None or state.status is not Status.PROGRESSING or record.get("to_percent") != state.percent:
         return None
+    if waits.reason == approval.APPROVAL and not state.awaiting_approval:
+        return None  # approved (or the gate was removed) since
     return waits.as_record(now)
 
 
@@ -309,7 +312,7 @@ def _status_row(
         "control_percent": state.control_percent,
         "step": state.step + 1 if state.step != NOT_STARTED else None,
         "steps": state.steps,
-        "status": state.status.value,
+        "status": state.shown_status,
         "stale": state.is_stale(now.date()),
         "review": state.review.isoformat() if state.review else None,
         "owner": state.owner or None,

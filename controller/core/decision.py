@@ -16,9 +16,12 @@ The rules, in the order they apply to an active rollout (``progressing``, ``paus
    opens (:mod:`controller.core.changewindows`), and while a ``kind: Freeze`` document covers the
    rollout (:mod:`controller.core.freezes`). Rollbacks never wait; a completion changes no exposure
    and does not wait either.
+6. After a step with ``approval: required``, the move of rule 4 (an advance, or after the last step
+   the completion or promotion) waits for a human's approval of that step, before rule 5 applies: a
+   hold that marks the state as awaiting approval (:mod:`controller.core.approval`).
 
 A new policy revision first rebases the state (see :func:`rebase`); human commands (stop, pause,
-resume) have their own functions. Nothing here reads a clock or a file.
+resume, approve) have their own functions. Nothing here reads a clock or a file.
 """
 
 from __future__ import annotations
@@ -29,11 +32,12 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Protocol
 
+from controller.core import approval
 from controller.core.changewindows import Waiting
 from controller.core.checkrecord import Check, acting, sample_ratio_mismatch, worst
 from controller.core.checks import checkpoint_checks, guardrail_checks
 from controller.core.durations import format_duration
-from controller.core.errors import UsageError
+from controller.core.errors import NotAwaitingApprovalError, UsageError
 from controller.core.freezes import StandingFreeze, gate
 from controller.core.metrictemplate import MetricTemplate
 from controller.core.policy import Policy, pct
@@ -86,6 +90,8 @@ def _material(state: RolloutState) -> tuple[object, ...]:
         state.unguarded_noticed_at,
         state.absent_since,
         state.absent_cycles,
+        state.awaiting_approval_since,
+        state.approved_step,
     )
 
 
@@ -179,7 +185,7 @@ def _administered(policy: Policy, state: RolloutState, now: datetime) -> Rebased
 def _revised(policy: Policy, state: RolloutState, now: datetime) -> Rebased:
     """A stored state under a new revision of its policy (see :func:`rebase`)."""
     note = f"policy revision {state.revision} → {policy.revision}"
-    synced = state.moved(
+    synced = approval.cleared(state).moved(
         policy=policy.name,
         revision=policy.revision,
         steps=len(policy.spec.steps),
@@ -344,6 +350,23 @@ class _Context:
         decision = self.make(Action.HOLD, held, f"{waits.describe(now)}; due: {why}", checks, checkpoint)
         return replace(decision, waiting=waits)
 
+    def awaiting_approval(
+        self,
+        policy: Policy,
+        state: RolloutState,
+        now: datetime,
+        why: str,
+        checks: Sequence[Check],
+        checkpoint: Outcome | None = None,
+    ) -> Decision:
+        """A due move after a step with ``approval: required`` that no human approved yet: a hold
+        that marks the state as awaiting approval (written once, when the wait begins)."""
+        since = state.awaiting_approval_since
+        held = state if since is not None else state.moved(awaiting_approval_since=now, updated_at=now)
+        waits = approval.awaiting(policy, state, since or now, began=since is None)
+        decision = self.make(Action.HOLD, held, f"{waits.describe(now)}; due: {why}", checks, checkpoint)
+        return replace(decision, waiting=waits)
+
 
 def decide(
     policy: Policy,
@@ -359,7 +382,7 @@ def decide(
     backtest judges every evaluation for its report): the same as judging them here. ``freezes``:
     the Freeze documents that may cover it (those not in force at ``now`` hold nothing)."""
     rebased = rebase(policy, stored, now)
-    state = rebased.state
+    state = approval.current(policy, rebased.state)
     ctx = _Context(stored, rebased.notes, freezes=tuple(freezes))
     if state.status not in ACTIVE:
         return ctx.make(Action.HOLD, state, f"{state.status.value}: nothing to do")
@@ -435,6 +458,8 @@ def decide(
             f"{passed} and the {format_duration(hold)} hold at {pct(state.percent)} % is over: "
             f"step {nxt + 1}/{len(spec.steps)} at {pct(policy.step_percent(nxt))} %"
         )
+        if approval.missing(policy, state):
+            return ctx.awaiting_approval(policy, state, now, why, checks)
         advance = (Action.ADVANCE, state, _at_step(policy, state, nxt, now))
         return ctx.move_or_wait(policy, now, advance, why, checks)
     return _judge_checkpoint(policy, state, queries, readings, now, checks, ctx)
@@ -456,14 +481,19 @@ def _judge_checkpoint(
             f"{ramp_done} with all {len(checks)} checks passing; no checkpoint: rollout complete "
             f"at {pct(state.percent)} %"
         )
+        if approval.missing(policy, state):
+            return ctx.awaiting_approval(policy, state, now, why, checks)
         return ctx.make(Action.COMPLETE, _completed(state, now), why, checks)
     expected = checkpoint_checks(policy, queries, readings)
     verdict = worst(expected)
     evidence = checks + expected
     if verdict is Outcome.PASS:
         passed = f"{ramp_done}; checkpoint passed ({_summary(expected, Outcome.PASS)})"
+        if approval.missing(policy, state):
+            then = "promoted to 100 %" if spec.checkpoint.on_pass == "promote" else "rollout complete"
+            return ctx.awaiting_approval(policy, state, now, f"{passed}: {then}", evidence, verdict)
         if spec.checkpoint.on_pass == "promote":
-            after = state.moved(
+            after = approval.cleared(state).moved(
                 status=Status.PROMOTED, percent=100.0, step_started_at=now, updated_at=now, reason=""
             )
             promote = (Action.PROMOTE, state, after)
@@ -485,12 +515,12 @@ def _judge_checkpoint(
 
 
 def _completed(state: RolloutState, now: datetime) -> RolloutState:
-    return state.moved(status=Status.COMPLETED, updated_at=now, reason="")
+    return approval.cleared(state).moved(status=Status.COMPLETED, updated_at=now, reason="")
 
 
 def _at_step(policy: Policy, state: RolloutState, index: int, now: datetime) -> RolloutState:
     exposed_since = state.exposed_since if state.percent > 0 else now
-    return state.moved(
+    return approval.cleared(state).moved(
         step=index,
         percent=policy.step_percent(index),
         step_started_at=now,
@@ -501,7 +531,7 @@ def _at_step(policy: Policy, state: RolloutState, index: int, now: datetime) -> 
 
 
 def _rolled_back(state: RolloutState, now: datetime, why: str) -> RolloutState:
-    return state.moved(
+    return approval.cleared(state).moved(
         status=Status.ROLLED_BACK,
         step=NOT_STARTED,
         percent=0.0,
@@ -549,7 +579,7 @@ def deleted(state: RolloutState, now: datetime) -> Decision | None:
 def stop(state: RolloutState, reason: str, now: datetime) -> Decision:
     if not reason.strip():
         raise UsageError("stop needs --reason: say why, for the people reading the log")
-    after = state.moved(
+    after = approval.cleared(state).moved(
         status=Status.STOPPED,
         step=NOT_STARTED,
         percent=0.0,
@@ -574,10 +604,16 @@ def resume(state: RolloutState, reason: str, now: datetime) -> Decision:
     ramp again from the first step at the next cycle."""
     why = f": {reason}" if reason else ""
     if state.status is Status.PAUSED:
-        after = state.moved(status=Status.PROGRESSING, step_started_at=now, updated_at=now, reason="")
+        after = state.moved(
+            status=Status.PROGRESSING,
+            step_started_at=now,
+            updated_at=now,
+            reason="",
+            awaiting_approval_since=None,  # the hold restarts: it waits again once it is over
+        )
         return Decision(Action.RESUME, state, after, f"resumed by a human{why}; the step's hold restarts now")
     if state.status in {Status.STOPPED, Status.ROLLED_BACK}:
-        after = state.moved(
+        after = approval.cleared(state).moved(
             status=Status.PROGRESSING,
             step=NOT_STARTED,
             percent=0.0,
@@ -595,3 +631,26 @@ def resume(state: RolloutState, reason: str, now: datetime) -> Decision:
     raise UsageError(
         f"cannot resume a rollout that is {state.status.value}; only a paused, stopped or rolled-back one"
     )
+
+
+def approve(state: RolloutState, reason: str, now: datetime) -> Decision:
+    """A human approves the move after the step the rollout awaits approval for: the next evaluation
+    whose checks pass makes it. Only a rollout awaiting approval can be approved."""
+    if not reason.strip():
+        raise UsageError("approve needs --reason: say why, for the people reading the log")
+    if not state.awaiting_approval:
+        approved = ""
+        if state.status is Status.PROGRESSING and state.approved_step == state.step:
+            approved = (
+                f" (step {state.step + 1}/{state.steps} is approved already: it moves at the next "
+                "evaluation whose checks pass)"
+            )
+        raise NotAwaitingApprovalError(
+            f"cannot approve a rollout that is {state.shown_status}{approved}; only one awaiting approval"
+        )
+    after = state.moved(awaiting_approval_since=None, approved_step=state.step, updated_at=now)
+    why = (
+        f"approved by a human: {reason}; step {state.step + 1}/{state.steps} at {pct(state.percent)} % "
+        "moves on at the next evaluation whose checks pass"
+    )
+    return Decision(Action.APPROVE, state, after, why)

@@ -8,7 +8,8 @@ trying again can help::
     │   ├── PolicyError             a policy file is invalid (carries every issue found)
     │   ├── FlagFileError           the flag file is unreadable, malformed, or was edited outside
     │   │   └── FlagNotManagedError the flag exists but flagroll does not own it
-    │   └── UsageError              a command was called wrongly (bad option, unknown flag)
+    │   ├── UsageError              a command was called wrongly (bad option, unknown flag)
+    │   └── NotAwaitingApprovalError  ``flagroll approve`` on a rollout that is not awaiting approval
     └── TemporaryError              the world may change: the next cycle tries again
         ├── LockTimeoutError        another writer held the lock for too long
         ├── WriteError              the flag file or decision log could not be written
@@ -79,6 +80,11 @@ class FlagNotManagedError(FlagFileError):
 
 class UsageError(PermanentError):
     """A command was called with arguments that cannot work."""
+
+
+class NotAwaitingApprovalError(PermanentError):
+    """``flagroll approve`` named a rollout that does not wait for an approval (exit 1, not a usage
+    error: the command was right, the rollout is not where its caller thought)."""
 
 
 class CycleAbandoned(TemporaryError):

@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+from controller.core import approval
 from controller.core.changewindows import Waiting
 from controller.core.checkrecord import describe, fmt
 from controller.core.durations import format_duration
@@ -20,7 +21,18 @@ from controller.core.policy import Policy, pct
 from controller.core.serving import describes, is_verification, summary
 from controller.core.state import RolloutState, Status
 
-MOVES = {"advance", "rollback", "stop", "resume", "pause", "promote", "complete", "adjust", "recover"}
+MOVES = {
+    "advance",
+    "rollback",
+    "stop",
+    "resume",
+    "pause",
+    "approve",
+    "promote",
+    "complete",
+    "adjust",
+    "recover",
+}
 _OPPOSITE = {"max": "≤", "maxIncrease": "≤", "maxDelta": "≤", "min": "≥", "minIncrease": "≥", "minDelta": "≥"}
 
 
@@ -55,7 +67,7 @@ def explain(
     records = [r for r in records if not is_verification(r)]
     last = records[-1] if records else None
     lines = [
-        f"{flag}: {state.status.value}, {_step(state)} at {pct(state.percent)} % "
+        f"{flag}: {state.shown_status}, {_step(state)} at {pct(state.percent)} % "
         f"(control {pct(state.control_percent)} %), policy {state.policy} rev {state.revision}"
     ]
     if unguarded is not None and state.exposed:
@@ -104,7 +116,11 @@ def explain(
 
     lines.append("")
     lines.append("To advance")
-    waits = _waiting(state, last, policy, now, freezes) if unguarded is None else None  # none judges it
+    waits = (
+        (approval.of_state(flag, state) or _waiting(state, last, policy, now, freezes))
+        if unguarded is None  # none judges it: nothing waits
+        else None
+    )
     lines += [f"  - {item}" for item in _what_must_change(flag, state, checks, policy, now, waits)]
 
     queries = _queries(checks)
@@ -210,6 +226,10 @@ def _what_must_change(
         ends = _hold_ends(policy, state) if policy is not None else None
         later = " when the hold ends" if ends is not None and ends > now else ""
         needs.append(f"{waits.until(now)}; {waits.why}{later}")
+    elif state.approved_step is not None and state.approved_step == state.step:
+        needs.append(
+            "approved by a human: the move after this step is taken at the next evaluation whose checks pass"
+        )
     if state.step + 1 >= state.steps and state.steps:
         needs.append("this is the last step: next comes the checkpoint and completion, not another step")
     return needs or ["nothing: every check passed and the hold is over; it advances at the next cycle"]

@@ -298,6 +298,8 @@ def _state_from_metadata(meta: Mapping[str, Any], key: str) -> RolloutState:
         unguarded_noticed_at=moment("unguardedNoticedAt"),
         absent_since=moment("absentSince"),
         absent_cycles=get("absentCycles", int, required=False) or 0,
+        awaiting_approval_since=moment("awaitingApprovalSince"),
+        approved_step=get("approvedStep", int, required=False),
     )
 
 
@@ -353,11 +355,14 @@ def _metadata(state: RolloutState) -> JsonObject:
         ("unguardedSince", state.unguarded_since),
         ("unguardedNoticedAt", state.unguarded_noticed_at),
         ("absentSince", state.absent_since),
+        ("awaitingApprovalSince", state.awaiting_approval_since),
     ):
         if moment is not None:
             meta[PREFIX + name] = _iso(moment)
     if state.absent_cycles:
         meta[PREFIX + "absentCycles"] = state.absent_cycles
+    if state.approved_step is not None:
+        meta[PREFIX + "approvedStep"] = state.approved_step
     return meta
 
 

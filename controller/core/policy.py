@@ -139,6 +139,16 @@ class Step(Model):
         description="How long the step runs at least; it then advances at the first cycle in which "
         "every check passes.",
     )
+    approval: Literal["required", "none"] | None = Field(
+        default=None,
+        description="required: after the hold, with every check passing, the next move (an advance, or "
+        "after the last step the completion or promotion) waits for `flagroll approve FLAG --reason "
+        "TEXT`; none (the default): it does not. Not part of the revision.",
+    )
+
+    @property
+    def needs_approval(self) -> bool:
+        return self.approval == "required"
 
 
 TEMPLATE_DESCRIPTION = (
@@ -515,6 +525,18 @@ ADMINISTRATIVE_FIELDS: tuple[tuple[str, str], ...] = (
 )
 
 
+# Fields of each step that, like the administrative fields, say how the process runs and not what is
+# exposed or judged: ``approval`` (a human signs off the next move).
+STEP_ADMINISTRATIVE_FIELDS = ("approval",)
+
+
+def _without_step_administration(document: dict[str, Any]) -> dict[str, Any]:
+    for step in document["spec"].get("steps", []):
+        for name in STEP_ADMINISTRATIVE_FIELDS:
+            step.pop(name, None)
+    return document
+
+
 def _hash(document: dict[str, Any]) -> str:
     canonical = json.dumps(document, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:12]
@@ -523,7 +545,7 @@ def _hash(document: dict[str, Any]) -> str:
 def revision_of(policy: Policy) -> str:
     """A short hash of what the policy exposes and how it judges: comments, key order and the
     :data:`ADMINISTRATIVE_FIELDS` do not change it."""
-    document = policy.model_dump(mode="json", exclude_none=True)
+    document = _without_step_administration(policy.model_dump(mode="json", exclude_none=True))
     for section, name in ADMINISTRATIVE_FIELDS:
         document[section].pop(name, None)
     return _hash(document)
@@ -533,7 +555,7 @@ def legacy_revision_of(policy: Policy, *, recorded: tuple[str, date | None] | No
     """The hash of the whole policy, administrative fields included: the revision before they left
     it. Kept so that flags written then are not taken for a new revision (see :meth:`Policy.is_revision`).
     ``recorded``: the owner and review date to hash instead of the policy's (those a flag recorded)."""
-    document = policy.model_dump(mode="json", exclude_none=True)
+    document = _without_step_administration(policy.model_dump(mode="json", exclude_none=True))
     if recorded is not None:
         owner, review = recorded
         document["spec"]["owner"] = owner

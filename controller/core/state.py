@@ -26,6 +26,7 @@ class Action(StrEnum):
     STOP = "stop"
     PAUSE = "pause"
     RESUME = "resume"
+    APPROVE = "approve"  # a human approved the move after a step with approval: required
     RECOVER = "recover"  # the flag file holds a change whose decision record was lost (a crash)
     ADOPT = "adopt"  # a policy takes a flag: an existing flag that was not flagroll's, or a hand-over
     REJECT = "reject"  # a policy naming this flag (or its owner's name) was rejected; nothing changes
@@ -40,6 +41,7 @@ class Outcome(StrEnum):
 
 
 NOT_STARTED = -1
+AWAITING_APPROVAL = "awaiting_approval"  # shown for a progressing rollout that waits for a human
 
 # Statuses in which the controller queries Prometheus and may act (a guardrail failure rolls back).
 ACTIVE = frozenset({Status.PROGRESSING, Status.PAUSED, Status.COMPLETED})
@@ -72,6 +74,11 @@ class RolloutState:
     # period before a hand-over or an onDelete rollback counts both).
     absent_since: datetime | None = None
     absent_cycles: int = 0
+    # An approval gate (``approval: required`` on the current step): since when the rollout waits for
+    # a human (its hold over, every check passing), and the step a human approved (an index, as
+    # ``step``). Both are cleared by every move, a rollback, a stop, a restart and a new revision.
+    awaiting_approval_since: datetime | None = None
+    approved_step: int | None = None
 
     @property
     def control_percent(self) -> float:
@@ -87,6 +94,17 @@ class RolloutState:
         if self.percent <= 0:
             return None
         return self.exposed_since or self.step_started_at
+
+    @property
+    def awaiting_approval(self) -> bool:
+        """A progressing rollout whose next move waits for ``flagroll approve``."""
+        return self.status is Status.PROGRESSING and self.awaiting_approval_since is not None
+
+    @property
+    def shown_status(self) -> str:
+        """The status as people read it: ``awaiting_approval`` is a progressing rollout that waits
+        for a human (stored as ``progressing``, so guardrails and every reader treat it as one)."""
+        return AWAITING_APPROVAL if self.awaiting_approval else self.status.value
 
     @property
     def exposed(self) -> bool:

@@ -1,6 +1,6 @@
-"""``flagroll_rollout_waiting{flag,reason}``: 1 while a due move waits for a change window (``window``)
-or the end of a freeze (``freeze``), from the records of each cycle; 0 once it moves or stops; gone
-with the flag, and not shown by a replica that does not lead."""
+"""``flagroll_rollout_waiting{flag,reason}``: 1 while a due move waits for a change window (``window``),
+the end of a freeze (``freeze``) or a human's approval (``approval``), from the records of each
+cycle; 0 once it moves or stops; gone with the flag, and not shown by a replica that does not lead."""
 
 from __future__ import annotations
 
@@ -55,10 +55,13 @@ def test_the_gauge_says_what_each_rollout_waits_for() -> None:
     assert _waiting(telemetry) == {
         ("cache", "window"): 1.0,
         ("cache", "freeze"): 0.0,
+        ("cache", "approval"): 0.0,
         ("search", "window"): 0.0,
         ("search", "freeze"): 1.0,
+        ("search", "approval"): 0.0,
         ("quiet", "window"): 0.0,
         ("quiet", "freeze"): 0.0,
+        ("quiet", "approval"): 0.0,
     }
     _done(telemetry, states)  # a cycle without records for them (not due): unchanged
     assert _waiting(telemetry)[("cache", "window")] == 1.0

@@ -24,6 +24,7 @@ from tests.support.policytext import (
     edit,
     load,
     plain_data,
+    the_error,
     the_policy,
 )
 
@@ -97,6 +98,17 @@ def test_an_administrative_edit_is_not_a_new_revision(change: tuple[str, str]) -
     edited, base = the_policy(load(edit(change))), the_policy(load(BASE))
     assert edited.revision == base.revision
     assert edited.legacy_revision != base.legacy_revision  # the whole text did change
+
+
+@pytest.mark.parametrize("value", ["required", "none"])
+def test_a_steps_approval_is_in_neither_revision(value: str) -> None:
+    """Who signs off the next move changes the process, not what is exposed or how it is judged; and
+    flags written before ``approval`` existed carry a revision that never hashed it."""
+    edited = the_policy(load(edit(("      hold: 5m\n", f"      hold: 5m\n      approval: {value}\n"))))
+    base = the_policy(load(BASE))
+    assert edited.spec.steps[0].needs_approval is (value == "required")
+    assert edited.revision == base.revision
+    assert edited.legacy_revision == base.legacy_revision
 
 
 @pytest.mark.parametrize(
@@ -247,6 +259,10 @@ def test_json_schema_check_rejects_what_the_loader_rejects() -> None:
     assert schema_errors(schema, plain_data(edit(("      hold: 5m\n", ""))), schema) == [
         ".spec.steps[0].hold: required"
     ]
+    approval = edit(("      hold: 5m\n", "      hold: 5m\n      approval: requird\n"))
+    assert len(schema_errors(schema, plain_data(approval), schema)) == 1
+    error = the_error(load(approval))
+    assert (error.line, error.field) == (15, "spec.steps[0].approval")
 
 
 def test_json_schema_defaults_are_valid_values() -> None:
