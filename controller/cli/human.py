@@ -56,15 +56,7 @@ def add_parsers(commands: Commands) -> None:
             metavar="TEXT",
             help="why (required for stop); recorded in the flag's state and the decision log",
         )
-        p.add_argument(
-            "--actor",
-            default=env("FLAGROLL_ACTOR"),
-            metavar="NAME",
-            help="who is acting (default: the login name) [env FLAGROLL_ACTOR]",
-        )
-        kubernetes.add_store_options(p)
-        notify_options(p)
-        overlay_options(p)
+        _store_and_actor_options(p, "who is acting")
         p.set_defaults(handler=handler)
     _add_approve(commands)
     _add_adopt(commands)
@@ -90,16 +82,21 @@ def _add_approve(commands: Commands) -> None:
         metavar="TEXT",
         help="why it may go on; recorded in the decision log",
     )
+    _store_and_actor_options(p, "who approves")
+    p.set_defaults(handler=cmd_approve)
+
+
+def _store_and_actor_options(p: argparse.ArgumentParser, who: str) -> None:
+    """What every human command takes after its reason: the actor, the stores, notifications."""
     p.add_argument(
         "--actor",
         default=env("FLAGROLL_ACTOR"),
         metavar="NAME",
-        help="who approves (default: the login name) [env FLAGROLL_ACTOR]",
+        help=f"{who} (default: the login name) [env FLAGROLL_ACTOR]",
     )
     kubernetes.add_store_options(p)
     notify_options(p)
     overlay_options(p)
-    p.set_defaults(handler=cmd_approve)
 
 
 def _add_adopt(commands: Commands) -> None:
