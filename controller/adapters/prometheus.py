@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 
 from controller.adapters.promauth import PrometheusAuth
+from controller.core.alerts import series_name
 from controller.core.queries import PlannedQuery, QueryKey, Reading, Split
 
 MAX_BODY_BYTES = 8 * 1024 * 1024
@@ -152,6 +153,27 @@ def pick(index: SeriesIndex, split: Split) -> Reading:
             f"{split.template!r}: {found.labels}; group it by the flag and variant labels only"
         )
     return found
+
+
+def parse_listing(status_code: int, body: bytes) -> Reading:
+    """Judge a listing's response (the firing alerts of a selector): how many series, each named
+    ``alertname{labels}`` (:func:`~controller.core.alerts.series_name`). An empty vector is an
+    answer (nothing fires), not missing data; anything but a vector of labelled series is an error."""
+    answer = _result(status_code, body)
+    if isinstance(answer, Reading):
+        return answer
+    kind, result = answer
+    if kind != "vector":
+        return Reading.error(f"the firing alerts are a vector of series, not a {kind}")
+    if not isinstance(result, list):
+        return Reading.error("vector result is not a list")
+    names = []
+    for series in result:
+        metric = series.get("metric") if isinstance(series, dict) else None
+        if not isinstance(metric, dict) or not all(isinstance(v, str) for v in metric.values()):
+            return Reading.error("vector element has no 'metric' object of label values")
+        names.append(series_name(metric))
+    return Reading.listed(sorted(names))
 
 
 def response_result(status_code: int, body: bytes) -> Reading | tuple[Any, Any]:
@@ -307,6 +329,8 @@ class PrometheusClient:
                 readings[q.key] = Reading.error(f"template {q.split.template!r} is not defined")
             elif answer is None or isinstance(answer, Reading):
                 readings[q.key] = answer or Reading.error("the query is empty")
+            elif q.listing:
+                readings[q.key] = answer.listed()
             else:
                 readings[q.key] = answer.whole() if q.split is None else answer.pick(q.split)
         return {key: self._shown(reading) for key, reading in readings.items()}
@@ -319,6 +343,7 @@ class Answer:
         self.status_code = status_code
         self.body = body
         self._whole: Reading | None = None
+        self._listed: Reading | None = None
         self._indexes: dict[tuple[str, str], Reading | SeriesIndex] = {}
 
     def whole(self) -> Reading:
@@ -326,6 +351,12 @@ class Answer:
         if self._whole is None:
             self._whole = parse_response(self.status_code, self.body)
         return self._whole
+
+    def listed(self) -> Reading:
+        """The answer as a list of series (the firing alerts of a selector)."""
+        if self._listed is None:
+            self._listed = parse_listing(self.status_code, self.body)
+        return self._listed
 
     def pick(self, split: Split) -> Reading:
         """One arm's series of a template's answer."""

@@ -64,8 +64,10 @@ class PrometheusServer:
         port: int = 0,
         data_dir: Path | None = None,
         retention: str = "1d",
+        rules: str | None = None,
     ) -> None:
         self.targets = list(targets)
+        self.rules = rules  # YAML of a rule file (alerting and recording rules), evaluated every interval
         # An existing TSDB directory (e.g. blocks backfilled by promtool) to serve: kept on stop.
         self.data_dir = data_dir
         self.retention = retention
@@ -93,6 +95,7 @@ class PrometheusServer:
             "global:\n"
             f"  scrape_interval: {interval}\n"
             + (f"  evaluation_interval: {interval}\n" if evaluation else "")
+            + ("rule_files: [rules.yml]\n" if self.rules is not None else "")
             + "scrape_configs:\n"
             f"  - job_name: {self.job}\n"
             f"    scrape_interval: {interval}\n"
@@ -104,6 +107,8 @@ class PrometheusServer:
         """The command line, with its configuration written into ``workdir``."""
         config = workdir / "prometheus.yml"
         config.write_text(self._config())
+        if self.rules is not None:
+            (workdir / "rules.yml").write_text(self.rules)  # rule_files are relative to the config
         extra = []
         if self.web_config is not None:
             web = workdir / "web.yml"

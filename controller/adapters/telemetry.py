@@ -8,8 +8,9 @@ Metric names (a public contract: alerting rules and dashboards use them):
 ``flagroll_rollout_stale{flag}``                gauge      1 while partial past the policy's review date
 ``flagroll_rollout_unguarded{flag}``            gauge      1 while exposed and no valid policy judges it
 ``flagroll_rollout_waiting{flag,reason}``       gauge      1 while a due move waits for ``window`` or
-                                                           ``freeze`` (``spec.schedule``), or for a
-                                                           human's ``approval``, else 0
+                                                           ``freeze`` (``spec.schedule``), for a
+                                                           human's ``approval``, or while an ``alert``
+                                                           of ``spec.alerts`` fires, else 0
 ``flagroll_decisions_total{flag,action}``       counter    decisions taken (holds included)
 ``flagroll_guardrail_value{flag,guardrail,rule}`` gauge    the treatment value a guardrail rule judged
 ``flagroll_guardrail_bound{flag,guardrail,rule}`` gauge    the bound it was judged against
@@ -47,12 +48,13 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from controller.core.alerts import ALERT
 from controller.core.approval import APPROVAL
 from controller.core.changewindows import REASONS
 from controller.core.serving import Check, Outcome, is_verification
 from controller.core.state import RolloutState, Status
 
-WAITING_REASONS = (*REASONS, APPROVAL)
+WAITING_REASONS = (*REASONS, APPROVAL, ALERT)
 STATUSES = ("progressing", "paused", "stopped", "rolled_back", "completed", "promoted")
 CYCLE_BUCKETS_SECONDS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 SERVING_BUCKETS_SECONDS = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0)
@@ -98,8 +100,8 @@ class Telemetry:
         )
         self.waiting = Gauge(
             "flagroll_rollout_waiting",
-            "1 while a due move waits for a change window (reason window) or the end of a freeze "
-            "(reason freeze)",
+            "1 while a due move waits for a change window (reason window), the end of a freeze "
+            "(reason freeze), a human's approval (reason approval) or firing alerts to stop (reason alert)",
             ["flag", "reason"],
             registry=r,
         )

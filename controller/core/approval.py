@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from controller.core.alerts import ALERT
+from controller.core.alerts import waiting_read as alerts_waiting_read
 from controller.core.changewindows import Waiting
 from controller.core.durations import format_duration
 from controller.core.freezes import waiting_read as schedule_waiting_read
@@ -126,8 +128,11 @@ def of_state(flag: str, state: RolloutState) -> ApprovalWaiting | None:
 
 
 def waiting_read(value: object) -> Waiting | None:
-    """A record's ``waiting`` read back: an approval wait, else what the schedule or the Freeze
-    documents held (:func:`controller.core.freezes.waiting_read`); None when absent or not one."""
+    """A record's ``waiting`` read back: an approval wait, firing alerts
+    (:func:`controller.core.alerts.waiting_read`), else what the schedule or the Freeze documents
+    held (:func:`controller.core.freezes.waiting_read`); None when absent or not one."""
+    if isinstance(value, Mapping) and value.get("reason") == ALERT:
+        return alerts_waiting_read(value)
     if not isinstance(value, Mapping) or value.get("reason") != APPROVAL:
         return schedule_waiting_read(value)
     step, steps, percent = value.get("step"), value.get("steps"), value.get("percent")

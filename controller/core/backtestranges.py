@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from controller.core.alerts import series_name
 from controller.core.queries import PlannedQuery, QueryKey, Reading, Split
 
 
@@ -80,6 +81,14 @@ def reading_at(answer: RangeAnswer, at_ms: int, split: Split | None = None) -> R
     return judge_value(present[0].points[at_ms])
 
 
+def listing_at(answer: RangeAnswer, at_ms: int) -> Reading:
+    """A listing's reading at ``at_ms`` (the alerts firing then): the series with a point at it."""
+    for failure in answer.failures:
+        if failure.start_ms <= at_ms <= failure.end_ms:
+            return Reading.error(failure.detail)
+    return Reading.listed(sorted(series_name(s.labels) for s in answer.series if at_ms in s.points))
+
+
 def readings_at(
     queries: Sequence[PlannedQuery], answers: Mapping[str, RangeAnswer], at_ms: int
 ) -> dict[QueryKey, Reading]:
@@ -93,6 +102,8 @@ def readings_at(
             readings[q.key] = Reading.error(
                 "the query is empty" if not q.promql else "the query was not fetched"
             )
+        elif q.listing:
+            readings[q.key] = listing_at(answer, at_ms)
         else:
             readings[q.key] = reading_at(answer, at_ms, q.split)
     return readings

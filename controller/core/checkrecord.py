@@ -127,10 +127,11 @@ class Check:
     # Still gathering what it needs to be judged (the dispersion's first intervals): the check
     # holds, but it is no outage, so onNoData's rollback does not apply to it.
     settling: bool = False
+    firing: tuple[str, ...] = ()  # an alert check's firing alerts, as name{labels}
 
     def as_record(self) -> dict[str, Any]:
         """The check as it is written to the decision log."""
-        record = {
+        record: dict[str, Any] = {
             "name": self.name,
             "kind": self.kind.value,
             "rule": self.rule,
@@ -154,6 +155,8 @@ class Check:
             record["shadow"] = True
         if self.settling:
             record["settling"] = True
+        if self.kind is Source.ALERT:
+            record["firing"] = list(self.firing)
         if self.metric is not None:
             record["metric"] = self.metric
         if self.sequential is not None:
@@ -176,6 +179,8 @@ def describe(check: Mapping[str, Any]) -> str:
         return _describe_sequential(check, check.get("sequential") or {}) + shadow
     if isinstance(check.get("sample_ratio"), dict):
         return _describe_sample_ratio(check, check["sample_ratio"])
+    if check.get("kind") == Source.ALERT.value:
+        return _describe_alert(check)
     value, rule = check.get("value"), str(check.get("rule"))
     if value is None or rule not in SYMBOL:
         return f"{head}: {verdict} ({check.get('detail') or 'no value'})"
@@ -198,6 +203,21 @@ def describe(check: Mapping[str, Any]) -> str:
     if detail and verdict != Outcome.PASS.value:
         text += f": {detail}"
     return text
+
+
+def _describe_alert(check: Mapping[str, Any]) -> str:
+    """``checkout-pages: 2 alerts firing (CheckoutErrors{severity="page"}, …); onFiring: hold``."""
+    name, verdict = check.get("name"), check.get("verdict")
+    if verdict == Outcome.PASS.value:
+        return f"alert {name}: none firing"
+    if verdict != Outcome.FAIL.value:
+        return f"alert {name}: {verdict} ({check.get('detail') or 'no answer'})"
+    value = check.get("value")
+    count = int(value) if isinstance(value, int | float) else 0
+    firing = [str(f) for f in check.get("firing") or []]
+    named = ", ".join(firing) + (f" and {count - len(firing)} more" if count > len(firing) else "")
+    noun = "alert" if count == 1 else "alerts"
+    return f"alert {name}: {count} {noun} firing ({named}); onFiring: {check.get('rule')}"
 
 
 def _signed(value: Any) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 
+from controller.core.alerts import alert_checks
 from controller.core.checkrecord import SEVERITY, SYMBOL, ArmEvidence, Check, fmt
 from controller.core.policy import Bounds, Policy
 from controller.core.queries import (
@@ -33,7 +34,7 @@ from controller.core.state import Outcome
 def guardrail_checks(policy: Policy, queries: Sequence[PlannedQuery], readings: Readings) -> list[Check]:
     """A cycle's guardrail checks for one policy: traffic, the sample ratio, then every guardrail's
     rules (a shadow guardrail's marked); on a sample-ratio mismatch, comparisons with control are
-    not judged."""
+    not judged. Then one check per alert of ``spec.alerts`` (:mod:`controller.core.alerts`)."""
     checks = traffic_checks(policy, queries, readings)
     ratio = sample_ratio_check(policy, queries, readings)
     if ratio is not None:
@@ -56,6 +57,7 @@ def guardrail_checks(policy: Policy, queries: Sequence[PlannedQuery], readings: 
         checks.extend(judged)
     if ratio is not None and ratio.sample_ratio is not None and ratio.sample_ratio.mismatch:
         checks = [_distrusted(c) for c in checks]
+    checks.extend(alert_checks(policy, queries, readings))
     return checks
 
 

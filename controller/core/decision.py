@@ -19,6 +19,9 @@ The rules, in the order they apply to an active rollout (``progressing``, ``paus
 6. After a step with ``approval: required``, the move of rule 4 (an advance, or after the last step
    the completion or promotion) waits for a human's approval of that step, before rule 5 applies: a
    hold that marks the state as awaiting approval (:mod:`controller.core.approval`).
+7. A firing alert of ``spec.alerts`` (:mod:`controller.core.alerts`) with ``onFiring: rollback`` is a
+   failing check (rule 1); with ``onFiring: hold`` a progressing or paused rollout holds while it fires
+   (after rules 1 to 3's rollbacks and holds for errors), and a rollout not started does not start.
 
 A new policy revision first rebases the state (see :func:`rebase`); human commands (stop, pause,
 resume, approve) have their own functions. Nothing here reads a clock or a file.
@@ -32,7 +35,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from controller.core import approval
+from controller.core import alerts, approval
 from controller.core.changewindows import Waiting
 from controller.core.checkrecord import Check, acting, sample_ratio_mismatch, worst
 from controller.core.checks import checkpoint_checks, guardrail_checks
@@ -367,6 +370,17 @@ class _Context:
         decision = self.make(Action.HOLD, held, f"{waits.describe(now)}; due: {why}", checks, checkpoint)
         return replace(decision, waiting=waits)
 
+    def alerted(
+        self, state: RolloutState, held: Sequence[Check], why: str, checks: Sequence[Check]
+    ) -> Decision:
+        """A hold while alerts with ``onFiring: hold`` fire: the record's ``waiting`` names them. A
+        paused rollout waits for a human first: the alerts are said, not waited for."""
+        waits = alerts.waiting(held)
+        if state.status is Status.PAUSED:
+            return self.make(Action.HOLD, state, f"{_paused(state)}; {waits.why}", checks)
+        decision = self.make(Action.HOLD, state, f"{why}{waits.why}; onFiring: hold", checks)
+        return replace(decision, waiting=waits)
+
 
 def decide(
     policy: Policy,
@@ -391,11 +405,13 @@ def decide(
     judged = guardrail_checks(policy, queries, readings) if judged is None else judged
     checks = acting(judged)
     ctx = replace(ctx, shadow=tuple(c for c in judged if c.shadow))
-    outcome = worst(checks)
+    held = alerts.holding(checks)  # firing alerts that hold: not failures
+    judging = [c for c in checks if c not in held]
+    outcome = worst(judging)
     exposed = state.percent > 0
 
     if outcome is Outcome.FAIL and exposed:
-        why = f"guardrail failed: {_summary(checks, Outcome.FAIL)}"
+        why = f"{_failed(judging)}: {_summary(judging, Outcome.FAIL)}"
         return ctx.make(Action.ROLLBACK, _rolled_back(state, now, why), why, checks)
     mismatch = sample_ratio_mismatch(checks)
     if mismatch is not None and exposed:
@@ -406,31 +422,37 @@ def decide(
         )
         return ctx.make(Action.HOLD, state, why, checks)
     # A settling check (still gathering what it needs) holds, but is no outage: onNoData skips it.
-    acted_on = worst([c for c in checks if not c.settling])
+    acted_on = worst([c for c in judging if not c.settling])
     for bad, policy_says, label in (
         (Outcome.ERROR, spec.on_error, "onError"),
         (Outcome.NO_DATA, spec.on_no_data, "onNoData"),
     ):
         if acted_on is bad and policy_says == "rollback" and exposed:
-            why = f"{bad.value}: {_summary(checks, bad)}; {label}: rollback"
+            why = f"{bad.value}: {_summary(judging, bad)}; {label}: rollback"
             return ctx.make(Action.ROLLBACK, _rolled_back(state, now, why), why, checks)
     if rebased.adjusted:
         return ctx.make(Action.ADJUST, state, "; ".join(rebased.notes), checks)
 
     if state.status is Status.COMPLETED:
         if outcome is not Outcome.PASS:
-            why = f"complete; {outcome.value}: {_summary(checks, outcome)}; {_holding(outcome, acted_on)}"
+            why = f"complete; {outcome.value}: {_summary(judging, outcome)}; {_holding(outcome, acted_on)}"
+            return ctx.make(Action.HOLD, state, why, checks)
+        if held:  # nothing to hold back: said, not waited for
+            why = f"complete at {pct(state.percent)} %; {alerts.waiting(held).why} (guardrails stay armed)"
             return ctx.make(Action.HOLD, state, why, checks)
         why = f"complete at {pct(state.percent)} %; all {len(checks)} checks pass (guardrails stay armed)"
         return ctx.make(Action.HOLD, state, why, checks)
 
     if state.step == NOT_STARTED and not exposed:
         if outcome is Outcome.ERROR:
-            why = f"not starting while a query fails: {_summary(checks, Outcome.ERROR)}"
+            why = f"not starting while a query fails: {_summary(judging, Outcome.ERROR)}"
             return ctx.make(Action.HOLD, state, why, checks)
         if outcome is Outcome.FAIL:
-            why = f"not starting: a guardrail fails before anyone is exposed: {_summary(checks, outcome)}"
+            failing = "an alert fires" if _failed(judging) == "alert firing" else "a guardrail fails"
+            why = f"not starting: {failing} before anyone is exposed: {_summary(judging, outcome)}"
             return ctx.make(Action.HOLD, state, why, checks)
+        if held:
+            return ctx.alerted(state, held, "not starting: ", checks)
         if state.status is Status.PAUSED:
             return ctx.make(Action.HOLD, state, _paused(state), checks)
         why = f"rollout starts: step 1/{len(spec.steps)} at {pct(policy.step_percent(0))} %"
@@ -438,8 +460,10 @@ def decide(
         return ctx.move_or_wait(policy, now, start, why, checks)
 
     if outcome is not Outcome.PASS:
-        why = f"{outcome.value}: {_summary(checks, outcome)}; {_holding(outcome, acted_on)}"
+        why = f"{outcome.value}: {_summary(judging, outcome)}; {_holding(outcome, acted_on)}"
         return ctx.make(Action.HOLD, state, why, checks)
+    if held:
+        return ctx.alerted(state, held, "", checks)
     if state.status is Status.PAUSED:
         return ctx.make(Action.HOLD, state, _paused(state), checks)
 
@@ -552,6 +576,12 @@ def _holding(outcome: Outcome, acted_on: Outcome) -> str:
     if outcome is Outcome.NO_DATA and acted_on is not Outcome.NO_DATA:
         return "still measuring (onNoData does not apply): hold"
     return f"{'onError' if outcome is Outcome.ERROR else 'onNoData'}: hold"
+
+
+def _failed(failing: Sequence[Check]) -> str:
+    """What failed, as a rollback's reason begins: ``alert firing`` when only alerts did."""
+    kinds = {c.kind for c in failing if c.verdict is Outcome.FAIL}
+    return "alert firing" if kinds == {Source.ALERT} else "guardrail failed"
 
 
 def _summary(checks: Sequence[Check], outcome: Outcome, limit: int = 3) -> str:

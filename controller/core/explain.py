@@ -201,7 +201,10 @@ def _what_must_change(
             continue  # a dryRun guardrail never blocks an advance
         verdict = check.get("verdict")
         name, arm = check.get("name"), check.get("arm")
-        if verdict == "fail":
+        if check.get("kind") == "alert" and verdict == "fail":
+            firing = ", ".join(str(f) for f in check.get("firing") or []) or "firing"
+            needs.append(f"alert {name} must stop firing ({firing}; onFiring: {check.get('rule')})")
+        elif verdict == "fail":
             symbol = _OPPOSITE.get(str(check.get("rule")), "within")
             needs.append(
                 f"{name} ({arm}) must be {symbol} {fmt(check.get('bound'))} ({check.get('rule')}); "

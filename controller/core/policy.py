@@ -385,6 +385,20 @@ class Schedule(Model):
     )
 
 
+class Alert(Model):
+    """A Prometheus alert as a signal: while an alert matching the selector fires (``ALERTS`` with
+    ``alertstate="firing"``), the rollout holds, or rolls back. Not part of the revision."""
+
+    name: NonEmptyText = Field(description="Names this signal in records, status and explain.")
+    selector: NonEmptyText = Field(
+        description='Label matchers of the ALERTS series, e.g. \'{service="checkout", '
+        'severity="page"}\'; flagroll adds alertstate="firing". \'{}\' matches every firing alert.'
+    )
+    on_firing: Literal["hold", "rollback"] = Field(
+        "hold", description="While any matching alert fires: hold (no move raises exposure) or roll back."
+    )
+
+
 class Spec(Model):
     owner: NonEmptyText = Field(description="Who can say stop.")
     aim: NonEmptyText = Field(description="The outcome sought, with numbers.")
@@ -415,6 +429,11 @@ class Spec(Model):
         None,
         description="Change windows and freeze dates: when due advances may happen (not part of the "
         "revision).",
+    )
+    alerts: list[Alert] | None = Field(
+        None,
+        description="Prometheus alerts as signals: while one fires, the rollout holds or rolls back "
+        "(not part of the revision).",
     )
     on_delete: Literal["leave", "rollback"] | None = Field(
         None,  # None means leave; None keeps the revision of policies written before the field
@@ -522,6 +541,7 @@ ADMINISTRATIVE_FIELDS: tuple[tuple[str, str], ...] = (
     ("spec", "mechanism"),
     ("spec", "review"),
     ("spec", "schedule"),  # when moves may happen, not what is exposed or how it is judged
+    ("spec", "alerts"),  # operational signals (someone is paged): like the schedule, when moves may happen
 )
 
 

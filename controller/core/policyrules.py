@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 
+from controller.core.alertrules import alerts_are_sound
 from controller.core.durations import format_duration
 from controller.core.policy import (
     FLAG_KEY_PATTERN,
@@ -641,6 +642,7 @@ RULES: tuple[Rule, ...] = (
     promotion_stays_within_max_percent,
     checkpoint_expectations_resolve,
     schedule_is_sound,
+    alerts_are_sound,
 )
 
 

@@ -18,7 +18,7 @@ from typing import Protocol
 from controller.core.flagd import CONTROL, TREATMENT
 from controller.core.metrictemplate import MetricTemplate, promql_label
 from controller.core.policy import Expectation, Guardrail, Policy
-from controller.core.selectors import parse_selector
+from controller.core.selectors import STRING, parse_selector
 
 _PLACEHOLDER = re.compile(r"\{\{\s*(variant|flag)\s*\}\}")
 
@@ -37,6 +37,7 @@ class Source(StrEnum):
     GUARDRAIL = "guardrail"
     CHECKPOINT = "checkpoint"
     EXPOSURE = "exposure"
+    ALERT = "alert"  # spec.alerts: the firing alerts matching a selector
 
 
 class Part(StrEnum):
@@ -90,6 +91,9 @@ class PlannedQuery:
     promql: str  # for a template, its query: the same for every rollout that uses it
     window_seconds: int | None = None  # the increase() range of a count since exposure began
     split: Split | None = None  # set when the answer is a template's, split per flag and arm
+    # The answer is a list of series, not one number (the firing alerts of spec.alerts): its reading
+    # is how many there are, with their names in the detail (see :func:`listed`).
+    listing: bool = False
 
     @property
     def shown(self) -> str:
@@ -122,10 +126,16 @@ class Reading:
     kind: ReadingKind
     value: float | None = None
     detail: str = ""
+    series: tuple[str, ...] = ()  # a listing's series, each as name{labels} (see PlannedQuery.listing)
 
     @staticmethod
     def of(value: float) -> Reading:
         return Reading(ReadingKind.VALUE, value)
+
+    @staticmethod
+    def listed(series: Sequence[str]) -> Reading:
+        """A listing's answer: how many series, and which."""
+        return Reading(ReadingKind.VALUE, float(len(series)), "", tuple(series))
 
     @staticmethod
     def no_data(detail: str) -> Reading:
@@ -352,7 +362,40 @@ def plan(
         for e in spec.checkpoint.expect:
             if expectation_source(e) is Source.CHECKPOINT:
                 add(Source.CHECKPOINT, e.name, e.query, shared=e.template or "")
+    for alert in spec.alerts or ():
+        key = QueryKey(Source.ALERT, alert.name, Arm.TREATMENT, flag=policy.flag_key)
+        planned.append(PlannedQuery(key, alerts_query(alert.selector), listing=True))
     return planned
+
+
+ALERTS_METRIC = "ALERTS"  # the series Prometheus's rule manager keeps for every pending or firing alert
+
+
+def alert_matchers(selector: str) -> tuple[str, ...] | None:
+    """The label matchers of an alert selector (``{service="checkout"}``, or with the name
+    ``ALERTS``), sorted and without repeats; None when it is not one. Matchers on ``alertstate`` or
+    the metric name are not a selector's to give: flagroll asks for the firing ones of ``ALERTS``."""
+    text = selector.strip()
+    parsed = parse_selector(text if not text.startswith("{") else ALERTS_METRIC + text)
+    if parsed is None or parsed.bare_name != ALERTS_METRIC:
+        return None
+    return tuple(sorted({_MATCHER_SPACES.sub(r"\1\2", m, count=1) for m in parsed.matchers}))
+
+
+# A matcher's label and operator, with the spaces around the operator (not part of the matcher).
+_MATCHER_SPACES = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*|" + STRING + r")\s*(=~|!~|!=|=)\s*")
+
+
+def alerts_query(selector: str) -> str:
+    """The query of an alert selector: the firing ``ALERTS`` series matching it. Selectors that
+    differ only in spacing or the order of their matchers make the same text, so that every rollout
+    sharing a selector shares one query. An unreadable selector (refused when the policy is loaded)
+    plans an empty query, which is an ``error`` reading."""
+    matchers = alert_matchers(selector)
+    if matchers is None:
+        return ""
+    inner = ", ".join(('alertstate="firing"', *matchers))
+    return f"{ALERTS_METRIC}{{{inner}}}"
 
 
 class MetricsSource(Protocol):

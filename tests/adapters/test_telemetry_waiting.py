@@ -1,5 +1,5 @@
 """``flagroll_rollout_waiting{flag,reason}``: 1 while a due move waits for a change window (``window``),
-the end of a freeze (``freeze``) or a human's approval (``approval``), from the records of each
+the end of a freeze (``freeze``), a human's approval (``approval``) or firing alerts (``alert``), from the records of each
 cycle; 0 once it moves or stops; gone with the flag, and not shown by a replica that does not lead."""
 
 from __future__ import annotations
@@ -49,19 +49,22 @@ def _done(telemetry: Telemetry, states: dict[str, RolloutState]) -> None:
 
 def test_the_gauge_says_what_each_rollout_waits_for() -> None:
     telemetry = Telemetry(clock=MOMENT.timestamp)
-    states = {"cache": _state(), "search": _state(), "quiet": _state()}
-    telemetry.recorded([_record("cache", "window"), _record("search", "freeze"), _record("quiet", None)])
+    states = {"cache": _state(), "search": _state(), "quiet": _state(), "paged": _state()}
+    telemetry.recorded(
+        [
+            _record("cache", "window"),
+            _record("search", "freeze"),
+            _record("quiet", None),
+            _record("paged", "alert"),
+        ]
+    )
     _done(telemetry, states)
+    reasons = ("window", "freeze", "approval", "alert")
+    waits = {"cache": "window", "search": "freeze", "quiet": None, "paged": "alert"}
     assert _waiting(telemetry) == {
-        ("cache", "window"): 1.0,
-        ("cache", "freeze"): 0.0,
-        ("cache", "approval"): 0.0,
-        ("search", "window"): 0.0,
-        ("search", "freeze"): 1.0,
-        ("search", "approval"): 0.0,
-        ("quiet", "window"): 0.0,
-        ("quiet", "freeze"): 0.0,
-        ("quiet", "approval"): 0.0,
+        (flag, reason): 1.0 if reason == waited else 0.0
+        for flag, waited in waits.items()
+        for reason in reasons
     }
     _done(telemetry, states)  # a cycle without records for them (not due): unchanged
     assert _waiting(telemetry)[("cache", "window")] == 1.0

@@ -141,3 +141,28 @@ def test_a_completed_flag_is_said_to_be_watched_and_is_rolled_back_on_a_regressi
     env.metrics.answer = failing
     env.cycle()
     assert env.percent() == 0
+
+
+def test_a_firing_alert_is_what_must_change_and_status_says_it_waits(
+    env: Environment, capsys: pytest.CaptureFixture[str]
+) -> None:
+    alerts = "  alerts:\n    - name: pages\n      selector: '{severity=\"page\"}'\n"
+    env.add_policy("cache", "cache", POLICY.format(name="cache", key="cache") + alerts)
+    paging = 'Down{severity="page"}'
+    env.metrics.answer = lambda promql: (
+        Reading.listed([paging]) if promql.startswith("ALERTS") else healthy(promql)
+    )
+    env.cycle()  # does not start
+    assert env.percent() == 0
+    out = _explain(env, capsys, "--policies", str(env.policies))
+    assert 'FAIL     alert pages: 1 alert firing (Down{severity="page"}); onFiring: hold' in out
+    must = out.split("To advance")[1].split("PromQL")[0]
+    assert f"alert pages must stop firing ({paging}; onFiring: hold)" in must
+    assert 'ALERTS{alertstate="firing", severity="page"}' in out.split("PromQL (paste into Prometheus)")[1]
+    assert cli.main(["status", "--flags", str(env.flags), "--decision-log", str(env.log)]) == 0
+    shown = capsys.readouterr().out
+    assert f"WAITING: alert firing: pages ({paging}): wait until it stops firing (onFiring: hold)" in shown
+    env.metrics.answer = lambda promql: Reading.listed([]) if promql.startswith("ALERTS") else healthy(promql)
+    env.clock.now += timedelta(seconds=10)
+    env.cycle()
+    assert env.percent() == 1

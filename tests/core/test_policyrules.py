@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from controller.core import policyrules, schedulerules
+from controller.core import alertrules, policyrules, schedulerules
 from controller.core.policy import Policy
 from controller.core.policyrules import (
     EXPECTATION_RULES,
@@ -120,7 +120,7 @@ def test_every_public_rule_is_listed_once() -> None:
     runners = {"semantic_issues", "error", "warning"}
     defined = {
         name
-        for module in (policyrules, schedulerules)
+        for module in (policyrules, schedulerules, alertrules)
         for name, value in inspect.getmembers(module, inspect.isfunction)
         if value.__module__ == module.__name__ and not name.startswith("_") and name not in runners
     }

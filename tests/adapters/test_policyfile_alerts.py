@@ -1,0 +1,113 @@
+"""``spec.alerts`` in a policy file: a valid list loads, each mistake is one error at its file, line
+and field; the JSON Schema describes it. The alerts start at line 24 of ``BASE``."""
+
+from __future__ import annotations
+
+import pytest
+
+from controller.core.policy import json_schema
+from tests.core.test_policy_schema import schema_errors
+from tests.support.policytext import BASE, load, plain_data, shown, the_error, the_policy
+
+# Lines: alerts 24, first alert 25 (name), its selector 26, its onFiring 27, second alert 28.
+VALID = """\
+  alerts:
+    - name: checkout-pages
+      selector: '{service="checkout", severity="page"}'
+      onFiring: hold
+    - name: platform-down
+      selector: '{team="platform", severity=~"page|critical"}'
+      onFiring: rollback
+"""
+
+
+def test_valid_alerts_load_with_hold_as_the_default() -> None:
+    policy = the_policy(load(BASE + VALID.replace("      onFiring: hold\n", "")))
+    alerts = policy.spec.alerts
+    assert alerts is not None
+    assert [(a.name, a.on_firing) for a in alerts] == [
+        ("checkout-pages", "hold"),
+        ("platform-down", "rollback"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "line", "field", "message"),
+    [
+        (
+            "name: platform-down",
+            "name: checkout-pages",
+            28,
+            "spec.alerts[1].name",
+            "alert 'checkout-pages' is named twice: give each its own name",
+        ),
+        (
+            """'{service="checkout", severity="page"}'""",
+            """'{service="checkout"'""",
+            26,
+            "spec.alerts[0].selector",
+            """'{service="checkout"' is not a selector of alerts: give label matchers in braces, e.g. """
+            """'{service="checkout", severity="page"}' (the name, if any, is ALERTS)""",
+        ),
+        (
+            """'{service="checkout", severity="page"}'""",
+            """'up{service="checkout"}'""",
+            26,
+            "spec.alerts[0].selector",
+            """'up{service="checkout"}' is not a selector of alerts: give label matchers in braces, e.g. """
+            """'{service="checkout", severity="page"}' (the name, if any, is ALERTS)""",
+        ),
+        (
+            """'{service="checkout", severity="page"}'""",
+            """'{service="checkout", alertstate="pending"}'""",
+            26,
+            "spec.alerts[0].selector",
+            "a selector of alerts cannot match on alertstate: flagroll asks for the firing alerts itself",
+        ),
+        (
+            "onFiring: hold",
+            "onFiring: page",
+            27,
+            "spec.alerts[0].onFiring",
+            "Input should be 'hold' or 'rollback' (got 'page')",
+        ),
+        (
+            "    - name: checkout-pages\n",
+            "    - name: ''\n",
+            25,
+            "spec.alerts[0].name",
+            "String should have at least 1 character",
+        ),
+    ],
+)
+def test_each_mistake_is_an_error_at_its_line_and_field(
+    old: str, new: str, line: int, field: str, message: str
+) -> None:
+    text = BASE + VALID.replace(old, new, 1)
+    assert text != BASE + VALID
+    issue = the_error(load(text))
+    assert (issue.line, issue.field, issue.message) == (line, field, message), shown(load(text))
+    assert str(issue).startswith(f"p.yaml:{line}:")
+
+
+def test_a_selector_matching_every_alert_is_warned() -> None:
+    result = load(BASE + VALID.replace("""'{service="checkout", severity="page"}'""", "'{}'"))
+    the_policy(result)
+    assert [(w.field, w.message) for w in result.warnings] == [
+        (
+            "spec.alerts[0].selector",
+            "'{}' matches every firing alert in Prometheus: any page anywhere holds this rollout",
+        )
+    ]
+
+
+def test_the_json_schema_describes_the_alerts() -> None:
+    schema = json_schema()
+    assert schema_errors(schema, plain_data(BASE + VALID), schema) == []
+    alert = schema["$defs"]["Alert"]
+    assert set(alert["properties"]) == {"name", "selector", "onFiring"}
+    assert alert["required"] == ["name", "selector"]
+    bad = plain_data(BASE + VALID.replace("onFiring: hold", "onFiring: page"))
+    assert schema_errors(alert, bad["spec"]["alerts"][0], schema) == [
+        ".onFiring: 'page' is not one of ['hold', 'rollback']"
+    ]
