@@ -15,7 +15,7 @@ _RESERVED = {"alertstate": "flagroll asks for the firing alerts itself", "__name
 
 def alerts_are_sound(policy: Policy) -> Findings:
     """Each alert has its own name and a selector flagroll can read: label matchers in braces (the
-    name ``ALERTS`` may be written), none on ``alertstate`` or the metric name. ``{}`` is warned:
+    name ``ALERTS`` may be written), without placeholders, none on ``alertstate`` or the metric name. ``{}`` is warned:
     every firing alert in Prometheus would hold the rollout."""
     seen: set[str] = set()
     for i, alert in enumerate(policy.spec.alerts or ()):
@@ -23,6 +23,13 @@ def alerts_are_sound(policy: Policy) -> Findings:
         if alert.name in seen:
             yield error((*at, "name"), f"alert {alert.name!r} is named twice: give each its own name")
         seen.add(alert.name)
+        if "{{" in alert.selector:
+            yield error(
+                (*at, "selector"),
+                "a selector of alerts takes no placeholders ({{flag}}, {{variant}}): it is asked as "
+                "written, once for every rollout that shares it; name the alert's own labels",
+            )
+            continue
         matchers = alert_matchers(alert.selector)
         if matchers is None:
             yield error(

@@ -65,6 +65,14 @@ def test_valid_alerts_load_with_hold_as_the_default() -> None:
             "a selector of alerts cannot match on alertstate: flagroll asks for the firing alerts itself",
         ),
         (
+            """'{service="checkout", severity="page"}'""",
+            """'{flag="{{flag}}"}'""",
+            26,
+            "spec.alerts[0].selector",
+            "a selector of alerts takes no placeholders ({{flag}}, {{variant}}): it is asked as written, "
+            "once for every rollout that shares it; name the alert's own labels",
+        ),
+        (
             "onFiring: hold",
             "onFiring: page",
             27,
