@@ -15,8 +15,8 @@ _RESERVED = {"alertstate": "flagroll asks for the firing alerts itself", "__name
 
 def alerts_are_sound(policy: Policy) -> Findings:
     """Each alert has its own name and a selector flagroll can read: label matchers in braces (the
-    name ``ALERTS`` may be written), without placeholders, none on ``alertstate`` or the metric name. ``{}`` is warned:
-    every firing alert in Prometheus would hold the rollout."""
+    name ``ALERTS`` may be written), without placeholders, none on ``alertstate`` or the metric
+    name. ``{}`` is warned: every firing alert in Prometheus would hold the rollout."""
     seen: set[str] = set()
     for i, alert in enumerate(policy.spec.alerts or ()):
         at = ("spec", "alerts", i)
