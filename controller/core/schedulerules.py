@@ -39,6 +39,13 @@ def schedule_is_sound(policy: Policy) -> Findings:
         )
     interval = policy.spec.interval_seconds
     for i, window in enumerate(schedule.windows or ()):
+        repeated = sorted({d for d in window.days if window.days.count(d) > 1})
+        if repeated:
+            yield warning(
+                (*at, "windows", i, "days"),
+                f"{', '.join(repeated)} given more than once: a day is in the window or not; "
+                "was another day meant?",
+            )
         if window.opens == "24:00":
             yield error((*at, "windows", i, "from"), "24:00 ends a day: a window starts at 00:00 to 23:59")
         elif window.opens == window.closes:

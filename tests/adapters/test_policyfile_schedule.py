@@ -175,3 +175,15 @@ def test_the_json_schema_describes_the_schedule() -> None:
     assert set(window["properties"]) == {"days", "from", "to"}
     assert set(schema["$defs"]["Schedule"]["properties"]) == {"timezone", "windows", "freeze"}
     assert set(schema["$defs"]["Freeze"]["properties"]) == {"from", "to", "reason"}
+
+
+def test_a_day_given_twice_is_warned() -> None:
+    result = load(with_schedule(VALID.replace("[mon, tue, wed, thu]", "[mon, tue, mon, thu, tue]")))
+    the_policy(result)
+    assert [(w.line, w.field, w.message) for w in result.warnings] == [
+        (
+            27,
+            "spec.schedule.windows[0].days",
+            "mon, tue given more than once: a day is in the window or not; was another day meant?",
+        )
+    ]
