@@ -95,15 +95,19 @@ class WebUI:
                 return self._page(self._rollout(unquote(split.path[len("/flags/") :], errors="replace"), now))
         except FlagrollError as exc:
             return self._page(error_page(503, "Cannot read", str(exc), now))
+        except OSError as exc:  # the decision log or a policy file cannot be read
+            return self._page(error_page(503, "Cannot read", f"{exc.filename}: {exc.strerror or exc}", now))
         return self._page(error_page(404, "Not found", f"no page at {split.path}: try / or /log", now))
 
     def _page(self, page: Page, extra: list[tuple[str, str]] | None = None) -> Reply:
         return Reply(page.status, page.html.encode("utf-8"), [*security_headers(), *(extra or [])])
 
-    def _records(self) -> list[dict[str, Any]]:
+    def _records(self, *, decisions_only: bool = True) -> list[dict[str, Any]]:
+        """The decision log's records; ``decisions_only``: without the verifications of what the flag
+        server serves (they are not decisions, and the log page lists them)."""
         if self.decision_log is None:
             return []
-        return [r for r in read_records(self.decision_log) if not is_verification(r)]
+        return [r for r in read_records(self.decision_log) if not (decisions_only and is_verification(r))]
 
     def _unjudged(self, document: Mapping[str, Any]) -> tuple[dict[str, str] | None, dict[str, Policy]]:
         if self.policies is None:
@@ -163,7 +167,7 @@ class WebUI:
             chosen = parse_filters(parse_qs(query, keep_blank_values=True))
         except BadParameter as exc:
             return error_page(400, "Bad filter", str(exc), now)
-        matched = [r for r in self._records() if chosen.matches(r)]
+        matched = [r for r in self._records(decisions_only=False) if chosen.matches(r)]
         return render_log(chosen, matched, now, refresh_seconds=self.refresh_seconds)
 
 

@@ -144,3 +144,23 @@ def test_each_request_reads_the_files_again(files: tuple[Path, Path], standalone
     assert rows == {"calm": "rolled_back", "newcomer": "progressing"}
     found = Page(httpx.get(standalone + "/log?flag=newcomer").text)
     assert [a["data-action"] for a in found.having("tr") if a.get("data-action")] == ["advance"]
+
+
+def test_the_log_page_lists_verifications_and_an_unreadable_log_is_503(
+    files: tuple[Path, Path], standalone: str
+) -> None:
+    _, log = files
+    verification = record(
+        "calm", NOW - timedelta(seconds=1), "verify", serving={"check": "rollback", "outcome": "confirmed"}
+    )
+    with log.open("a") as handle:
+        handle.write(json.dumps(verification) + "\n")
+    found = Page(httpx.get(standalone + "/log?action=verify").text)
+    assert [a["data-action"] for a in found.having("tr") if a.get("data-action")] == ["verify"]
+    rollout = Page(httpx.get(standalone + flag_href("calm")).text)
+    assert "verify" not in [a.get("data-action") for a in rollout.having("tr")]
+    log.unlink()
+    log.mkdir()  # a directory where the log should be: it cannot be read
+    broken = httpx.get(standalone + "/log")
+    assert broken.status_code == 503
+    assert str(log) in Page(broken.text).all_text()

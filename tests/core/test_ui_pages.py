@@ -145,6 +145,9 @@ def test_the_rollout_page_tells_the_story() -> None:
     page = Page(html)
     assert "<script" not in html.lower()
     assert not page.having("script")
+    assert "\x1b" not in html
+    assert "held \ufffd[31mRED" in page.all_text()  # the rollback's reason, its escapes made visible
+    assert policy.spec.aim == HOSTILE_AIM
     aim = page.having("dd", data_fact="aim")
     assert aim
     assert HOSTILE_AIM in page.all_text()
@@ -295,3 +298,31 @@ def test_pages_are_deterministic_and_carry_their_refresh_and_style_hash() -> Non
 def test_every_page_escapes_its_title() -> None:
     html = render_page(HOSTILE_AIM, [], NOW).html
     assert "<script" not in html.lower()
+
+
+def test_no_page_holds_a_script_or_a_control_character() -> None:
+    hostile = [
+        record(
+            HOSTILE_KEY,
+            NOW - timedelta(minutes=1),
+            "rollback",
+            0.0,
+            5.0,
+            reason=TERMINAL_REASON,
+            aim=HOSTILE_AIM,
+        ),
+        record("<script>", NOW, actor="<script>alert(2)</script>", notes=["</td><script>x</script>"]),
+    ]
+    chosen = parse_filters({"flag": ["<script>"]})
+    pages = [
+        render_log(LogFilter(), hostile, NOW).html,
+        render_log(chosen, [r for r in hostile if chosen.matches(r)], NOW).html,
+        render_rollout(Rollout(HOSTILE_KEY, None, hostile, problem="</dd><script>"), NOW).html,
+        render_overview(overview_rows(document([("<script>", state("<script>"))]), {}, {}, NOW), NOW).html,
+    ]
+    for html in pages:
+        assert "<script" not in html.lower()
+        assert not Page(html).having("script")
+        assert not any(ch in html for ch in "\x1b\x07\x00")
+    assert "</td><script>x</script>" in Page(pages[0]).all_text()
+    assert 'value="&lt;script&gt;"' in pages[1]  # the filter form shows the flag it filters by
