@@ -19,6 +19,7 @@ from controller.adapters.telemetry import Telemetry
 from controller.adapters.webui import UIServer, WebUI
 from controller.core.state import Status
 from controller.core.uipage import flag_href
+from tests.support.policytext import edit
 from tests.support.uidata import HOSTILE_AIM, HOSTILE_KEY, NOW, Page, document, ramp, record, state
 
 WANTED_HEADERS = {
@@ -164,3 +165,23 @@ def test_the_log_page_lists_verifications_and_an_unreadable_log_is_503(
     broken = httpx.get(standalone + "/log")
     assert broken.status_code == 503
     assert str(log) in Page(broken.text).all_text()
+
+
+def test_with_policies_the_files_say_who_is_unguarded_and_what_the_aim_is(tmp_path: Path) -> None:
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    (policies / "demo.yaml").write_text(edit(("Cut p95 from 450ms to 250ms.", repr(HOSTILE_AIM))))
+    flags, log = tmp_path / "flags.json", tmp_path / "decisions.jsonl"
+    flags.write_text(
+        json.dumps(document([("demo", state("demo", policy="demo")), ("orphan", state("orphan"))]))
+    )
+    log.write_text(json.dumps(record("demo", NOW - timedelta(minutes=1), aim="an older aim")) + "\n")
+    ui = WebUI(FileFlagStore(flags), log, lambda: NOW, policies=policies)
+    with UIServer(ui, "127.0.0.1", free_port()) as server:
+        base = "http://{}:{}".format(*server.address)
+        overview = Page(httpx.get(base + "/").text)
+        rows = [(a["data-flag"], a["data-attention"]) for a in overview.having("tr") if a.get("data-flag")]
+        assert rows == [("orphan", "unguarded"), ("demo", "progressing")]
+        rollout = Page(httpx.get(base + flag_href("demo")).text)
+        assert HOSTILE_AIM in rollout.all_text()
+        assert "an older aim" not in rollout.all_text()
