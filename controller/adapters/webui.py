@@ -238,7 +238,11 @@ class UIServer:
         return self
 
     def serve_forever(self) -> None:
+        """Serve in this thread until :meth:`shutdown` (from another thread or a signal handler)."""
         self._server.serve_forever()
+
+    def shutdown(self) -> None:
+        self._server.shutdown()
 
     def stop(self) -> None:
         if self._thread.is_alive():

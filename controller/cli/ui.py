@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import signal
+import threading
 from pathlib import Path
+from types import FrameType
 
 from controller.adapters.endpoints import parse_listen
 from controller.adapters.webui import UIServer, WebUI
@@ -85,6 +88,11 @@ def cmd_ui(args: argparse.Namespace) -> int:
     server = UIServer(ui, host, port)
     shown_host, shown_port = server.address
     print(f"flagroll ui: serving http://{shown_host}:{shown_port}/ (read-only; Ctrl-C stops)", flush=True)
+
+    def on_term(signum: int, frame: FrameType | None) -> None:  # a pod being stopped: end cleanly
+        threading.Thread(target=server.shutdown, name="flagroll-ui-stop", daemon=True).start()
+
+    signal.signal(signal.SIGTERM, on_term)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

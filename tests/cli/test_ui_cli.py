@@ -49,7 +49,7 @@ def test_ui_help_and_usage_errors() -> None:
 
 
 @pytest.fixture
-def ui_process(tmp_path: Path) -> Iterator[tuple[str, Path, Path]]:
+def ui_process(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[str, Path, Path]]:
     flags, log = tmp_path / "flags.json", tmp_path / "decisions.jsonl"
     flags.write_text(json.dumps(document([(HOSTILE_KEY, state(HOSTILE_KEY))])))
     now = datetime.now(UTC)
@@ -71,10 +71,11 @@ def ui_process(tmp_path: Path) -> Iterator[tuple[str, Path, Path]]:
         yield base, flags, log
     finally:
         if process.poll() is None:
-            process.send_signal(signal.SIGINT)
+            process.send_signal(getattr(request, "param", signal.SIGTERM))
         assert process.wait(timeout=30) == 0, out.read_text(errors="replace")
 
 
+@pytest.mark.parametrize("ui_process", [signal.SIGTERM, signal.SIGINT], indirect=True)
 def test_flagroll_ui_serves_the_pages_read_only(ui_process: tuple[str, Path, Path]) -> None:
     base, flags, log = ui_process
     before = flags.read_bytes(), log.read_bytes()
