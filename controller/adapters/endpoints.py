@@ -3,7 +3,11 @@
 - ``GET /healthz``: 200 while the reconcile loop is alive, 503 when it has not been heard from;
 - ``GET /readyz``: 200 once policies are loaded and Prometheus has answered, 503 before;
 - ``GET /metrics``: flagroll's metrics in the Prometheus text format
-  (see :mod:`controller.adapters.telemetry`).
+  (see :mod:`controller.adapters.telemetry`);
+- with a :class:`~controller.adapters.webui.WebUI`, its read-only pages at ``/``, ``/flags/<key>`` and
+  ``/log``.
+
+Every path answers GET and HEAD; any other method is 405 (``Allow: GET, HEAD``).
 
 A small threaded server in the background: a slow scraper never delays a cycle.
 """
@@ -18,6 +22,7 @@ from types import TracebackType
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from controller.adapters.telemetry import Telemetry
+from controller.adapters.webui import WebUI, is_ui_path, not_allowed, send
 from controller.core.errors import UsageError
 
 
@@ -35,8 +40,9 @@ class _IPv6Server(ThreadingHTTPServer):
 
 
 class Endpoints:
-    def __init__(self, telemetry: Telemetry, host: str, port: int) -> None:
+    def __init__(self, telemetry: Telemetry, host: str, port: int, ui: WebUI | None = None) -> None:
         self.telemetry = telemetry
+        self.ui = ui
         server_class = _IPv6Server if ":" in host else ThreadingHTTPServer
         try:
             self._server = server_class((host, port), self._handler())
@@ -54,11 +60,29 @@ class Endpoints:
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         telemetry = self.telemetry
+        ui = self.ui
 
         class Handler(BaseHTTPRequestHandler):
+            head = False
+
+            def do_HEAD(self) -> None:
+                self.head = True
+                self._get()
+
+            def _not_allowed(self) -> None:
+                send(self, not_allowed(self.command), head=False)
+
+            do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _not_allowed
+
             def do_GET(self) -> None:
+                self.head = False
+                self._get()
+
+            def _get(self) -> None:
                 path = self.path.split("?", 1)[0]
-                if path == "/metrics":
+                if ui is not None and is_ui_path(path):
+                    send(self, ui.reply(self.command, self.path), head=self.head)
+                elif path == "/metrics":
                     self._send(200, telemetry.exposition(), CONTENT_TYPE_LATEST)
                 elif path == "/healthz":
                     alive = telemetry.alive
@@ -74,14 +98,16 @@ class Endpoints:
                         else b"waiting for the first cycle with an answer from Prometheus\n",
                     )
                 else:
-                    self._send(404, b"not found: try /metrics, /healthz or /readyz\n")
+                    pages = ", /, /log" if ui is not None else ""
+                    self._send(404, f"not found: try /metrics, /healthz or /readyz{pages}\n".encode())
 
             def _send(self, code: int, body: bytes, content_type: str = "text/plain; charset=utf-8") -> None:
                 self.send_response(code)
                 self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
-                self.wfile.write(body)
+                if not self.head:
+                    self.wfile.write(body)
 
             def log_message(self, format: str, *args: object) -> None:
                 pass  # scrapes and probes are not news

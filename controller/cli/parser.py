@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from controller import __version__
-from controller.cli import backtest, demo, diff, explain, human, init, log, run, schema, status, validate
+from controller.cli import backtest, demo, diff, explain, human, init, log, run, schema, status, ui, validate
 from controller.cli.options import env
 
 
@@ -35,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_parser(commands)
     run.add_parser(commands)
     status.add_parser(commands)
+    ui.add_parser(commands)
     backtest.add_parser(commands)
     diff.add_parser(commands)
     explain.add_parser(commands)

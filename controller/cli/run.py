@@ -25,7 +25,8 @@ from controller.adapters.overlay import remember
 from controller.adapters.promauth import PrometheusAuth, Secret
 from controller.adapters.prometheus import PrometheusClient
 from controller.adapters.telemetry import Telemetry
-from controller.cli import kubernetes
+from controller.adapters.webui import WebUI
+from controller.cli import common, kubernetes, ui
 from controller.cli.common import EXIT_FAIL, EXIT_OK, file_store, need, optional_decision_log
 from controller.cli.options import (
     Commands,
@@ -140,9 +141,10 @@ def _loop_options(p: argparse.ArgumentParser) -> None:
         "--listen",
         default=env("FLAGROLL_LISTEN"),
         metavar="HOST:PORT",
-        help="serve /healthz, /readyz and /metrics here, e.g. 0.0.0.0:8080 (default: off) "
-        "[env FLAGROLL_LISTEN]",
+        help="serve /healthz, /readyz and /metrics here, and the read-only web UI at /, /flags/KEY "
+        "and /log (docs/ui.md), e.g. 0.0.0.0:8080 (default: off) [env FLAGROLL_LISTEN]",
     )
+    ui.ui_options(p)
 
 
 def _verify_options(p: argparse.ArgumentParser) -> None:
@@ -245,7 +247,17 @@ def _set_up(args: argparse.Namespace) -> _Setup:
     telemetry = Telemetry(leading=elector.is_leader if elector is not None else None)
     targets = parse_targets(args.notify_webhook, args.notify_slack)
     notifier = Notifier(targets, log=log).start() if targets else None
-    endpoints = Endpoints(telemetry, *parse_listen(args.listen)) if args.listen else None
+    endpoints = None
+    if args.listen:
+        pages = WebUI(
+            store,
+            log_path,
+            common.utc_now,
+            policies=policies,
+            prometheus_ui=ui.checked_ui_url(args),
+            refresh_seconds=args.ui_refresh,
+        )
+        endpoints = Endpoints(telemetry, *parse_listen(args.listen), ui=pages)
     token = bearer_token(args.verify_ofrep_bearer_token_file) if args.verify_ofrep else None
     return _Setup(
         policies, url, auth, log, store, elector, decision_log, telemetry, notifier, endpoints, token

@@ -21,7 +21,7 @@ import re
 from collections.abc import Iterator, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 Point = tuple[datetime, float | None]
 Drawn = tuple[datetime, float]
@@ -478,3 +478,39 @@ def _markers(markers: Sequence[Marker], frame: _Frame) -> list[str]:
             f'fill="{escape(marker.colour)}">{label}</text></g>'
         )
     return parts
+
+
+def render_sparkline(
+    label: str,
+    points: Sequence[Point],
+    start: datetime,
+    end: datetime,
+    *,
+    value_range: tuple[float, float] = (0.0, 100.0),
+    width_px: int = 120,
+    height_px: int = 24,
+    colour: str = GREEN,
+    step: bool = True,
+) -> str:
+    """A small chart of one line without axes (a table cell's trend), as one ``<svg>`` element with
+    its ``<title>`` (``label``), downsampled as :func:`render_svg` does. No points: an empty frame."""
+    if start.tzinfo is None or end.tzinfo is None:
+        raise ValueError("charts take timezone-aware times")
+    if end <= start:
+        end = start + timedelta(seconds=1)
+    low, high = value_range
+    frame = _Frame(start, end, low, high, 1.0, width_px - 1.0, 2.0, height_px - 2.0)
+    runs = downsample(points, start, end, max(1, width_px - 2))
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="sparkline" width="{width_px}" '
+        f'height="{height_px}" viewBox="0 0 {width_px} {height_px}" role="img">',
+        f"<title>{escape(label)}</title>",
+        f'<line x1="1" y1="{_c(frame.bottom)}" x2="{width_px - 1}" y2="{_c(frame.bottom)}" stroke="{GRID}"/>',
+    ]
+    if runs:
+        parts.append(
+            f'<path data-role="line" d="{_path(runs, frame, step)}" fill="none" stroke="{escape(colour)}" '
+            'stroke-width="1.5" stroke-linejoin="round" stroke-linecap="round"/>'
+        )
+    parts.append("</svg>")
+    return "".join(parts)
