@@ -94,7 +94,7 @@ def events_from(records: Iterable[Mapping[str, Any]], stale_seen: set[str] | Non
             events.append(Event("policy_rejected", flag, f"{flag}: {reason}", record))
         elif action == "adopt":
             events.append(Event("adopt", flag, f"{flag}: {reason}", record))
-        elif action == "hold" and _approval_begins(record):
+        elif action in {"hold", "recover"} and _approval_begins(record):
             events.append(Event("awaiting_approval", flag, f"{flag}: {reason}", record))
         if stale_seen is not None:
             if record.get("stale") is True and flag not in stale_seen:

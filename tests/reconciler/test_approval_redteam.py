@@ -1,0 +1,272 @@
+"""Red-team of approval gates (docs/policy-reference.md "Approval gates") through the reconciler and
+the stores: crashes between a state write and its record, `flagroll approve` racing a cycle, restarts
+while a rollout awaits approval, and policy edits during the wait. The promises: a rollout awaiting
+approval never moves without one; an approval is never lost nor applied to another step; on-call is
+told once per wait (notification ``awaiting_approval``), and the gauge says it waits."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections.abc import Collection, Sequence
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from controller import cli
+from controller.adapters.decisionlog import DecisionLog, read_records
+from controller.adapters.flagstore import FileFlagStore, Snapshot
+from controller.adapters.kube.objects import ObjectRef
+from controller.adapters.kube.stores import ConfigMapFlagStore
+from controller.adapters.notify import events_from
+from controller.adapters.telemetry import Telemetry
+from controller.cli import common
+from controller.core.flagd import read_state
+from controller.core.state import RolloutState, Status
+from controller.reconciler import Reconciler
+from tests.support.environment import POLICY, Environment, failing, healthy
+from tests.support.kubefake import FakeKubeApi
+
+GATED = POLICY.format(name="cache", key="cache").replace(
+    "- {percent: 1, hold: 1m}", "- {percent: 1, hold: 1m, approval: required}"
+)
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Environment:
+    environment = Environment(tmp_path)
+    environment.add_policy("cache", "cache", GATED)
+    monkeypatch.setattr(common, "utc_now", lambda: environment.clock.now)
+    return environment
+
+
+def _told(records: Sequence[dict[str, Any]]) -> list[str]:
+    return [e.kind for e in events_from(records) if e.flag == "cache"]
+
+
+def _state(env: Environment) -> RolloutState:
+    state = read_state(json.loads(env.flags.read_text()), "cache")
+    assert state is not None
+    return state
+
+
+def _approve(env: Environment, reason: str = "looks fine") -> int:
+    return cli.main(
+        ["approve", "cache", "--flags", str(env.flags), "--decision-log", str(env.log), "--reason", reason]
+    )
+
+
+def _due(env: Environment) -> list[dict[str, Any]]:
+    """Start the rollout and let its first step's hold pass: the second cycle begins the wait."""
+    records = env.cycle()
+    env.clock.now += timedelta(minutes=2)
+    return records + env.cycle()
+
+
+def _gauge(telemetry: Telemetry) -> str:
+    return telemetry.exposition().decode()
+
+
+WAITS = 'flagroll_rollout_waiting{flag="cache",reason="approval"} 1.0'
+
+
+# --- crashes between a state write and its record ---------------------------------------------------
+
+
+def test_a_wait_whose_record_was_lost_in_a_crash_is_still_told_once(env: Environment) -> None:
+    """The process writes the state that begins the wait, then dies before appending its record (so
+    before the notifier heard of it). The next process recovers the record: on-call must still be told
+    that the rollout awaits approval, once, and the gauge must say so."""
+    env.cycle()  # 1 %
+    env.clock.now += timedelta(minutes=2)
+    kept = env.log.read_bytes()
+    assert _told(env.cycle()) == ["awaiting_approval"]
+    assert _state(env).awaiting_approval
+    env.log.write_bytes(kept)  # the record (and so the notification) never happened
+    telemetry = Telemetry(clock=lambda: env.clock.now.timestamp())
+    told: list[str] = []
+    for _ in range(3):  # a new process, then its next cycles
+        env.clock.now += timedelta(seconds=10)
+        records = asyncio.run(env.reconciler(observer=telemetry).cycle()).records
+        told += _told(records)
+    assert told == ["awaiting_approval"]
+    assert WAITS in _gauge(telemetry)
+    assert env.percent() == 1
+    recovered = [r for r in read_records(env.log) if r["action"] == "recover"]
+    assert len(recovered) == 1
+    assert recovered[0]["waiting"]["reason"] == "approval"
+
+
+def test_an_advance_after_an_approval_whose_record_was_lost_says_it_was_approved(env: Environment) -> None:
+    """`approve` writes the approval and dies before its record, while the controller keeps running
+    (its recovery ran at its start, so it records no `recover`). The advance it allows is the only
+    record of the move: it must say that a human approved the step, and the approval is for that step
+    only (the next gate waits again)."""
+    two_gates = GATED.replace("- {percent: 5, hold: 1m}", "- {percent: 5, hold: 1m, approval: required}")
+    env.add_policy("cache", "cache", two_gates)
+    reconciler = env.reconciler()
+    asyncio.run(reconciler.cycle())
+    env.clock.now += timedelta(minutes=2)
+    asyncio.run(reconciler.cycle())  # the wait begins
+    env.clock.now += timedelta(seconds=5)
+    kept = env.log.read_bytes()
+    assert _approve(env) == 0
+    env.log.write_bytes(kept)  # the approve record is lost
+    env.clock.now += timedelta(seconds=5)
+    [advance] = asyncio.run(reconciler.cycle()).records
+    assert advance["action"] == "advance"
+    assert "step 1/2 approved by a human" in str(advance["reason"])
+    assert env.percent() == 5
+    assert _state(env).approved_step is None  # used up by the move it allowed
+    env.clock.now += timedelta(minutes=2)
+    [held] = asyncio.run(reconciler.cycle()).records
+    assert held["waiting"]["reason"] == "approval"
+    assert "approved" not in str(held["reason"])
+    assert _state(env).awaiting_approval  # the last step's gate waits for its own approval
+
+
+# --- approve racing a cycle ------------------------------------------------------------------------
+
+
+def test_an_approval_between_a_cycles_read_and_its_commit_is_not_lost(env: Environment) -> None:
+    _due(env)
+    env.clock.now += timedelta(seconds=10)
+    env.metrics.during = lambda: _approve_or_fail(env)  # while the cycle waits for Prometheus
+    env.cycle()
+    env.metrics.during = None
+    assert _state(env).approved_step == 0  # the commit saw the state change and left it alone
+    assert env.percent() == 1
+    env.clock.now += timedelta(seconds=10)
+    assert [r["action"] for r in env.cycle()] == ["advance"]
+    assert env.percent() == 5
+
+
+def _approve_or_fail(env: Environment) -> None:
+    assert _approve(env) == 0
+
+
+class _SlowStore(FileFlagStore):
+    """A flag file whose write lets `flagroll approve` start while the commit holds the lock."""
+
+    def __init__(self, env: Environment) -> None:
+        super().__init__(env.flags)
+        self.env = env
+        self.approver: threading.Thread | None = None
+        self.code: list[int] = []
+
+    def write(self, document: Any, snapshot: Snapshot, changed: Collection[str]) -> None:
+        if self.approver is None:
+            self.approver = threading.Thread(target=lambda: self.code.append(_approve(self.env)))
+            self.approver.start()
+        super().write(document, snapshot, changed)
+
+
+def test_an_approval_waiting_for_the_lock_approves_the_wait_the_commit_began(env: Environment) -> None:
+    env.cycle()
+    env.clock.now += timedelta(minutes=2)
+    store = _SlowStore(env)
+    asyncio.run(env.reconciler(store=store).cycle())  # begins the wait; approve waits for the lock
+    assert store.approver is not None
+    store.approver.join(timeout=60)
+    assert store.code == [0]
+    state = _state(env)
+    assert (state.approved_step, state.awaiting_approval_since) == (0, None)
+    assert [r["action"] for r in read_records(env.log)][-2:] == ["hold", "approve"]
+
+
+def test_a_rollback_between_approves_read_and_write_on_a_configmap_refuses_the_approval(
+    env: Environment, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """On a ConfigMap (no lock: optimistic concurrency) the controller rolls the rollout back between
+    `approve`'s read and its write: the approval must not land on the rolled-back rollout."""
+    fake = FakeKubeApi(token="t")
+    fake.add("configmaps", "team", "flags", {"data": {}})
+
+    def reconciler() -> Reconciler:
+        store = ConfigMapFlagStore(fake.client("team"), ObjectRef("team", "flags"))
+        return Reconciler(
+            policies=env.policies,
+            store=store,
+            prometheus=env.metrics,
+            decision_log=DecisionLog(env.log),
+            clock=env.clock,
+        )
+
+    asyncio.run(reconciler().cycle())
+    env.clock.now += timedelta(minutes=2)
+    asyncio.run(reconciler().cycle())
+
+    def controller_rolls_back() -> None:
+        env.metrics.answer = failing
+        asyncio.run(reconciler().cycle())
+
+    fake.before("put", "configmaps", controller_rolls_back)
+    with fake.serve() as url:
+        kubeconfig = fake.kubeconfig(tmp_path / "kubeconfig", url, namespace="team")
+        code = cli.main(
+            [
+                "approve",
+                "cache",
+                "--reason",
+                "go",
+                "--decision-log",
+                str(env.log),
+                "--flag-store",
+                "configmap",
+                "--flag-object",
+                "flags",
+                "--kubeconfig",
+                str(kubeconfig),
+            ]
+        )
+    assert code == 1
+    assert "rolled_back" in capsys.readouterr().err
+    seen = ConfigMapFlagStore(fake.client("team"), ObjectRef("team", "flags")).read().document
+    state = read_state(seen, "cache")
+    assert state is not None
+    assert (state.status, state.approved_step, state.percent) == (Status.ROLLED_BACK, None, 0)
+    assert "approve" not in [r["action"] for r in read_records(env.log)]
+    env.metrics.answer = healthy
+
+
+# --- restarts and leadership changes -------------------------------------------------------------
+
+
+def test_restarts_while_awaiting_approval_neither_tell_again_nor_advance(env: Environment) -> None:
+    told = _told(_due(env))
+    for _ in range(5):  # five new processes, each with its own metrics, a cycle each
+        env.clock.now += timedelta(minutes=1)
+        telemetry = Telemetry(clock=lambda: env.clock.now.timestamp())
+        told += _told(asyncio.run(env.reconciler(observer=telemetry).cycle()).records)
+        assert WAITS in _gauge(telemetry)
+        assert env.percent() == 1
+    assert told == ["awaiting_approval"]
+
+
+# --- policy edits during the wait -------------------------------------------------------------------
+
+
+def test_removing_the_gate_mid_wait_lets_the_move_through_and_adding_it_back_waits_again(
+    env: Environment,
+) -> None:
+    _due(env)
+    env.add_policy("cache", "cache", POLICY.format(name="cache", key="cache"))
+    env.clock.now += timedelta(seconds=10)
+    assert [r["action"] for r in env.cycle()] == ["advance"]
+    assert _state(env).awaiting_approval_since is None
+
+
+def test_a_new_revision_mid_wait_clears_an_approval_and_asks_again(env: Environment) -> None:
+    _due(env)
+    assert _approve(env) == 0
+    revised = GATED.replace("max: 0.01", "max: 0.02")  # a new revision: the approval is not for it
+    env.add_policy("cache", "cache", revised)
+    env.clock.now += timedelta(seconds=10)
+    records = env.cycle()
+    assert [r["action"] for r in records] == ["hold"]
+    assert _told(records) == ["awaiting_approval"]
+    assert env.percent() == 1
+    assert _state(env).approved_step is None
