@@ -223,6 +223,7 @@ def test_a_rollback_between_approves_read_and_write_on_a_configmap_refuses_the_a
             ]
         )
     assert code == 1
+    assert fake.conflicts("configmaps")  # approve's first write was refused, and it read again
     assert "rolled_back" in capsys.readouterr().err
     seen = ConfigMapFlagStore(fake.client("team"), ObjectRef("team", "flags")).read().document
     state = read_state(seen, "cache")
@@ -244,6 +245,47 @@ def test_restarts_while_awaiting_approval_neither_tell_again_nor_advance(env: En
         assert WAITS in _gauge(telemetry)
         assert env.percent() == 1
     assert told == ["awaiting_approval"]
+
+
+def test_failovers_while_awaiting_approval_tell_at_most_once_each_and_never_advance(
+    env: Environment, tmp_path: Path
+) -> None:
+    """Two replicas on one ConfigMap, each with its own decision log (as the chart runs them with
+    one), take turns leading while the rollout awaits approval. A new leader has no record of the
+    wait in its own log: it may tell it once when it takes over (it cannot know that the other one
+    did), never on its following cycles; nothing advances; each leader's gauge says it waits."""
+    fake = FakeKubeApi()
+    fake.add("configmaps", "team", "flags", {"data": {}})
+
+    def replica(name: str) -> tuple[Reconciler, Telemetry]:
+        telemetry = Telemetry(clock=lambda: env.clock.now.timestamp())
+        store = ConfigMapFlagStore(fake.client("team"), ObjectRef("team", "flags"))
+        log = DecisionLog(tmp_path / f"{name}.jsonl")
+        reconciler = Reconciler(
+            policies=env.policies,
+            store=store,
+            prometheus=env.metrics,
+            decision_log=log,
+            clock=env.clock,
+            observer=telemetry,
+        )
+        return reconciler, telemetry
+
+    leader, _ = replica("pod-a")
+    asyncio.run(leader.cycle())
+    env.clock.now += timedelta(minutes=2)
+    assert _told(asyncio.run(leader.cycle()).records) == ["awaiting_approval"]
+    for turn in range(4):
+        leader, telemetry = replica("pod-b" if turn % 2 == 0 else "pod-a")
+        told = []
+        for _ in range(3):
+            env.clock.now += timedelta(seconds=10)
+            told += _told(asyncio.run(leader.cycle()).records)
+            assert WAITS in _gauge(telemetry)
+        assert told in ([], ["awaiting_approval"])
+        state = read_state(leader.store.read().document, "cache")
+        assert state is not None
+        assert (state.percent, state.awaiting_approval) == (1, True)
 
 
 # --- policy edits during the wait -------------------------------------------------------------------
