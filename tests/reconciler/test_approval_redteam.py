@@ -25,6 +25,7 @@ from controller.adapters.notify import events_from
 from controller.adapters.telemetry import Telemetry
 from controller.cli import common
 from controller.core.flagd import read_state
+from controller.core.queries import Reading
 from controller.core.state import RolloutState, Status
 from controller.reconciler import Reconciler
 from tests.support.environment import POLICY, Environment, failing, healthy
@@ -286,6 +287,23 @@ def test_failovers_while_awaiting_approval_tell_at_most_once_each_and_never_adva
         state = read_state(leader.store.read().document, "cache")
         assert state is not None
         assert (state.percent, state.awaiting_approval) == (1, True)
+
+
+def test_a_dry_run_tells_a_wait_once_not_every_cycle(env: Environment) -> None:
+    """`flagroll run --dry-run` writes no state, so each of its cycles begins the wait anew in its
+    record; its notifier (one per process) must still tell it once per wait."""
+    env.cycle()
+    env.clock.now += timedelta(minutes=2)
+    dry_waits: set[str] = set()
+    told = []
+    for _ in range(4):
+        env.clock.now += timedelta(seconds=10)
+        told += [e.kind for e in events_from(env.cycle(dry_run=True), set(), dry_waits)]
+    assert told == ["awaiting_approval"]
+    env.metrics.answer = lambda promql: Reading.error("down")  # the wait is interrupted: no data
+    assert events_from(env.cycle(dry_run=True), set(), dry_waits) == []
+    env.metrics.answer = healthy
+    assert [e.kind for e in events_from(env.cycle(dry_run=True), set(), dry_waits)] == ["awaiting_approval"]
 
 
 # --- policy edits during the wait -------------------------------------------------------------------
