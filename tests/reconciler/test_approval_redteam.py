@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
+import tempfile
 import threading
 from collections.abc import Collection, Sequence
 from datetime import timedelta
@@ -15,6 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, rule
 
 from controller import cli
 from controller.adapters.decisionlog import DecisionLog, read_records
@@ -330,3 +335,174 @@ def test_a_new_revision_mid_wait_clears_an_approval_and_asks_again(env: Environm
     assert _told(records) == ["awaiting_approval"]
     assert env.percent() == 1
     assert _state(env).approved_step is None
+
+
+# --- a sequence of everything that can happen to a gated rollout -----------------------------------
+
+GATES = POLICY.format(name="cache", key="cache").replace(
+    "    - {percent: 1, hold: 1m}\n    - {percent: 5, hold: 1m}\n",
+    "    - {percent: 1, hold: 30s, approval: required}\n    - {percent: 5, hold: 30s, approval: GATE}\n"
+    "    - {percent: 20, hold: 30s}\n",
+)
+CLEARING = {"advance", "rollback", "stop", "resume", "pause", "complete", "promote"}
+
+
+class GatedRollout(RuleBasedStateMachine):
+    """Cycles (healthy or failing), approvals, pauses, stops, resumes, gate and revision edits,
+    restarts and lost records, in any order. Invariants: a move after a gated step is taken only after
+    an approval of that step since the last move, rollback, stop, restart of the ramp or new
+    revision; a wait is told once (again only after a lost record or a change that ends it); the
+    gauge says a wait while the last record waits for approval."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.root = Path(tempfile.mkdtemp())
+        self.env = Environment(self.root)
+        self.saved_now = common.utc_now
+        common.utc_now = lambda: self.env.clock.now
+        self.gate = "required"
+        self.max = "0.01"
+        self.write_policy()
+        self.approved: set[int] = set()  # steps approved since the last clearing event
+        self.revision: object = None  # the revision of the last record
+        self.told = False  # the current wait was told
+        self.seen = 0  # records of the decision log looked at
+        self.restart()
+
+    def teardown(self) -> None:
+        common.utc_now = self.saved_now
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def write_policy(self) -> None:
+        self.env.add_policy("cache", "cache", GATES.replace("GATE", self.gate).replace("0.01", self.max))
+
+    def gated(self, step: int) -> bool:
+        return step == 0 or (step == 1 and self.gate == "required")
+
+    def state(self) -> RolloutState | None:
+        if not self.env.flags.exists():
+            return None
+        return read_state(json.loads(self.env.flags.read_text()), "cache")
+
+    def new_records(self) -> list[dict[str, Any]]:
+        records = (
+            [r for r in read_records(self.env.log) if r["flag"] == "cache"] if self.env.log.exists() else []
+        )
+        fresh, self.seen = records[self.seen :], len(records)
+        return fresh
+
+    def judge(self, records: list[dict[str, Any]]) -> None:
+        for record in records:
+            self.judge_one(record)
+
+    def judge_one(self, record: dict[str, Any]) -> None:
+        """A new revision (as the controller sees it: an edit reverted before any cycle is none) needs
+        a new approval, and its wait is a new one."""
+        if record["revision"] != self.revision:
+            if self.revision is not None:
+                self.approved.clear()
+                self.told = False
+            self.revision = record["revision"]
+        action = record["action"]
+        if action in {"advance", "complete", "promote"} and record["from_step"] is not None:
+            step = int(record["from_step"])
+            if step >= 0 and record["from_percent"] > 0 and self.gated(step):
+                assert step in self.approved, record["reason"]
+        if action in CLEARING:
+            self.approved.clear()
+            self.told = False
+        if action == "approve":
+            self.told = False
+        for event in events_from([record]):
+            if event.kind == "awaiting_approval":
+                assert not self.told, event.summary
+                self.told = True
+
+    # processes -------------------------------------------------------------------------------------
+
+    @rule()
+    def restart(self) -> None:
+        self.telemetry = Telemetry(clock=lambda: self.env.clock.now.timestamp())
+        self.reconciler = self.env.reconciler(observer=self.telemetry)
+
+    @rule()
+    def lose_the_last_record(self) -> None:
+        """The process that wrote the last change died before appending its record."""
+        if not self.env.log.exists():
+            return
+        lines = self.env.log.read_bytes().splitlines(keepends=True)
+        if lines:
+            self.env.log.write_bytes(b"".join(lines[:-1]))
+        self.seen = min(self.seen, max(0, len(lines) - 1))
+        self.told = False  # the record that told it may be the one lost
+        self.restart()
+
+    @rule(count=st.integers(1, 4))
+    def cycles(self, count: int) -> None:
+        for _ in range(count):
+            self.run_cycle(fails=False)
+
+    @rule()
+    def failing_cycle(self) -> None:
+        self.run_cycle(fails=True)
+
+    def run_cycle(self, *, fails: bool) -> None:
+        self.env.clock.now += timedelta(seconds=40)
+        self.env.metrics.answer = failing if fails else healthy
+        asyncio.run(self.reconciler.run(once=True))
+        records = self.new_records()
+        self.judge(records)
+        mine = [r for r in records if r["action"] != "recover"]
+        if mine:
+            waiting = mine[-1].get("waiting")
+            waits = isinstance(waiting, dict) and waiting.get("reason") == "approval"
+            assert (WAITS in _gauge(self.telemetry)) == waits
+
+    # humans ----------------------------------------------------------------------------------------
+
+    @rule()
+    def approve(self) -> None:
+        before = self.state()
+        code = _approve(self.env)
+        if code == 0:
+            assert before is not None
+            assert before.awaiting_approval
+            self.approved.add(before.step)
+        else:
+            assert before is None or not before.awaiting_approval
+        self.judge(self.new_records())
+
+    @rule(command=st.sampled_from(["pause", "resume", "stop"]))
+    def human(self, command: str) -> None:
+        cli.main(
+            [
+                command,
+                "cache",
+                "--flags",
+                str(self.env.flags),
+                "--decision-log",
+                str(self.env.log),
+                "--reason",
+                "a human",
+            ]
+        )
+        self.judge(self.new_records())
+
+    # edits -----------------------------------------------------------------------------------------
+
+    @rule()
+    def toggle_the_second_gate(self) -> None:
+        self.gate = "none" if self.gate == "required" else "required"
+        self.write_policy()
+        self.told = False  # a wait it ends, or one it begins
+
+    @rule()
+    def new_revision(self) -> None:
+        self.max = "0.02" if self.max == "0.01" else "0.01"
+        self.write_policy()
+
+
+TestGatedRollout = GatedRollout.TestCase
+TestGatedRollout.settings = settings(
+    max_examples=100, stateful_step_count=25, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
