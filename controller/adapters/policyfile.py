@@ -242,6 +242,13 @@ def _judge_document(root: yaml.Node, file: str, result: PolicySet) -> tuple[str 
             if kind is not None
             else f"missing 'kind: {KIND}' (or 'kind: {TEMPLATE_KIND}', 'kind: {FREEZE_KIND}')"
         )
+        if isinstance(kind, str) and _like_freeze(kind):
+            message = f"unknown kind {kind!r} (did you mean {FREEZE_KIND!r}?)"
+            problem = f"line {where[0]}: kind: {message}"
+            kept = _kept(document.positions)
+            result.freezes.append(
+                LoadedFreeze(invalid(f"{file}:{line}", problem, _name_of(data)), file, line, kept)
+            )
         result.issues.append(Issue(file, where[0], where[1], "kind", message))
         if not isinstance(kind, str):
             _misshapen_freeze(root, file, f"kind: {message}", result)
@@ -343,6 +350,12 @@ def _unread_freeze(text: str, file: str, result: PolicySet, first_line: int = 1,
     line = first_line + text.count("\n", 0, found.start())
     problem = problem or "the file cannot be read through (see its errors), and it names kind: Freeze"
     result.freezes.append(LoadedFreeze(invalid(f"{file}:{line}", problem), file, line))
+
+
+def _like_freeze(kind: str) -> bool:
+    """A kind that is a slip of ``Freeze`` (``Freez``, ``Freezes``): such a document may be meant as
+    one, so it holds every rollout, as a Freeze that does not validate."""
+    return difflib.SequenceMatcher(None, kind.strip().lower(), FREEZE_KIND.lower()).ratio() >= 0.8
 
 
 def _misshapen_freeze(root: yaml.Node, file: str, message: str, result: PolicySet) -> None:

@@ -53,6 +53,8 @@ BROKEN = {
     "a tagged kind": "apiVersion: flagroll/v1\nkind: !!str Freeze\nmetadata: {name: f}\nspec: {from: 2026-0\n",
     "a list, not a mapping": "- apiVersion: flagroll/v1\n  kind: Freeze\n  metadata: {name: f}\n"
     "  spec: {from: 2026-01-01}\n",
+    "a misspelt kind": VALID.format(name="f", selector="").replace("kind: Freeze", "kind: Freez"),
+    "a plural kind": VALID.format(name="f", selector="").replace("kind: Freeze", "kind: Freezes"),
     "kind given as a list": "apiVersion: flagroll/v1\nkind: [Freeze]\nmetadata: {name: f}\n"
     "spec: {from: 2026-01-01}\n",
 }
