@@ -138,16 +138,30 @@ def test_an_advance_after_an_approval_whose_record_was_lost_says_it_was_approved
 
 
 def test_an_approval_between_a_cycles_read_and_its_commit_is_not_lost(env: Environment) -> None:
+    """`approve` lands while the cycle waits for Prometheus: the commit reads the approval and, as
+    nothing it asked about changed, makes the move it allows at once."""
     _due(env)
     env.clock.now += timedelta(seconds=10)
-    env.metrics.during = lambda: _approve_or_fail(env)  # while the cycle waits for Prometheus
-    env.cycle()
+    env.metrics.during = lambda: _approve_or_fail(env)
+    [advance] = env.cycle()
     env.metrics.during = None
-    assert _state(env).approved_step == 0  # the commit saw the state change and left it alone
-    assert env.percent() == 1
-    env.clock.now += timedelta(seconds=10)
-    assert [r["action"] for r in env.cycle()] == ["advance"]
+    assert advance["action"] == "advance"
+    assert "step 1/2 approved by a human" in str(advance["reason"])
     assert env.percent() == 5
+    assert [r["action"] for r in read_records(env.log)][-2:] == ["approve", "advance"]
+
+
+def test_an_approval_during_a_cycle_does_not_put_off_a_rollback(env: Environment) -> None:
+    """The guardrail fails while a human approves during the cycle (between its read and its commit):
+    an approval changes nothing the cycle asked about, so the rollback must not wait a cycle."""
+    _due(env)
+    env.clock.now += timedelta(seconds=10)
+    env.metrics.answer = failing
+    env.metrics.during = lambda: _approve_or_fail(env)
+    [rollback] = env.cycle()
+    assert (rollback["action"], env.percent()) == ("rollback", 0)
+    assert _state(env).approved_step is None  # a rollback clears it
+    assert [r["action"] for r in read_records(env.log)][-2:] == ["approve", "rollback"]
 
 
 def _approve_or_fail(env: Environment) -> None:
