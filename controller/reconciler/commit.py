@@ -166,7 +166,13 @@ class Committer:
             now = self.clock()
             recovered, outcomes = self._decide_and_write(plans, readings, result, orphans, notices, now)
             self.recovery.checked = True  # past the write: a conflict retry would have checked again
-            self.recorder.record(recovered, outcomes, now, result)
+            try:
+                self.recorder.record(recovered, outcomes, now, result)
+            except BaseException:
+                # What was written may have no record: the next commit of this process looks again,
+                # as the next process would.
+                self.recovery.checked = False
+                raise
 
     def _decide_and_write(
         self,

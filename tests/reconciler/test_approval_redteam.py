@@ -106,6 +106,33 @@ def test_a_wait_whose_record_was_lost_in_a_crash_is_still_told_once(env: Environ
     assert recovered[0]["waiting"]["reason"] == "approval"
 
 
+def test_a_wait_whose_record_an_exception_cut_off_is_told_by_the_same_process(
+    env: Environment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An exception between the write that begins the wait and its record (a bug, say) ends the
+    cycle; the process goes on. Its next cycle must record the wait, and tell it, once."""
+    telemetry = Telemetry(clock=lambda: env.clock.now.timestamp())
+    reconciler = env.reconciler(observer=telemetry)
+    asyncio.run(reconciler.cycle())
+    env.clock.now += timedelta(minutes=2)
+
+    def crash(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("injected between the write and the record")
+
+    monkeypatch.setattr(DecisionLog, "append", crash)
+    with pytest.raises(RuntimeError):
+        asyncio.run(reconciler.cycle())
+    monkeypatch.undo()
+    assert _state(env).awaiting_approval  # written, not recorded
+    told = []
+    for _ in range(3):
+        env.clock.now += timedelta(seconds=10)
+        told += _told(asyncio.run(reconciler.cycle()).records)
+    assert told == ["awaiting_approval"]
+    assert WAITS in _gauge(telemetry)
+    assert [r["action"] for r in read_records(env.log)][-4:] == ["recover", "hold", "hold", "hold"]
+
+
 def test_an_advance_after_an_approval_whose_record_was_lost_says_it_was_approved(env: Environment) -> None:
     """`approve` writes the approval and dies before its record, while the controller keeps running
     (its recovery ran at its start, so it records no `recover`). The advance it allows is the only
