@@ -547,3 +547,24 @@ TestGatedRollout = GatedRollout.TestCase
 TestGatedRollout.settings = settings(
     max_examples=100, stateful_step_count=25, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
+
+
+def test_steps_changed_mid_wait_ask_again_for_the_step_as_it_is_now(env: Environment) -> None:
+    """An approval given for step 1/2 at 1 %; a step is then inserted before it (a new revision):
+    1 % is now step 2/3. The approval is not carried over to the renumbered step."""
+    _due(env)
+    assert _approve(env) == 0
+    env.add_policy(
+        "cache", "cache", GATED.replace("  steps:\n", "  steps:\n    - {percent: 0.5, hold: 1m}\n")
+    )
+    env.clock.now += timedelta(seconds=10)
+    [held] = env.cycle()
+    assert held["action"] == "hold"
+    assert str(held["reason"]).startswith("awaiting approval of step 2/3 at 1 %")
+    assert _told([held]) == ["awaiting_approval"]
+    state = _state(env)
+    assert (state.step, state.approved_step, env.percent()) == (1, None, 1)
+    assert _approve(env) == 0
+    env.clock.now += timedelta(seconds=10)
+    assert [r["action"] for r in env.cycle()] == ["advance"]
+    assert env.percent() == 5
