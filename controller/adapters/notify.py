@@ -66,11 +66,18 @@ class Event:
     record: Mapping[str, Any] = field(default_factory=dict)
 
 
-def events_from(records: Iterable[Mapping[str, Any]], stale_seen: set[str] | None = None) -> list[Event]:
+def events_from(
+    records: Iterable[Mapping[str, Any]],
+    stale_seen: set[str] | None = None,
+    dry_waits: set[str] | None = None,
+) -> list[Event]:
     """The events worth telling people about in these records. ``stale_seen`` remembers which flags
-    were already reported stale (once per process and flag, until the rollout is no longer stale)."""
+    were already reported stale (once per process and flag, until the rollout is no longer stale);
+    ``dry_waits`` the flags whose dry-run records said they wait for approval: a dry run writes no
+    state, so each of its records would begin the wait again (told once per process and wait)."""
     events = []
     for record in records:
+        told = dry_waits is not None and _told_dry_wait(record, dry_waits)
         flag = str(record.get("flag", "?"))
         action = record.get("action")
         reason = str(record.get("reason", ""))
@@ -94,7 +101,7 @@ def events_from(records: Iterable[Mapping[str, Any]], stale_seen: set[str] | Non
             events.append(Event("policy_rejected", flag, f"{flag}: {reason}", record))
         elif action == "adopt":
             events.append(Event("adopt", flag, f"{flag}: {reason}", record))
-        elif action == "hold" and _approval_begins(record):
+        elif action in {"hold", "recover"} and _approval_begins(record) and not told:
             events.append(Event("awaiting_approval", flag, f"{flag}: {reason}", record))
         if stale_seen is not None:
             if record.get("stale") is True and flag not in stale_seen:
@@ -112,6 +119,22 @@ def events_from(records: Iterable[Mapping[str, Any]], stale_seen: set[str] | Non
             elif record.get("stale") is False:
                 stale_seen.discard(flag)
     return events
+
+
+def _told_dry_wait(record: Mapping[str, Any], dry_waits: set[str]) -> bool:
+    """Whether this dry-run record begins a wait for approval already told; remembers those told and
+    forgets a flag whose record no longer waits for approval."""
+    if not record.get("dry_run") or is_verification(record):
+        return False
+    flag = str(record.get("flag", "?"))
+    waiting = record.get("waiting")
+    if not (isinstance(waiting, Mapping) and waiting.get("reason") == "approval"):
+        dry_waits.discard(flag)
+        return False
+    if flag in dry_waits:
+        return True
+    dry_waits.add(flag)
+    return False
 
 
 def _approval_begins(record: Mapping[str, Any]) -> bool:
@@ -164,6 +187,7 @@ class Notifier:
         self._client = httpx.Client(timeout=TIMEOUT_SECONDS, transport=transport, follow_redirects=False)
         self._thread = threading.Thread(target=self._drain, name="flagroll-notify", daemon=True)
         self._stale_seen: set[str] = set()
+        self._dry_waits: set[str] = set()
         self.dropped = 0
         self.delivered = 0
         self.failed = 0
@@ -177,7 +201,7 @@ class Notifier:
 
     def records(self, records: Iterable[Mapping[str, Any]]) -> None:
         """Queue the events in these records; never blocks."""
-        for event in events_from(records, self._stale_seen):
+        for event in events_from(records, self._stale_seen, self._dry_waits):
             self.send(event)
 
     def send(self, event: Event) -> None:

@@ -223,9 +223,9 @@ def _judge_document(root: yaml.Node, file: str, result: PolicySet) -> tuple[str 
     if data is None:
         return None, None
     if not isinstance(data, dict):
-        result.issues.append(
-            Issue(file, line, 1, "", "a policy document must be a mapping (apiVersion, kind, …)")
-        )
+        message = "a policy document must be a mapping (apiVersion, kind, …)"
+        result.issues.append(Issue(file, line, 1, "", message))
+        _misshapen_freeze(root, file, message, result)
         return None, None
     claim = _name_of(data), _flag_key_of(data)
     kind = data.get("kind")
@@ -242,7 +242,16 @@ def _judge_document(root: yaml.Node, file: str, result: PolicySet) -> tuple[str 
             if kind is not None
             else f"missing 'kind: {KIND}' (or 'kind: {TEMPLATE_KIND}', 'kind: {FREEZE_KIND}')"
         )
+        if isinstance(kind, str) and _like_freeze(kind):
+            message = f"unknown kind {kind!r} (did you mean {FREEZE_KIND!r}?)"
+            problem = f"line {where[0]}: kind: {message}"
+            kept = _kept(document.positions)
+            result.freezes.append(
+                LoadedFreeze(invalid(f"{file}:{line}", problem, _name_of(data)), file, line, kept)
+            )
         result.issues.append(Issue(file, where[0], where[1], "kind", message))
+        if not isinstance(kind, str):
+            _misshapen_freeze(root, file, f"kind: {message}", result)
         return claim
     try:
         policy = Policy.model_validate(data)
@@ -330,16 +339,33 @@ def _judge_freeze(document: Document, data: dict[str, Any], line: int, result: P
 
 
 # A file that cannot be read through and speaks of a Freeze may hold one: it holds every rollout.
-_FREEZE_MENTION = re.compile(r"kind\s*:\s*[\"']?freeze\b", re.IGNORECASE)
+# The key may be quoted (JSON) and the value quoted, tagged or anchored (`kind: &k !!str Freeze`).
+_FREEZE_MENTION = re.compile(r"kind[\"']?\s*:\s*(?:[!&]\S*\s+)*[\"'\[]?\s*freeze\b", re.IGNORECASE)
 
 
-def _unread_freeze(text: str, file: str, result: PolicySet) -> None:
+def _unread_freeze(text: str, file: str, result: PolicySet, first_line: int = 1, problem: str = "") -> None:
     found = _FREEZE_MENTION.search(text)
     if found is None:
         return
-    line = text.count("\n", 0, found.start()) + 1
-    problem = "the file cannot be read through (see its errors), and it names kind: Freeze"
+    line = first_line + text.count("\n", 0, found.start())
+    problem = problem or "the file cannot be read through (see its errors), and it names kind: Freeze"
     result.freezes.append(LoadedFreeze(invalid(f"{file}:{line}", problem), file, line))
+
+
+def _like_freeze(kind: str) -> bool:
+    """A kind that is a slip of ``Freeze`` (``Freez``, ``Freezes``): such a document may be meant as
+    one, so it holds every rollout, as a Freeze that does not validate."""
+    return difflib.SequenceMatcher(None, kind.strip().lower(), FREEZE_KIND.lower()).ratio() >= 0.8
+
+
+def _misshapen_freeze(root: yaml.Node, file: str, message: str, result: PolicySet) -> None:
+    """A document that reads but is not shaped as one (a list, a kind that is not text) and names
+    kind: Freeze: it may be meant as one, so it holds every rollout, as a Freeze that does not validate."""
+    start, end = root.start_mark, root.end_mark
+    if start is None or end is None or not isinstance(start.buffer, str):
+        return
+    line = start.line + 1
+    _unread_freeze(start.buffer[start.index : end.index], file, result, line, f"line {line}: {message}")
 
 
 def _report(

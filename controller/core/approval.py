@@ -38,6 +38,27 @@ def missing(policy: Policy, state: RolloutState) -> bool:
     return required(policy, state.step) and state.approved_step != state.step
 
 
+def noted(policy: Policy, state: RolloutState, why: str) -> str:
+    """``why`` of a move a human approved, saying so: the move's record then tells why it was taken
+    even when the ``approve`` record was lost (a process that died between its write and its append)."""
+    if not required(policy, state.step) or state.approved_step != state.step:
+        return why
+    return f"{why} (step {state.step + 1}/{len(policy.spec.steps)} approved by a human)"
+
+
+def only_approved(planned: RolloutState | None, fresh: RolloutState | None) -> bool:
+    """Whether ``fresh`` is ``planned`` but for a human's approval (``flagroll approve`` since the
+    cycle read it): nothing a cycle asks about changed, so it may decide on ``fresh`` at once."""
+    if planned is None or fresh is None:
+        return False
+    approved = fresh.moved(
+        awaiting_approval_since=planned.awaiting_approval_since,
+        approved_step=planned.approved_step,
+        updated_at=planned.updated_at,
+    )
+    return approved == planned
+
+
 def cleared(state: RolloutState) -> RolloutState:
     """``state`` without any wait or approval: what every move, rollback, stop or restart leaves."""
     if state.awaiting_approval_since is None and state.approved_step is None:

@@ -485,7 +485,7 @@ def decide(
         if approval.missing(policy, state):
             return ctx.awaiting_approval(policy, state, now, why, checks)
         advance = (Action.ADVANCE, state, _at_step(policy, state, nxt, now))
-        return ctx.move_or_wait(policy, now, advance, why, checks)
+        return ctx.move_or_wait(policy, now, advance, approval.noted(policy, state, why), checks)
     return _judge_checkpoint(policy, state, queries, readings, now, checks, ctx)
 
 
@@ -507,7 +507,7 @@ def _judge_checkpoint(
         )
         if approval.missing(policy, state):
             return ctx.awaiting_approval(policy, state, now, why, checks)
-        return ctx.make(Action.COMPLETE, _completed(state, now), why, checks)
+        return ctx.make(Action.COMPLETE, _completed(state, now), approval.noted(policy, state, why), checks)
     expected = checkpoint_checks(policy, queries, readings)
     verdict = worst(expected)
     evidence = checks + expected
@@ -516,6 +516,7 @@ def _judge_checkpoint(
         if approval.missing(policy, state):
             then = "promoted to 100 %" if spec.checkpoint.on_pass == "promote" else "rollout complete"
             return ctx.awaiting_approval(policy, state, now, f"{passed}: {then}", evidence, verdict)
+        passed = approval.noted(policy, state, passed)
         if spec.checkpoint.on_pass == "promote":
             after = approval.cleared(state).moved(
                 status=Status.PROMOTED, percent=100.0, step_started_at=now, updated_at=now, reason=""

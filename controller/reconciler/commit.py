@@ -19,6 +19,7 @@ from typing import Any
 from controller.adapters.decisionlog import last_by_flag
 from controller.adapters.flagstore import FlagStore, Snapshot, Underlay, underlay
 from controller.adapters.policyowners import candidate as candidate_of
+from controller.core import approval
 from controller.core.decision import Decision, decide
 from controller.core.errors import (
     CycleAbandoned,
@@ -165,7 +166,13 @@ class Committer:
             now = self.clock()
             recovered, outcomes = self._decide_and_write(plans, readings, result, orphans, notices, now)
             self.recovery.checked = True  # past the write: a conflict retry would have checked again
-            self.recorder.record(recovered, outcomes, now, result)
+            try:
+                self.recorder.record(recovered, outcomes, now, result)
+            except BaseException:
+                # What was written may have no record: the next commit of this process looks again,
+                # as the next process would.
+                self.recovery.checked = False
+                raise
 
     def _decide_and_write(
         self,
@@ -233,14 +240,15 @@ class _Draft:
 
     def rollout(self, plan: Plan, readings: Readings, now: datetime, result: CycleResult, log: Any) -> None:
         """Decide a planned rollout, unless its state moved since it was planned (say by ``flagroll
-        stop``): that one is left for the next cycle."""
+        stop``): that one is left for the next cycle. An approval given since changes nothing that
+        was asked: the rollout is decided on it at once (a failing guardrail is not put off)."""
         key = plan.loaded.policy.flag_key
         try:
             fresh = read_state(self.document, key)
         except FlagFileError as exc:
             result.problems.append(str(exc))
             return
-        if fresh != plan.stored:
+        if fresh != plan.stored and not approval.only_approved(plan.stored, fresh):
             log.info("flag_changed_during_cycle", flag=key, note="deciding next cycle")
             return
         decision = decide(plan.loaded.policy, fresh, plan.queries, readings, now, freezes=plan.loaded.freezes)

@@ -8,10 +8,12 @@ unrecorded. A verification record (``action: verify``) records no move: it never
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
 from controller.adapters.decisionlog import DecisionLog, last_by_flag
+from controller.core import approval
 from controller.core.decision import Decision
 from controller.core.errors import FlagFileError
 from controller.core.flagd import managed_keys, read_state
@@ -87,5 +89,15 @@ def _lost_record(key: str, state: RolloutState, last: Record | None) -> Record |
     )
     if state.unguarded:
         reason = f"{state.unguarded_reason}; {reason}"
-    decision = Decision(Action.RECOVER, state, state, reason)
+    decision = Decision(Action.RECOVER, state, state, reason, waiting=_lost_wait(key, state, last))
     return to_record(decision, Context(key, guarded=not state.unguarded), when)
+
+
+def _lost_wait(key: str, state: RolloutState, last: Record | None) -> approval.ApprovalWaiting | None:
+    """A wait for approval that began after the flag's last record: the record that began it (and so
+    its notification) was lost, and the recovered record begins it instead."""
+    waits = approval.of_state(key, state)
+    since = state.awaiting_approval_since
+    if waits is None or since is None or recorded_since(last, since):
+        return None
+    return replace(waits, began=True)
