@@ -21,6 +21,7 @@ from typing import Any
 from controller.core.changewindows import Waiting
 from controller.core.checkrecord import Check
 from controller.core.policy import Policy
+from controller.core.printable import printable
 from controller.core.queries import (
     Arm,
     PlannedQuery,
@@ -134,30 +135,15 @@ def series_name(labels: Mapping[str, str]) -> str:
     is kept as is (control and format characters are written ``\\xNN``/``\\uNNNN``), and a long
     value is cut: a name is at most :data:`MAX_NAME` characters."""
     inner = ", ".join(
-        f'{_printable(k)}="{_value(v)}"'
+        f'{printable(k)}="{_value(v)}"'
         for k, v in sorted(labels.items())
         if k not in {"__name__", "alertname", "alertstate"}
     )
-    name = f"{_printable(labels.get('alertname', ''))}{{{inner}}}"
+    name = f"{printable(labels.get('alertname', ''))}{{{inner}}}"
     return name if len(name) <= MAX_NAME else name[: MAX_NAME - 2] + "…}"
 
 
 def _value(value: str) -> str:
     cut = value[:_MAX_VALUE]
-    quoted = _printable(cut.replace("\\", "\\\\").replace('"', '\\"'))
+    quoted = printable(cut.replace("\\", "\\\\").replace('"', '\\"'))
     return quoted + ("…" if len(value) > _MAX_VALUE else "")
-
-
-def _printable(text: str) -> str:
-    """``text`` with each character that is not printable (a newline, an escape, a bidirectional
-    override) written as its escape sequence."""
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else _escaped(c) for c in text)
-
-
-def _escaped(char: str) -> str:
-    if char == "\n":
-        return "\\n"
-    code = ord(char)
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"

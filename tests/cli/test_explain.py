@@ -198,3 +198,22 @@ def test_an_alert_with_hostile_labels_prints_escaped_in_log_status_and_explain(
         assert shown in out
         assert "\x1b" not in out
         assert "\x07" not in out
+
+
+def test_terminal_escapes_in_any_record_text_are_printed_escaped(
+    env: Environment, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """What a record says may come from outside: a proxy's error page, a record written by an older
+    version. `flagroll log`, `status` and `explain` print its control characters escaped (lines stay
+    lines): nothing in the decision log can clear the screen or retitle the terminal."""
+    env.metrics.answer = lambda promql: Reading.error("HTTP 502: \x1b[2J\x1b]0;owned\x07<html>\r")
+    env.cycle()
+    assert "\x1b[2J" in json.loads(env.log.read_text().splitlines()[-1])["reason"]  # recorded as said
+    outputs = [_explain(env, capsys)]
+    for command in (["status", "--flags", str(env.flags)], ["log"]):
+        assert cli.main([*command, "--decision-log", str(env.log)]) == 0
+        outputs.append(capsys.readouterr().out)
+    for out in outputs:
+        assert r"HTTP 502: \x1b[2J\x1b]0;owned\x07<html>\r" in out, out
+        assert not any(c in out for c in "\x1b\x07\r")
+        assert "\n" in out
