@@ -1,0 +1,89 @@
+"""``spec.alerts`` in the loop: a real reconciler (flag file, decision log) at an injected clock, with
+an alert that fires, resolves and fires again, through a restart and a pause. The gauge
+``flagroll_rollout_waiting{reason="alert"}`` is 1 exactly while a progressing rollout holds for it;
+exposure never rises while it fires; `flagroll status` says the alert."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from pathlib import Path
+
+from controller.adapters.flagstore import FileFlagStore
+from controller.adapters.telemetry import Telemetry
+from controller.cli.status import status_rows
+from controller.core.decision import pause, resume
+from controller.core.flagd import read_state, write_flag
+from controller.core.queries import Reading
+from tests.reconciler.test_schedule_redteam import _cycle, _telemetry, _waiting
+from tests.support.environment import POLICY, Environment, healthy
+
+ALERTS = "  alerts:\n    - name: pages\n      selector: '{severity=\"page\"}'\n"
+PAGE = 'Down{severity="page"}'
+
+
+def _answer(env: Environment, firing: bool) -> None:
+    listed = Reading.listed([PAGE] if firing else [])
+    env.metrics.answer = lambda promql: listed if promql.startswith("ALERTS") else healthy(promql)
+
+
+def _human(env: Environment, act: object) -> None:
+    document = json.loads(env.flags.read_text())
+    state = read_state(document, "paged")
+    assert state is not None
+    after = act(state, "on-call", env.clock.now).after  # type: ignore[operator]
+    env.flags.write_text(json.dumps(write_flag(document, "paged", after, keep_segment=True)))
+
+
+def test_the_gauge_and_exposure_follow_a_flapping_alert_through_a_restart_and_a_pause(tmp_path: Path) -> None:
+    env = Environment(tmp_path)  # holds the plain policy 'cache', no alerts
+    env.add_policy("paged", "paged", POLICY.format(name="paged", key="paged") + ALERTS)
+    telemetry = _telemetry(env)
+    _answer(env, firing=True)
+    _cycle(env, telemetry)
+    assert env.percent("paged") == 0
+    assert _waiting(telemetry)[("paged", "alert")] == 1
+    assert _waiting(telemetry)[("cache", "alert")] == 0
+
+    restarted: Telemetry = _telemetry(env)  # a new process: nothing but the flag file and the log
+    env.clock.now += timedelta(seconds=30)
+    _cycle(env, restarted)
+    assert env.percent("paged") == 0
+    assert _waiting(restarted)[("paged", "alert")] == 1
+    (row,) = [
+        r
+        for r in status_rows(FileFlagStore(env.flags), env.log, env.clock.now, env.policies)
+        if r["flag"] == "paged"
+    ]
+    assert row["waiting"]["reason"] == "alert"
+    assert row["waiting"]["alerts"] == [{"name": "pages", "firing": [PAGE]}]
+
+    _answer(env, firing=False)
+    env.clock.now += timedelta(seconds=30)
+    _cycle(env, restarted)
+    assert env.percent("paged") == 1
+    assert _waiting(restarted)[("paged", "alert")] == 0
+
+    _answer(env, firing=True)  # flaps back: the step's hold keeps counting, nothing rises
+    for _ in range(4):
+        env.clock.now += timedelta(minutes=5)
+        _cycle(env, restarted)
+        assert env.percent("paged") == 1
+        assert _waiting(restarted)[("paged", "alert")] == 1
+
+    _human(env, pause)  # paused while it fires: waits for the human, not for the alert
+    env.clock.now += timedelta(seconds=30)
+    _cycle(env, restarted)
+    assert _waiting(restarted)[("paged", "alert")] == 0
+    assert env.percent("paged") == 1
+    _human(env, resume)
+    env.clock.now += timedelta(seconds=30)
+    _cycle(env, restarted)
+    assert env.percent("paged") == 1
+    assert _waiting(restarted)[("paged", "alert")] == 1
+
+    _answer(env, firing=False)  # the hold (restarted by the resume) is long over: the next cycle moves
+    env.clock.now += timedelta(minutes=30)
+    _cycle(env, restarted)
+    assert env.percent("paged") == 5
+    assert _waiting(restarted)[("paged", "alert")] == 0
