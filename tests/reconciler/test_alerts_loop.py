@@ -87,3 +87,25 @@ def test_the_gauge_and_exposure_follow_a_flapping_alert_through_a_restart_and_a_
     _cycle(env, restarted)
     assert env.percent("paged") == 5
     assert _waiting(restarted)[("paged", "alert")] == 0
+
+
+def test_a_dry_run_says_the_rollback_a_firing_alert_would_make_and_writes_nothing(tmp_path: Path) -> None:
+    env = Environment(tmp_path)
+    env.add_policy(
+        "paged", "paged", POLICY.format(name="paged", key="paged") + ALERTS + "      onFiring: rollback\n"
+    )
+    _answer(env, firing=False)
+    env.cycle()
+    assert env.percent("paged") == 1
+    _answer(env, firing=True)
+    env.clock.now += timedelta(seconds=30)
+    flags = env.flags.read_text()
+    (said,) = [r for r in env.cycle(dry_run=True) if r["flag"] == "paged"]
+    assert (said["action"], said["dry_run"], said["to_percent"]) == ("rollback", True, 0)
+    assert str(said["reason"]).startswith(
+        f"alert firing: alert pages: 1 alert firing ({PAGE}); onFiring: rollback"
+    )
+    assert env.flags.read_text() == flags
+    (done,) = [r for r in env.cycle() if r["flag"] == "paged"]
+    assert (done["action"], done["dry_run"]) == ("rollback", False)
+    assert env.percent("paged") == 0
