@@ -5,21 +5,29 @@ exposure never rises while it fires; `flagroll status` says the alert."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import timedelta
 from pathlib import Path
 
+import httpx
+import respx
+
+from controller.adapters.decisionlog import DecisionLog
 from controller.adapters.flagstore import FileFlagStore
+from controller.adapters.prometheus import PrometheusClient
 from controller.adapters.telemetry import Telemetry
 from controller.cli.status import status_rows
 from controller.core.decision import pause, resume
 from controller.core.flagd import read_state, write_flag
 from controller.core.queries import Reading
+from controller.reconciler import Reconciler
 from tests.reconciler.test_schedule_redteam import _cycle, _telemetry, _waiting
 from tests.support.environment import POLICY, Environment, healthy
 
 ALERTS = "  alerts:\n    - name: pages\n      selector: '{severity=\"page\"}'\n"
 PAGE = 'Down{severity="page"}'
+URL = "http://prometheus.test:9090"
 
 
 def _answer(env: Environment, firing: bool) -> None:
@@ -109,3 +117,41 @@ def test_a_dry_run_says_the_rollback_a_firing_alert_would_make_and_writes_nothin
     (done,) = [r for r in env.cycle() if r["flag"] == "paged"]
     assert (done["action"], done["dry_run"]) == ("rollback", False)
     assert env.percent("paged") == 0
+
+
+def test_rollouts_asking_different_queries_still_share_one_request_per_selector(tmp_path: Path) -> None:
+    """The loop asks each set of rollouts with the same queries apart: rollouts whose guardrails
+    differ but whose alert selector is the same (spelled apart) still make one request for it."""
+    env = Environment(tmp_path)
+    env.add_policy("cache", "cache", POLICY.format(name="cache", key="cache") + ALERTS)
+    spelled = ALERTS.replace('{severity="page"}', 'ALERTS{ severity = "page" }')
+    env.add_policy("paged", "paged", POLICY.format(name="paged", key="paged") + spelled)
+    asked: list[str] = []
+
+    def reply(request: httpx.Request) -> httpx.Response:
+        query = httpx.QueryParams(request.content.decode())["query"]
+        asked.append(query)
+        result = (
+            [] if query.startswith("ALERTS") else [{"metric": {}, "value": [1, str(healthy(query).value)]}]
+        )
+        return httpx.Response(
+            200, json={"status": "success", "data": {"resultType": "vector", "result": result}}
+        )
+
+    async def cycle() -> None:
+        async with PrometheusClient(URL) as client:
+            reconciler = Reconciler(
+                policies=env.policies,
+                store=FileFlagStore(env.flags),
+                prometheus=client,
+                decision_log=DecisionLog(env.log),
+                clock=env.clock,
+            )
+            await reconciler.cycle()
+
+    with respx.mock() as router:
+        router.post(f"{URL}/api/v1/query").mock(side_effect=reply)
+        asyncio.run(cycle())
+    assert [q for q in asked if q.startswith("ALERTS")] == ['ALERTS{alertstate="firing", severity="page"}']
+    assert {'sum(errors{v="on",flag="cache"})', 'sum(errors{v="on",flag="paged"})'} <= set(asked)  # apart
+    assert env.percent("cache") == env.percent("paged") == 1
