@@ -17,6 +17,7 @@ from controller.adapters.prometheus import PrometheusClient, parse_listing
 from controller.core import alerts
 from controller.core.queries import Arm, PlannedQuery, QueryKey, Reading, ReadingKind, Source, alerts_query
 from controller.core.records import Context, to_record
+from controller.core.state import Action
 from tests.core.test_decision import T0, at_step, run
 from tests.core.test_decision_alerts import alerted, firing
 
@@ -126,3 +127,25 @@ def test_thousands_of_alerts_with_huge_labels_keep_the_record_bounded() -> None:
     decision = run(alerted(), at_step(alerted(), 1), T0, firing(*parse_listing(200, body).series))
     record = json.dumps(to_record(decision, Context("cache", policy=alerted()), T0))
     assert len(record) < alerts.SHOWN_FIRING * alerts.MAX_NAME + 20_000
+
+
+def test_an_answer_larger_than_the_client_reads_is_an_error_that_follows_on_error() -> None:
+    """Tens of thousands of alerts firing for one selector: the answer is larger than flagroll reads
+    (8 MB by default), which is an error check, never a pass; with ``onError: hold`` the rollout holds
+    even with ``onFiring: rollback`` (docs: narrow the selector)."""
+    key = QueryKey(Source.ALERT, "checkout-pages", Arm.TREATMENT, flag="cache")
+    body = answer("vector", [series(alertname=f"A{i:05d}", pod=f"p-{i}") for i in range(2000)])
+
+    async def run_query() -> Reading:
+        async with PrometheusClient(URL, max_body_bytes=len(body) - 1) as client:
+            return (await client.query_all([PlannedQuery(key, QUERY, listing=True)]))[key]
+
+    with respx.mock() as router:
+        router.post(f"{URL}/api/v1/query").mock(return_value=httpx.Response(200, content=body))
+        reading = asyncio.run(run_query())
+    assert reading.kind is ReadingKind.ERROR
+    assert reading.detail == f"response larger than {len(body) - 1} bytes"
+    p = alerted("rollback")
+    decision = run(p, at_step(p, 1), T0, {("checkout-pages", Arm.TREATMENT): reading})
+    assert decision.action is Action.HOLD
+    assert decision.reason.startswith("error: alert checkout-pages: error (response larger than")
