@@ -15,6 +15,7 @@ from controller.core.explain import explain
 from controller.core.flagd import managed_keys, read_state
 from controller.core.freezes import StandingFreeze
 from controller.core.guarding import unguarded_reason
+from controller.core.printable import shown
 
 
 def add_parser(commands: Commands) -> None:
@@ -62,5 +63,5 @@ def cmd_explain(args: argparse.Namespace) -> int:
         policy, freezes = (chosen.policy, chosen.freezes) if chosen is not None else (None, ())
         why = loaded.ownership.unjudged.get(args.flag) if loaded.ownership is not None else None
         unguarded = unguarded_reason(state, why.reason) if why is not None else None
-    print(explain(args.flag, state, records, policy, common.utc_now(), unguarded, freezes))
+    print(shown(explain(args.flag, state, records, policy, common.utc_now(), unguarded, freezes)))
     return EXIT_OK

@@ -31,6 +31,7 @@ from controller.core.decision import Decision, approve, pause, resume, stop
 from controller.core.errors import FlagrollError, UsageError, WriteConflictError
 from controller.core.flagd import managed_keys, read_state, write_flag
 from controller.core.guarding import handover
+from controller.core.printable import shown
 from controller.core.records import Context, Record, render, to_record
 from controller.core.state import RolloutState
 
@@ -185,7 +186,7 @@ def _human(args: argparse.Namespace, act: Callable[[RolloutState, str, datetime]
         except WriteConflictError:  # someone wrote in between: act again on what is there now
             if attempt == HUMAN_CONFLICT_ATTEMPTS:
                 raise
-    print(render(record))
+    print(shown(render(record)))
     merged_ok = _merged_followed(store)
     if targets:
         notifier = Notifier(targets, log=structlog.get_logger("flagroll"), attempts=3)

@@ -10,6 +10,7 @@ from controller.adapters.decisionlog import follow, read_records
 from controller.cli.common import EXIT_OK, decision_log_path, warn
 from controller.cli.options import Commands, decision_log_option, flags_option
 from controller.core.errors import UsageError
+from controller.core.printable import shown
 from controller.core.records import render_all
 
 
@@ -46,7 +47,7 @@ def cmd_log(args: argparse.Namespace) -> int:
                 print(json.dumps(record, ensure_ascii=False), flush=True)
         else:
             for text in render_all(records):
-                print(text + "\n", flush=True)
+                print(shown(text) + "\n", flush=True)
 
     if args.follow:
         show(r for r in follow(path, warn=warn) if wanted(r))

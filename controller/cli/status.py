@@ -23,6 +23,7 @@ from controller.core.flagd import managed_keys, read_state
 from controller.core.freezes import active, covering
 from controller.core.guarding import unguarded_reason
 from controller.core.policy import pct
+from controller.core.printable import printable
 from controller.core.serving import describes, is_verification, summary, unverified
 from controller.core.state import NOT_STARTED, RolloutState, Status
 
@@ -81,6 +82,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def _print_table(table: list[list[str]]) -> None:
     if not table:
         return
+    table = [[printable(c) for c in r] for r in table]  # one line a row, nothing a terminal acts on
     widths = [max(len(r[i]) for r in table) for i in range(len(table[0]) - 1)]
     for r in table:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[-1])
@@ -104,6 +106,7 @@ def _print_freezes(freezes: list[dict[str, Any]], *, live: bool) -> None:
                 freeze["reason"] or "—",
             ]
         )
+    table = [[printable(c) for c in r] for r in table]
     widths = [max(len(r[i]) for r in table) for i in range(len(table[0]) - 1)]
     for r in table:
         print("  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[-1])

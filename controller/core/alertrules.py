@@ -4,12 +4,26 @@
 from __future__ import annotations
 
 import re
+import warnings
 
 from controller.core.policy import Policy
 from controller.core.queries import ALERTS_METRIC, alert_matchers
 from controller.core.querytext import Findings, error, warning
+from controller.core.selectors import STRING
 
 _LABEL = re.compile(r"""^\s*([A-Za-z_][A-Za-z0-9_]*|"[^"]*"|'[^']*'|`[^`]*`)""")
+_REGEX_MATCHER = re.compile(r"(?:=~|!~)\s*(" + STRING + r")\s*$")
+_ESCAPES = re.compile(r"\\(.)", re.DOTALL)
+# Mistakes Prometheus's regular expressions (RE2) refuse as Python's do; what Python alone refuses
+# (RE2's \pL, \z, [[:alpha:]]) is left for Prometheus to judge.
+_SHARED_MISTAKES = (
+    "missing ), unterminated subpattern",
+    "unbalanced parenthesis",
+    "unterminated character set",
+    "nothing to repeat",
+    "multiple repeat",
+)
+_UNQUOTED = {"\\": "\\", '"': '"', "'": "'", "n": "\n", "t": "\t"}  # a PromQL string's escapes
 _RESERVED = {"alertstate": "flagroll asks for the firing alerts itself", "__name__": "the series is ALERTS"}
 
 
@@ -45,8 +59,35 @@ def alerts_are_sound(policy: Policy) -> Findings:
                 yield error(
                     (*at, "selector"), f"a selector of alerts cannot match on {name}: {_RESERVED[name]}"
                 )
+            broken = _unreadable_regex(matcher)
+            if broken is not None:
+                yield error(
+                    (*at, "selector"),
+                    f"{matcher} is not a regular expression Prometheus can read ({broken}): every "
+                    "query would be refused",
+                )
         if not matchers:
             yield warning(
                 (*at, "selector"),
                 "'{}' matches every firing alert in Prometheus: any page anywhere holds this rollout",
             )
+
+
+def _unreadable_regex(matcher: str) -> str | None:
+    """Why the regular expression of a ``=~``/``!~`` matcher cannot be read, when it is a mistake
+    that Prometheus refuses too (an unbalanced parenthesis or bracket, a repeat of nothing); None
+    otherwise."""
+    found = _REGEX_MATCHER.search(matcher)
+    if found is None:
+        return None
+    literal = found.group(1)
+    text = literal[1:-1]
+    if literal[0] != "`":
+        text = _ESCAPES.sub(lambda m: _UNQUOTED.get(m.group(1), "\\" + m.group(1)), text)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            re.compile(text)
+    except re.error as exc:
+        return str(exc) if any(str(exc).startswith(m) for m in _SHARED_MISTAKES) else None
+    return None

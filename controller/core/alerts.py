@@ -21,6 +21,7 @@ from typing import Any
 from controller.core.changewindows import Waiting
 from controller.core.checkrecord import Check
 from controller.core.policy import Policy
+from controller.core.printable import printable
 from controller.core.queries import (
     Arm,
     PlannedQuery,
@@ -34,6 +35,8 @@ from controller.core.state import Outcome
 
 ALERT = "alert"  # the ``waiting`` reason (and the gauge's label) of a rollout held by firing alerts
 SHOWN_FIRING = 20  # firing alerts a record names per check; the rest are counted
+MAX_NAME = 300  # characters of one firing alert's name in a record (see series_name)
+_MAX_VALUE = 120  # characters of one label value in it
 
 
 def alert_checks(policy: Policy, queries: Sequence[PlannedQuery], readings: Readings) -> list[Check]:
@@ -126,8 +129,21 @@ def waiting_read(value: object) -> AlertWaiting | None:
 
 
 def series_name(labels: Mapping[str, str]) -> str:
-    """A firing alert as records name it: ``alertname{label="value", …}`` without ``alertstate``."""
+    """A firing alert as records name it: ``alertname{label="value", …}`` without ``alertstate``.
+    Labels come from the metrics an alerting rule reads (a request path, a user agent), so values
+    are quoted the PromQL way (a quote cannot forge another label), nothing a terminal would act on
+    is kept as is (control and format characters are written ``\\xNN``/``\\uNNNN``), and a long
+    value is cut: a name is at most :data:`MAX_NAME` characters."""
     inner = ", ".join(
-        f'{k}="{v}"' for k, v in sorted(labels.items()) if k not in {"__name__", "alertname", "alertstate"}
+        f'{printable(k)}="{_value(v)}"'
+        for k, v in sorted(labels.items())
+        if k not in {"__name__", "alertname", "alertstate"}
     )
-    return f"{labels.get('alertname', '')}{{{inner}}}"
+    name = f"{printable(labels.get('alertname', ''))}{{{inner}}}"
+    return name if len(name) <= MAX_NAME else name[: MAX_NAME - 2] + "…}"
+
+
+def _value(value: str) -> str:
+    cut = value[:_MAX_VALUE]
+    quoted = printable(cut.replace("\\", "\\\\").replace('"', '\\"'))
+    return quoted + ("…" if len(value) > _MAX_VALUE else "")

@@ -73,6 +73,22 @@ def test_valid_alerts_load_with_hold_as_the_default() -> None:
             "once for every rollout that shares it; name the alert's own labels",
         ),
         (
+            """'{team="platform", severity=~"page|critical"}'""",
+            """'{team="platform", severity=~"(page|critical"}'""",
+            29,
+            "spec.alerts[1].selector",
+            'severity=~"(page|critical" is not a regular expression Prometheus can read '
+            "(missing ), unterminated subpattern at position 0): every query would be refused",
+        ),
+        (
+            """'{team="platform", severity=~"page|critical"}'""",
+            """'{team="platform", route!~'[a-z'}'""".replace("'[", '"[').replace("'}", '"}'),
+            29,
+            "spec.alerts[1].selector",
+            'route!~"[a-z" is not a regular expression Prometheus can read '
+            "(unterminated character set at position 0): every query would be refused",
+        ),
+        (
             "onFiring: hold",
             "onFiring: page",
             27,
@@ -119,3 +135,18 @@ def test_the_json_schema_describes_the_alerts() -> None:
     assert schema_errors(alert, bad["spec"]["alerts"][0], schema) == [
         ".onFiring: 'page' is not one of ['hold', 'rollback']"
     ]
+
+
+@pytest.mark.parametrize(
+    "selector",
+    [
+        r"""'{route=~"/a\\(x\\)", team="platform"}'""",  # an escaped parenthesis
+        r"""'{route=~`/a\(x\)`}'""",  # a raw string
+        r"""'{route=~"\\pL+", zone=~"[[:alpha:]]+"}'""",  # RE2's classes: Prometheus judges them
+        r"""'{route=~"a{2}", zone=~"x|"}'""",
+    ],
+)
+def test_regular_expressions_prometheus_reads_are_not_refused(selector: str) -> None:
+    result = load(BASE + VALID.replace("""'{team="platform", severity=~"page|critical"}'""", selector))
+    the_policy(result)
+    assert result.warnings == []

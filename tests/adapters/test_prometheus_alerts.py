@@ -14,7 +14,12 @@ import pytest
 import respx
 
 from controller.adapters.prometheus import PrometheusClient, parse_listing
+from controller.core import alerts
 from controller.core.queries import Arm, PlannedQuery, QueryKey, Reading, ReadingKind, Source, alerts_query
+from controller.core.records import Context, to_record
+from controller.core.state import Action
+from tests.core.test_decision import T0, at_step, run
+from tests.core.test_decision_alerts import alerted, firing
 
 URL = "http://prometheus.test:9090"
 QUERY = alerts_query('{service="checkout"}')
@@ -88,3 +93,59 @@ def test_the_client_reads_a_listing_as_a_list_and_other_queries_as_numbers() -> 
     assert route.call_count == 2  # the selector once for both rollouts
     assert readings[planned[0].key] == readings[planned[1].key] == Reading.listed(["Paged{}"])
     assert readings[planned[2].key] == Reading.of(1.0)
+
+
+HOSTILE = {
+    "alertname": "Paged\x1b[2J",
+    "route": '/a", forged="1\nINJECTED \x1b[31mred\\',
+    "zone": "eu\u202ewest\x00",
+}
+
+
+def test_hostile_label_values_are_escaped_not_printed_raw() -> None:
+    """An alert's labels come from the metrics its rule reads (a request path, a user agent): the
+    name a record gives it is quoted the PromQL way, with no control character that a terminal,
+    `flagroll log` or a notification would act on, and no quote that forges another label."""
+    (name,) = parse_listing(200, answer("vector", [series(**HOSTILE)])).series
+    assert name.isprintable()
+    assert name == (
+        r'Paged\x1b[2J{route="/a\", forged=\"1\nINJECTED \x1b[31mred\\", zone="eu\u202ewest\x00"}'
+    )
+
+
+def test_thousands_of_alerts_with_huge_labels_keep_the_record_bounded() -> None:
+    """Many alerts, each with a long label: the reading counts them all, each name is cut short and
+    the record names at most SHOWN_FIRING of them."""
+    body = answer("vector", [series(alertname=f"A{i:04d}", detail="x" * 50_000) for i in range(100)])
+    many = answer("vector", [series(alertname=f"B{i:05d}", pod=f"p-{i}") for i in range(5000)])
+    for reading in (parse_listing(200, body), parse_listing(200, many)):
+        assert reading.value == len(reading.series)
+        assert all(len(n) <= alerts.MAX_NAME for n in reading.series)
+        assert reading.series[0].startswith(("A0000{", "B00000{"))
+    (cut,) = {n[-4:] for n in parse_listing(200, body).series}
+    assert cut == 'x…"}'
+    decision = run(alerted(), at_step(alerted(), 1), T0, firing(*parse_listing(200, body).series))
+    record = json.dumps(to_record(decision, Context("cache", policy=alerted()), T0))
+    assert len(record) < alerts.SHOWN_FIRING * alerts.MAX_NAME + 20_000
+
+
+def test_an_answer_larger_than_the_client_reads_is_an_error_that_follows_on_error() -> None:
+    """Tens of thousands of alerts firing for one selector: the answer is larger than flagroll reads
+    (8 MB by default), which is an error check, never a pass; with ``onError: hold`` the rollout holds
+    even with ``onFiring: rollback`` (docs: narrow the selector)."""
+    key = QueryKey(Source.ALERT, "checkout-pages", Arm.TREATMENT, flag="cache")
+    body = answer("vector", [series(alertname=f"A{i:05d}", pod=f"p-{i}") for i in range(2000)])
+
+    async def run_query() -> Reading:
+        async with PrometheusClient(URL, max_body_bytes=len(body) - 1) as client:
+            return (await client.query_all([PlannedQuery(key, QUERY, listing=True)]))[key]
+
+    with respx.mock() as router:
+        router.post(f"{URL}/api/v1/query").mock(return_value=httpx.Response(200, content=body))
+        reading = asyncio.run(run_query())
+    assert reading.kind is ReadingKind.ERROR
+    assert reading.detail == f"response larger than {len(body) - 1} bytes"
+    p = alerted("rollback")
+    decision = run(p, at_step(p, 1), T0, {("checkout-pages", Arm.TREATMENT): reading})
+    assert decision.action is Action.HOLD
+    assert decision.reason.startswith("error: alert checkout-pages: error (response larger than")

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
 import pytest
 
 from controller import cli
+from controller.adapters.prometheus import parse_listing
 from controller.cli import common
 from controller.core.queries import Reading
 from tests.support.environment import POLICY, T0, Environment, failing, healthy
@@ -166,3 +168,52 @@ def test_a_firing_alert_is_what_must_change_and_status_says_it_waits(
     env.clock.now += timedelta(seconds=10)
     env.cycle()
     assert env.percent() == 1
+
+
+def test_an_alert_with_hostile_labels_prints_escaped_in_log_status_and_explain(
+    env: Environment, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Alert labels come from the metrics a rule reads: a newline or a terminal escape in one is
+    shown escaped by `flagroll log`, `status` and `explain`, never acted on by the terminal."""
+    alerts = "  alerts:\n    - name: pages\n      selector: '{severity=\"page\"}'\n"
+    env.add_policy("cache", "cache", POLICY.format(name="cache", key="cache") + alerts)
+    labels = {"alertname": "Down", "severity": "page", "path": "/x\n\x1b[2J\x1b]0;owned\x07"}
+    body = json.dumps(
+        {
+            "status": "success",
+            "data": {"resultType": "vector", "result": [{"metric": labels, "value": [1, "1"]}]},
+        }
+    ).encode()
+    env.metrics.answer = lambda promql: (
+        parse_listing(200, body) if promql.startswith("ALERTS") else healthy(promql)
+    )
+    env.cycle()
+    assert env.percent() == 0
+    shown = r'Down{path="/x\n\x1b[2J\x1b]0;owned\x07", severity="page"}'
+    outputs = [_explain(env, capsys, "--policies", str(env.policies))]
+    for command in (["status", "--flags", str(env.flags)], ["log"]):
+        assert cli.main([*command, "--decision-log", str(env.log)]) == 0
+        outputs.append(capsys.readouterr().out)
+    for out in outputs:
+        assert shown in out
+        assert "\x1b" not in out
+        assert "\x07" not in out
+
+
+def test_terminal_escapes_in_any_record_text_are_printed_escaped(
+    env: Environment, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """What a record says may come from outside: a proxy's error page, a record written by an older
+    version. `flagroll log`, `status` and `explain` print its control characters escaped (lines stay
+    lines): nothing in the decision log can clear the screen or retitle the terminal."""
+    env.metrics.answer = lambda promql: Reading.error("HTTP 502: \x1b[2J\x1b]0;owned\x07<html>\r")
+    env.cycle()
+    assert "\x1b[2J" in json.loads(env.log.read_text().splitlines()[-1])["reason"]  # recorded as said
+    outputs = [_explain(env, capsys)]
+    for command in (["status", "--flags", str(env.flags)], ["log"]):
+        assert cli.main([*command, "--decision-log", str(env.log)]) == 0
+        outputs.append(capsys.readouterr().out)
+    for out in outputs:
+        assert r"HTTP 502: \x1b[2J\x1b]0;owned\x07<html>\r" in out, out
+        assert not any(c in out for c in "\x1b\x07\r")
+        assert "\n" in out

@@ -6,17 +6,21 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from controller.core import alerts
 from controller.core.checkrecord import describe
-from controller.core.decision import queries_for, rebase
+from controller.core.decision import approve, queries_for, rebase
+from controller.core.errors import NotAwaitingApprovalError
 from controller.core.policy import Policy
 from controller.core.queries import Arm, Reading, Source, alerts_query
 from controller.core.records import Context, record_problem, to_record
 from controller.core.state import Action, Status
 from tests.core.test_decision import T0, at_step, policy, run
+from tests.core.test_decision_approval import gated, over
+from tests.core.test_decision_schedule import MONDAY, OFFICE
 
 ALERTS = """\
   alerts:
@@ -195,3 +199,40 @@ def test_no_exposure_rise_while_an_alert_fires(cycles: list[str]) -> None:
             assert decision.action is Action.ROLLBACK
         state = decision.after
         now += timedelta(minutes=3)
+
+
+def test_an_alert_waits_before_a_closed_window_which_waits_once_it_resolves() -> None:
+    """Both would hold a due advance: the alert's wait is the one said (and gauged) while it fires;
+    once it resolves, the window's; inside the window and quiet, the advance is taken."""
+    p = alerted(extra=OFFICE)
+    state = at_step(p, 0, started=T0 - timedelta(hours=1))  # Saturday: closed, the hold long over
+    paged = run(p, state, T0, firing(PAGE))
+    assert (paged.action, paged.waiting and paged.waiting.reason) == (Action.HOLD, alerts.ALERT)
+    quiet = run(p, state, T0 + timedelta(minutes=1))
+    assert (quiet.action, quiet.waiting and quiet.waiting.reason) == (Action.HOLD, "window")
+    opened = run(p, state, MONDAY, firing(PAGE))
+    assert (opened.action, opened.waiting and opened.waiting.reason) == (Action.HOLD, alerts.ALERT)
+    assert run(p, state, MONDAY + timedelta(minutes=1)).action is Action.ADVANCE
+
+
+def test_a_gate_reached_while_an_alert_fires_awaits_approval_once_it_resolves() -> None:
+    """The alert's wait comes first: the rollout is not awaiting approval yet (``flagroll approve``
+    refuses), and starts to at the first evaluation after the alert resolves. One awaiting
+    approval can be approved while an alert fires; the advance still waits for the alert."""
+    p = gated(ALERTS.replace("{on_firing}", "hold"))
+    paged = run(p, over(p), T0, firing(PAGE))
+    assert paged.waiting is not None
+    assert paged.waiting.reason == alerts.ALERT
+    assert paged.after.awaiting_approval_since is None
+    with pytest.raises(NotAwaitingApprovalError):
+        approve(paged.after, "looks fine", T0 + timedelta(minutes=1))
+    awaiting = run(p, paged.after, T0 + timedelta(minutes=2))
+    assert awaiting.waiting is not None
+    assert awaiting.waiting.reason == "approval"
+    approved = approve(awaiting.after, "looks fine", T0 + timedelta(minutes=3)).after
+    still = run(p, approved, T0 + timedelta(minutes=4), firing(PAGE))
+    assert (still.action, still.after.step, still.after.approved_step) == (Action.HOLD, 1, 1)
+    assert still.waiting is not None
+    assert still.waiting.reason == alerts.ALERT
+    moved = run(p, still.after, T0 + timedelta(minutes=5))
+    assert (moved.action, moved.after.step) == (Action.ADVANCE, 2)

@@ -11,6 +11,9 @@ The controller talks to it over TCP exactly as it talks to Prometheus. A test sw
 - ``Refuse()``: close the listening socket, so that connections are refused until :meth:`inject` is
   called with another fault.
 
+``inject(fault, only=predicate)`` applies the fault only to requests whose body the predicate accepts
+(e.g. the queries of Prometheus's ``ALERTS``); the others pass through.
+
 ``require_bearer`` makes it answer 401 to any request without that bearer token, like an
 authenticating gateway does. ``require_headers`` (name -> value) makes it answer 401 to a request
 missing one of those headers and 403 to one carrying a wrong value, like the gateway of a
@@ -80,6 +83,7 @@ class FaultProxy:
         self.require_bearer = require_bearer
         self.require_headers = dict(require_headers or {})
         self.fault: Fault | None = None
+        self.only: Callable[[bytes], bool] | None = None
         self.requests: list[Seen] = []
         self._lock = threading.Lock()
         self._released = threading.Event()  # set to cut every pending Delay short (at stop)
@@ -91,9 +95,10 @@ class FaultProxy:
     def url(self) -> str:
         return f"http://127.0.0.1:{self._port}"
 
-    def inject(self, fault: Fault | None) -> None:
+    def inject(self, fault: Fault | None, *, only: Callable[[bytes], bool] | None = None) -> None:
         with self._lock:
             self.fault = fault
+            self.only = only
         if isinstance(fault, Refuse):
             self._close()
         elif self._server is None:
@@ -135,6 +140,8 @@ class FaultProxy:
                 with proxy._lock:
                     proxy.requests.append(Seen(self.path, dict(self.headers.items()), body))
                     fault = proxy.fault
+                    if proxy.only is not None and not proxy.only(body):
+                        fault = None
                 if proxy.require_bearer is not None and (
                     self.headers.get("Authorization") != f"Bearer {proxy.require_bearer}"
                 ):

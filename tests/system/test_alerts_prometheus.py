@@ -19,7 +19,7 @@ from controller.adapters.policyfile import load_paths
 from controller.adapters.prometheus import PrometheusClient
 from controller.adapters.promserver import PrometheusServer
 from controller.core.decision import initial_state, queries_for
-from controller.core.queries import QueryKey, Reading, ReadingKind, Source
+from controller.core.queries import Arm, PlannedQuery, QueryKey, Reading, ReadingKind, Source, alerts_query
 from tests.conftest import prometheus_binary
 from tests.support.synthetic import SyntheticService
 from tests.support.waiting import wait_for
@@ -162,3 +162,42 @@ def test_rollouts_sharing_a_selector_make_one_request_for_it(
     alert_readings = [r for k, r in answers.items() if k.source is Source.ALERT]
     assert len(alert_readings) == 3
     assert all(r.kind is ReadingKind.VALUE for r in alert_readings)
+
+
+PENDING_RULES = """\
+groups:
+  - name: checkout-pending
+    interval: 1s
+    rules:
+      - alert: CheckoutSlowBurn
+        expr: sum by (route) (rate(http_server_requests_total{route="/alerts/checkout"}[5s])) > 1
+        for: 1h
+        labels: {service: checkout, severity: page}
+"""
+
+
+@pytest.mark.parametrize("version", ["prom2", "prom3"])
+def test_a_pending_alert_is_not_firing_and_holds_nothing(synthetic: SyntheticService, version: str) -> None:
+    """A rule with ``for: 1h`` whose condition holds is pending for an hour: ALERTS has its series
+    with ``alertstate="pending"``, and the selector's query finds nothing firing."""
+    synthetic.set(*BACKEND, rps=40, error_ratio=0.0)
+    selector = '{service="checkout", severity="page"}'
+    planned = [
+        PlannedQuery(
+            QueryKey(Source.ALERT, "pages", Arm.TREATMENT, flag="f"), alerts_query(selector), listing=True
+        )
+    ]
+    with PrometheusServer(
+        [synthetic.target], rules=PENDING_RULES, binary=prometheus_binary(version)
+    ) as server:
+
+        def pending() -> list[dict[str, Any]]:
+            response = httpx.get(
+                f"{server.url}/api/v1/query", params={"query": 'ALERTS{alertstate="pending"}'}
+            )
+            return [s["metric"] for s in response.json()["data"]["result"]]
+
+        (metric,) = wait_for(pending, timeout_seconds=60, interval_seconds=0.5, what="the rule is pending")
+        assert metric["alertname"] == "CheckoutSlowBurn"
+        (reading,) = asyncio.run(_ask(server.url, planned)).values()
+    assert reading == Reading.listed([])
