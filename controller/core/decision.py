@@ -322,6 +322,7 @@ class _Context:
         Check, ...
     ] = ()  # checks of dryRun guardrails: recorded with every decision, never acted on
     freezes: tuple[StandingFreeze, ...] = ()  # Freeze documents that may cover the rollout
+    flag: str = ""
 
     def make(
         self,
@@ -331,8 +332,11 @@ class _Context:
         checks: Sequence[Check] = (),
         checkpoint: Outcome | None = None,
     ) -> Decision:
+        """A decision; a hold of a rollout that awaits approval (for no data, say) still says so in
+        its ``waiting``, unless the hold has a wait of its own (the callers then replace it)."""
         recorded = (*checks, *self.shadow) if checks else tuple(checks)
-        return Decision(action, self.stored, after, reason, recorded, checkpoint, self.notes)
+        waits = approval.of_state(self.flag, after) if action is Action.HOLD else None
+        return Decision(action, self.stored, after, reason, recorded, checkpoint, self.notes, waits)
 
     def move_or_wait(
         self,
@@ -397,7 +401,7 @@ def decide(
     the Freeze documents that may cover it (those not in force at ``now`` hold nothing)."""
     rebased = rebase(policy, stored, now)
     state = approval.current(policy, rebased.state)
-    ctx = _Context(stored, rebased.notes, freezes=tuple(freezes))
+    ctx = _Context(stored, rebased.notes, freezes=tuple(freezes), flag=policy.flag_key)
     if state.status not in ACTIVE:
         return ctx.make(Action.HOLD, state, f"{state.status.value}: nothing to do")
 

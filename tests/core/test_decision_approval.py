@@ -91,9 +91,12 @@ def test_no_data_while_awaiting_holds_for_its_own_reason_and_keeps_the_wait() ->
     waiting = run(p, over(p), T0).after
     decision = run(p, waiting, T0 + timedelta(minutes=1), NO_DATA)
     assert decision.action is Action.HOLD
-    assert decision.waiting is None
     assert decision.after.awaiting_approval
     assert decision.reason.startswith("no_data")
+    # The gauge and status read the record's waiting: a cycle without data does not make a rollout
+    # that awaits a human look as if it waited for nothing (nor tell the wait again).
+    assert isinstance(decision.waiting, approval.ApprovalWaiting)
+    assert not decision.waiting.began
 
 
 def test_an_approval_lets_the_next_cycle_advance() -> None:
@@ -312,3 +315,4 @@ def test_approval_waiting_reads_back_from_a_record() -> None:
     )
     assert approval.waiting_read({"reason": "approval", "step": "x"}) is None
     assert approval.waiting_read({"reason": "window", "opens_at": None}) is not None
+
