@@ -315,4 +315,3 @@ def test_approval_waiting_reads_back_from_a_record() -> None:
     )
     assert approval.waiting_read({"reason": "approval", "step": "x"}) is None
     assert approval.waiting_read({"reason": "window", "opens_at": None}) is not None
-
