@@ -27,7 +27,8 @@ from controller.cli.options import (
     notify_options,
     overlay_options,
 )
-from controller.core.decision import Decision, approve, pause, resume, stop
+from controller.core.commands import approve, pause, resume, stop
+from controller.core.decision import Decision
 from controller.core.errors import FlagrollError, UsageError, WriteConflictError
 from controller.core.flagd import managed_keys, read_state, write_flag
 from controller.core.guarding import handover

@@ -24,7 +24,7 @@ The rules, in the order they apply to an active rollout (``progressing``, ``paus
    (after rules 1 to 3's rollbacks and holds for errors), and a rollout not started does not start.
 
 A new policy revision first rebases the state (see :func:`rebase`); human commands (stop, pause,
-resume, approve) have their own functions. Nothing here reads a clock or a file.
+resume, approve) are in :mod:`controller.core.commands`. Nothing here reads a clock or a file.
 """
 
 from __future__ import annotations
@@ -40,7 +40,6 @@ from controller.core.changewindows import Waiting
 from controller.core.checkrecord import Check, acting, sample_ratio_mismatch, worst
 from controller.core.checks import checkpoint_checks, guardrail_checks
 from controller.core.durations import format_duration
-from controller.core.errors import NotAwaitingApprovalError, UsageError
 from controller.core.freezes import StandingFreeze, gate
 from controller.core.metrictemplate import MetricTemplate
 from controller.core.policy import Policy, pct
@@ -448,20 +447,7 @@ def decide(
         return ctx.make(Action.HOLD, state, why, checks)
 
     if state.step == NOT_STARTED and not exposed:
-        if outcome is Outcome.ERROR:
-            why = f"not starting while a query fails: {_summary(judging, Outcome.ERROR)}"
-            return ctx.make(Action.HOLD, state, why, checks)
-        if outcome is Outcome.FAIL:
-            failing = "an alert fires" if _failed(judging) == "alert firing" else "a guardrail fails"
-            why = f"not starting: {failing} before anyone is exposed: {_summary(judging, outcome)}"
-            return ctx.make(Action.HOLD, state, why, checks)
-        if held:
-            return ctx.alerted(state, held, "not starting: ", checks)
-        if state.status is Status.PAUSED:
-            return ctx.make(Action.HOLD, state, _paused(state), checks)
-        why = f"rollout starts: step 1/{len(spec.steps)} at {pct(policy.step_percent(0))} %"
-        start = (Action.ADVANCE, state, _at_step(policy, state, 0, now))
-        return ctx.move_or_wait(policy, now, start, why, checks)
+        return _start(policy, state, now, (checks, judging, held), ctx)
 
     if outcome is not Outcome.PASS:
         why = f"{outcome.value}: {_summary(judging, outcome)}; {_holding(outcome, acted_on)}"
@@ -491,6 +477,34 @@ def decide(
         advance = (Action.ADVANCE, state, _at_step(policy, state, nxt, now))
         return ctx.move_or_wait(policy, now, advance, approval.noted(policy, state, why), checks)
     return _judge_checkpoint(policy, state, queries, readings, now, checks, ctx)
+
+
+def _start(
+    policy: Policy,
+    state: RolloutState,
+    now: datetime,
+    evidence: tuple[list[Check], list[Check], list[Check]],
+    ctx: _Context,
+) -> Decision:
+    """A rollout that has not started: it starts unless a query errors, a check fails, an alert
+    holds, a human paused it, or the schedule or a Freeze makes the start wait. ``evidence``: the
+    checks recorded, those judged (firing alerts that hold left out) and the alerts that hold."""
+    checks, judging, held = evidence
+    outcome = worst(judging)
+    if outcome is Outcome.ERROR:
+        why = f"not starting while a query fails: {_summary(judging, Outcome.ERROR)}"
+        return ctx.make(Action.HOLD, state, why, checks)
+    if outcome is Outcome.FAIL:
+        failing = "an alert fires" if _failed(judging) == "alert firing" else "a guardrail fails"
+        why = f"not starting: {failing} before anyone is exposed: {_summary(judging, outcome)}"
+        return ctx.make(Action.HOLD, state, why, checks)
+    if held:
+        return ctx.alerted(state, held, "not starting: ", checks)
+    if state.status is Status.PAUSED:
+        return ctx.make(Action.HOLD, state, _paused(state), checks)
+    why = f"rollout starts: step 1/{len(policy.spec.steps)} at {pct(policy.step_percent(0))} %"
+    start = (Action.ADVANCE, state, _at_step(policy, state, 0, now))
+    return ctx.move_or_wait(policy, now, start, why, checks)
 
 
 def _judge_checkpoint(
@@ -606,86 +620,3 @@ def deleted(state: RolloutState, now: datetime) -> Decision | None:
         return None
     why = "policy deleted; onDelete: rollback"
     return Decision(Action.ROLLBACK, state, _rolled_back(state, now, why), why)
-
-
-# Human commands ---------------------------------------------------------------------------------
-
-
-def stop(state: RolloutState, reason: str, now: datetime) -> Decision:
-    if not reason.strip():
-        raise UsageError("stop needs --reason: say why, for the people reading the log")
-    after = approval.cleared(state).moved(
-        status=Status.STOPPED,
-        step=NOT_STARTED,
-        percent=0.0,
-        step_started_at=now,
-        updated_at=now,
-        reason=reason,
-        exposed_since=None,
-    )
-    return Decision(Action.STOP, state, after, f"stopped by a human: {reason}")
-
-
-def pause(state: RolloutState, reason: str, now: datetime) -> Decision:
-    if state.status is not Status.PROGRESSING:
-        raise UsageError(f"cannot pause a rollout that is {state.status.value}; only a progressing one")
-    after = state.moved(status=Status.PAUSED, updated_at=now, reason=reason)
-    why = f": {reason}" if reason else ""
-    return Decision(Action.PAUSE, state, after, f"paused by a human{why}")
-
-
-def resume(state: RolloutState, reason: str, now: datetime) -> Decision:
-    """Paused: continue at the current step, its hold restarting. Stopped or rolled back: start the
-    ramp again from the first step at the next cycle."""
-    why = f": {reason}" if reason else ""
-    if state.status is Status.PAUSED:
-        after = state.moved(
-            status=Status.PROGRESSING,
-            step_started_at=now,
-            updated_at=now,
-            reason="",
-            awaiting_approval_since=None,  # the hold restarts: it waits again once it is over
-        )
-        return Decision(Action.RESUME, state, after, f"resumed by a human{why}; the step's hold restarts now")
-    if state.status in {Status.STOPPED, Status.ROLLED_BACK}:
-        after = approval.cleared(state).moved(
-            status=Status.PROGRESSING,
-            step=NOT_STARTED,
-            percent=0.0,
-            step_started_at=None,
-            updated_at=now,
-            reason="",
-            exposed_since=None,
-        )
-        return Decision(
-            Action.RESUME,
-            state,
-            after,
-            f"resumed by a human{why}; the ramp restarts from the first step at the next cycle",
-        )
-    raise UsageError(
-        f"cannot resume a rollout that is {state.status.value}; only a paused, stopped or rolled-back one"
-    )
-
-
-def approve(state: RolloutState, reason: str, now: datetime) -> Decision:
-    """A human approves the move after the step the rollout awaits approval for: the next evaluation
-    whose checks pass makes it. Only a rollout awaiting approval can be approved."""
-    if not reason.strip():
-        raise UsageError("approve needs --reason: say why, for the people reading the log")
-    if not state.awaiting_approval:
-        approved = ""
-        if state.status is Status.PROGRESSING and state.approved_step == state.step:
-            approved = (
-                f" (step {state.step + 1}/{state.steps} is approved already: it moves at the next "
-                "evaluation whose checks pass)"
-            )
-        raise NotAwaitingApprovalError(
-            f"cannot approve a rollout that is {state.shown_status}{approved}; only one awaiting approval"
-        )
-    after = state.moved(awaiting_approval_since=None, approved_step=state.step, updated_at=now)
-    why = (
-        f"approved by a human: {reason}; step {state.step + 1}/{state.steps} at {pct(state.percent)} % "
-        "moves on at the next evaluation whose checks pass"
-    )
-    return Decision(Action.APPROVE, state, after, why)

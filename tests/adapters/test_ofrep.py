@@ -20,7 +20,7 @@ import respx
 from controller.adapters.ofrep import MAX_BODY_BYTES, TOKEN_ENV, OfrepClient, bearer_token, parse_answer
 from controller.adapters.promauth import Secret
 from controller.adapters.promserver import free_port
-from controller.core.decision import stop
+from controller.core.commands import stop
 from controller.core.errors import UsageError
 from controller.core.flagd import read_state, write_flag
 from controller.core.serving import Answer

@@ -13,7 +13,7 @@ import pytest
 from controller.adapters.decisionlog import DecisionLog, read_records
 from controller.adapters.promserver import free_port
 from controller.cli import build_parser, main
-from controller.core.decision import stop
+from controller.core.commands import stop
 from controller.core.flagd import read_state, render_document, write_flag
 from controller.core.serving import (
     Answer,

@@ -13,7 +13,8 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, rule
 
-from controller.core.decision import Decision, pause, resume, stop
+from controller.core.commands import pause, resume, stop
+from controller.core.decision import Decision
 from controller.core.errors import UsageError
 from controller.core.policy import Alert, Policy
 from controller.core.queries import Arm, Reading, Source

@@ -26,7 +26,8 @@ from controller.core.backtestcounts import Counts, count_queries
 from controller.core.backtesthtml import rollbacks
 from controller.core.backtestlog import Recorded, recorded_flags
 from controller.core.backtestranges import Failure, RangeAnswer, Series, readings_at, to_ms
-from controller.core.decision import decide, initial_state, queries_for, resume
+from controller.core.commands import resume
+from controller.core.decision import decide, initial_state, queries_for
 from controller.core.errors import WriteError
 from controller.core.policy import Policy
 from controller.core.queries import BIN_PARTS, Arm, Part, PlannedQuery, ReadingKind, Source, plan

@@ -8,16 +8,14 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 
 from controller.adapters.policyfile import load_text
+from controller.core.commands import pause, resume, stop
 from controller.core.decision import (
     Decision,
     decide,
     exposure_window_seconds,
     initial_state,
-    pause,
     queries_for,
     rebase,
-    resume,
-    stop,
 )
 from controller.core.errors import UsageError
 from controller.core.policy import Policy

@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 
 from controller.core import alerts
 from controller.core.checkrecord import describe
-from controller.core.decision import approve, queries_for, rebase
+from controller.core.commands import approve
+from controller.core.decision import queries_for, rebase
 from controller.core.errors import NotAwaitingApprovalError
 from controller.core.policy import Policy
 from controller.core.queries import Arm, Reading, Source, alerts_query

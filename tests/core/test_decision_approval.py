@@ -11,7 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from controller.core import approval
-from controller.core.decision import Decision, approve, pause, rebase, resume, stop
+from controller.core.commands import approve, pause, resume, stop
+from controller.core.decision import Decision, rebase
 from controller.core.errors import NotAwaitingApprovalError, UsageError
 from controller.core.policy import Policy
 from controller.core.queries import Arm, Reading

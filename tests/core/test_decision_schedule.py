@@ -13,7 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from controller.core.changewindows import is_open
-from controller.core.decision import Decision, decide, queries_for, rebase, resume
+from controller.core.commands import resume
+from controller.core.decision import Decision, decide, queries_for, rebase
 from controller.core.queries import Arm, Reading
 from controller.core.state import NOT_STARTED, Action, RolloutState, Status
 from tests.core.test_decision import CHECKPOINT, T0, at_step, policy, readings, run

@@ -14,7 +14,8 @@ import pytest
 from controller.adapters.decisionlog import DecisionLog, last_by_flag, read_records
 from controller.adapters.policyfile import load_file
 from controller.core.checkrecord import fmt
-from controller.core.decision import Decision, decide, initial_state, queries_for, stop
+from controller.core.commands import stop
+from controller.core.decision import Decision, decide, initial_state, queries_for
 from controller.core.policy import Policy
 from controller.core.queries import Arm, Reading
 from controller.core.records import Context, render, render_all, to_record

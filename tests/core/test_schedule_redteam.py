@@ -17,7 +17,8 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from controller.adapters.policyfile import load_text
 from controller.core.backtest import evaluation_times, replay
 from controller.core.changewindows import is_open, waiting, zone_problem, zone_warning
-from controller.core.decision import Decision, decide, pause, queries_for, rebase, resume, stop
+from controller.core.commands import pause, resume, stop
+from controller.core.decision import Decision, decide, queries_for, rebase
 from controller.core.explain import explain
 from controller.core.policy import Policy, Schedule
 from controller.core.policyrules import semantic_issues

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from scipy.stats import binom
 
-from controller.core.decision import stop
+from controller.core.commands import stop
 from controller.core.flagd import empty_document, write_flag
 from controller.core.records import record_problem, render
 from controller.core.serving import (

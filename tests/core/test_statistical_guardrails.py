@@ -13,6 +13,7 @@ import pytest
 from controller.adapters.policyfile import load_file, load_text
 from controller.core import sequential, srm
 from controller.core.checkrecord import Check
+from controller.core.commands import resume, stop
 from controller.core.decision import (
     COMPLETED_WINDOW_SECONDS,
     Decision,
@@ -20,8 +21,6 @@ from controller.core.decision import (
     initial_state,
     queries_for,
     rebase,
-    resume,
-    stop,
 )
 from controller.core.flagd import empty_document, read_state, write_flag
 from controller.core.policy import Policy, json_schema

@@ -18,7 +18,7 @@ from controller.adapters.flagstore import FileFlagStore
 from controller.adapters.prometheus import PrometheusClient
 from controller.adapters.telemetry import Telemetry
 from controller.cli.status import status_rows
-from controller.core.decision import pause, resume
+from controller.core.commands import pause, resume
 from controller.core.flagd import read_state, write_flag
 from controller.core.queries import Reading
 from controller.reconciler import Reconciler

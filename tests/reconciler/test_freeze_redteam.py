@@ -20,7 +20,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from controller import cli
 from controller.cli.status import active_freezes
-from controller.core.decision import resume
+from controller.core.commands import resume
 from controller.core.flagd import read_state, write_flag
 from controller.core.state import Status
 from tests.support.environment import POLICY, Environment, failing, healthy

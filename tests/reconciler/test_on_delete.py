@@ -11,7 +11,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from controller.adapters.policyfile import load_paths
-from controller.core.decision import stop
+from controller.core.commands import stop
 from controller.core.flagd import read_state, write_flag
 from controller.core.guarding import Grace
 from tests.support.environment import POLICY, Environment

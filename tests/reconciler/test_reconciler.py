@@ -14,7 +14,7 @@ from structlog.testing import capture_logs
 
 from controller.adapters.decisionlog import DecisionLog, read_records
 from controller.adapters.flagstore import FileFlagStore, Snapshot
-from controller.core.decision import stop
+from controller.core.commands import stop
 from controller.core.errors import WriteError
 from controller.core.flagd import read_state, write_flag
 from controller.core.queries import PlannedQuery, QueryKey, Reading

@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from controller.adapters.flagstore import FileFlagStore
 from controller.adapters.telemetry import Telemetry
 from controller.cli.status import status_rows
-from controller.core.decision import pause
+from controller.core.commands import pause
 from controller.core.flagd import read_state, write_flag
 from tests.support.environment import POLICY, Environment
 

@@ -28,7 +28,7 @@ from controller.adapters.ofrep import OfrepClient
 from controller.adapters.promserver import free_port
 from controller.adapters.telemetry import Telemetry
 from controller.cli import main
-from controller.core.decision import resume, stop
+from controller.core.commands import resume, stop
 from controller.core.flagd import read_state, render_document, write_flag
 from controller.core.guarding import Grace
 from controller.core.serving import Check, Expectation, Outcome, Verification, verification_record
