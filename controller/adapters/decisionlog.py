@@ -223,12 +223,17 @@ def _newest_backwards(
         end = start
 
 
-def _newest_forwards(file: LogFile, found: dict[str, Record], where: Where) -> None:
+def _newest_forwards(file: LogFile, found: dict[str, Record], wanted: set[str] | None, where: Where) -> None:
     """Read a compressed generation from its start (it cannot be read backwards), noting the newest
-    record of each flag not noted already; a damaged one is read as far as it can be."""
+    record of each wanted flag not noted already; a damaged one is read as far as it can be. A line
+    that does not hold a missing flag's key as JSON (as it was written) is not parsed."""
     newest: dict[str, Record] = {}
+    missing = None if wanted is None else wanted - set(found)
+    needles = None if missing is None else [json.dumps(f, ensure_ascii=False).encode() for f in missing]
     try:
         for line in file.lines():
+            if needles is not None and not any(needle in line for needle in needles):
+                continue
             record = parse_line(line) if line.strip() else None
             if record is None or record_problem(record) is not None:
                 continue
@@ -256,7 +261,7 @@ def last_by_flag(
             if _done(found, wanted):
                 break
             if file.compressed:
-                _newest_forwards(file, found, where)
+                _newest_forwards(file, found, wanted, where)
             else:
                 _newest_backwards(file.handle, found, wanted, where)
     return found

@@ -299,3 +299,17 @@ def test_a_reader_takes_no_lock_and_opens_again_when_a_rotation_renames_under_it
     with writer_lock(path):  # held by the writer all along: the reader does not wait for it
         assert numbers(list(read_records(path))) == [0, 1, 2, 3]
     assert len(calls) == 3  # listed, then opened other files: again, listed, opened, listed: the same
+
+
+def test_last_by_flag_finds_a_key_that_json_escapes_in_an_old_generation(tmp_path: Path) -> None:
+    path = tmp_path / "decisions.jsonl"
+    log = DecisionLog(path, max_bytes=2 * LINE_BYTES, keep=5)
+    odd = 'café "q" \\ ✓'
+    log.append([{"flag": odd, "n": 0}, {"flag": "b", "n": 1, "note": odd[:-2]}])
+    for n in range(2, 6):
+        log.append([rec(n, "busy")])
+    assert [r["flag"] for r in read_records(path)][:2] == [odd, "b"]
+    assert "café" not in path.read_text()  # both in rotated generations
+    last = last_by_flag(path, [odd, "b"])
+    assert last[odd] == {"flag": odd, "n": 0}
+    assert last["b"] == {"flag": "b", "n": 1, "note": odd[:-2]}
