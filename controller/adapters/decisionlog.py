@@ -27,7 +27,6 @@ _TAIL_CHUNK = 64 * 1024
 APPEND_CHUNK_RECORDS = 200  # records serialised at a time: a cycle of thousands never builds one huge string
 
 
-DEFAULT_MAX_BYTES = 64 * 1024 * 1024  # `flagroll run`'s default size of the live file before it rotates
 DEFAULT_KEEP = 5  # `flagroll run`'s default number of rotated generations kept
 
 
