@@ -7,12 +7,17 @@ Records are built and rendered by :mod:`controller.core.records`.
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+import zlib
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
+from controller.adapters.logrotation import LogFile, finish_rotation, opened, rotate, writer_lock
 from controller.core.errors import WriteError
 from controller.core.records import Record, record_problem
 
@@ -22,16 +27,77 @@ _TAIL_CHUNK = 64 * 1024
 APPEND_CHUNK_RECORDS = 200  # records serialised at a time: a cycle of thousands never builds one huge string
 
 
+DEFAULT_KEEP = 5  # `flagroll run`'s default number of rotated generations kept
+
+
+class PartialAppendError(WriteError):
+    """An append failed after its first ``written`` records were in the log (an append that rotates
+    part-way writes the records before the rotation first): only the rest are still to be written."""
+
+    def __init__(self, message: str, written: int) -> None:
+        super().__init__(message)
+        self.written = written
+
+
 class DecisionLog:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, max_bytes: int = 0, keep: int = DEFAULT_KEEP) -> None:
+        """``max_bytes`` 0: never rotate (a human command appends its record and leaves the rotation
+        to the controller's next append); otherwise an append that would take the live file past it
+        rotates it first, keeping ``keep`` gzipped generations."""
+        if max_bytes < 0 or keep < 1:
+            raise ValueError("a decision log's max_bytes is at least 0 and its keep at least 1")
         self.path = path
+        self.max_bytes = max_bytes
+        self.keep = keep
 
     def append(self, records: Sequence[Record]) -> None:
-        """Append ``records`` and fsync them, or raise :class:`WriteError` leaving the log as it was:
-        an append that fails part-way (a full disk, a failed fsync) is cut off again, so the caller,
-        told it failed, never finds some of its records written and the last one torn."""
+        """Append ``records`` and fsync them, rotating the live file first whenever the next record
+        would take it past ``max_bytes`` (a record larger than that still goes in, alone in a new
+        live file). Raise :class:`WriteError` leaving the log as it was: an append that fails part-way
+        (a full disk, a failed fsync) is cut off again, so the caller, told it failed, never finds
+        some of its records written and the last one torn; if a rotation came before the failure, the
+        records before it stay and :class:`PartialAppendError` says how many."""
         if not records:
             return
+        with writer_lock(self.path):
+            written = 0
+            try:
+                finish_rotation(self.path)
+                for rotate_first, lines, count in self._segments(records):
+                    if rotate_first:
+                        rotate(self.path, self.keep)
+                    self._write(lines)
+                    written += count
+            except OSError as exc:
+                raise PartialAppendError(
+                    f"cannot rotate {self.path}: {exc.strerror or exc}", written
+                ) from exc
+            except WriteError as exc:
+                if written:
+                    raise PartialAppendError(str(exc), written) from exc
+                raise
+
+    def _segments(self, records: Sequence[Record]) -> Iterator[tuple[bool, list[bytes], int]]:
+        """``records`` as lines, in runs that fit the live file: (rotate first?, lines, records)."""
+        try:
+            size = self.path.stat().st_size
+        except FileNotFoundError:
+            size = 0
+        lines: list[bytes] = []
+        rotate_first = False
+        for first in range(0, len(records), APPEND_CHUNK_RECORDS):  # thousands a cycle at scale
+            for record in records[first : first + APPEND_CHUNK_RECORDS]:
+                line = (json.dumps(record, ensure_ascii=False, allow_nan=False) + "\n").encode("utf-8")
+                if self.max_bytes and size > 0 and size + len(line) > self.max_bytes:
+                    if lines:
+                        yield rotate_first, lines, len(lines)
+                    lines, rotate_first, size = [], True, 0
+                lines.append(line)
+                size += len(line)
+        if lines:
+            yield rotate_first, lines, len(lines)
+
+    def _write(self, lines: list[bytes]) -> None:
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
         except OSError as exc:
@@ -41,10 +107,8 @@ class DecisionLog:
             try:
                 if start > 0 and os.pread(fd, 1, start - 1) != b"\n":  # a torn line from a crash
                     _write_all(fd, b"\n")
-                for first in range(0, len(records), APPEND_CHUNK_RECORDS):  # thousands a cycle at scale
-                    chunk = records[first : first + APPEND_CHUNK_RECORDS]
-                    lines = "".join(json.dumps(r, ensure_ascii=False, allow_nan=False) + "\n" for r in chunk)
-                    _write_all(fd, lines.encode("utf-8"))
+                for first in range(0, len(lines), APPEND_CHUNK_RECORDS):
+                    _write_all(fd, b"".join(lines[first : first + APPEND_CHUNK_RECORDS]))
                 os.fsync(fd)
             except OSError as exc:
                 _cut_back(fd, start)
@@ -89,56 +153,204 @@ def _fit(record: Record, where: str, warn: Warn | None) -> bool:
     return False
 
 
-def read_records(path: Path, warn: Warn | None = None) -> Iterator[Record]:
-    """Every complete record in order; unreadable lines, and records that parse but hold wrong types,
-    are skipped with a warning naming the file and line."""
+def _records(file: LogFile, warn: Warn | None) -> Iterator[Record]:
+    """The complete, fit records of one file of the log, with warnings naming it and the line."""
+    number = 0
     try:
-        handle = path.open("rb")
-    except FileNotFoundError:
-        return
-    with handle:
-        for number, line in enumerate(handle, start=1):
+        for number, line in enumerate(file.lines(), start=1):
             if not line.strip():
                 continue
             record = parse_line(line)
             if record is None:
                 if warn is not None:
                     torn = "" if line.endswith(b"\n") else " (torn last line: a write was interrupted)"
-                    warn(f"{path}:{number}: skipped an unreadable record{torn}")
+                    warn(f"{file.path}:{number}: skipped an unreadable record{torn}")
                 continue
-            if _fit(record, f"{path}:{number}", warn):
+            if _fit(record, f"{file.path}:{number}", warn):
                 yield record
+    except (OSError, EOFError, zlib.error) as exc:  # a damaged or cut-off compressed generation
+        if warn is not None:
+            warn(f"{file.path}:{number + 1}: cannot read on, skipped the rest of this generation: {exc}")
+
+
+def exists(path: Path) -> bool:
+    """Whether there is a decision log at ``path``: its live file or a rotated generation."""
+    with opened(path) as files:
+        return files.live is not None or bool(files.generations)
+
+
+def read_records(path: Path, warn: Warn | None = None) -> Iterator[Record]:
+    """Every complete record in order: the rotated generations, oldest first, then the live file.
+    Unreadable lines, and records that parse but hold wrong types, are skipped with a warning naming
+    the file and line."""
+    with opened(path) as files:
+        for file in [*files.generations, *([files.live] if files.live is not None else [])]:
+            yield from _records(file, warn)
+
+
+Where = Callable[[Record], bool] | None
+
+
+def _take(line: bytes, found: dict[str, Record], where: Where) -> None:
+    """Note the record of ``line`` as its flag's newest, unless a newer one is noted already."""
+    record = parse_line(line) if line.strip() else None
+    if record is None or record_problem(record) is not None:
+        return
+    flag = record.get("flag")
+    if isinstance(flag, str) and flag not in found and (where is None or where(record)):
+        found[flag] = record
+
+
+def _done(found: dict[str, Record], wanted: set[str] | None) -> bool:
+    return wanted is not None and wanted <= set(found)
+
+
+def _newest_backwards(
+    handle: BinaryIO, found: dict[str, Record], wanted: set[str] | None, where: Where
+) -> None:
+    """Read a plain file backwards, noting the newest record of each flag, until ``wanted`` are found."""
+    end = handle.seek(0, os.SEEK_END)
+    carry = b""
+    while end > 0 and not _done(found, wanted):
+        start = max(0, end - _TAIL_CHUNK)
+        handle.seek(start)
+        chunk = handle.read(end - start) + carry
+        lines = chunk.split(b"\n")
+        carry = lines.pop(0) if start > 0 else b""
+        for line in reversed(lines):
+            _take(line, found, where)
+        end = start
+
+
+def _newest_forwards(file: LogFile, found: dict[str, Record], wanted: set[str] | None, where: Where) -> None:
+    """Read a compressed generation from its start (it cannot be read backwards), noting the newest
+    record of each wanted flag not noted already; a damaged one is read as far as it can be. A line
+    that does not hold a missing flag's key as JSON (as it was written) is not parsed."""
+    newest: dict[str, Record] = {}
+    missing = None if wanted is None else wanted - set(found)
+    needles = None if missing is None else [json.dumps(f, ensure_ascii=False).encode() for f in missing]
+    try:
+        for line in file.lines():
+            if needles is not None and not any(needle in line for needle in needles):
+                continue
+            record = parse_line(line) if line.strip() else None
+            if record is None or record_problem(record) is not None:
+                continue
+            flag = record.get("flag")
+            if isinstance(flag, str) and flag not in found and (where is None or where(record)):
+                newest[flag] = record
+    except (OSError, EOFError, zlib.error):
+        pass
+    found.update(newest)
 
 
 def last_by_flag(
     path: Path, flags: Iterable[str] | None = None, where: Callable[[Record], bool] | None = None
 ) -> dict[str, Record]:
-    """The newest record of each flag (of those ``where`` accepts), reading backwards so a long log
-    costs little. A record that holds a wrong type is passed over, as if it were not there."""
+    """The newest record of each flag (of those ``where`` accepts), reading backwards from the end of
+    the live file, then the generations newest first, so a long log costs little: a generation is read
+    only if a wanted flag has no record in the newer files. A record that holds a wrong type is passed
+    over, as if it were not there."""
     wanted = set(flags) if flags is not None else None
     found: dict[str, Record] = {}
-    try:
-        handle = path.open("rb")
-    except FileNotFoundError:
-        return found
-    with handle:
-        end = handle.seek(0, os.SEEK_END)
-        carry = b""
-        while end > 0 and (wanted is None or not wanted <= set(found)):
-            start = max(0, end - _TAIL_CHUNK)
-            handle.seek(start)
-            chunk = handle.read(end - start) + carry
-            lines = chunk.split(b"\n")
-            carry = lines.pop(0) if start > 0 else b""
-            for line in reversed(lines):
-                record = parse_line(line) if line.strip() else None
-                if record is None or record_problem(record) is not None:
-                    continue
-                flag = record.get("flag")
-                if isinstance(flag, str) and flag not in found and (where is None or where(record)):
-                    found[flag] = record
-            end = start
+    with opened(path) as files:
+        if files.live is not None:
+            _newest_backwards(files.live.handle, found, wanted, where)
+        for file in reversed(files.generations):
+            if _done(found, wanted):
+                break
+            if file.compressed:
+                _newest_forwards(file, found, wanted, where)
+            else:
+                _newest_backwards(file.handle, found, wanted, where)
     return found
+
+
+FINGERPRINT_BYTES = 4096
+
+
+@dataclass(frozen=True)
+class _Fingerprint:
+    """What tells a finished file of the log from the others whatever it is named now, compressed or
+    not: its first bytes (a record's time and flag) and its size (modulo 2**32, as gzip keeps it)."""
+
+    prefix: bytes
+    size_mod: int
+
+    @classmethod
+    def of(cls, file: LogFile) -> _Fingerprint:
+        if not file.compressed:
+            size = os.fstat(file.handle.fileno()).st_size
+            file.handle.seek(0)
+            return cls(file.handle.read(FINGERPRINT_BYTES), size % 2**32)
+        try:
+            file.handle.seek(-4, os.SEEK_END)
+            size_mod = int.from_bytes(file.handle.read(4), "little")
+            file.handle.seek(0)
+            with gzip.GzipFile(fileobj=file.handle, mode="rb") as packed:
+                prefix = packed.read(FINGERPRINT_BYTES)
+        except (OSError, EOFError, zlib.error):
+            return cls(b"", -1)  # damaged: matches nothing
+        return cls(prefix, size_mod)
+
+
+@dataclass
+class _Tail:
+    """The file being followed, read as it grows: a partial last line waits to complete."""
+
+    file: LogFile
+    position: int = 0
+    pending: bytes = b""
+    number: int = 0  # lines read so far
+
+    def lines(self) -> list[tuple[int, bytes]]:
+        handle = self.file.handle
+        if os.fstat(handle.fileno()).st_size < self.position:  # truncated in place: start again
+            self.position, self.pending, self.number = 0, b"", 0
+        handle.seek(self.position)
+        data = handle.read()
+        self.position = handle.tell()
+        if not data:
+            return []
+        *complete, self.pending = (self.pending + data).split(b"\n")
+        numbered = []
+        for line in complete:
+            self.number += 1
+            numbered.append((self.number, line))
+        return numbered
+
+    def moved_on(self, path: Path) -> bool:
+        """Whether ``path`` is no longer this file (rotated away, or not there)."""
+        try:
+            now = path.stat()
+        except FileNotFoundError:
+            return True
+        mine = os.fstat(self.file.handle.fileno())
+        return (now.st_dev, now.st_ino) != (mine.st_dev, mine.st_ino)
+
+
+def _lines_records(file: LogFile, lines: Iterable[tuple[int, bytes]], warn: Warn | None) -> Iterator[Record]:
+    for number, line in lines:
+        if not line.strip():
+            continue
+        record = parse_line(line)
+        if record is None:
+            if warn is not None:
+                warn(f"{file.path}:{number}: skipped an unreadable record")
+            continue
+        if _fit(record, f"{file.path}:{number}", warn):
+            yield record
+
+
+def _newer_than(generations: list[LogFile], anchor: _Fingerprint | None) -> list[LogFile]:
+    """The generations written after the one ``anchor`` identifies: all of them if it is not among
+    them (retention deleted it, the oldest, so every one there is newer)."""
+    if anchor is None:
+        return generations
+    for index in range(len(generations) - 1, -1, -1):
+        if _Fingerprint.of(generations[index]) == anchor:
+            return generations[index + 1 :]
+    return generations
 
 
 def follow(
@@ -147,35 +359,48 @@ def follow(
     poll_seconds: float = 0.5,
     stop: Callable[[], bool] = lambda: False,
     warn: Warn | None = None,
-) -> Iterator[Record]:
-    """Yield records as they are appended (existing ones first); a partial line waits to complete."""
-    position = 0
-    pending = b""
-    number = 0  # lines read so far
-    while not stop():
-        try:
-            with path.open("rb") as handle:
-                size = handle.seek(0, os.SEEK_END)
-                if size < position:  # truncated or replaced: start again
-                    position, pending, number = 0, b"", 0
-                handle.seek(position)
-                data = handle.read()
-                position = handle.tell()
-        except FileNotFoundError:
-            data = b""
-        if data:
-            pending += data
-            *complete, pending = pending.split(b"\n")
-            for line in complete:
-                number += 1
-                if not line.strip():
+) -> Generator[Record, None, None]:
+    """Yield records as they are appended (existing ones first, across the generations). A partial
+    line waits to complete. When the live file is rotated away, the rest of it is read from the file
+    still open, then every generation rotated after it (found by its fingerprint, whatever its number
+    now), then the new live file: no record is skipped or shown twice, however many rotations came
+    between two polls."""
+    tail: _Tail | None = None
+    anchor: _Fingerprint | None = None  # the last file read to its end, when no live file is followed
+    try:
+        with opened(path) as first:
+            for file in first.generations:
+                yield from _records(file, warn)
+            if first.generations:
+                anchor = _Fingerprint.of(first.generations[-1])
+            if first.live is not None:
+                tail, first.live = _Tail(first.live), None  # kept open beyond the snapshot
+        while not stop():
+            if tail is not None:
+                lines = tail.lines()
+                if lines:
+                    yield from _lines_records(tail.file, lines, warn)
                     continue
-                record = parse_line(line)
-                if record is None:
-                    if warn is not None:
-                        warn(f"{path}:{number}: skipped an unreadable record")
+                if not tail.moved_on(path):
+                    time.sleep(poll_seconds)
                     continue
-                if _fit(record, f"{path}:{number}", warn):
-                    yield record
-            continue
-        time.sleep(poll_seconds)
+                yield from _lines_records(tail.file, tail.lines(), warn)  # what came before the rotation
+                if tail.pending.strip() and warn is not None:
+                    warn(f"{tail.file.path}:{tail.number + 1}: skipped an unreadable record (torn last line)")
+                anchor = _Fingerprint.of(tail.file)
+                tail.file.handle.close()
+                tail = None
+            elif not path.exists():
+                time.sleep(poll_seconds)
+                continue
+            with opened(path) as files:
+                newer = _newer_than(files.generations, anchor)
+                for file in newer:
+                    yield from _records(file, warn)
+                if newer:
+                    anchor = _Fingerprint.of(newer[-1])
+                if files.live is not None:
+                    tail, files.live = _Tail(files.live), None
+    finally:
+        if tail is not None:
+            tail.file.handle.close()

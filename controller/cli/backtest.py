@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from controller.adapters.decisionlog import read_records
+from controller.adapters.decisionlog import exists, read_records
 from controller.adapters.flagstore import atomic_write
 from controller.adapters.policyfile import LoadedPolicy, load_paths
 from controller.adapters.promauth import PrometheusAuth
@@ -169,7 +169,7 @@ def checked_request(args: argparse.Namespace, now: datetime) -> Request:
         raise UsageError(f"--policies {policies}: no such file or directory")
     if args.compare is not None and not args.compare.exists():
         raise UsageError(f"--compare {args.compare}: no such file or directory")
-    if args.decision_log is not None and not args.decision_log.is_file():
+    if args.decision_log is not None and not exists(args.decision_log):
         raise UsageError(f"--decision-log {args.decision_log}: no such file")
     if not url.startswith(("http://", "https://")):
         raise UsageError(f"--prometheus {url!r}: give an http:// or https:// URL")

@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Any
 
-from controller.adapters.decisionlog import follow, read_records
+from controller.adapters.decisionlog import exists, follow, read_records
 from controller.cli.common import EXIT_OK, decision_log_path, warn
 from controller.cli.options import Commands, decision_log_option, flags_option
 from controller.core.errors import UsageError
@@ -52,7 +52,7 @@ def cmd_log(args: argparse.Namespace) -> int:
     if args.follow:
         show(r for r in follow(path, warn=warn) if wanted(r))
         return EXIT_OK
-    if not path.exists():
+    if not exists(path):
         raise UsageError(f"no decision log at {path}")
     records = [r for r in read_records(path, warn=warn) if wanted(r)]
     if args.last is not None:

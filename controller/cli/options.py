@@ -9,6 +9,7 @@ from typing import TypeAlias
 
 from controller.adapters.promauth import PrometheusAuth, load_auth
 from controller.core.durations import parse_duration
+from controller.core.logfiles import parse_size
 
 # What ``add_subparsers`` returns: each command module adds its own parser to it.
 Commands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
@@ -82,6 +83,45 @@ def decision_log_option(parser: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="the decision log (JSON Lines); default: decisions.jsonl beside the flag file "
         "[env FLAGROLL_DECISION_LOG]",
+    )
+
+
+def size_arg(text: str) -> int:
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def keep_arg(text: str) -> int:
+    try:
+        keep = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid count {text!r}; give a whole number, at least 1") from None
+    if keep < 1:
+        raise argparse.ArgumentTypeError(
+            f"{keep}: keep at least 1 generation (use a larger size to rotate less)"
+        )
+    return keep
+
+
+def decision_log_rotation_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--decision-log-max-bytes",
+        type=size_arg,
+        default=env("FLAGROLL_DECISION_LOG_MAX_BYTES", "64Mi"),
+        metavar="SIZE",
+        help="rotate the decision log before an append would take it past this size: bytes, or "
+        "with a unit (64Mi, 100MB, 1Gi); 0: never rotate (default 64Mi) "
+        "[env FLAGROLL_DECISION_LOG_MAX_BYTES]",
+    )
+    parser.add_argument(
+        "--decision-log-keep",
+        type=keep_arg,
+        default=env("FLAGROLL_DECISION_LOG_KEEP", "5"),
+        metavar="N",
+        help="rotated generations kept, gzipped, as FILE.1.gz (newest) to FILE.N.gz (default 5) "
+        "[env FLAGROLL_DECISION_LOG_KEEP]",
     )
 
 

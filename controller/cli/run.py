@@ -31,6 +31,7 @@ from controller.cli.common import EXIT_FAIL, EXIT_OK, file_store, need, optional
 from controller.cli.options import (
     Commands,
     decision_log_option,
+    decision_log_rotation_options,
     duration_arg,
     env,
     flags_option,
@@ -80,6 +81,7 @@ def add_parser(commands: Commands) -> None:
         help="decide and log to stdout, but write neither the flag file nor the decision log",
     )
     decision_log_option(p)
+    decision_log_rotation_options(p)
     _loop_options(p)
     _verify_options(p)
     prometheus_auth_options(p)
@@ -243,7 +245,11 @@ def _set_up(args: argparse.Namespace) -> _Setup:
     log = structlog.get_logger("flagroll")
     store, elector = _store_and_elector(args, in_kubernetes, flags, log)
     log_path = optional_decision_log(args)
-    decision_log = None if args.dry_run or log_path is None else DecisionLog(log_path)
+    decision_log = (
+        None
+        if args.dry_run or log_path is None
+        else DecisionLog(log_path, max_bytes=args.decision_log_max_bytes, keep=args.decision_log_keep)
+    )
     telemetry = Telemetry(leading=elector.is_leader if elector is not None else None)
     targets = parse_targets(args.notify_webhook, args.notify_slack)
     notifier = Notifier(targets, log=log).start() if targets else None

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from controller.adapters.decisionlog import DecisionLog
+from controller.adapters.decisionlog import DecisionLog, PartialAppendError
 from controller.core.decision import Decision
 from controller.core.errors import WriteError
 from controller.core.records import Context, Record, to_record
@@ -115,6 +115,8 @@ class Recorder:
         try:
             decision_log.append(batch)
         except WriteError as exc:
+            if isinstance(exc, PartialAppendError):  # those before a rotation are in the log
+                batch = batch[exc.written :]
             self._unlogged = batch[-MAX_UNLOGGED_RECORDS:]
             self.log.error(
                 "decision_log_write_failed",

@@ -155,7 +155,7 @@ def test_sidecar_mode_shares_the_flag_file_with_flagd(chart: helm_python.Chart) 
     assert "--flag-object" not in opts
     assert f"--uri=file:{flag_file}" in flagd["args"]
     volume = {v["name"]: v for v in spec["volumes"]}["flags"]
-    assert volume == {"name": "flags", "emptyDir": {}}
+    assert volume == {"name": "flags", "emptyDir": {"sizeLimit": "512Mi"}}  # 64 Mi × (5 + 2) + 64 Mi
     mounts = {c["name"]: {m["name"]: m for m in c["volumeMounts"]}["flags"] for c in (flagroll, flagd, seed)}
     assert {m["mountPath"] for m in mounts.values()} == {"/var/lib/flagroll"}
     assert mounts["flagd"]["readOnly"] is True
@@ -196,6 +196,31 @@ def test_flagroll_file_is_flagd_last_source_so_its_flags_win(chart: helm_python.
     flagd = container(pod_spec(render(chart, values)), "flagd")
     uris = [a.removeprefix("--uri=") for a in flagd["args"] if a.startswith("--uri=")]
     assert uris == [*extra, "file:/var/lib/flagroll/flags.json"]
+
+
+def test_the_decision_log_rotation_is_passed_on_and_bounds_the_flag_volume(chart: helm_python.Chart) -> None:
+    values = merge(MODES["sidecar"], {"decisionLogRotation": {"maxMiB": 100, "keep": 3}})
+    spec = pod_spec(render(chart, values))
+    parsed = build_parser().parse_args(container(spec, "flagroll")["args"])
+    assert (parsed.decision_log_max_bytes, parsed.decision_log_keep) == (100 * 1024 * 1024, 3)
+    volume = {v["name"]: v for v in spec["volumes"]}["flags"]
+    # Five files of 100 Mi at most (3 generations, the live file, one more), and the flag file.
+    assert volume == {"name": "flags", "emptyDir": {"sizeLimit": "564Mi"}}
+    # Budget check: the size limit holds what the rotation can leave, before any compression.
+    max_bytes, keep = parsed.decision_log_max_bytes, parsed.decision_log_keep
+    assert (keep + 1) * max_bytes + max_bytes + 64 * 1024 * 1024 <= 564 * 1024 * 1024
+
+
+def test_a_log_that_never_rotates_leaves_the_flag_volume_unbounded(chart: helm_python.Chart) -> None:
+    spec = pod_spec(render(chart, merge(MODES["sidecar"], {"decisionLogRotation": {"maxMiB": 0}})))
+    assert {v["name"]: v for v in spec["volumes"]}["flags"] == {"name": "flags", "emptyDir": {}}
+    assert "--decision-log-max-bytes=0Mi" in container(spec, "flagroll")["args"]
+
+
+def test_the_defaults_rotate_at_64_mebibytes_keeping_5(chart: helm_python.Chart) -> None:
+    for mode in ("sidecar", "deployment-configmap", "cronjob-featureflag"):
+        parsed = build_parser().parse_args(run_args(render(chart, MODES[mode])))
+        assert (parsed.decision_log_max_bytes, parsed.decision_log_keep) == (64 * 1024 * 1024, 5), mode
 
 
 def test_sidecar_volume_can_be_a_persistent_volume_claim(chart: helm_python.Chart) -> None:

@@ -9,7 +9,9 @@ moments, hundreds of times, and after each kill checks what an operator relies o
 - it never holds a percentage the policy did not reach, and its targeting matches its state;
 - no step is applied twice (the log's advances climb one step at a time between restarts);
 - the decision log reads back with every complete record (a torn last line is skipped with a warning),
-  and a change whose record was lost in the crash is recorded as ``recover`` by the next controller.
+  and a change whose record was lost in the crash is recorded as ``recover`` by the next controller;
+  the log rotates every few records (``LOG_MAX_BYTES``), so kills land in rotations too, and recovery
+  reads across the generations.
 
 The figures of a run (kills, writes, torn lines, recovered records) are printed; the last run's are
 in docs/reliability.md.
@@ -54,6 +56,8 @@ FLAG = "crash-test"
 STEPS = list(range(2, 42, 2))  # 20 steps: 2 %, 4 %, … 40 %
 KILLS = int(os.environ.get("FLAGROLL_CRASH_KILLS", "300"))
 FORK = multiprocessing.get_context("fork")
+LOG_MAX_BYTES = 16 * 1024  # a rotation every dozen records or so; every generation is kept
+LOG_KEEP = 100_000
 
 POLICY = f"""\
 apiVersion: flagroll/v1
@@ -107,7 +111,7 @@ def _controller(workdir: Path, url: str, origin: float) -> None:
                 policies=workdir / "policies",
                 store=_JournalledStore(workdir / "flags.json", workdir / "writes.journal"),
                 prometheus=prometheus,
-                decision_log=DecisionLog(workdir / "decisions.jsonl"),
+                decision_log=DecisionLog(workdir / "decisions.jsonl", max_bytes=LOG_MAX_BYTES, keep=LOG_KEEP),
                 clock=fast_clock(origin),
                 log=silent,
             )
@@ -180,6 +184,10 @@ def _check_log(workdir: Path, figures: Figures) -> None:
         elif action == "recover":
             recovered += 1
             assert record["to_step"] >= step, f"a recovered record went backwards: {record} after {step}"
+            # Never spurious: no record before it already recorded the change (a record read from an
+            # older generation counts: recovery reads across them).
+            earlier = [r for r in records[: records.index(record)] if r["time"] >= record["time"]]
+            assert earlier == [], f"a recover record for a change already recorded: {record}"
             step = record["to_step"]
         elif action in {"stop", "rollback", "resume"}:
             stops += action == "stop"
@@ -240,6 +248,9 @@ def test_hundreds_of_sigkills_never_corrupt_the_flag_file_or_lose_a_record(
     wait_for(finished, timeout_seconds=30, what="the last controller to complete the rollout")
     _kill([child])
     assert _overlapping_writes(journal) == []
+    rotated = list(workdir.glob("decisions.jsonl.*.gz"))
+    print(f"crash test: {len(rotated)} rotated generations")
+    assert len(rotated) > KILLS // 10  # the log rotated under fire
     assert list(workdir.glob(".flags.json.*.tmp")) == []  # leftovers of killed writers were swept
 
 

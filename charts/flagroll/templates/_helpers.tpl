@@ -124,6 +124,10 @@ app.kubernetes.io/component: {{ .Values.mode }}
 {{- with .Values.decisionLog }}
 - --decision-log={{ . }}
 {{- end }}
+{{- with .Values.decisionLogRotation }}
+- --decision-log-max-bytes={{ int .maxMiB }}Mi
+- --decision-log-keep={{ int .keep }}
+{{- end }}
 {{- if include "flagroll.listens" . }}
 - --listen=0.0.0.0:{{ .Values.listen.port }}
 {{- end }}
@@ -271,6 +275,10 @@ app.kubernetes.io/component: {{ .Values.mode }}
 - name: flags
   {{- if .Values.sidecar.flagVolume }}
   {{- toYaml .Values.sidecar.flagVolume | nindent 2 }}
+  {{- else if gt (int .Values.decisionLogRotation.maxMiB) 0 }}
+  {{- /* keep generations, the live file, one more (a rotation in progress, records past the limit), the flag file */}}
+  emptyDir:
+    sizeLimit: {{ add (mul (int .Values.decisionLogRotation.maxMiB) (add (int .Values.decisionLogRotation.keep) 2)) 64 }}Mi
   {{- else }}
   emptyDir: {}
   {{- end }}
