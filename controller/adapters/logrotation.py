@@ -254,8 +254,12 @@ def _open_all(path: Path) -> LogFiles:
         where = path.with_name(generation.name)
         with contextlib.suppress(FileNotFoundError):  # renamed or deleted since the listing
             files.generations.append(LogFile(where, where.open("rb"), generation.compressed))
-    with contextlib.suppress(FileNotFoundError, IsADirectoryError):  # a directory is no log
-        files.live = LogFile(path, path.open("rb"), compressed=False)
+    try:
+        with contextlib.suppress(FileNotFoundError):
+            files.live = LogFile(path, path.open("rb"), compressed=False)
+    except OSError:  # unreadable (a directory, no permission): the reader's error to report
+        files.close()
+        raise
     return files
 
 
