@@ -136,10 +136,10 @@ def decision_log_heartbeat_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--decision-log-heartbeat",
         type=heartbeat_arg,
-        default=env("FLAGROLL_DECISION_LOG_HEARTBEAT", "10m"),
+        default=env("FLAGROLL_DECISION_LOG_HEARTBEAT", "30m"),
         metavar="DURATION",
         help="a run of identical holds is written as its first record in full, then a small "
-        "heartbeat record at most this often (default 10m); 0: every evaluation in full "
+        "heartbeat record at most this often (default 30m); 0: every evaluation in full "
         "[env FLAGROLL_DECISION_LOG_HEARTBEAT]",
     )
 

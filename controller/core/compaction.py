@@ -18,6 +18,7 @@ memory the writer keeps per process):
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -51,7 +52,9 @@ _HEARTBEAT_FIELDS = (
     "guarded",
     "actor",
 )
-_CHECK_FIELDS = ("name", "kind", "rule", "limit", "arm", "value", "bound", "samples", "verdict")
+_CHECK_FIELDS = ("name", "kind", "rule", "arm", "value", "bound", "samples", "verdict")
+_CHECK_NUMBERS = frozenset({"value", "bound", "samples"})  # rounded to SIGNIFICANT_DIGITS, left out if null
+SIGNIFICANT_DIGITS = 4
 _CHECK_FLAGS = ("shadow", "settling")
 
 
@@ -134,20 +137,40 @@ def heartbeat(record: Mapping[str, Any], since: str, cycles: int) -> Record:
     """The small record saying a hold goes on: ``since`` the full record that began it, ``cycles``
     evaluations after that one (this one included)."""
     beat: Record = {name: record.get(name) for name in _HEARTBEAT_FIELDS}
-    beat["checks"] = [_compact_check(c) for c in record.get("checks") or () if isinstance(c, Mapping)]
+    beat["checks"] = [
+        _compact_check(c)
+        for c in record.get("checks") or ()
+        if isinstance(c, Mapping) and c.get("kind") != "traffic"  # its count is each guardrail's samples
+    ]
     beat[HEARTBEAT] = {"since": since, "cycles": cycles}
     return beat
 
 
 def _compact_check(check: Mapping[str, Any]) -> Record:
-    compact: Record = {name: check.get(name) for name in _CHECK_FIELDS}
+    """A check as a heartbeat carries it: what names it, its verdict, and its numbers (and the
+    control arm's value) to SIGNIFICANT_DIGITS; no query text, no limit (the policy's, unchanged
+    since the full record), no evidence."""
+    compact: Record = {}
+    for name in _CHECK_FIELDS:
+        value = check.get(name)
+        if name in _CHECK_NUMBERS:
+            if value is None:
+                continue
+            value = _rounded(value)
+        compact[name] = value
     compact.update({name: True for name in _CHECK_FLAGS if check.get(name)})
     control = check.get("control")
-    if isinstance(control, Mapping):
-        compact["control"] = {"value": control.get("value"), "samples": control.get("samples")}
+    if isinstance(control, Mapping) and control.get("value") is not None:
+        compact["control"] = {"value": _rounded(control.get("value"))}
     if check.get("firing") is not None:
         compact["firing"] = check.get("firing")
     return compact
+
+
+def _rounded(value: Any) -> Any:
+    if isinstance(value, float) and math.isfinite(value):
+        return float(f"{value:.{SIGNIFICANT_DIGITS}g}")
+    return value
 
 
 def is_heartbeat(record: Mapping[str, Any]) -> bool:

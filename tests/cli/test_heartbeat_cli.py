@@ -80,7 +80,7 @@ def test_status_reads_a_heartbeat_as_the_last_decision(
 def test_run_takes_the_heartbeat_option() -> None:
     common = ["run", "--policies", "p", "--flags", "f.json", "--prometheus", "http://x"]
     parser = build_parser()
-    assert parser.parse_args(common).decision_log_heartbeat == 600.0
+    assert parser.parse_args(common).decision_log_heartbeat == 1800.0
     assert parser.parse_args([*common, "--decision-log-heartbeat", "0"]).decision_log_heartbeat == 0.0
     assert parser.parse_args([*common, "--decision-log-heartbeat", "1h"]).decision_log_heartbeat == 3600.0
     with pytest.raises(SystemExit):
