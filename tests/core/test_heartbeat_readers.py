@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+from controller.adapters.notify import events_from
 from controller.core.backtestlog import Recorded
 from controller.core.compaction import heartbeat
 from controller.core.uilog import LogFilter, render_log
@@ -57,3 +58,10 @@ def test_the_backtest_takes_heartbeats_for_holds() -> None:
     assert [m.action.value for m in recorded.moves] == ["advance"]
     assert recorded.percent_at(NOW) == 5.0
     assert iso(recorded.moves[0].at) == records[0]["time"]
+
+
+def test_a_heartbeat_is_never_notified() -> None:
+    waits = {"reason": "approval", "step": 1, "began": True, "text": "approve with flagroll approve demo"}
+    telling = record("demo", NOW, waiting=waits, stale=True, review="2026-11-01")
+    assert [e.kind for e in events_from([telling])]  # the full record tells
+    assert events_from([heartbeat(telling, telling["time"], 3)]) == []
