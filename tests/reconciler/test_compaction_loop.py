@@ -137,3 +137,13 @@ def test_a_crash_after_a_move_whose_record_was_lost_is_recovered_behind_heartbea
     written = _cycles(env, env.reconciler(heartbeat_seconds=HEARTBEAT_SECONDS), 1, timedelta(seconds=10))
     assert [r["action"] for r in written] == ["recover", "hold"]
     assert written[0]["to_percent"] == 5.0
+
+
+def test_a_replica_that_stood_by_writes_a_full_record_first(tmp_path: Path) -> None:
+    env, _ = _env(tmp_path)
+    reconciler = env.reconciler(heartbeat_seconds=HEARTBEAT_SECONDS)
+    _cycles(env, reconciler, 70, timedelta(seconds=10))
+    assert "heartbeat" in list(read_records(env.log))[-1]
+    reconciler.forget_runs()  # the scheduler's word when another replica leads: it may write meanwhile
+    written = _cycles(env, reconciler, 1, timedelta(seconds=10))
+    assert [("heartbeat" in r, r["action"]) for r in written] == [(False, "hold")]
