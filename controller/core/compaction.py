@@ -180,14 +180,17 @@ def is_heartbeat(record: Mapping[str, Any]) -> bool:
 def latest(records: Sequence[Mapping[str, Any]]) -> tuple[Mapping[str, Any] | None, Mapping[str, Any] | None]:
     """A flag's last decision from its records (oldest first): the last record, or when that is a
     heartbeat, the last full record with the heartbeat's time, reason, waiting and checks' values and
-    verdicts laid over it (its query text kept); and the heartbeat (None when the last is full). A
-    heartbeat whose full record is not among ``records`` (rotated away) stands alone."""
+    verdicts laid over it (its query text kept); and the heartbeat (None when the last is full). The
+    full record is the one the heartbeat names (``since``), else the last one; a heartbeat with no
+    full record among ``records`` (rotated away) stands alone."""
     if not records:
         return None, None
     last = records[-1]
     if not is_heartbeat(last):
         return last, None
-    full = next((r for r in reversed(records) if not is_heartbeat(r)), None)
+    since = last[HEARTBEAT].get("since")
+    fulls = [r for r in reversed(records) if not is_heartbeat(r)]
+    full = next((r for r in fulls if r.get("time") == since), fulls[0] if fulls else None)
     if full is None:
         return last, last
     merged = dict(full) | {name: last.get(name) for name in _HEARTBEAT_FIELDS if name in last}

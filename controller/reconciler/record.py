@@ -84,7 +84,7 @@ class Recorder:
                     appending = self._appended(decision_log, chunk, result)
                 else:  # the rest wait with the unlogged ones, without a retry each
                     dropped += self._hold(chunk)
-            if self.keep_records:
+            if self.keep_records:  # what was written: heartbeats, not the holds they stand for
                 result.records.extend(chunk)
             result.decisions += len(pairs)
             self._observe([full for full, _ in pairs])

@@ -209,6 +209,10 @@ def test_a_heartbeat_is_read_back() -> None:
     assert merged["time"] == beat["time"]
     assert merged["checks"][0]["query"] == full["checks"][0]["query"]
     assert latest([beat]) == (beat, beat)  # its full record rotated away
+    other = hold("a", START + timedelta(minutes=5), checks=[check(name="other")]) | {"actor": "alice"}
+    merged, _ = latest([full, other, beat])  # the full record the heartbeat names, not the last one
+    assert merged is not None
+    assert merged["checks"][0]["name"] == "error-rate"
 
 
 def test_a_broken_heartbeat_is_refused() -> None:
