@@ -27,6 +27,7 @@ from typing import Any
 import httpx
 
 from controller.adapters.prometheus import redact
+from controller.core.compaction import is_heartbeat
 from controller.core.errors import UsageError
 from controller.core.records import POLICY_REJECTED_PREFIX
 from controller.core.serving import is_verification, unverified
@@ -77,6 +78,8 @@ def events_from(
     state, so each of its records would begin the wait again (told once per process and wait)."""
     events = []
     for record in records:
+        if is_heartbeat(record):  # a hold going on (never handed on by the loop): nothing new to tell
+            continue
         told = dry_waits is not None and _told_dry_wait(record, dry_waits)
         flag = str(record.get("flag", "?"))
         action = record.get("action")

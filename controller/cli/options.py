@@ -125,6 +125,25 @@ def decision_log_rotation_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def heartbeat_arg(text: str) -> float:
+    """A duration, or 0 (no compaction)."""
+    if text.strip() == "0":
+        return 0.0
+    return duration_arg(text)
+
+
+def decision_log_heartbeat_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--decision-log-heartbeat",
+        type=heartbeat_arg,
+        default=env("FLAGROLL_DECISION_LOG_HEARTBEAT", "30m"),
+        metavar="DURATION",
+        help="a run of identical holds is written as its first record in full, then a small "
+        "heartbeat record at most this often (default 30m); 0: every evaluation in full "
+        "[env FLAGROLL_DECISION_LOG_HEARTBEAT]",
+    )
+
+
 def prometheus_auth(args: argparse.Namespace) -> PrometheusAuth:
     """The credentials :func:`prometheus_auth_options` asked for, read from their files or the
     environment (a clear error naming the option when one cannot be read)."""

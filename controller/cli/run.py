@@ -30,6 +30,7 @@ from controller.cli import common, kubernetes, ui
 from controller.cli.common import EXIT_FAIL, EXIT_OK, file_store, need, optional_decision_log
 from controller.cli.options import (
     Commands,
+    decision_log_heartbeat_option,
     decision_log_option,
     decision_log_rotation_options,
     duration_arg,
@@ -82,6 +83,7 @@ def add_parser(commands: Commands) -> None:
     )
     decision_log_option(p)
     decision_log_rotation_options(p)
+    decision_log_heartbeat_option(p)
     _loop_options(p)
     _verify_options(p)
     prometheus_auth_options(p)
@@ -336,6 +338,7 @@ async def _main_loop(args: argparse.Namespace, setup: _Setup) -> bool:
             keep_records=False,
             grace=Grace(cycles=args.on_delete_grace_cycles, seconds=args.on_delete_grace),
             serving=serving,
+            heartbeat_seconds=args.decision_log_heartbeat,
         )
         endpoints = setup.endpoints
         setup.log.info(

@@ -15,6 +15,7 @@ from typing import Any
 from controller.core import approval
 from controller.core.changewindows import Waiting
 from controller.core.checkrecord import describe, fmt
+from controller.core.compaction import latest
 from controller.core.durations import format_duration
 from controller.core.freezes import StandingFreeze, gate, waiting_read
 from controller.core.policy import Policy, pct
@@ -65,7 +66,7 @@ def explain(
     the Freeze documents that may cover the policy's rollout (with ``policy``)."""
     checked = [r for r in records if is_verification(r) and describes(r, state)]
     records = [r for r in records if not is_verification(r)]
-    last = records[-1] if records else None
+    last, beat = latest(records)
     lines = [
         f"{flag}: {state.shown_status}, {_step(state)} at {pct(state.percent)} % "
         f"(control {pct(state.control_percent)} %), policy {state.policy} rev {state.revision}"
@@ -110,6 +111,8 @@ def explain(
         return "\n".join(lines)
     lines.append(f"Last decision  {str(last.get('action')).upper()} {_when(last.get('time'), now)}")
     lines.append(f"  Why        {last.get('reason', '')}")
+    if beat is not None:
+        lines.append(f"  Held       {_held(beat, now)}")
     checks = [c for c in last.get("checks") or [] if isinstance(c, Mapping)]
     for check in checks:
         lines.append(f"  {str(check.get('verdict', '?')).upper():<8} {describe(check)}")
@@ -131,6 +134,13 @@ def explain(
             lines.append(f"  {label}:")
             lines.append(f"    {query}")
     return "\n".join(lines)
+
+
+def _held(beat: Mapping[str, Any], now: datetime) -> str:
+    """``held since T (…ago), N cycles, because …``: a heartbeat's run of identical holds."""
+    run = beat.get("heartbeat") or {}
+    cycles = run.get("cycles")
+    return f"since {_when(run.get('since'), now)}, {cycles} cycles since, because {beat.get('reason', '')}"
 
 
 def _unwatched(flag: str, state: RolloutState) -> str:

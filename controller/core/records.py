@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from controller.core.checkrecord import describe
+from controller.core.compaction import heartbeat_problem, held_since, is_heartbeat
 from controller.core.decision import Decision
 from controller.core.policy import Policy, pct
 
@@ -117,7 +118,7 @@ def record_problem(record: Mapping[str, Any]) -> str | None:
     waiting = record.get("waiting")
     if waiting is not None and not isinstance(waiting, Mapping):
         return _wrong("waiting", waiting, "a mapping")
-    problem = _serving_problem(record.get("serving"))
+    problem = _serving_problem(record.get("serving")) or heartbeat_problem(record)
     if problem is not None:
         return problem
     checks = record.get("checks")
@@ -245,7 +246,10 @@ def _check_line(check: Mapping[str, Any]) -> str:
 
 
 def render(record: Mapping[str, Any], *, aim: str | None = None, mechanism: str | None = None) -> str:
-    """Aim, mechanism, then the signals and the checkpoint: what on-call needs, in that order."""
+    """Aim, mechanism, then the signals and the checkpoint: what on-call needs, in that order. A
+    heartbeat (a hold going on, see :mod:`controller.core.compaction`) is one line."""
+    if is_heartbeat(record):
+        return f"{record.get('time', '?')}  {record.get('flag', '?')}  HOLD  {held_since(record)}"
     action = str(record.get("action", "?")).upper()
     moved = f"{pct(record.get('from_percent') or 0)}% → {pct(record.get('to_percent') or 0)}%"
     head = (

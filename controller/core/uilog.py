@@ -16,6 +16,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from controller.core.charts import escape
+from controller.core.compaction import held_since, is_heartbeat
 from controller.core.policy import pct
 from controller.core.state import Action
 from controller.core.uipage import REFRESH_SECONDS, Page, flag_href, log_href, parse_time, render_page
@@ -180,7 +181,7 @@ def _row(record: Mapping[str, Any]) -> str:
     flag = str(record.get("flag"))
     action = str(record.get("action"))
     moved = f"{_pct(record.get('from_percent'))}% → {_pct(record.get('to_percent'))}%"
-    reason = str(record.get("reason") or "")
+    reason = held_since(record) if is_heartbeat(record) else str(record.get("reason") or "")
     notes = [n for n in record.get("notes") or [] if isinstance(n, str)]
     said = escape(reason) + "".join(f'<br><span class="muted">note: {escape(n)}</span>' for n in notes)
     css = "attention" if action == Action.ROLLBACK.value else ""

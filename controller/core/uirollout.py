@@ -30,6 +30,7 @@ from controller.core.charts import (
     utc_text,
 )
 from controller.core.checkrecord import SYMBOL, describe, fmt
+from controller.core.compaction import latest
 from controller.core.policy import Policy, pct
 from controller.core.state import Action, RolloutState
 from controller.core.uipage import REFRESH_SECONDS, Page, age, log_href, parse_time, render_page
@@ -169,7 +170,8 @@ def render_rollout(
             body.append(render_svg(guardrail_chart(key, seen, start, end, f"guardrail-{n}", marks)))
             body.append("</figure>")
         body.extend(_moves(rollout.flag, timed))
-        body.extend(_last_checks(timed[-1][1], now, prometheus_ui))
+        last, _ = latest([record for _, record in timed])  # a heartbeat over its hold's full record
+        body.extend(_last_checks(dict(last or timed[-1][1]), now, prometheus_ui))
     else:
         body.append('<p id="no-records">No decision records for this flag in the decision log.</p>')
     return render_page(f"Rollout {rollout.flag}", body, now, refresh_seconds=refresh_seconds)

@@ -42,10 +42,14 @@ class Reconciler:
         keep_records: bool = True,
         grace: Grace = DEFAULT_GRACE,
         serving: ServingSettings | None = None,
+        heartbeat_seconds: float = 0.0,
     ) -> None:
         """``keep_records``: keep each cycle's records in its :class:`CycleResult`. ``flagroll run``
         does not: records go to stdout, the decision log and the observer a chunk at a time, so that
         thousands of rollouts never have all their records in memory at once.
+
+        ``heartbeat_seconds``: compact runs of identical holds into a heartbeat at most this often
+        (:mod:`controller.core.compaction`); 0, the default here: every record in full.
 
         ``serving``: verify that the flag server serves what each change writes (not with ``dry_run``).
 
@@ -68,7 +72,11 @@ class Reconciler:
             leader=leader,
             dry_run=dry_run,
             recorder=Recorder(
-                decision_log=writing_log, log=self._log, observer=observer, keep_records=keep_records
+                decision_log=writing_log,
+                log=self._log,
+                observer=observer,
+                keep_records=keep_records,
+                heartbeat_seconds=heartbeat_seconds,
             ),
             recovery=Recovery(writing_log, self._log),
             grace=grace,
@@ -84,6 +92,10 @@ class Reconciler:
             if serving is not None and not dry_run
             else None
         )
+
+    def forget_runs(self) -> None:
+        """Another replica may write records now: each flag's next record is written in full."""
+        self._committer.recorder.forget()
 
     @property
     def store(self) -> FlagStore:

@@ -2,6 +2,11 @@
 decision log and handed to the observer, then dropped, so that a cycle of thousands of rollouts never
 holds all its records at once (unless ``keep_records``).
 
+A run of identical holds is compacted (:mod:`controller.core.compaction`): the log and stdout get its
+first record in full, then a heartbeat at most every ``heartbeat_seconds``; the observer (metrics,
+notifications) still gets every full record, every cycle. What compaction needs is kept per flag,
+per process: a restarted controller writes each flag's first record in full.
+
 A record the decision log refuses (disk full, read-only) stays in memory, up to MAX_UNLOGGED_RECORDS,
 and is appended before the next ones once the log is writable again: none is lost while the process
 lives, and every one is on stdout meanwhile.
@@ -10,11 +15,12 @@ lives, and every one is on stdout meanwhile.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
 from controller.adapters.decisionlog import DecisionLog, PartialAppendError
+from controller.core.compaction import Run, compacted
 from controller.core.decision import Decision
 from controller.core.errors import WriteError
 from controller.core.records import Context, Record, to_record
@@ -32,13 +38,22 @@ class Recorder:
         log: Any,
         observer: CycleObserver | None,
         keep_records: bool,
+        heartbeat_seconds: float = 0.0,
     ) -> None:
-        """``decision_log`` None (no log, or a dry run): records go to stdout and the observer only."""
+        """``decision_log`` None (no log, or a dry run): records go to stdout and the observer only.
+        ``heartbeat_seconds`` 0: every record is written in full (no compaction)."""
         self.decision_log = decision_log
         self.log = log
         self.observer = observer
         self.keep_records = keep_records
+        self.heartbeat_seconds = heartbeat_seconds
         self._unlogged: list[Record] = []
+        self._runs: dict[str, Run] = {}  # each flag's compaction memory
+
+    def forget(self) -> None:
+        """Forget every flag's run (another process may write records meanwhile): each flag's next
+        record is written in full."""
+        self._runs.clear()
 
     @property
     def backlog(self) -> bool:
@@ -54,12 +69,14 @@ class Recorder:
     ) -> None:
         """Record the flag file's changes, RECORD_CHUNK at a time. The flag file is written: each
         record goes to stdout before the decision log, so that a move is never unrecorded even if the
-        decision log cannot be appended to."""
-        records = itertools.chain(recovered, (to_record(d, context, now) for context, d in outcomes))
+        decision log cannot be appended to. A compacted hold is written as a heartbeat, or not at
+        all; the observer gets every full record."""
+        built = self._built(recovered, outcomes, now)
         decision_log = self.decision_log
         appending = decision_log is not None
         dropped = 0
-        while chunk := list(itertools.islice(records, RECORD_CHUNK)):
+        while pairs := list(itertools.islice(built, RECORD_CHUNK)):
+            chunk = [written for _, written in pairs if written is not None]
             for record in chunk:
                 self.log.info("decision", **record)
             if decision_log is not None:
@@ -67,10 +84,10 @@ class Recorder:
                     appending = self._appended(decision_log, chunk, result)
                 else:  # the rest wait with the unlogged ones, without a retry each
                     dropped += self._hold(chunk)
-            if self.keep_records:
+            if self.keep_records:  # what was written: heartbeats, not the holds they stand for
                 result.records.extend(chunk)
-            result.decisions += len(chunk)
-            self._observe(chunk)
+            result.decisions += len(pairs)
+            self._observe([full for full, _ in pairs])
         if decision_log is not None and appending and self._unlogged:  # what earlier commits could not
             self._appended(decision_log, [], result)
         if dropped:
@@ -80,6 +97,27 @@ class Recorder:
                 pending=len(self._unlogged),
                 note="each dropped record is on stdout only",
             )
+
+    def _built(
+        self, recovered: Sequence[Record], outcomes: Sequence[tuple[Context, Decision]], now: datetime
+    ) -> Iterator[tuple[Record, Record | None]]:
+        """Each full record, with what is written for it (itself, a heartbeat, or None)."""
+        for record in recovered:
+            yield record, self._compacted(record, now, changes_state=True)
+        for context, decision in outcomes:
+            record = to_record(decision, context, now)
+            yield record, self._compacted(record, now, changes_state=decision.writes)
+
+    def _compacted(self, record: Record, now: datetime, *, changes_state: bool) -> Record | None:
+        flag = str(record.get("flag"))
+        written, self._runs[flag] = compacted(
+            record,
+            self._runs.get(flag),
+            now,
+            changes_state=changes_state,
+            heartbeat_seconds=self.heartbeat_seconds,
+        )
+        return written
 
     def observed(self, records: Sequence[Record], *, append: bool = True) -> None:
         """Records that change no flag (a verification's outcome): printed, appended to the decision

@@ -82,6 +82,7 @@ class Schedule:
             return True
         if r.reported.first("follower"):
             r.log.info("not_leader", note="another replica leads; waiting for the Lease")
+        r.forget_runs()
         if r.observer is not None:
             r.observer.follower()
         return False

@@ -115,6 +115,7 @@ class Environment:
         store: FileFlagStore | None = None,
         serving: ServingSettings | None = None,
         observer: CycleObserver | None = None,
+        heartbeat_seconds: float = 0.0,
     ) -> Reconciler:
         return Reconciler(
             policies=self.policies,
@@ -126,6 +127,7 @@ class Environment:
             grace=self.grace,
             serving=serving,
             observer=observer,
+            heartbeat_seconds=heartbeat_seconds,
         )
 
     def cycle(self, *, dry_run: bool = False) -> list[dict[str, object]]:

@@ -11,7 +11,8 @@ moments, hundreds of times, and after each kill checks what an operator relies o
 - the decision log reads back with every complete record (a torn last line is skipped with a warning),
   and a change whose record was lost in the crash is recorded as ``recover`` by the next controller;
   the log rotates every few records (``LOG_MAX_BYTES``), so kills land in rotations too, and recovery
-  reads across the generations.
+  reads across the generations; holds are compacted into heartbeats (``HEARTBEAT_SECONDS``), and no
+  ``recover`` record is spurious because a flag's last record is a heartbeat.
 
 The figures of a run (kills, writes, torn lines, recovered records) are printed; the last run's are
 in docs/reliability.md.
@@ -58,6 +59,7 @@ KILLS = int(os.environ.get("FLAGROLL_CRASH_KILLS", "300"))
 FORK = multiprocessing.get_context("fork")
 LOG_MAX_BYTES = 16 * 1024  # a rotation every dozen records or so; every generation is kept
 LOG_KEEP = 100_000
+HEARTBEAT_SECONDS = 0.3  # simulated: a step's hold of 1 s is a full record and heartbeats, under the kills
 
 POLICY = f"""\
 apiVersion: flagroll/v1
@@ -114,6 +116,7 @@ def _controller(workdir: Path, url: str, origin: float) -> None:
                 decision_log=DecisionLog(workdir / "decisions.jsonl", max_bytes=LOG_MAX_BYTES, keep=LOG_KEEP),
                 clock=fast_clock(origin),
                 log=silent,
+                heartbeat_seconds=HEARTBEAT_SECONDS,
             )
             while True:
                 await reconciler.cycle()
@@ -127,6 +130,7 @@ class Figures:
     torn_lines: int = 0
     recovered: int = 0
     advances: int = 0
+    heartbeats: int = 0
     stops: int = 0
     writes: int = 0
     warnings: list[str] = field(default_factory=list)
@@ -193,6 +197,7 @@ def _check_log(workdir: Path, figures: Figures) -> None:
             stops += action == "stop"
             step = record["to_step"]
     figures.advances, figures.stops, figures.recovered = advances, stops, recovered
+    figures.heartbeats = sum("heartbeat" in r for r in records)
 
 
 def _overlapping_writes(journal: Path) -> list[tuple[str, str]]:
@@ -236,6 +241,7 @@ def test_hundreds_of_sigkills_never_corrupt_the_flag_file_or_lose_a_record(
     # The rollout really moved under fire: many advances, several full ramps, and recoveries happened.
     assert figures.advances > KILLS // 3
     assert figures.stops >= KILLS // 100
+    assert figures.heartbeats > 0  # holds were compacted under the kills too
     # One more controller, left to finish a cycle: every move of the flag file is now in the log.
     child = FORK.Process(target=_controller, args=(workdir, prometheus.url, origin), daemon=True)
     child.start()

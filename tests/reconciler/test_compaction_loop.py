@@ -1,0 +1,149 @@
+"""The loop compacts runs of identical holds (``heartbeat_seconds``): the decision log gets the run's
+first record in full and a heartbeat at most every ``heartbeat_seconds``; a change (a guardrail
+failing after a long hold) is a full record; the metrics follow every cycle; a restarted controller
+writes a full record first, and its crash recovery takes a heartbeat for the flag's record."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from controller.adapters.decisionlog import read_records
+from controller.adapters.telemetry import Telemetry
+from controller.core.queries import Reading
+from controller.core.records import Record, record_problem
+from controller.reconciler import Reconciler
+from tests.support.environment import POLICY, Environment, healthy
+
+HEARTBEAT_SECONDS = 600.0
+LONG_HOLD = POLICY.format(name="cache", key="cache").replace("hold: 1m", "hold: 3h")
+
+
+class Errors:
+    """The error ratio the fake Prometheus answers, changed by the test (always under the bound)."""
+
+    def __init__(self) -> None:
+        self.ratio = 0.001
+
+    def __call__(self, promql: str) -> Reading:
+        if promql.startswith("sum(errors") and 'v="on"' in promql:
+            return Reading.of(self.ratio)
+        return healthy(promql)
+
+
+class Recorded(Telemetry):
+    """The real metrics, and every record the observer was handed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[Mapping[str, Any]] = []
+
+    def recorded(self, records: Iterable[Mapping[str, Any]]) -> None:
+        records = list(records)
+        self.seen.extend(records)
+        super().recorded(records)
+
+
+def guardrail_value(telemetry: Telemetry) -> float:
+    for family in text_string_to_metric_families(telemetry.exposition().decode()):
+        for sample in family.samples:
+            if sample.name == "flagroll_guardrail_value" and sample.labels.get("guardrail") == "errors":
+                return float(sample.value)
+    raise AssertionError("no flagroll_guardrail_value")
+
+
+def _env(root: Path) -> tuple[Environment, Errors]:
+    env = Environment(root)
+    env.add_policy("cache", "cache", LONG_HOLD)
+    errors = Errors()
+    env.metrics.answer = errors
+    return env, errors
+
+
+def _cycles(env: Environment, reconciler: Reconciler, count: int, every: timedelta) -> list[Record]:
+    seen: list[Record] = []
+    for _ in range(count):
+        env.clock.now += every
+        seen += asyncio.run(reconciler.cycle()).records
+    return seen
+
+
+def _time(record: dict[str, Any]) -> datetime:
+    return datetime.fromisoformat(str(record["time"]).replace("Z", "+00:00"))
+
+
+def test_a_long_identical_hold_is_one_full_record_and_spaced_heartbeats(tmp_path: Path) -> None:
+    env, errors = _env(tmp_path)
+    telemetry = Recorded()
+    reconciler = env.reconciler(heartbeat_seconds=HEARTBEAT_SECONDS, observer=telemetry)
+    asyncio.run(reconciler.cycle())  # starts at 1 %
+    for n in range(360):  # an hour of 10 s cycles, the hold's text counting down, the value moving
+        errors.ratio = 0.001 + n * 0.00001
+        env.clock.now += timedelta(seconds=10)
+        asyncio.run(reconciler.cycle())
+        assert guardrail_value(telemetry) == errors.ratio  # the gauge follows every cycle
+    records = list(read_records(env.log))
+    full = [r for r in records if "heartbeat" not in r]
+    beats = [r for r in records if "heartbeat" in r]
+    assert [r["action"] for r in full] == ["advance", "hold"]
+    assert len(beats) == 5  # one every 10 minutes of the hour after the first hold
+    assert all(record_problem(r) is None for r in records)
+    times = [_time(r) for r in (full[-1], *beats)]
+    assert all((b - a).total_seconds() >= HEARTBEAT_SECONDS for a, b in itertools.pairwise(times))
+    assert [b["heartbeat"]["since"] for b in beats] == [full[1]["time"]] * 5
+    assert [b["heartbeat"]["cycles"] for b in beats] == [60, 120, 180, 240, 300]
+    assert "query" not in str(beats[-1]["checks"])
+    assert len(telemetry.seen) == 361
+    assert not any("heartbeat" in r for r in telemetry.seen)
+
+    errors.ratio = 0.5  # a guardrail fails after the long hold: a full rollback record, at once
+    env.clock.now += timedelta(seconds=10)
+    asyncio.run(reconciler.cycle())
+    last = list(read_records(env.log))[-1]
+    assert last["action"] == "rollback"
+    assert "heartbeat" not in last
+    assert any(c["verdict"] == "fail" and c["query"] for c in last["checks"])
+
+
+def test_a_restarted_controller_writes_a_full_record_first(tmp_path: Path) -> None:
+    env, _ = _env(tmp_path)
+    first = env.reconciler(heartbeat_seconds=HEARTBEAT_SECONDS)
+    _cycles(env, first, 100, timedelta(seconds=10))
+    assert "heartbeat" in list(read_records(env.log))[-1]
+    second = env.reconciler(heartbeat_seconds=HEARTBEAT_SECONDS)
+    written = _cycles(env, second, 1, timedelta(seconds=10))
+    assert [("heartbeat" in r, r["action"]) for r in written] == [(False, "hold")]
+    assert "recover" not in env.actions()  # a heartbeat is the flag's last record: nothing was lost
+
+
+def test_a_crash_after_a_move_whose_record_was_lost_is_recovered_behind_heartbeats(tmp_path: Path) -> None:
+    env, _ = _env(tmp_path)
+    env.add_policy(
+        "cache", "cache", POLICY.format(name="cache", key="cache").replace("hold: 1m", "hold: 30m")
+    )
+    reconciler = env.reconciler(heartbeat_seconds=HEARTBEAT_SECONDS)
+    _cycles(env, reconciler, 200, timedelta(seconds=10))  # 1 %, heartbeats, then 5 % after 30 minutes
+    records = list(read_records(env.log))
+    moved = max(i for i, r in enumerate(records) if r["action"] == "advance")
+    assert any("heartbeat" in r for r in records[:moved])
+    with env.log.open("w") as kept:  # as if the process died before appending the move's record
+        kept.writelines(line + "\n" for line in env.log.read_text().splitlines()[:moved])
+    written = _cycles(env, env.reconciler(heartbeat_seconds=HEARTBEAT_SECONDS), 1, timedelta(seconds=10))
+    assert [r["action"] for r in written] == ["recover", "hold"]
+    assert written[0]["to_percent"] == 5.0
+
+
+def test_a_replica_that_stood_by_writes_a_full_record_first(tmp_path: Path) -> None:
+    env, _ = _env(tmp_path)
+    reconciler = env.reconciler(heartbeat_seconds=HEARTBEAT_SECONDS)
+    _cycles(env, reconciler, 70, timedelta(seconds=10))
+    assert "heartbeat" in list(read_records(env.log))[-1]
+    reconciler.forget_runs()  # the scheduler's word when another replica leads: it may write meanwhile
+    written = _cycles(env, reconciler, 1, timedelta(seconds=10))
+    assert [("heartbeat" in r, r["action"]) for r in written] == [(False, "hold")]
