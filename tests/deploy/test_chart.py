@@ -80,6 +80,10 @@ def test_the_validation_catches_an_unknown_field_and_an_unknown_kind(chart: helm
 
 BAD_VALUES: dict[str, tuple[dict[str, Any], str]] = {
     "unknown mode": ({**base("deployment"), "mode": "daemonset"}, "/mode"),
+    "a heartbeat that is no duration": (
+        {**base("sidecar"), "decisionLogHeartbeat": "soon"},
+        "/decisionLogHeartbeat",
+    ),
     "several replicas without leader election": (
         base("deployment", deployment={"replicas": 3}),
         "/leaderElection/enabled",

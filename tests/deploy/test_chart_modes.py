@@ -383,3 +383,12 @@ def test_a_sidecar_cycle_with_the_rendered_arguments_writes_the_seeded_file(
     assert len(records) == len(
         load_paths([EXAMPLES]).policies
     )  # the decision log lands beside the flag file, on the shared volume
+
+
+def test_the_heartbeat_of_identical_holds_is_passed_on(chart: helm_python.Chart) -> None:
+    args = container(pod_spec(render(chart, MODES["sidecar"])), "flagroll")["args"]
+    assert build_parser().parse_args(args).decision_log_heartbeat == 30 * 60
+    off = container(
+        pod_spec(render(chart, merge(MODES["sidecar"], {"decisionLogHeartbeat": "0"}))), "flagroll"
+    )
+    assert build_parser().parse_args(off["args"]).decision_log_heartbeat == 0

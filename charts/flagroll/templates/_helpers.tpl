@@ -128,6 +128,7 @@ app.kubernetes.io/component: {{ .Values.mode }}
 - --decision-log-max-bytes={{ int .maxMiB }}Mi
 - --decision-log-keep={{ int .keep }}
 {{- end }}
+- --decision-log-heartbeat={{ .Values.decisionLogHeartbeat }}
 {{- if include "flagroll.listens" . }}
 - --listen=0.0.0.0:{{ .Values.listen.port }}
 {{- end }}
