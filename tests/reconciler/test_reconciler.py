@@ -598,3 +598,31 @@ def test_a_rejected_newcomer_is_recorded_once_across_runs_of_a_cronjob(env: Envi
         rejects += [r for r in env.cycle() if r["action"] == "reject"]  # a new Reconciler each time
     assert len(rejects) == 1
     assert "cache-copy.yaml" in str(rejects[0]["reason"])
+
+
+def test_a_long_running_controller_looks_a_recorded_rejection_up_once(
+    env: Environment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rejection stays for as long as the bad file does; once its record is rotated into a gzipped
+    generation, looking it up every cycle would decompress the generations under the flag lock. One
+    process looks it up once: later cycles know it was told."""
+    from controller.adapters import decisionlog
+    from controller.reconciler import commit
+
+    lookups: list[object] = []
+    real = decisionlog.last_by_flag
+
+    def counted(*args: object, **kwargs: object) -> object:
+        lookups.append(args[1])
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(commit, "last_by_flag", counted)
+    reconciler = env.reconciler()
+    asyncio.run(reconciler.cycle())
+    env.add_policy("cache-copy", "cache")
+    rejects = []
+    for _ in range(5):
+        env.clock.now += timedelta(minutes=2)
+        rejects += [r for r in asyncio.run(reconciler.cycle()).records if r["action"] == "reject"]
+    assert len(rejects) == 1
+    assert [keys for keys in lookups if keys == ["cache"]] == [["cache"]]
