@@ -158,8 +158,14 @@ def payload(target: Target, event: Event) -> dict[str, Any]:
             "complete": ":white_check_mark:",
             "awaiting_approval": ":raised_hand:",
         }
-        return {"text": f"{icon.get(event.kind, ':warning:')} flagroll: {event.summary}"}
+        return {"text": f"{icon.get(event.kind, ':warning:')} flagroll: {slack_escaped(event.summary)}"}
     return {"event": event.kind, "flag": event.flag, "summary": event.summary, "record": dict(event.record)}
+
+
+def slack_escaped(text: str) -> str:
+    """``text`` as Slack shows it literally: ``&``, ``<`` and ``>`` escaped, so that a reason carrying
+    outside text (an alert's labels, a stop's reason) cannot mention ``<!channel>`` or make a link."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def _retryable(status: int) -> bool:

@@ -148,6 +148,15 @@ def _loop_options(p: argparse.ArgumentParser) -> None:
         help="serve /healthz, /readyz and /metrics here, and the read-only web UI at /, /flags/KEY "
         "and /log (docs/ui.md), e.g. 0.0.0.0:8080 (default: off) [env FLAGROLL_LISTEN]",
     )
+    p.add_argument(
+        "--ui",
+        action=argparse.BooleanOptionalAction,
+        default=(env("FLAGROLL_UI") or "").lower() in {"1", "true", "yes"},
+        help="with --listen, also serve the read-only web UI at /, /flags/KEY and /log. Off by "
+        "default: each page reads the decision log (every generation), which costs memory about "
+        "three times its size in the controller's process; flagroll ui serves the pages apart "
+        "[env FLAGROLL_UI]",
+    )
     ui.ui_options(p)
 
 
@@ -257,14 +266,16 @@ def _set_up(args: argparse.Namespace) -> _Setup:
     notifier = Notifier(targets, log=log).start() if targets else None
     endpoints = None
     if args.listen:
-        pages = WebUI(
-            store,
-            log_path,
-            common.utc_now,
-            policies=policies,
-            prometheus_ui=ui.checked_ui_url(args),
-            refresh_seconds=args.ui_refresh,
-        )
+        pages = None
+        if args.ui:
+            pages = WebUI(
+                store,
+                log_path,
+                common.utc_now,
+                policies=policies,
+                prometheus_ui=ui.checked_ui_url(args),
+                refresh_seconds=args.ui_refresh,
+            )
         endpoints = Endpoints(telemetry, *parse_listen(args.listen), ui=pages)
     token = bearer_token(args.verify_ofrep_bearer_token_file) if args.verify_ofrep else None
     return _Setup(

@@ -22,7 +22,18 @@ _SHARED_MISTAKES = (
     "unterminated character set",
     "nothing to repeat",
     "multiple repeat",
+    "min repeat greater than max repeat",
 )
+# What Python's regular expressions read and Prometheus's (RE2) do not: refused by every query.
+_CLASSES = re.compile(r"\[(?:\\.|[^\]\\])*\]")  # character classes, where these signs are literal
+_RE2_LACKS = (
+    (re.compile(r"\(\?<?[=!]"), "a lookahead or lookbehind"),
+    (re.compile(r"\(\?P=|(?<!\\)(?:\\\\)*\\[1-9]"), "a backreference"),
+    (re.compile(r"\(\?>"), "an atomic group"),
+    (re.compile(r"(?<!\\)[*+?}]\+"), "a possessive repeat"),
+)
+_COUNTS = re.compile(r"(?<!\\)\{(\d+)(?:,(\d*))?\}")
+MAX_REPEAT = 1000  # Prometheus refuses a repeat count above this
 _UNQUOTED = {"\\": "\\", '"': '"', "'": "'", "n": "\n", "t": "\t"}  # a PromQL string's escapes
 _RESERVED = {"alertstate": "flagroll asks for the firing alerts itself", "__name__": "the series is ALERTS"}
 
@@ -90,4 +101,16 @@ def _unreadable_regex(matcher: str) -> str | None:
             re.compile(text)
     except re.error as exc:
         return str(exc) if any(str(exc).startswith(m) for m in _SHARED_MISTAKES) else None
+    return _lacking(text)
+
+
+def _lacking(text: str) -> str | None:
+    """What of Python's regular expressions ``text`` uses that Prometheus's lack, if any."""
+    outside = _CLASSES.sub("", text)
+    for pattern, what in _RE2_LACKS:
+        if pattern.search(outside):
+            return f"{what}, which Prometheus's regular expressions do not have"
+    for counted in _COUNTS.finditer(outside):
+        if any(n and int(n) > MAX_REPEAT for n in counted.groups()):
+            return f"a repeat count over {MAX_REPEAT}"
     return None

@@ -34,7 +34,7 @@ HEARTBEAT = "heartbeat"  # the field that marks a heartbeat record
 _NUMBERS = re.compile(r"(?:[0-9]+(?:\.[0-9]+)?(?:ms|[smhd])?(?![a-z]))+")
 _KEY_FIELDS = ("policy", "status", "to_step", "steps", "to_percent", "revision", "owner", "guarded")
 _KEY_FIELDS_MORE = ("checkpoint", "stale", "aim", "mechanism", "review")
-_CHECK_KEY = ("name", "kind", "rule", "arm", "verdict", "shadow", "settling")
+_CHECK_KEY = ("name", "kind", "rule", "arm", "verdict", "shadow", "settling", "firing")
 _HEARTBEAT_FIELDS = (
     "time",
     "flag",

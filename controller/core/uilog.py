@@ -115,7 +115,7 @@ def _whole(given: Mapping[str, str], name: str, default: int, most: int | None, 
     text = given.get(name)
     if text is None:
         return default
-    if not text.isdigit() or len(text) > 9:
+    if not (text.isascii() and text.isdigit()) or len(text) > 9:
         raise BadParameter(f"{name} {text!r} is not a whole number")
     value = int(text)
     if value < least or (most is not None and value > most):

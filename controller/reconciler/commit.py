@@ -170,8 +170,10 @@ class Committer:
                 self.recorder.record(recovered, outcomes, now, result)
             except BaseException:
                 # What was written may have no record: the next commit of this process looks again,
-                # as the next process would.
+                # as the next process would, and writes each flag's next record in full (a hold
+                # that began here, an alert firing, may be in no record).
                 self.recovery.checked = False
+                self.recorder.forget()
                 raise
 
     def _decide_and_write(

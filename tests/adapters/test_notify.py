@@ -112,6 +112,19 @@ def test_payloads() -> None:
     json.dumps(webhook)
 
 
+def test_outside_text_in_a_slack_message_is_shown_not_acted_on() -> None:
+    """An alert's labels come from the metrics (request paths, user agents): in a rollback's reason
+    they must not ping the channel or make a link that looks like flagroll's own."""
+    hostile = 'alert firing: pages (Down{path="<!channel> <https://evil.example/approve|Approve> & co"})'
+    event = events_from([_record("rollback", reason=hostile)])[0]
+    text = payload(Target("slack", "http://x"), event)["text"]
+    assert "<" not in text
+    assert ">" not in text
+    assert "&lt;!channel&gt; &lt;https://evil.example/approve|Approve&gt; &amp; co" in text
+    webhook = payload(Target("webhook", "http://x"), event)
+    assert webhook["record"]["reason"] == hostile  # the webhook's JSON carries the record as it is
+
+
 def test_targets_must_be_http_urls_and_are_shown_redacted() -> None:
     with pytest.raises(UsageError, match="http:// or https://"):
         parse_targets(["ftp://x"], [])

@@ -150,3 +150,28 @@ def test_regular_expressions_prometheus_reads_are_not_refused(selector: str) -> 
     result = load(BASE + VALID.replace("""'{team="platform", severity=~"page|critical"}'""", selector))
     the_policy(result)
     assert result.warnings == []
+
+
+@pytest.mark.parametrize(
+    ("regex", "why"),
+    [
+        ("(?=page)p.*", "a lookahead or lookbehind, which Prometheus's regular expressions do not have"),
+        ("(?<=x)page", "a lookahead or lookbehind, which Prometheus's regular expressions do not have"),
+        ("(p)\\\\1", "a backreference, which Prometheus's regular expressions do not have"),
+        ("(?P<s>p)(?P=s)", "a backreference, which Prometheus's regular expressions do not have"),
+        ("pa++ge", "a possessive repeat, which Prometheus's regular expressions do not have"),
+        ("(?>page)", "an atomic group, which Prometheus's regular expressions do not have"),
+        ("p{1001}", "a repeat count over 1000"),
+        ("p{2,1}", "min repeat greater than max repeat at position 2"),
+    ],
+)
+def test_what_only_python_reads_is_refused_as_prometheus_would(regex: str, why: str) -> None:
+    """Prometheus's regular expressions lack lookarounds, backreferences, atomic groups, possessive
+    repeats and counts over 1000: a selector using them would be refused every cycle (and with
+    ``onError: rollback`` roll the rollout back for a typo in an administrative field)."""
+    selector = '\'{team="platform", severity=~"' + regex + "\"}'"
+    issue = the_error(
+        load(BASE + VALID.replace("""'{team="platform", severity=~"page|critical"}'""", selector))
+    )
+    assert issue.field == "spec.alerts[1].selector"
+    assert issue.message.endswith(f"({why}): every query would be refused"), issue.message

@@ -99,7 +99,7 @@ def test_flagroll_ui_serves_the_pages_read_only(ui_process: tuple[str, Path, Pat
 
 def test_run_listen_serves_the_pages_beside_its_endpoints(tmp_path: Path) -> None:
     port = free_port()
-    controller = ControllerProcess(tmp_path, "http://127.0.0.1:9", "--listen", f"127.0.0.1:{port}")
+    controller = ControllerProcess(tmp_path, "http://127.0.0.1:9", "--listen", f"127.0.0.1:{port}", "--ui")
     controller.add_policy("demo", BASE)
     base = f"http://127.0.0.1:{port}"
     with controller:
@@ -115,3 +115,16 @@ def test_run_listen_serves_the_pages_beside_its_endpoints(tmp_path: Path) -> Non
         assert [a["data-action"] for a in found.having("tr") if a.get("data-action")] == ["stop"]
         assert httpx.get(base + flag_href("visitor")).status_code == 200  # its records remain
         assert httpx.get(base + "/healthz").status_code in {200, 503}
+
+
+def test_run_listen_serves_no_pages_unless_asked(tmp_path: Path) -> None:
+    """Each page reads the whole decision log in the controller's process: off unless --ui."""
+    port = free_port()
+    controller = ControllerProcess(tmp_path, "http://127.0.0.1:9", "--listen", f"127.0.0.1:{port}")
+    controller.add_policy("demo", BASE)
+    base = f"http://127.0.0.1:{port}"
+    with controller:
+        wait_for(lambda: answering(base + "/metrics"), timeout_seconds=30, what="flagroll run to listen")
+        assert httpx.get(base + "/").status_code == 404
+        assert httpx.get(base + "/log").status_code == 404
+        assert httpx.get(base + "/metrics").status_code == 200

@@ -175,6 +175,13 @@ def test_numbers_are_not_a_new_reason_but_another_reason_is() -> None:
     assert same == hold_key(hold("a", START, "3m left", checks=[check(value=0.7)]))
     assert same != hold_key(hold("a", START, "3m left", checks=[check("fail")]))
     assert same != hold_key(hold("a", START, "4m left", waiting={"reason": "window"}))
+    # Which alerts fire is part of the hold (a paused rollout, or one not started, says them in its
+    # reason only, whose digits do not count): another alert firing is a new hold, written in full.
+    disk = [check("fail", kind="alert", firing=['DiskFull{instance="10.0.0.1:9100"}'])]
+    other = [check("fail", kind="alert", firing=['DiskFull{instance="10.0.0.2:9100"}'])]
+    assert hold_key(hold("a", START, "paused", checks=disk)) != hold_key(
+        hold("a", START, "paused", checks=other)
+    )
 
 
 def test_records_that_are_not_plain_holds_pass_through() -> None:

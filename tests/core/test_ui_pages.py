@@ -253,6 +253,7 @@ def test_the_log_filters_by_action_and_time() -> None:
     [
         ({"page": ["0"]}, "page 0"),
         ({"page": ["x"]}, "page 'x'"),
+        ({"page": ["²"]}, "page '²'"),  # a digit to str.isdigit, not to int()
         ({"size": ["100000"]}, "size 100000"),
         ({"action": ["explode"]}, "action 'explode'"),
         ({"since": ["yesterday"]}, "since 'yesterday'"),

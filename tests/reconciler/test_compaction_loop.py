@@ -6,6 +6,7 @@ writes a full record first, and its crash recovery takes a heartbeat for the fla
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
@@ -147,3 +148,44 @@ def test_a_replica_that_stood_by_writes_a_full_record_first(tmp_path: Path) -> N
     reconciler.forget_runs()  # the scheduler's word when another replica leads: it may write meanwhile
     written = _cycles(env, reconciler, 1, timedelta(seconds=10))
     assert [("heartbeat" in r, r["action"]) for r in written] == [(False, "hold")]
+
+
+class _Breaks:
+    """A logger whose next ``decision`` line fails (stdout closed), once armed."""
+
+    def __init__(self, real: Any) -> None:
+        self.real = real
+        self.armed = False
+
+    def info(self, event: str, **fields: Any) -> Any:
+        if self.armed and event == "decision":
+            self.armed = False
+            raise BrokenPipeError("stdout is closed")
+        return self.real.info(event, **fields)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+
+def test_a_hold_whose_recording_was_cut_off_is_written_in_full_at_the_next_cycle(tmp_path: Path) -> None:
+    """The run's memory is taken when the records are built: a recording cut off before the append
+    must not leave the next cycles believing the new hold (an alert firing, too few samples) is in
+    the log, or it would only ever be in a heartbeat."""
+    env, _ = _env(tmp_path)
+    reconciler = env.reconciler(heartbeat_seconds=HEARTBEAT_SECONDS)
+    _cycles(env, reconciler, 3, timedelta(seconds=10))  # starts, then holds
+    recorder = reconciler._committer.recorder  # the seam where records are printed
+    breaks = _Breaks(recorder.log)
+    recorder.log = breaks
+    env.metrics.answer = lambda promql: (
+        Reading.of(1.0) if promql.startswith("sum(requests") else healthy(promql)
+    )
+    breaks.armed = True  # too few samples from now on: a new hold, whose recording fails
+    env.clock.now += timedelta(seconds=10)
+    with contextlib.suppress(BrokenPipeError):  # the cycle may report it, or raise it
+        asyncio.run(reconciler.cycle())
+    assert not breaks.armed
+    _cycles(env, reconciler, 1, timedelta(seconds=10))
+    last = list(read_records(env.log))[-1]
+    assert "heartbeat" not in last
+    assert last["reason"].startswith("no_data")
