@@ -1,4 +1,8 @@
-"""Run ``flagroll run`` as a child process, as an operator would, and read what it wrote."""
+"""Run ``flagroll run`` as a child process, as an operator would, and read what it wrote.
+
+The tests that use it count the records of each evaluation (eight cycles of an outage, a hold per
+cycle), so it runs with ``--decision-log-heartbeat 0``: every evaluation in full. A test of
+compaction gives its own ``--decision-log-heartbeat`` (the last one given counts)."""
 
 from __future__ import annotations
 
@@ -46,6 +50,8 @@ class ControllerProcess:
                     str(self.flags),
                     "--prometheus",
                     self.url,
+                    "--decision-log-heartbeat",
+                    "0",
                     *self.extra,
                 ],
                 stdout=out,
