@@ -41,7 +41,7 @@ FAULTS: list[tuple[Fault, str]] = [
         Body(_vector([{"metric": {"alertname": "X", "n": 1}, "value": [1, "1"]}])),
         "vector element has no 'metric' object of label values",
     ),
-    (Delay(5.0), "timed out after 3s"),
+    (Delay(12.0), "timed out after 10s"),
 ]
 
 
@@ -82,7 +82,9 @@ def test_only_the_alert_query_failing_follows_on_error_for_each_rollout_sharing_
 
         wait_for(answered, timeout_seconds=60, interval_seconds=0.5, what="every query answered")
         common = ("--policies", str(policies), "--flags", str(flags), "--prometheus", proxy.url)
-        run = ("run", "--once", "--query-timeout", "3s", *common)
+        # A timeout that a loaded machine's guardrail queries stay well within: only the alert
+        # query, delayed past it, may time out.
+        run = ("run", "--once", "--query-timeout", "10s", *common)
         ran = flagroll(*run)
         assert ran.returncode == 0, ran.stdout[-2000:] + ran.stderr[-2000:]
         started = {r["flag"]: r for r in read_records(log)}
