@@ -11,19 +11,19 @@ loaded into the flagd evaluator: flagroll never writes a file flagd cannot load.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import glob
 import json
 import os
 import tempfile
 import time
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from openfeature.contrib.tools.flagd.core import FlagdCore
 
+from controller.adapters.filelock import exclusive
 from controller.core.errors import FlagFileError, LockTimeoutError, WriteError
 from controller.core.flagd import parse_document, render_document
 
@@ -150,31 +150,11 @@ class FileFlagStore:
         del raw  # thousands of flags make megabytes: the bytes go before the parse begins
         return Snapshot(parse_document(text, str(self.path)), version)
 
-    @contextlib.contextmanager
-    def locked(self, timeout_seconds: float = 30.0) -> Iterator[None]:
+    def locked(self, timeout_seconds: float = 30.0) -> contextlib.AbstractContextManager[None]:
         """Hold an exclusive lock on ``<flag file>.lock`` for the block."""
-        try:
-            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as exc:
-            raise WriteError(f"cannot open lock file {self.lock_path}: {exc.strerror or exc}") from exc
-        try:
-            deadline = time.monotonic() + timeout_seconds
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() >= deadline:
-                        raise LockTimeoutError(
-                            f"{self.lock_path} is held by another writer (waited {timeout_seconds:g}s)"
-                        ) from None
-                    time.sleep(LOCK_POLL_SECONDS)
-            try:
-                yield
-            finally:
-                fcntl.flock(fd, fcntl.LOCK_UN)
-        finally:
-            os.close(fd)
+        return exclusive(
+            self.lock_path, timeout_seconds, poll_seconds=LOCK_POLL_SECONDS, timeout_error=LockTimeoutError
+        )
 
     def write(self, document: Mapping[str, Any], expected: Snapshot, changed: Collection[str]) -> None:
         """Replace the file with ``document`` if it still is what ``expected`` read; ``changed`` are

@@ -25,7 +25,6 @@ next append (:func:`finish_steps`).
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import gzip
 import os
 import shutil
@@ -35,8 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
+from controller.adapters.filelock import exclusive
 from controller.core import logfiles
-from controller.core.errors import WriteError
 
 LOCK_POLL_SECONDS = 0.01
 WRITER_LOCK_TIMEOUT_SECONDS = 60.0  # a rotation of a large log takes a second or two
@@ -52,35 +51,13 @@ def lock_path(path: Path) -> Path:
     return path.with_name(path.name + ".lock")
 
 
-def _acquire(fd: int, mode: int, timeout_seconds: float) -> bool:
-    deadline = time.monotonic() + timeout_seconds
-    while True:
-        try:
-            fcntl.flock(fd, mode | fcntl.LOCK_NB)
-            return True
-        except BlockingIOError:
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(LOCK_POLL_SECONDS)
-
-
-@contextlib.contextmanager
-def writer_lock(path: Path, timeout_seconds: float = WRITER_LOCK_TIMEOUT_SECONDS) -> Iterator[None]:
+def writer_lock(
+    path: Path, timeout_seconds: float = WRITER_LOCK_TIMEOUT_SECONDS
+) -> contextlib.AbstractContextManager[None]:
     """Hold ``<log>.lock`` exclusively: no other append or rotation meanwhile."""
-    where = lock_path(path)
-    try:
-        fd = os.open(where, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    except OSError as exc:
-        raise WriteError(f"cannot open lock file {where}: {exc.strerror or exc}") from exc
-    try:
-        if not _acquire(fd, fcntl.LOCK_EX, timeout_seconds):
-            raise WriteError(f"{where} is held by another writer of the log (waited {timeout_seconds:g}s)")
-        try:
-            yield
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)
+    return exclusive(
+        lock_path(path), timeout_seconds, poll_seconds=LOCK_POLL_SECONDS, holder="another writer of the log"
+    )
 
 
 # rotation ---------------------------------------------------------------------------------------
