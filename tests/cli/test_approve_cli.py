@@ -16,23 +16,16 @@ from controller.adapters.kube.objects import ObjectRef
 from controller.adapters.kube.stores import ConfigMapFlagStore, FeatureFlagStore
 from controller.adapters.notify import events_from
 from controller.adapters.telemetry import Telemetry
-from controller.cli import common
 from controller.core.flagd import read_state, write_flag
 from controller.core.state import RolloutState, Status
-from tests.support.environment import POLICY, Environment, failing
+from tests.support.environment import Environment, failing
+from tests.support.gated import GATED, gated_environment
 from tests.support.kubefake import FakeKubeApi
-
-GATED = POLICY.format(name="cache", key="cache").replace(
-    "- {percent: 1, hold: 1m}", "- {percent: 1, hold: 1m, approval: required}"
-)
 
 
 @pytest.fixture
 def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Environment:
-    environment = Environment(tmp_path)
-    environment.add_policy("cache", "cache", GATED)
-    monkeypatch.setattr(common, "utc_now", lambda: environment.clock.now)
-    return environment
+    return gated_environment(tmp_path, monkeypatch)
 
 
 def awaiting(env: Environment) -> list[dict[str, object]]:

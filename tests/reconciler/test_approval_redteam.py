@@ -34,19 +34,13 @@ from controller.core.queries import Reading
 from controller.core.state import RolloutState, Status
 from controller.reconciler import Reconciler
 from tests.support.environment import POLICY, Environment, failing, healthy
+from tests.support.gated import GATED, gated_environment
 from tests.support.kubefake import FakeKubeApi
-
-GATED = POLICY.format(name="cache", key="cache").replace(
-    "- {percent: 1, hold: 1m}", "- {percent: 1, hold: 1m, approval: required}"
-)
 
 
 @pytest.fixture
 def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Environment:
-    environment = Environment(tmp_path)
-    environment.add_policy("cache", "cache", GATED)
-    monkeypatch.setattr(common, "utc_now", lambda: environment.clock.now)
-    return environment
+    return gated_environment(tmp_path, monkeypatch)
 
 
 def _told(records: Sequence[dict[str, Any]]) -> list[str]:
