@@ -366,6 +366,7 @@ async def _main_loop(args: argparse.Namespace, setup: _Setup) -> bool:
         )
         async with _leading(setup.elector, once=args.once):
             ok = await run_until_stopped(reconciler, stop_event, args.once, args.shutdown_timeout, setup.log)
+            await asyncio.to_thread(reconciler.close)  # the cycles of holds compacted away, counted
             if reconciler.verifier is not None:  # those a shutdown left running
                 await reconciler.verifier.close(wait=False)
         setup.log.info("stopped", ok=ok)

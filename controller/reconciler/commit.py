@@ -126,6 +126,24 @@ class Committer:
                 self.log.warning("decision_log_append_deferred", error=str(exc))
             self.recorder.observed(records, append=False)
 
+    def close(self) -> list[Record]:
+        """At a clean shutdown, while still the leader: the heartbeats of holds compacted away since
+        their flags' last records, appended under the lock like every record (none if the lock
+        cannot be had, or the cycle was abandoned)."""
+        if not self._mutex.acquire(timeout=self.lock_timeout_seconds):  # an abandoned commit's thread
+            self.log.warning("closing_heartbeats_not_written", error="a commit is still under way")
+            return []
+        try:
+            if self.leader is not None and not self.leader.is_leader():
+                return []
+            with contextlib.nullcontext() if self.dry_run else self.locked():
+                return self.recorder.closing_heartbeats()
+        except (LockTimeoutError, CycleAbandoned) as exc:
+            self.log.warning("closing_heartbeats_not_written", error=str(exc))
+            return []
+        finally:
+            self._mutex.release()
+
     def commit(
         self,
         plans: Sequence[Plan],

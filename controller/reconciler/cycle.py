@@ -15,6 +15,7 @@ from controller.adapters.flagstore import FlagStore, underlay
 from controller.adapters.policyfile import PolicySet
 from controller.core.guarding import DEFAULT_GRACE, Grace
 from controller.core.queries import MetricsSource, ReadingKind
+from controller.core.records import Record
 from controller.reconciler.ask import answered
 from controller.reconciler.commit import Committer
 from controller.reconciler.plan import load_policies, plan
@@ -92,6 +93,11 @@ class Reconciler:
             if serving is not None and not dry_run
             else None
         )
+
+    def close(self) -> list[Record]:
+        """At a clean shutdown: write the heartbeats of holds compacted away since their flags' last
+        records (see :meth:`Recorder.closing_heartbeats`); returns them."""
+        return self._committer.close()
 
     def forget_runs(self) -> None:
         """Another replica may write records now: each flag's next record is written in full."""

@@ -14,13 +14,14 @@ lives, and every one is on stdout meanwhile.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
 from controller.adapters.decisionlog import DecisionLog, PartialAppendError
-from controller.core.compaction import Run, compacted
+from controller.core.compaction import Run, compacted, heartbeat
 from controller.core.decision import Decision
 from controller.core.errors import WriteError
 from controller.core.records import Context, Record, to_record
@@ -49,11 +50,30 @@ class Recorder:
         self.heartbeat_seconds = heartbeat_seconds
         self._unlogged: list[Record] = []
         self._runs: dict[str, Run] = {}  # each flag's compaction memory
+        self._unwritten: dict[str, Record] = {}  # each flag's last evaluation, when compacted away
 
     def forget(self) -> None:
         """Forget every flag's run (another process may write records meanwhile): each flag's next
         record is written in full."""
         self._runs.clear()
+        self._unwritten.clear()
+
+    def closing_heartbeats(self) -> list[Record]:
+        """At a clean shutdown: a heartbeat for each hold evaluated since its flag's last written
+        record (or heartbeat), printed and appended, so that the log counts every cycle this process
+        held. A refusal of the decision log is logged (the heartbeats are on stdout)."""
+        beats = [
+            heartbeat(record, run.since, run.cycles)
+            for flag, record in self._unwritten.items()
+            if (run := self._runs.get(flag)) is not None and run.key is not None
+        ]
+        self._unwritten.clear()
+        for beat in beats:
+            self.log.info("decision", **beat)
+        if self.decision_log is not None and beats:
+            with contextlib.suppress(WriteError):  # _append logged it
+                self._append(self.decision_log, beats)
+        return beats
 
     @property
     def backlog(self) -> bool:
@@ -117,6 +137,10 @@ class Recorder:
             changes_state=changes_state,
             heartbeat_seconds=self.heartbeat_seconds,
         )
+        if written is None:
+            self._unwritten[flag] = record
+        else:
+            self._unwritten.pop(flag, None)
         return written
 
     def observed(self, records: Sequence[Record], *, append: bool = True) -> None:

@@ -8,10 +8,16 @@ import json
 from datetime import timedelta
 from pathlib import Path
 
+import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
+from controller.adapters.promserver import free_port
 from controller.cli import build_parser, main
+from tests.support.controller import ControllerProcess
 from tests.support.environment import POLICY, T0, Environment
+from tests.support.policytext import BASE
+from tests.support.waiting import wait_for
 
 LONG_HOLD = POLICY.format(name="cache", key="cache").replace("hold: 1m", "hold: 3h")
 
@@ -85,3 +91,37 @@ def test_run_takes_the_heartbeat_option() -> None:
     assert parser.parse_args([*common, "--decision-log-heartbeat", "1h"]).decision_log_heartbeat == 3600.0
     with pytest.raises(SystemExit):
         parser.parse_args([*common, "--decision-log-heartbeat", "10"])
+
+
+def _holds(base: str) -> float:
+    try:
+        text = httpx.get(base + "/metrics", timeout=2).text
+    except httpx.HTTPError:
+        return 0.0
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "flagroll_decisions_total" and sample.labels.get("action") == "hold":
+                return float(sample.value)
+    return 0.0
+
+
+def test_run_stopped_by_sigterm_writes_a_heartbeat_counting_every_held_cycle(tmp_path: Path) -> None:
+    """Prometheus unreachable: the rollout holds every second, compacted (one full record, then
+    nothing for an hour); SIGTERM writes the heartbeat that counts the cycles since."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    controller = ControllerProcess(
+        tmp_path, "http://127.0.0.1:9", "--listen", f"127.0.0.1:{port}", "--decision-log-heartbeat", "1h"
+    )
+    controller.add_policy("demo", BASE.replace("interval: 30s", "interval: 1s"))
+    with controller:
+        wait_for(lambda: _holds(base) >= 5, timeout_seconds=60, what="five held cycles")
+        full = [(False, "hold"), (False, "hold")]  # the new rollout's hold, then the plain one
+        assert [("heartbeat" in r, r["action"]) for r in controller.records()] == full
+        assert controller.stop() == 0
+    records = controller.records()
+    assert [("heartbeat" in r, r["action"]) for r in records] == [*full, (True, "hold")]
+    beat = records[-1]["heartbeat"]
+    assert beat["since"] == records[1]["time"]
+    assert beat["cycles"] >= 3  # every hold after the plain one, up to the last before the signal
+    assert '"event": "stopped"' in controller.output()

@@ -189,3 +189,50 @@ def test_a_hold_whose_recording_was_cut_off_is_written_in_full_at_the_next_cycle
     last = list(read_records(env.log))[-1]
     assert "heartbeat" not in last
     assert last["reason"].startswith("no_data")
+
+
+def test_a_clean_shutdown_writes_a_heartbeat_counting_the_cycles_compacted_away(tmp_path: Path) -> None:
+    env, _ = _env(tmp_path)
+    reconciler = env.reconciler(heartbeat_seconds=HEARTBEAT_SECONDS)
+    _cycles(env, reconciler, 100, timedelta(seconds=10))  # starts, holds: heartbeats at 60 cycles
+    before = list(read_records(env.log))
+    assert before[-1]["heartbeat"]["cycles"] == 60
+    closing = reconciler.close()
+    after = list(read_records(env.log))
+    assert after == [*before, *closing]
+    assert len(closing) == 1
+    beat = closing[0]
+    assert record_problem(beat) is None
+    assert beat["heartbeat"] == {"since": before[1]["time"], "cycles": 98}  # every hold after the first
+    assert _time(beat) == env.clock.now  # as of the last evaluation
+    assert reconciler.close() == []  # nothing more to tell
+    assert list(read_records(env.log)) == after
+    restarted = env.reconciler(heartbeat_seconds=HEARTBEAT_SECONDS)
+    written = _cycles(env, restarted, 1, timedelta(seconds=10))
+    assert [("heartbeat" in r, r["action"]) for r in written] == [(False, "hold")]
+    assert "recover" not in env.actions()
+
+
+def test_a_shutdown_right_after_a_written_record_adds_nothing(tmp_path: Path) -> None:
+    env, _ = _env(tmp_path)
+    reconciler = env.reconciler(heartbeat_seconds=HEARTBEAT_SECONDS)
+    _cycles(env, reconciler, 62, timedelta(seconds=10))  # the 62nd cycle writes the first heartbeat
+    assert list(read_records(env.log))[-1]["heartbeat"]["cycles"] == 60
+    assert reconciler.close() == []
+    _cycles(env, reconciler, 1, timedelta(seconds=10))
+    reconciler.forget_runs()  # another replica leads now: it writes what it sees
+    assert reconciler.close() == []
+
+
+class _Follower:
+    def is_leader(self) -> bool:
+        return False
+
+
+def test_a_replica_that_is_not_the_leader_writes_no_closing_heartbeat(tmp_path: Path) -> None:
+    env, _ = _env(tmp_path)
+    reconciler = env.reconciler(heartbeat_seconds=HEARTBEAT_SECONDS)
+    _cycles(env, reconciler, 10, timedelta(seconds=10))
+    reconciler._committer.leader = _Follower()  # lost the Lease after its last cycle
+    assert reconciler.close() == []
+    assert "heartbeat" not in list(read_records(env.log))[-1]
