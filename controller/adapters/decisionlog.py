@@ -7,7 +7,9 @@ Records are built and rendered by :mod:`controller.core.records`.
 
 from __future__ import annotations
 
+import collections
 import gzip
+import itertools
 import json
 import os
 import time
@@ -359,22 +361,58 @@ def follow(
     poll_seconds: float = 0.5,
     stop: Callable[[], bool] = lambda: False,
     warn: Warn | None = None,
+    where: Callable[[Record], bool] | None = None,
+    last: int | None = None,
 ) -> Generator[Record, None, None]:
     """Yield records as they are appended (existing ones first, across the generations). A partial
     line waits to complete. When the live file is rotated away, the rest of it is read from the file
     still open, then every generation rotated after it (found by its fingerprint, whatever its number
     now), then the new live file: no record is skipped or shown twice, however many rotations came
-    between two polls."""
+    between two polls. ``where``: only the records it accepts; ``last``: of those already in the log,
+    only the newest ``last`` (None: all of them)."""
     tail: _Tail | None = None
     anchor: _Fingerprint | None = None  # the last file read to its end, when no live file is followed
     try:
         with opened(path) as first:
-            for file in first.generations:
-                yield from _records(file, warn)
-            if first.generations:
-                anchor = _Fingerprint.of(first.generations[-1])
+            live: Iterable[Record] = ()
             if first.live is not None:
                 tail, first.live = _Tail(first.live), None  # kept open beyond the snapshot
+                live = _lines_records(tail.file, tail.lines(), warn)
+            older = (record for file in first.generations for record in _records(file, warn))
+            yield from _newest(itertools.chain(older, live), where, last)
+            if first.generations:
+                anchor = _Fingerprint.of(first.generations[-1])
+        followed = _followed(path, tail, anchor, poll_seconds, stop, warn)
+        try:
+            yield from _chosen(followed, where)
+        finally:
+            followed.close()  # it closes the files it opened
+    finally:
+        if tail is not None:
+            tail.file.handle.close()
+
+
+def _chosen(records: Iterable[Record], where: Callable[[Record], bool] | None) -> Iterator[Record]:
+    return iter(records) if where is None else (record for record in records if where(record))
+
+
+def _newest(
+    records: Iterable[Record], where: Callable[[Record], bool] | None, last: int | None
+) -> Iterator[Record]:
+    chosen = _chosen(records, where)
+    return chosen if last is None else iter(collections.deque(chosen, maxlen=max(last, 0)))
+
+
+def _followed(
+    path: Path,
+    tail: _Tail | None,
+    anchor: _Fingerprint | None,
+    poll_seconds: float,
+    stop: Callable[[], bool],
+    warn: Warn | None,
+) -> Generator[Record, None, None]:
+    """What is appended after the first snapshot (see :func:`follow`, which closes ``tail``)."""
+    try:
         while not stop():
             if tail is not None:
                 lines = tail.lines()

@@ -13,6 +13,8 @@ from controller.core.errors import UsageError
 from controller.core.printable import shown
 from controller.core.records import render_all
 
+FOLLOW_LAST = 10  # decisions already logged that --follow shows first, as a tail does
+
 
 def add_parser(commands: Commands) -> None:
     p = commands.add_parser(
@@ -27,9 +29,19 @@ def add_parser(commands: Commands) -> None:
     p.add_argument(
         "--action", action="append", metavar="ACTION", help="only these actions (repeatable), e.g. rollback"
     )
-    p.add_argument("--last", type=int, metavar="N", help="only the last N decisions")
+    p.add_argument(
+        "--last",
+        type=int,
+        metavar="N",
+        help=f"only the last N decisions (with --follow: of those already logged; default {FOLLOW_LAST})",
+    )
     p.add_argument("--json", action="store_true", help="print the raw JSON records")
-    p.add_argument("--follow", "-f", action="store_true", help="keep printing decisions as they come")
+    p.add_argument(
+        "--follow",
+        "-f",
+        action="store_true",
+        help=f"keep printing decisions as they come, after the last {FOLLOW_LAST} logged (--last N)",
+    )
     p.set_defaults(handler=cmd_log)
 
 
@@ -50,7 +62,8 @@ def cmd_log(args: argparse.Namespace) -> int:
                 print(shown(text) + "\n", flush=True)
 
     if args.follow:
-        show(r for r in follow(path, warn=warn) if wanted(r))
+        last = FOLLOW_LAST if args.last is None else args.last
+        show(follow(path, warn=warn, where=wanted, last=last))
         return EXIT_OK
     if not exists(path):
         raise UsageError(f"no decision log at {path}")

@@ -6,11 +6,14 @@ and refuses a bad size with an example."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import threading
 from pathlib import Path
 
 import pytest
 
-from controller.adapters.decisionlog import DecisionLog
+from controller.adapters.decisionlog import DecisionLog, follow
 from controller.cli import build_parser, main
 from controller.core.logfiles import parse_size
 
@@ -79,3 +82,63 @@ def test_run_refuses_a_bad_rotation_option(
         build_parser().parse_args(["run", option, value])
     assert exited.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def _followed(path: Path, *extra: str, appended: list[dict[str, str]], expect: int) -> list[str]:
+    """``flagroll log --follow --json`` as a child process: the reasons it printed, once ``expect``
+    lines are out (``appended`` written after it printed what was logged before it started)."""
+    with subprocess.Popen(
+        [sys.executable, "-m", "controller", "log", "--decision-log", str(path), "--json", "-f", *extra],
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as child:
+        assert child.stdout is not None
+        deadline = threading.Timer(30, child.kill)  # a line that never comes fails the test, not CI
+        deadline.start()
+        try:
+            before = expect - len(appended)
+            lines = [child.stdout.readline() for _ in range(before)]  # blocks until each is printed
+            DecisionLog(path, max_bytes=300, keep=5).append(appended)  # rotates, under the follower
+            lines += [child.stdout.readline() for _ in range(len(appended))]
+        finally:
+            deadline.cancel()
+            child.terminate()
+    return [json.loads(line)["reason"] for line in lines]
+
+
+def test_follow_starts_with_the_last_ten_matching_then_follows_across_a_rotation(tmp_path: Path) -> None:
+    path = _rotated_log(tmp_path)
+    new = [
+        {"time": "2026-11-21T13:00:00.000Z", "flag": "a", "action": "hold", "reason": f"n{n}"}
+        for n in range(5)
+    ]
+    assert _followed(path, appended=new, expect=15) == [f"r{n}" for n in range(2, 12)] + [
+        f"n{n}" for n in range(5)
+    ]
+
+
+def test_follow_with_last_and_a_filter_starts_with_the_last_n_of_those_it_shows(tmp_path: Path) -> None:
+    path = _rotated_log(tmp_path)
+    other = {"time": "2026-11-21T13:00:00.000Z", "flag": "b", "action": "hold", "reason": "other"}
+    mine = {"time": "2026-11-21T13:01:00.000Z", "flag": "a", "action": "hold", "reason": "mine"}
+    assert _followed(path, "--flag", "a", "--last", "2", appended=[other, mine], expect=3) == [
+        "r10",
+        "r11",
+        "mine",
+    ]
+    again = {**mine, "reason": "again"}
+    assert _followed(path, "--last", "1", appended=[again], expect=2) == ["mine", "again"]
+
+
+def test_follow_with_last_0_shows_only_what_comes_after_it_started(tmp_path: Path) -> None:
+    path = _rotated_log(tmp_path)
+    later = {"time": "2026-11-21T13:00:00.000Z", "flag": "a", "action": "hold", "reason": "later"}
+    polls: list[int] = []
+
+    def stop() -> bool:  # asked first once the records already logged are behind it
+        if not polls:
+            DecisionLog(path, max_bytes=300, keep=5).append([later])
+        polls.append(1)
+        return len(polls) > 50
+
+    assert [r["reason"] for r in follow(path, poll_seconds=0.01, stop=stop, last=0)] == ["later"]
