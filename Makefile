@@ -1,13 +1,13 @@
 # Set-up and checks. `make demo` and `make test` work on a fresh Debian/Ubuntu machine: they create
 # .venv, install flagroll with pinned dependencies (`make demo` the runtime ones only, `make test` also
-# the development extras), and install Prometheus (and Node.js for the tests) with apt-get if
+# the development extras), and install Prometheus (and Node.js and Chromium for the tests) with apt-get if
 # missing. `make test` also builds Prometheus 3 and VictoriaMetrics from the Go module proxy
 # (scripts/peer; Go 1.26 or later on PATH), once, then cached.
 VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 
-.PHONY: setup prometheus prometheus3 victoriametrics kubernetes node demo test lint docs image-test clean
+.PHONY: setup prometheus prometheus3 victoriametrics kubernetes node chromium demo test lint docs image-test clean
 
 PIP := $(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt
 # One stamp per set of packages, so that both kinds of set-up share .venv: `make demo` installs the
@@ -36,13 +36,17 @@ $(DEV): $(RUNTIME)
 $(BIN)/flagroll: $(DEV)
 	touch $@
 
-setup: $(BIN)/flagroll prometheus prometheus3 victoriametrics kubernetes node
+setup: $(BIN)/flagroll prometheus prometheus3 victoriametrics kubernetes node chromium
 
 prometheus:
 	@scripts/install-prometheus
 
 node:
 	@scripts/install-node
+
+# The browser tests (tests/browser) drive Debian's Chromium headless through chromedriver.
+chromium:
+	@scripts/install-chromium
 
 # The tests run against the Debian package's Prometheus 2.x and this Prometheus 3 (docs/peers.md): built
 # from the Go module proxy the first time (minutes), found in the cache afterwards (a few milliseconds).

@@ -20,6 +20,7 @@ PUBLISHED = (
     "README.md",  # the home page (a README.md is a directory's index)
     "docs/*.md",
     "docs/*.png",
+    "docs/img/*.png",
     "CHANGELOG.md",
     "charts/flagroll/README.md",
     "policies/*.yaml",  # copied as they are, for the pages that link an example

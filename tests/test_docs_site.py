@@ -78,6 +78,11 @@ def test_the_documentation_builds_strictly_with_the_readme_as_its_home(checkout:
     # The README's links into docs/ lead to the pages; its link to the chart's README to that page.
     assert 'href="docs/gitops/"' in home
     assert 'href="charts/flagroll/"' in home
+    # The README's screenshot of the web UI is published beside it.
+    assert 'src="docs/img/ui-rolled-back.png"' in home
+    assert (result.site / "docs" / "img" / "ui-rolled-back.png").read_bytes() == (
+        ROOT / "docs" / "img" / "ui-rolled-back.png"
+    ).read_bytes()
     # A page in docs/ linking a file outside it (an example policy) gets the file, copied as it is.
     reference = (result.site / "docs" / "policy-reference" / "index.html").read_text(encoding="utf-8")
     assert 'href="../../policies/price-quote-cache.yaml"' in reference

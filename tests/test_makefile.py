@@ -91,3 +91,12 @@ def test_the_test_setup_builds_every_peer_with_the_peer_script(project: Path) ->
     for peer in ("etcd", "kube-apiserver", "featureflag-crd"):
         assert f"scripts/peer {peer}" in planned.stdout
     assert "scripts/install-prometheus" in planned.stdout
+
+
+def test_the_test_setup_installs_node_and_chromium(project: Path) -> None:
+    """The JavaScript evaluator's tests need Node.js; the browser tests Chromium and chromedriver."""
+    planned = make(project, "-n", "setup")
+
+    assert planned.returncode == 0, planned.stdout + planned.stderr
+    assert "scripts/install-node" in planned.stdout
+    assert "scripts/install-chromium" in planned.stdout
