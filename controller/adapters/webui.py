@@ -30,7 +30,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from controller.adapters.decisionlog import last_by_flag, read_records
 from controller.adapters.flagstore import FlagStore
 from controller.adapters.logindex import LogIndex, View
-from controller.adapters.policyfile import load_paths
+from controller.adapters.policyfile import load_paths, policy_files
 from controller.core.errors import FlagrollError, UsageError
 from controller.core.flagd import managed_keys, read_state
 from controller.core.policy import Policy
@@ -74,6 +74,7 @@ class WebUI:
         self.store = store
         self.decision_log = decision_log
         self.index = LogIndex(decision_log) if decision_log is not None and indexed else None
+        self._policies_cache: tuple[PolicyKey, tuple[dict[str, str] | None, dict[str, Policy]]] | None = None
         self.clock = clock
         self.policies = policies
         self.prometheus_ui = prometheus_ui
@@ -120,9 +121,23 @@ class WebUI:
             return []
         return [r for r in read_records(self.decision_log) if not (decisions_only and is_verification(r))]
 
-    def _unjudged(self, document: Mapping[str, Any]) -> tuple[dict[str, str] | None, dict[str, Policy]]:
+    def _unjudged(
+        self, document: Mapping[str, Any], version: str | None
+    ) -> tuple[dict[str, str] | None, dict[str, Policy]]:
+        """Which flags no valid policy judges, and the policies by flag: loaded again only when the
+        policy files (their names, sizes and modification times) or the flag store's version changed."""
         if self.policies is None:
             return None, {}
+        key = (policy_stamp(self.policies), version)
+        cached = self._policies_cache
+        if cached is not None and cached[0] == key and version is not None:
+            return cached[1]
+        found = self._load_policies(document)
+        self._policies_cache = (key, found)
+        return found
+
+    def _load_policies(self, document: Mapping[str, Any]) -> tuple[dict[str, str] | None, dict[str, Policy]]:
+        assert self.policies is not None
         loaded = load_paths([self.policies], document)
         ownership = loaded.ownership
         unjudged = {key: u.reason for key, u in ownership.unjudged.items()} if ownership is not None else {}
@@ -132,14 +147,15 @@ class WebUI:
         return self.index.view() if self.index is not None else None
 
     def _overview(self, now: datetime) -> Page:
-        document = self.store.read().document
+        snapshot = self.store.read()
+        document = snapshot.document
         keys = list(managed_keys(document))
         view = self._view()
         if view is not None:
             exposures, last = view.exposures(keys), view.last_by_flag(keys)
         else:
             exposures, last = self._exposures(keys), self._last(keys)
-        unjudged, _ = self._unjudged(document)
+        unjudged, _ = self._unjudged(document, snapshot.version)
         rows = overview_rows(document, last, exposures, now, unjudged)
         return render_overview(rows, now, source=self.store.location, refresh_seconds=self.refresh_seconds)
 
@@ -160,7 +176,8 @@ class WebUI:
         return last_by_flag(self.decision_log, keys, where=lambda r: not is_verification(r))
 
     def _rollout(self, key: str, now: datetime) -> Page:
-        document = self.store.read().document
+        snapshot = self.store.read()
+        document = snapshot.document
         managed = key in set(managed_keys(document))
         view = self._view()
         if view is not None:
@@ -182,7 +199,7 @@ class WebUI:
                 problem = str(exc)
         else:
             problem = "not managed by flagroll in the flag store now (its records remain)"
-        _, policies = self._unjudged(document)
+        _, policies = self._unjudged(document, snapshot.version)
         full = view.whole if view is not None else None
         rollout = Rollout(key, state, records, policies.get(key), problem, full)
         return render_rollout(
@@ -200,6 +217,22 @@ class WebUI:
         else:
             matched = [r for r in self._records(decisions_only=False) if chosen.matches(r)]
         return render_log(chosen, matched, now, refresh_seconds=self.refresh_seconds)
+
+
+PolicyKey = tuple[tuple[tuple[str, int, int], ...], str | None]
+
+
+def policy_stamp(policies: Path) -> tuple[tuple[str, int, int], ...]:
+    """Each policy file's name, size and modification time (-1 for one that cannot be read): what
+    tells whether the files changed since they were loaded."""
+    found = []
+    for path in policy_files([policies]):
+        try:
+            st = path.stat()
+            found.append((str(path), st.st_size, st.st_mtime_ns))
+        except OSError:
+            found.append((str(path), -1, -1))
+    return tuple(found)
 
 
 def send(handler: BaseHTTPRequestHandler, reply: Reply, *, head: bool) -> None:
