@@ -8,14 +8,17 @@ and a compressed generation once. A rotation renames the live file to ``.1`` (th
 on to its end) and compresses it into ``.1.gz``, a new file holding the same bytes, which is known
 by its first bytes and size (as :func:`controller.adapters.decisionlog.follow` knows it) and takes
 the segment over unread. A file gone from the log (a generation deleted, the live file replaced)
-takes its records with it; a live file shorter than the offset reached (truncated) is read again.
+takes its records with it; a file shorter than the offset reached, or whose first bytes are not
+those read (truncated and written again, or a new file given a deleted one's inode), is read again.
 
-Per segment and flag it keeps what the pages read: the last decision (not a verification) whole,
-the exposure's change points, and every record twice, compressed in blocks: whole (for the log page
-and the rollout page's last decision) and slim (:func:`controller.core.uirollout.slim`, for the
-rollout page's charts and moves); and per record its flag, action and time, for the log page's
-filter. Its :attr:`LogIndex.lock` is held by a request from its update to its last read of the
-index (the server has a thread a request, and a later update adds to the same segments).
+Per segment and flag it keeps what the pages read: the last decision (not a verification), the
+exposure's change points, and every record twice, compressed in blocks (zlib, with the flag's first
+record as the dictionary): whole, as its line (for the log page and the rollout page's last
+decision), and slim (:func:`controller.core.uirollout.slim`, marshalled: for the rollout page's
+charts and moves); and per record its flag, action and time, for the log page's filter.
+
+Its :attr:`LogIndex.lock` is held by a request from its update to its last read of the index (the
+server has a thread a request, and a later update adds to the same segments).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from __future__ import annotations
 import bisect
 import gzip
 import itertools
-import json
+import marshal
 import math
 import os
 import sys
@@ -77,7 +80,7 @@ class Blocks:
         """Compress the lines not compressed yet (a file read to its end gets no more)."""
         if self.open:
             packer = zlib.compressobj(COMPRESS_LEVEL, zdict=self.zdict) if self.zdict else zlib.compressobj(1)
-            self.sealed.append(packer.compress(b"\n".join(self.open)) + packer.flush())
+            self.sealed.append(packer.compress(self._joined(self.open)) + packer.flush())
             self.starts.append(self.count)
             self.count += len(self.open)
             self.open, self.open_bytes = [], 0
@@ -90,7 +93,13 @@ class Blocks:
 
     def _unpacked(self, block: int) -> list[bytes]:
         unpacker = zlib.decompressobj(zdict=self.zdict) if self.zdict else zlib.decompressobj()
-        return (unpacker.decompress(self.sealed[block]) + unpacker.flush()).split(b"\n")
+        return self._split(unpacker.decompress(self.sealed[block]) + unpacker.flush())
+
+    def _joined(self, entries: list[bytes]) -> bytes:
+        return b"\n".join(entries)
+
+    def _split(self, data: bytes) -> list[bytes]:
+        return data.split(b"\n")
 
     def __iter__(self) -> Iterator[bytes]:
         return self.lines_from(0)
@@ -107,12 +116,32 @@ class Blocks:
         return sum(map(len, self.sealed)) + self.open_bytes
 
 
+class SlimBlocks(Blocks):
+    """Slim records, each marshalled (several times faster to load than JSON), framed by lengths."""
+
+    def _joined(self, entries: list[bytes]) -> bytes:
+        return b"".join(len(entry).to_bytes(4, "little") + entry for entry in entries)
+
+    def _split(self, data: bytes) -> list[bytes]:
+        entries, at = [], 0
+        while at < len(data):
+            size = int.from_bytes(data[at : at + 4], "little")
+            entries.append(data[at + 4 : at + 4 + size])
+            at += 4 + size
+        return entries
+
+    def records_from(self, number: int) -> Iterator[dict[str, Any]]:
+        for entry in self.lines_from(number):
+            record: dict[str, Any] = marshal.loads(entry)
+            yield record
+
+
 @dataclass
 class FlagPart:
     """One flag's records in one segment (``None``'s: the records with no flag key)."""
 
     full: Blocks = field(default_factory=Blocks)  # every record, whole, as its line
-    slim: Blocks = field(default_factory=Blocks)  # the decisions (no verifications), slim, with numbers
+    slim: SlimBlocks = field(default_factory=SlimBlocks)  # the decisions, slim, with their numbers
     last: bytes | None = None  # the last decision's line (parsed when asked: fewer objects kept)
     exposure: list[ExposurePoint] = field(default_factory=list)  # where the exposure changed
 
@@ -141,7 +170,7 @@ class Segment:
         part = self.parts.get(key)
         if part is None:
             full_dict, slim_dict = self.dictionaries.setdefault(key, (line, _slim_line(record, 0)))
-            part = self.parts[key] = FlagPart(Blocks(full_dict), Blocks(slim_dict))
+            part = self.parts[key] = FlagPart(Blocks(full_dict), SlimBlocks(slim_dict))
         number = len(part.full)
         part.full.add(line.rstrip(b"\n"))
         at = parse_time(record.get("time"))
@@ -182,8 +211,7 @@ SLIM_CACHED_FLAGS = 2
 
 
 def _slim_line(record: Record, number: int) -> bytes:
-    kept = slim(record) | {_NUMBER: number}
-    return json.dumps(kept, ensure_ascii=False, allow_nan=True).encode("utf-8")
+    return marshal.dumps(slim(record) | {_NUMBER: number})
 
 
 @dataclass(frozen=True)
@@ -236,8 +264,7 @@ class View:
                 continue
             parsed = list(before.get(segment, []))
             if len(parsed) < len(part.slim):
-                lines = b"[" + b",".join(part.slim.lines_from(len(parsed))) + b"]"
-                for record in json.loads(lines):
+                for record in part.slim.records_from(len(parsed)):
                     record[_SEGMENT] = (segment, flag)
                     parsed.append(record)
             kept.append((segment, parsed))

@@ -154,7 +154,7 @@ def _loop_options(p: argparse.ArgumentParser) -> None:
         default=(env("FLAGROLL_UI") or "").lower() in {"1", "true", "yes"},
         help="with --listen, also serve the read-only web UI at /, /flags/KEY and /log. Off by "
         "default: the pages keep an index of the decision log in the controller's process (about a "
-        "sixth of the log's size; the first request reads every generation once), and have no "
+        "fifth of the log's size; the first request reads every generation once), and have no "
         "log-in; flagroll ui serves them apart [env FLAGROLL_UI]",
     )
     ui.ui_options(p)
