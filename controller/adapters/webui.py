@@ -1,8 +1,10 @@
 """The read-only web UI over HTTP: ``/`` (the rollouts), ``/flags/<key>`` (one rollout), ``/log``.
 
-Each request reads the flag store and the decision log afresh (and the policy files, when given) and
-hands them to the pure pages of :mod:`controller.core.uioverview`, :mod:`controller.core.uirollout`
-and :mod:`controller.core.uilog`. Nothing here writes: only GET and HEAD are answered (anything else is
+Each request reads the flag store afresh (and the policy files, when given), brings the index of the
+decision log up to date with what was appended since the last request
+(:mod:`controller.adapters.logindex`), and hands them to the pure pages of
+:mod:`controller.core.uioverview`, :mod:`controller.core.uirollout` and :mod:`controller.core.uilog`.
+Nothing here writes: only GET and HEAD are answered (anything else is
 405 with ``Allow: GET, HEAD``), and every page is served with a Content-Security-Policy that allows no
 script (:func:`controller.core.uipage.security_headers`).
 
@@ -13,9 +15,10 @@ script (:func:`controller.core.uipage.security_headers`).
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -26,7 +29,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from controller.adapters.decisionlog import last_by_flag, read_records
 from controller.adapters.flagstore import FlagStore
-from controller.adapters.policyfile import load_paths
+from controller.adapters.logindex import LogIndex, View
+from controller.adapters.policyfile import load_paths, policy_files
 from controller.core.errors import FlagrollError, UsageError
 from controller.core.flagd import managed_keys, read_state
 from controller.core.policy import Policy
@@ -64,9 +68,13 @@ class WebUI:
         policies: Path | None = None,
         prometheus_ui: str | None = None,
         refresh_seconds: int = REFRESH_SECONDS,
+        indexed: bool = True,
     ) -> None:
+        """``indexed`` False: every request reads the whole log (the reference the index is held to)."""
         self.store = store
         self.decision_log = decision_log
+        self.index = LogIndex(decision_log) if decision_log is not None and indexed else None
+        self._policies_cache: tuple[PolicyKey, tuple[dict[str, str] | None, dict[str, Policy]]] | None = None
         self.clock = clock
         self.policies = policies
         self.prometheus_ui = prometheus_ui
@@ -86,18 +94,22 @@ class WebUI:
             )
         split = urlsplit(target)
         now = self.clock()
+        with self.index.lock if self.index is not None else contextlib.nullcontext():
+            return self._answer(split.path, split.query, now)
+
+    def _answer(self, path: str, query: str, now: datetime) -> Reply:
         try:
-            if split.path == "/":
+            if path == "/":
                 return self._page(self._overview(now))
-            if split.path == "/log":
-                return self._page(self._log(split.query, now))
-            if split.path.startswith("/flags/") and "/" not in split.path[len("/flags/") :]:
-                return self._page(self._rollout(unquote(split.path[len("/flags/") :], errors="replace"), now))
+            if path == "/log":
+                return self._page(self._log(query, now))
+            if path.startswith("/flags/") and "/" not in path[len("/flags/") :]:
+                return self._page(self._rollout(unquote(path[len("/flags/") :], errors="replace"), now))
         except FlagrollError as exc:
             return self._page(error_page(503, "Cannot read", str(exc), now))
         except OSError as exc:  # the decision log or a policy file cannot be read
             return self._page(error_page(503, "Cannot read", f"{exc.filename}: {exc.strerror or exc}", now))
-        return self._page(error_page(404, "Not found", f"no page at {split.path}: try / or /log", now))
+        return self._page(error_page(404, "Not found", f"no page at {path}: try / or /log", now))
 
     def _page(self, page: Page, extra: list[tuple[str, str]] | None = None) -> Reply:
         return Reply(page.status, page.html.encode("utf-8"), [*security_headers(), *(extra or [])])
@@ -109,17 +121,45 @@ class WebUI:
             return []
         return [r for r in read_records(self.decision_log) if not (decisions_only and is_verification(r))]
 
-    def _unjudged(self, document: Mapping[str, Any]) -> tuple[dict[str, str] | None, dict[str, Policy]]:
+    def _unjudged(
+        self, document: Mapping[str, Any], version: str | None
+    ) -> tuple[dict[str, str] | None, dict[str, Policy]]:
+        """Which flags no valid policy judges, and the policies by flag: loaded again only when the
+        policy files (their names, sizes and modification times) or the flag store's version changed."""
         if self.policies is None:
             return None, {}
+        key = (policy_stamp(self.policies), version)
+        cached = self._policies_cache
+        if cached is not None and cached[0] == key and version is not None:
+            return cached[1]
+        found = self._load_policies(document)
+        self._policies_cache = (key, found)
+        return found
+
+    def _load_policies(self, document: Mapping[str, Any]) -> tuple[dict[str, str] | None, dict[str, Policy]]:
+        assert self.policies is not None
         loaded = load_paths([self.policies], document)
         ownership = loaded.ownership
         unjudged = {key: u.reason for key, u in ownership.unjudged.items()} if ownership is not None else {}
         return unjudged, {entry.policy.flag_key: entry.policy for entry in loaded.policies}
 
+    def _view(self) -> View | None:
+        return self.index.view() if self.index is not None else None
+
     def _overview(self, now: datetime) -> Page:
-        document = self.store.read().document
+        snapshot = self.store.read()
+        document = snapshot.document
         keys = list(managed_keys(document))
+        view = self._view()
+        if view is not None:
+            exposures, last = view.exposures(keys), view.last_by_flag(keys)
+        else:
+            exposures, last = self._exposures(keys), self._last(keys)
+        unjudged, _ = self._unjudged(document, snapshot.version)
+        rows = overview_rows(document, last, exposures, now, unjudged)
+        return render_overview(rows, now, source=self.store.location, refresh_seconds=self.refresh_seconds)
+
+    def _exposures(self, keys: list[str]) -> dict[str, list[ExposurePoint]]:
         wanted = set(keys)
         exposures: dict[str, list[ExposurePoint]] = {}
         for record in self._records():
@@ -128,19 +168,22 @@ class WebUI:
                 seen = exposures.setdefault(str(flag), [])
                 if not seen or seen[-1][1] != percent:
                     seen.append((at, float(percent)))
-        last = (
-            last_by_flag(self.decision_log, keys, where=lambda r: not is_verification(r))
-            if self.decision_log
-            else {}
-        )
-        unjudged, _ = self._unjudged(document)
-        rows = overview_rows(document, last, exposures, now, unjudged)
-        return render_overview(rows, now, source=self.store.location, refresh_seconds=self.refresh_seconds)
+        return exposures
+
+    def _last(self, keys: list[str]) -> dict[str, dict[str, Any]]:
+        if self.decision_log is None:
+            return {}
+        return last_by_flag(self.decision_log, keys, where=lambda r: not is_verification(r))
 
     def _rollout(self, key: str, now: datetime) -> Page:
-        document = self.store.read().document
+        snapshot = self.store.read()
+        document = snapshot.document
         managed = key in set(managed_keys(document))
-        records = [r for r in self._records() if r.get("flag") == key]
+        view = self._view()
+        if view is not None:
+            records: list[dict[str, Any]] = view.slim_records(key)
+        else:
+            records = [r for r in self._records() if r.get("flag") == key]
         if not managed and not records:
             return error_page(
                 404,
@@ -156,8 +199,9 @@ class WebUI:
                 problem = str(exc)
         else:
             problem = "not managed by flagroll in the flag store now (its records remain)"
-        _, policies = self._unjudged(document)
-        rollout = Rollout(key, state, records, policies.get(key), problem)
+        _, policies = self._unjudged(document, snapshot.version)
+        full = view.whole if view is not None else None
+        rollout = Rollout(key, state, records, policies.get(key), problem, full)
         return render_rollout(
             rollout, now, prometheus_ui=self.prometheus_ui, refresh_seconds=self.refresh_seconds
         )
@@ -167,8 +211,28 @@ class WebUI:
             chosen = parse_filters(parse_qs(query, keep_blank_values=True))
         except BadParameter as exc:
             return error_page(400, "Bad filter", str(exc), now)
-        matched = [r for r in self._records(decisions_only=False) if chosen.matches(r)]
+        view = self._view()
+        if view is not None:
+            matched: Sequence[Mapping[str, Any]] = view.matching(chosen)
+        else:
+            matched = [r for r in self._records(decisions_only=False) if chosen.matches(r)]
         return render_log(chosen, matched, now, refresh_seconds=self.refresh_seconds)
+
+
+PolicyKey = tuple[tuple[tuple[str, int, int], ...], str | None]
+
+
+def policy_stamp(policies: Path) -> tuple[tuple[str, int, int], ...]:
+    """Each policy file's name, size and modification time (-1 for one that cannot be read): what
+    tells whether the files changed since they were loaded."""
+    found = []
+    for path in policy_files([policies]):
+        try:
+            st = path.stat()
+            found.append((str(path), st.st_size, st.st_mtime_ns))
+        except OSError:
+            found.append((str(path), -1, -1))
+    return tuple(found)
 
 
 def send(handler: BaseHTTPRequestHandler, reply: Reply, *, head: bool) -> None:

@@ -153,9 +153,9 @@ def _loop_options(p: argparse.ArgumentParser) -> None:
         action=argparse.BooleanOptionalAction,
         default=(env("FLAGROLL_UI") or "").lower() in {"1", "true", "yes"},
         help="with --listen, also serve the read-only web UI at /, /flags/KEY and /log. Off by "
-        "default: each page reads the decision log (every generation), which costs memory about "
-        "three times its size in the controller's process; flagroll ui serves the pages apart "
-        "[env FLAGROLL_UI]",
+        "default: the pages keep an index of the decision log in the controller's process (about a "
+        "fifth of the log's size; the first request reads every generation once), and have no "
+        "log-in; flagroll ui serves them apart [env FLAGROLL_UI]",
     )
     ui.ui_options(p)
 

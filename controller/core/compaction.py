@@ -188,9 +188,7 @@ def latest(records: Sequence[Mapping[str, Any]]) -> tuple[Mapping[str, Any] | No
     last = records[-1]
     if not is_heartbeat(last):
         return last, None
-    since = last[HEARTBEAT].get("since")
-    fulls = [r for r in reversed(records) if not is_heartbeat(r)]
-    full = next((r for r in fulls if r.get("time") == since), fulls[0] if fulls else None)
+    full = heartbeat_base(records)
     if full is None:
         return last, last
     merged = dict(full) | {name: last.get(name) for name in _HEARTBEAT_FIELDS if name in last}
@@ -200,6 +198,14 @@ def latest(records: Sequence[Mapping[str, Any]]) -> tuple[Mapping[str, Any] | No
         for check in full.get("checks") or ()
     ]
     return merged, last
+
+
+def heartbeat_base(records: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
+    """The full record a last heartbeat among ``records`` (oldest first) is laid over by
+    :func:`latest`: the one it names (``since``), else the last full one; None if there is none."""
+    since = records[-1][HEARTBEAT].get("since")
+    fulls = [r for r in reversed(records) if not is_heartbeat(r)]
+    return next((r for r in fulls if r.get("time") == since), fulls[0] if fulls else None)
 
 
 def _check_id(check: Mapping[str, Any]) -> tuple[Any, ...]:

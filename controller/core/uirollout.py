@@ -10,7 +10,7 @@ of the last decision as PromQL, linked to the Prometheus graph page when its URL
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -30,7 +30,7 @@ from controller.core.charts import (
     utc_text,
 )
 from controller.core.checkrecord import SYMBOL, describe, fmt
-from controller.core.compaction import latest
+from controller.core.compaction import heartbeat_base, is_heartbeat, latest
 from controller.core.policy import Policy, pct
 from controller.core.state import Action, RolloutState
 from controller.core.uipage import REFRESH_SECONDS, Page, age, log_href, parse_time, render_page
@@ -54,6 +54,60 @@ class Rollout:
     records: Sequence[Record]
     policy: Policy | None = None
     problem: str | None = None
+    full: Callable[[Record], Record] | None = None  # records are slim (:func:`slim`): their full forms
+
+
+# What the page reads of a record besides its last decision (which it reads whole): see :func:`slim`.
+SLIM_FIELDS = (
+    "time",
+    "action",
+    "actor",
+    "from_percent",
+    "to_percent",
+    "to_step",
+    "steps",
+    "reason",
+    "aim",
+    "mechanism",
+    "owner",
+    "review",
+    "heartbeat",
+)
+SLIM_CHECK_FIELDS = ("kind", "name", "arm", "rule", "value", "bound", "limit")
+
+
+def slim(record: Record) -> dict[str, Any]:
+    """What this page reads of ``record`` when it is not the last decision: the page drawn from slim
+    records (with :attr:`Rollout.full` to find the last decision's whole record) is the page drawn
+    from the records themselves, for a fraction of their size (no query texts, no other checks)."""
+    found = {name: record[name] for name in SLIM_FIELDS if name in record}
+    checks = record.get("checks")
+    if isinstance(checks, list):
+        kept = []
+        for check in checks:
+            if isinstance(check, Mapping) and check.get("kind") == "guardrail":
+                small = {name: check[name] for name in SLIM_CHECK_FIELDS if name in check}
+                control = check.get("control")
+                if isinstance(control, Mapping):
+                    small["control"] = {"value": control["value"]} if "value" in control else {}
+                elif control is not None:
+                    small["control"] = control
+                kept.append(small)
+        found["checks"] = kept
+    elif checks is not None:
+        found["checks"] = checks
+    return found
+
+
+def last_decision(records: Sequence[Record], full: Callable[[Record], Record] | None) -> Record | None:
+    """:func:`~controller.core.compaction.latest` of ``records`` (oldest first); with ``full``, of
+    slim records, reading whole only the ones it lays together."""
+    if full is None or not records:
+        return latest(records)[0]
+    if not is_heartbeat(records[-1]):
+        return full(records[-1])
+    base = heartbeat_base(records)
+    return latest([*([full(base)] if base is not None else []), full(records[-1])])[0]
 
 
 def prometheus_graph_url(base: str, query: str) -> str:
@@ -170,7 +224,7 @@ def render_rollout(
             body.append(render_svg(guardrail_chart(key, seen, start, end, f"guardrail-{n}", marks)))
             body.append("</figure>")
         body.extend(_moves(rollout.flag, timed))
-        last, _ = latest([record for _, record in timed])  # a heartbeat over its hold's full record
+        last = last_decision([record for _, record in timed], rollout.full)  # a heartbeat over its hold's
         body.extend(_last_checks(dict(last or timed[-1][1]), now, prometheus_ui))
     else:
         body.append('<p id="no-records">No decision records for this flag in the decision log.</p>')

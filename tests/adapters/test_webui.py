@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
+from controller.adapters import policyfile, webui
 from controller.adapters.endpoints import Endpoints
 from controller.adapters.flagstore import FileFlagStore
 from controller.adapters.promserver import free_port
@@ -185,3 +186,36 @@ def test_with_policies_the_files_say_who_is_unguarded_and_what_the_aim_is(tmp_pa
         rollout = Page(httpx.get(base + flag_href("demo")).text)
         assert HOSTILE_AIM in rollout.all_text()
         assert "an older aim" not in rollout.all_text()
+
+
+def test_the_policies_are_loaded_again_only_when_their_files_change(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    policy = policies / "demo.yaml"
+    policy.write_text(edit(("Cut p95 from 450ms to 250ms.", "'the first aim'")))
+    flags, log = tmp_path / "flags.json", tmp_path / "decisions.jsonl"
+    flags.write_text(json.dumps(document([("demo", state("demo", policy="demo"))])))
+    log.write_text(json.dumps(record("demo", NOW - timedelta(minutes=1))) + "\n")
+    loads: list[int] = []
+    real = policyfile.load_paths
+
+    def counted(*args: Any, **kwargs: Any) -> policyfile.PolicySet:
+        loads.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(webui, "load_paths", counted)
+    ui = WebUI(FileFlagStore(flags), log, lambda: NOW, policies=policies)
+    assert "the first aim" in ui.reply("GET", "/flags/demo").body.decode()
+    ui.reply("GET", "/")
+    assert len(loads) == 1
+    policy.write_text(edit(("Cut p95 from 450ms to 250ms.", "'an edited aim'")))
+    assert "an edited aim" in ui.reply("GET", "/flags/demo").body.decode()
+    assert len(loads) == 2
+    flags.write_text(
+        json.dumps(document([("demo", state("demo", policy="demo")), ("other", state("other"))]))
+    )
+    rows = Page(ui.reply("GET", "/").body.decode()).having("tr", data_flag="other")
+    assert rows[0]["data-attention"] == "unguarded"  # the flag store changed: ownership judged again
+    assert len(loads) == 3
