@@ -39,7 +39,7 @@ from typing import Any
 
 from controller.adapters.flagstore import FileFlagStore
 from controller.adapters.logindex import index_size_bytes
-from controller.adapters.webui import WebUI
+from controller.adapters.webui import WebUI, tune_collector
 from controller.core.flagd import empty_document, write_flag
 from controller.core.state import RolloutState, Status
 
@@ -233,6 +233,7 @@ def measure(root: Path, args: argparse.Namespace) -> dict[str, Any]:
     }
     gc.collect()
     before = rss_bytes()
+    tune_collector()  # as `flagroll ui` does
     ui = WebUI(FileFlagStore(flags_path), big_log, lambda: NOW)
     figures["cold_seconds"] = timed(lambda: _ok(ui.reply("GET", "/").status))
     gc.collect()
@@ -332,8 +333,12 @@ def options(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = options(argv)
-    with tempfile.TemporaryDirectory(prefix="flagroll-bench-ui-") as root:
-        figures = measure(Path(root), args)
+    threshold = gc.get_threshold()
+    try:
+        with tempfile.TemporaryDirectory(prefix="flagroll-bench-ui-") as root:
+            figures = measure(Path(root), args)
+    finally:
+        gc.set_threshold(*threshold)  # measure tunes it as `flagroll ui` does
     print(report(figures))
     results = verdicts(figures)
     if args.json is not None:

@@ -16,6 +16,7 @@ script (:func:`controller.core.uipage.security_headers`).
 from __future__ import annotations
 
 import contextlib
+import gc
 import socket
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -233,6 +234,18 @@ def policy_stamp(policies: Path) -> tuple[tuple[str, int, int], ...]:
         except OSError:
             found.append((str(path), -1, -1))
     return tuple(found)
+
+
+COLLECTOR_FIRST_THRESHOLD = 50_000  # objects allocated between two young collections
+
+
+def tune_collector() -> None:
+    """For a process that serves only the pages (``flagroll ui``): the cyclic garbage collector runs
+    its young collection every 50,000 allocations instead of 700. A rollout page of 10,000 records
+    allocates about a million objects that die with the request (none in cycles), and the default
+    spends about a quarter of the page's time scanning them (docs/ui.md, "Performance")."""
+    _, middle, oldest = gc.get_threshold()
+    gc.set_threshold(COLLECTOR_FIRST_THRESHOLD, middle, oldest)
 
 
 def send(handler: BaseHTTPRequestHandler, reply: Reply, *, head: bool) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 from types import FrameType
 
 from controller.adapters.endpoints import parse_listen
-from controller.adapters.webui import UIServer, WebUI
+from controller.adapters.webui import UIServer, WebUI, tune_collector
 from controller.cli import common, kubernetes
 from controller.cli.common import EXIT_OK, need, open_store, optional_decision_log
 from controller.cli.options import Commands, decision_log_option, env, flags_option, positive_int
@@ -85,6 +85,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
         prometheus_ui=checked_ui_url(args),
         refresh_seconds=args.ui_refresh,
     )
+    tune_collector()  # this process serves pages only
     server = UIServer(ui, host, port)
     shown_host, shown_port = server.address
     print(f"flagroll ui: serving http://{shown_host}:{shown_port}/ (read-only; Ctrl-C stops)", flush=True)

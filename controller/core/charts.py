@@ -22,6 +22,7 @@ from collections.abc import Iterator, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from operator import itemgetter
 
 Point = tuple[datetime, float | None]
 Drawn = tuple[datetime, float]
@@ -142,51 +143,52 @@ def downsample(
 
 @dataclass(slots=True)
 class _Column:
-    points: list[Drawn]
-    first_present: bool
-    last_present: bool = False
-    low: int = -1  # the index in points of the lowest value (the first of equals)
-    high: int = -1
-
-    def add(self, at: datetime, value: float | None) -> None:
-        present = value is not None and math.isfinite(value)
-        self.last_present = present
-        if not present:
-            return
-        assert value is not None
-        self.points.append((at, value))
-        index = len(self.points) - 1
-        if self.low < 0 or value < self.points[self.low][1]:
-            self.low = index
-        if self.high < 0 or value > self.points[self.high][1]:
-            self.high = index
+    points: list[Drawn]  # the column's points with a value, in time order
+    first_present: bool  # whether its first point had a value
+    last_present: bool
+    low: int  # the index in points of the lowest value (the first of equals); -1: none
+    high: int
 
     def chosen(self, keep: AbstractSet[datetime]) -> list[Drawn]:
         """The lowest and highest value and the points at the kept times, in time order."""
         if not self.points:
             return []
         picked = {self.low, self.high}
-        picked.update(i for i, (at, _) in enumerate(self.points) if at in keep)
+        if keep:
+            picked.update(i for i, (at, _) in enumerate(self.points) if at in keep)
         return [self.points[i] for i in sorted(picked)]
 
 
 def _columns(
     points: Sequence[Point], start: datetime, end: datetime, span: float, columns: int
 ) -> Iterator[_Column]:
-    current: _Column | None = None
+    """The points within [start, end] by column, in time order (one loop, no call a point: a chart of
+    ten thousand decisions is drawn on every request of its page)."""
     index = -1
-    for at, value in sorted(points, key=lambda p: p[0]):
+    drawn: list[Drawn] = []
+    first_present = last_present = False
+    low = high = -1
+    last_column = columns - 1
+    for at, value in sorted(points, key=itemgetter(0)):
         if at < start or at > end:
             continue
-        column = min(columns - 1, int((at - start).total_seconds() / span * columns))
-        if current is None or column != index:
-            if current is not None:
-                yield current
-            present = value is not None and math.isfinite(value)
-            current, index = _Column([], first_present=present), column
-        current.add(at, value)
-    if current is not None:
-        yield current
+        column = int((at - start).total_seconds() / span * columns)
+        if column > last_column:
+            column = last_column
+        present = value is not None and math.isfinite(value)
+        if column != index:
+            if index >= 0:
+                yield _Column(drawn, first_present, last_present, low, high)
+            index, drawn, first_present, low, high = column, [], present, -1, -1
+        last_present = present
+        if value is not None and present:
+            drawn.append((at, value))
+            if low < 0 or value < drawn[low][1]:
+                low = len(drawn) - 1
+            if high < 0 or value > drawn[high][1]:
+                high = len(drawn) - 1
+    if index >= 0:
+        yield _Column(drawn, first_present, last_present, low, high)
 
 
 def _collapsed(run: list[Drawn], keep: AbstractSet[datetime]) -> list[Drawn]:

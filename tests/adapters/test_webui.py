@@ -3,6 +3,7 @@ the controller's endpoints, asked with httpx."""
 
 from __future__ import annotations
 
+import gc
 import json
 from collections.abc import Iterator
 from datetime import timedelta
@@ -17,7 +18,7 @@ from controller.adapters.endpoints import Endpoints
 from controller.adapters.flagstore import FileFlagStore
 from controller.adapters.promserver import free_port
 from controller.adapters.telemetry import Telemetry
-from controller.adapters.webui import UIServer, WebUI
+from controller.adapters.webui import COLLECTOR_FIRST_THRESHOLD, UIServer, WebUI, tune_collector
 from controller.core.state import Status
 from controller.core.uipage import flag_href
 from tests.support.policytext import edit
@@ -219,3 +220,12 @@ def test_the_policies_are_loaded_again_only_when_their_files_change(
     rows = Page(ui.reply("GET", "/").body.decode()).having("tr", data_flag="other")
     assert rows[0]["data-attention"] == "unguarded"  # the flag store changed: ownership judged again
     assert len(loads) == 3
+
+
+def test_a_process_serving_only_pages_collects_young_garbage_less_often() -> None:
+    before = gc.get_threshold()
+    try:
+        tune_collector()
+        assert gc.get_threshold() == (COLLECTOR_FIRST_THRESHOLD, before[1], before[2])
+    finally:
+        gc.set_threshold(*before)

@@ -3,6 +3,7 @@ prints the index's figures beside the full read's and writes the JSON, the pages
 
 from __future__ import annotations
 
+import gc
 import json
 from pathlib import Path
 
@@ -42,3 +43,12 @@ def test_the_log_has_generations_and_the_big_flag_its_records(
     assert sum(1 for r in read if r["flag"] == ui.BIG) == 100
     assert [r["time"] for r in read] == sorted(r["time"] for r in read)
     assert written > 900_000
+
+
+def test_the_run_leaves_the_collector_as_it_found_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = gc.get_threshold()
+    ui.main(["--size-mb", "1", "--flags", "5", "--big", "50", "--baseline-mb", "1", "--requests", "1"])
+    assert gc.get_threshold() == before
+    assert "page (warm)" in capsys.readouterr().out
