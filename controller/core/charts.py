@@ -99,8 +99,10 @@ def escape(text: str) -> str:
 
 
 def utc_text(at: datetime) -> str:
-    """``2026-12-03T14:40:00Z``."""
-    return at.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    """``2026-12-03T14:40:00Z``, or ``2026-12-03T14:40:00.250Z`` (milliseconds, as the decision
+    records have them, when there are any)."""
+    timespec = "milliseconds" if at.microsecond else "seconds"
+    return at.astimezone(UTC).isoformat(timespec=timespec).replace("+00:00", "Z")
 
 
 def downsample(

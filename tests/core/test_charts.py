@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from controller.core.charts import Line, Marker, TimeChart, downsample, render_svg
+from controller.core.charts import Line, Marker, TimeChart, downsample, render_svg, utc_text
 
 SVG = "{http://www.w3.org/2000/svg}"
 START = datetime(2026, 12, 1, tzinfo=UTC)
@@ -265,3 +265,9 @@ def test_extreme_values_are_drawn_without_a_traceback() -> None:
         labels = [t.text or "" for t in root.iterfind(f".//{SVG}g[@class='y-axis']/{SVG}text")]
         assert labels
         assert all(len(label) < 16 for label in labels), labels
+
+
+def test_times_are_shown_to_the_second_or_to_the_millisecond_as_records_have_them() -> None:
+    assert utc_text(datetime(2026, 12, 3, 14, 40, tzinfo=UTC)) == "2026-12-03T14:40:00Z"
+    assert utc_text(datetime(2026, 12, 3, 14, 40, 0, 250_000, tzinfo=UTC)) == "2026-12-03T14:40:00.250Z"
+    assert utc_text(datetime(2026, 12, 3, 14, 40, 0, 86_741, tzinfo=UTC)) == "2026-12-03T14:40:00.086Z"
