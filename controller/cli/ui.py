@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import signal
+import sys
 import threading
+import time
 from pathlib import Path
 from types import FrameType
 
@@ -13,7 +15,7 @@ from controller.adapters.webui import UIServer, WebUI, tune_collector
 from controller.cli import common, kubernetes
 from controller.cli.common import EXIT_OK, need, open_store, optional_decision_log
 from controller.cli.options import Commands, decision_log_option, env, flags_option, positive_int
-from controller.core.errors import UsageError
+from controller.core.errors import FlagrollError, UsageError
 from controller.core.uipage import REFRESH_SECONDS
 
 
@@ -73,6 +75,17 @@ def checked_ui_url(args: argparse.Namespace) -> str | None:
     return url
 
 
+def _warm(ui: WebUI) -> None:
+    """Index the decision log before the first page is asked for, and say how long it took."""
+    began = time.monotonic()
+    try:
+        ui.warm()
+    except (FlagrollError, OSError) as exc:  # each page says it again, with a 503
+        print(f"flagroll ui: cannot read the decision log yet: {exc}", file=sys.stderr, flush=True)
+        return
+    print(f"flagroll ui: decision log indexed in {time.monotonic() - began:.1f}s", flush=True)
+
+
 def cmd_ui(args: argparse.Namespace) -> int:
     host, port = parse_listen(need(args.listen, "--listen", "FLAGROLL_LISTEN"))
     if args.policies is not None and not args.policies.exists():
@@ -89,6 +102,8 @@ def cmd_ui(args: argparse.Namespace) -> int:
     server = UIServer(ui, host, port)
     shown_host, shown_port = server.address
     print(f"flagroll ui: serving http://{shown_host}:{shown_port}/ (read-only; Ctrl-C stops)", flush=True)
+
+    threading.Thread(target=_warm, args=(ui,), name="flagroll-ui-index", daemon=True).start()
 
     def on_term(signum: int, frame: FrameType | None) -> None:  # a pod being stopped: end cleanly
         threading.Thread(target=server.shutdown, name="flagroll-ui-stop", daemon=True).start()

@@ -68,6 +68,11 @@ def ui_process(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple
     try:
         base = f"http://127.0.0.1:{port}"
         wait_for(lambda: answering(base + "/healthz"), timeout_seconds=30, what="flagroll ui to answer")
+        wait_for(  # indexed at its start, before any page was asked for
+            lambda: "flagroll ui: decision log indexed in" in out.read_text(errors="replace"),
+            timeout_seconds=30,
+            what="the decision log indexed",
+        )
         yield base, flags, log
     finally:
         if process.poll() is None:
