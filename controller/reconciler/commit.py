@@ -130,6 +130,8 @@ class Committer:
         """At a clean shutdown, while still the leader: the heartbeats of holds compacted away since
         their flags' last records, appended under the lock like every record (none if the lock
         cannot be had, or the cycle was abandoned)."""
+        if self._abandon.is_set():  # the cycle was given up: its commit may still hold the mutex
+            return []
         if not self._mutex.acquire(timeout=self.lock_timeout_seconds):  # an abandoned commit's thread
             self.log.warning("closing_heartbeats_not_written", error="a commit is still under way")
             return []

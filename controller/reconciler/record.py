@@ -20,7 +20,7 @@ from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
-from controller.adapters.decisionlog import DecisionLog, PartialAppendError
+from controller.adapters.decisionlog import DecisionLog, PartialAppendError, last_by_flag
 from controller.core.compaction import Run, compacted, heartbeat
 from controller.core.decision import Decision
 from controller.core.errors import WriteError
@@ -51,20 +51,33 @@ class Recorder:
         self._unlogged: list[Record] = []
         self._runs: dict[str, Run] = {}  # each flag's compaction memory
         self._unwritten: dict[str, Record] = {}  # each flag's last evaluation, when compacted away
+        self._written: dict[str, tuple[Any, Any]] = {}  # each flag's last written record: time, action
 
     def forget(self) -> None:
         """Forget every flag's run (another process may write records meanwhile): each flag's next
         record is written in full."""
         self._runs.clear()
         self._unwritten.clear()
+        self._written.clear()
 
     def closing_heartbeats(self) -> list[Record]:
         """At a clean shutdown: a heartbeat for each hold evaluated since its flag's last written
         record (or heartbeat), printed and appended, so that the log counts every cycle this process
-        held. A refusal of the decision log is logged (the heartbeats are on stdout)."""
+        held; none for a flag whose newest record in the log is not the one this process wrote last
+        (a human's pause or approval since: a hold appended after it would pass for the newer one).
+        A refusal of the decision log is logged (the heartbeats are on stdout)."""
+        pending = self._unwritten
+        if self.decision_log is not None and pending:  # none where another record came after ours
+            newest = last_by_flag(self.decision_log.path, list(pending))
+            pending = {
+                flag: record
+                for flag, record in pending.items()
+                if (found := newest.get(flag)) is not None
+                and (found.get("time"), found.get("action")) == self._written.get(flag)
+            }
         beats = [
             heartbeat(record, run.since, run.cycles)
-            for flag, record in self._unwritten.items()
+            for flag, record in pending.items()
             if (run := self._runs.get(flag)) is not None and run.key is not None
         ]
         self._unwritten.clear()
@@ -141,6 +154,7 @@ class Recorder:
             self._unwritten[flag] = record
         else:
             self._unwritten.pop(flag, None)
+            self._written[flag] = (written.get("time"), written.get("action"))
         return written
 
     def observed(self, records: Sequence[Record], *, append: bool = True) -> None:

@@ -9,12 +9,14 @@ import asyncio
 import contextlib
 import itertools
 from collections.abc import Iterable, Mapping
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
+from structlog.testing import capture_logs
 
+from controller import cli
 from controller.adapters.decisionlog import read_records
 from controller.adapters.telemetry import Telemetry
 from controller.core.queries import Reading
@@ -236,3 +238,44 @@ def test_a_replica_that_is_not_the_leader_writes_no_closing_heartbeat(tmp_path: 
     reconciler._committer.leader = _Follower()  # lost the Lease after its last cycle
     assert reconciler.close() == []
     assert "heartbeat" not in list(read_records(env.log))[-1]
+
+
+def test_no_closing_heartbeat_after_a_humans_record_so_a_restart_recovers_nothing(tmp_path: Path) -> None:
+    """A human pauses the holding rollout between the last cycle and the shutdown: a heartbeat of the
+    hold before the pause, appended after it, would pass for the newest record (status, recovery)."""
+    env, _ = _env(tmp_path)
+    reconciler = env.reconciler(heartbeat_seconds=HEARTBEAT_SECONDS)
+    env.clock.now = datetime.now(UTC) - timedelta(minutes=30)  # the pause is stamped with the real clock
+    _cycles(env, reconciler, 20, timedelta(seconds=10))  # holds, compacted away
+    args = [
+        "pause",
+        "cache",
+        "--flags",
+        str(env.flags),
+        "--decision-log",
+        str(env.log),
+        "--reason",
+        "upgrade",
+    ]
+    assert cli.main(args) == 0
+    assert reconciler.close() == []
+    assert list(read_records(env.log))[-1]["action"] == "pause"
+    env.clock.now = datetime.now(UTC) + timedelta(minutes=1)
+    written = _cycles(env, env.reconciler(heartbeat_seconds=HEARTBEAT_SECONDS), 1, timedelta(seconds=1))
+    assert [r["action"] for r in written] == ["hold"]  # paused: no `recover`
+
+
+def test_an_abandoned_cycle_writes_no_closing_heartbeat_and_does_not_wait(tmp_path: Path) -> None:
+    env, _ = _env(tmp_path)
+    reconciler = env.reconciler(heartbeat_seconds=HEARTBEAT_SECONDS)
+    _cycles(env, reconciler, 10, timedelta(seconds=10))
+    committer = reconciler._committer
+    committer.lock_timeout_seconds = 0.05
+    committer._mutex.acquire()  # as an abandoned commit still under way would hold it
+    try:
+        reconciler.abandon()
+        with capture_logs() as logs:
+            assert reconciler.close() == []
+    finally:
+        committer._mutex.release()
+    assert logs == []  # it did not wait for the mutex (waiting, it would warn that it gave up)
