@@ -51,6 +51,7 @@ BLOCK_RECORDS = 256  # lines compressed together: a block is read whole to give 
 BLOCK_BYTES = 16 * 1024  # or fewer, so that what waits uncompressed stays small
 COMPRESS_LEVEL = 6
 READ_CHUNK_BYTES = 1024 * 1024
+TAIL_BYTES = 512  # the last bytes read, compared before reading on: a record's end, time and all
 _SEGMENT = "\x00segment"  # what a slim record read from the index carries to find its whole form
 _NUMBER = "\x00number"
 
@@ -154,6 +155,8 @@ class Segment:
     dictionaries: dict[str | None, tuple[bytes, bytes]] = field(default_factory=dict)  # the index's
     offset: int = 0  # bytes read (of the decompressed stream)
     prefix: bytes = b""  # its first bytes, to know it again compressed
+    tail: bytes = b""  # the last bytes read, to know the file was not cut back and written again
+    stamp: tuple[int, int] = (-1, -1)  # size and modification time when last seen
     parts: dict[str | None, FlagPart] = field(default_factory=dict)
     flags: list[str | None] = field(default_factory=list)  # each record's flag, in order
     actions: list[object] = field(default_factory=list)
@@ -343,6 +346,15 @@ class Matched(Sequence[Record]):
         return segment.whole(segment.flags[position], segment.numbers[position])
 
 
+def _still(file: LogFile, segment: Segment) -> bool:
+    """Whether the plain file still begins and, up to the offset read, ends as it did: a file cut
+    back (a failed append undone, a log trimmed in place) and grown again past the offset is not."""
+    fd = file.handle.fileno()
+    if os.pread(fd, len(segment.prefix), 0) != segment.prefix:
+        return False
+    return os.pread(fd, len(segment.tail), segment.offset - len(segment.tail)) == segment.tail
+
+
 def _fingerprint(file: LogFile) -> tuple[bytes, int]:
     """A compressed generation's first bytes and size modulo 2**32 (as gzip keeps it)."""
     try:
@@ -385,11 +397,11 @@ class LogIndex:
         stat = os.fstat(file.handle.fileno())
         identity = (stat.st_dev, stat.st_ino)
         segment = known.pop(identity, None)
-        if segment is not None and file.compressed:
-            same = _fingerprint(file) == (segment.prefix, segment.offset % 2**32)
+        stamp = (stat.st_size, stat.st_mtime_ns)
+        if segment is not None and file.compressed:  # unchanged, or known by what it holds
+            same = stamp == segment.stamp or _fingerprint(file) == (segment.prefix, segment.offset % 2**32)
         elif segment is not None:
-            prefix = os.pread(file.handle.fileno(), len(segment.prefix), 0)
-            same = stat.st_size >= segment.offset and prefix == segment.prefix
+            same = stat.st_size >= segment.offset and _still(file, segment)
         if segment is None or not same:  # new, or truncated (and perhaps written again) in place
             segment = Segment(identity, self._dictionaries)
         if file.compressed and not segment.offset:
@@ -399,6 +411,7 @@ class LogIndex:
                     segment = known.pop(other)
                     break
         segment.identity = identity
+        segment.stamp = stamp
         self._segments[identity] = segment
         return segment
 
@@ -440,6 +453,7 @@ def _read(segment: Segment, lines: Iterable[bytes], *, final: bool) -> bytes:
             return line
         if len(segment.prefix) < FINGERPRINT_BYTES:
             segment.prefix = (segment.prefix + line)[:FINGERPRINT_BYTES]
+        segment.tail = (segment.tail + line)[-TAIL_BYTES:]
         segment.offset += len(line)
         segment.add(line)
     return b""

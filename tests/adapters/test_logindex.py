@@ -6,6 +6,7 @@ test_logindex_model.py."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import threading
 from datetime import timedelta
@@ -190,6 +191,31 @@ def test_a_truncated_or_replaced_live_file_is_read_again(pair: Pair, tmp_path: P
     pair.assert_same()
     pair.log.unlink()
     pair.assert_same()
+
+
+def test_a_live_file_cut_back_and_grown_past_the_offset_read_is_read_again(pair: Pair) -> None:
+    """A failed append is undone by cutting the file back (decisionlog._cut_back), and the records
+    are appended again, with others, past where a request had read: the first bytes are the same,
+    the size larger, but what lies before the old offset is not what was read."""
+    kept = b"".join(line(rec(n)) for n in range(20))  # past the first bytes the index compares
+    pair.append(*(rec(n) for n in range(20)))
+    pair.append(rec(20, "b", reason="attempt one"))
+    pair.assert_same()
+    with pair.log.open("r+b") as handle:
+        handle.truncate(len(kept))  # the append undone
+    pair.append(rec(21, "c", action="rollback"), rec(20, "b", reason="retried, longer than before"))
+    pair.assert_same()
+
+
+def test_a_damaged_generation_is_read_once_not_at_every_request(pair: Pair, lines_read: list[int]) -> None:
+    packed = gzip.compress(b"".join(line(rec(n)) for n in range(400)))
+    pair.log.with_name(pair.log.name + ".1.gz").write_bytes(packed[:-200])  # its end cut off
+    pair.append(rec(400))
+    pair.assert_same()
+    assert sum(lines_read) > 300
+    lines_read.clear()
+    pair.assert_same()
+    assert sum(lines_read) == 0
 
 
 def test_a_deleted_generation_takes_its_records(pair: Pair) -> None:

@@ -103,6 +103,18 @@ class IndexedLog(RuleBasedStateMachine):
                 handle.truncate(0)
                 handle.write(self._line(flag, "advance", False))
 
+    @rule(back=st.integers(min_value=1, max_value=3), flag=st.sampled_from(FLAGS))
+    def cut_back_and_append(self, back: int, flag: str) -> None:
+        """A failed append undone: the live file cut back to a line's end, then longer lines."""
+        self.torn = None
+        if not self.log.exists():
+            return
+        lines = self.log.read_bytes().splitlines(keepends=True)
+        kept = b"".join(lines[: max(0, len(lines) - back)])
+        with self.log.open("r+b") as handle:
+            handle.truncate(len(kept))
+        self._write(b"".join(self._line(flag, "rollback", False) for _ in range(back + 1)))
+
     @rule()
     def delete_oldest(self) -> None:
         olds = sorted(self.log.parent.glob(self.log.name + ".*.gz"), key=lambda p: int(p.name.split(".")[-2]))
