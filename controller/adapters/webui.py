@@ -43,6 +43,7 @@ from controller.core.uirollout import Rollout, render_rollout
 
 ALLOWED = "GET, HEAD"
 HTML = "text/html; charset=utf-8"
+PolicyStamp = tuple[tuple[str, int, int, int, int, int], ...]  # see policy_stamp
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,9 +95,8 @@ class WebUI:
                 [("Allow", ALLOWED)],
             )
         split = urlsplit(target)
-        now = self.clock()
         with self.index.lock if self.index is not None else contextlib.nullcontext():
-            return self._answer(split.path, split.query, now)
+            return self._answer(split.path, split.query, self.clock())  # the time it is drawn at
 
     def warm(self) -> None:
         """Bring the index up to date now: ``flagroll ui`` does at its start, so that the first page
@@ -227,19 +227,21 @@ class WebUI:
         return render_log(chosen, matched, now, refresh_seconds=self.refresh_seconds)
 
 
-PolicyKey = tuple[tuple[tuple[str, int, int], ...], str | None]
+PolicyKey = tuple[PolicyStamp, str | None]
 
 
-def policy_stamp(policies: Path) -> tuple[tuple[str, int, int], ...]:
-    """Each policy file's name, size and modification time (-1 for one that cannot be read): what
-    tells whether the files changed since they were loaded."""
+def policy_stamp(policies: Path) -> PolicyStamp:
+    """Each policy file's name, size, modification and change times, device and inode (-1 for one
+    that cannot be read): what tells whether the files changed since they were loaded (the change
+    time and inode catch an edit that kept the size and the modification time: `cp -p`, a
+    ConfigMap volume's swap of its files)."""
     found = []
     for path in policy_files([policies]):
         try:
             st = path.stat()
-            found.append((str(path), st.st_size, st.st_mtime_ns))
+            found.append((str(path), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_dev, st.st_ino))
         except OSError:
-            found.append((str(path), -1, -1))
+            found.append((str(path), -1, -1, -1, -1, -1))
     return tuple(found)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 import json
+import os
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -229,3 +230,20 @@ def test_a_process_serving_only_pages_collects_young_garbage_less_often() -> Non
         assert gc.get_threshold() == (COLLECTOR_FIRST_THRESHOLD, before[1], before[2])
     finally:
         gc.set_threshold(*before)
+
+
+def test_a_policy_edit_that_keeps_size_and_modification_time_is_seen(tmp_path: Path) -> None:
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    policy = policies / "demo.yaml"
+    policy.write_text(edit(("Cut p95 from 450ms to 250ms.", "'the first aim'")))
+    flags, log = tmp_path / "flags.json", tmp_path / "decisions.jsonl"
+    flags.write_text(json.dumps(document([("demo", state("demo", policy="demo"))])))
+    log.write_text(json.dumps(record("demo", NOW - timedelta(minutes=1))) + "\n")
+    ui = WebUI(FileFlagStore(flags), log, lambda: NOW, policies=policies)
+    assert "the first aim" in ui.reply("GET", "/flags/demo").body.decode()
+    stamp = policy.stat()
+    policy.write_text(edit(("Cut p95 from 450ms to 250ms.", "'the other aim'")))  # the same size
+    os.utime(policy, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))  # as `cp -p` keeps it
+    assert policy.stat().st_size == stamp.st_size
+    assert "the other aim" in ui.reply("GET", "/flags/demo").body.decode()
