@@ -9,8 +9,9 @@ whole log, the others share the rest. Lines are written directly, not through ``
 
 Then, through ``WebUI.reply`` in-process: the first request (the index built cold: every file read
 once) and its memory (the process's resident set before and after, and the index's compressed
-lines); then ``--requests`` warm requests each (default 20) of ``/``, ``/flags/big``, ``/log`` and a
-filtered ``/log`` (median and max); then one request after a cycle's records (one a flag) were
+lines); then ``--requests`` warm requests each (default 20) of ``/``, ``/flags/big``, ``/log`` and
+``/log`` filtered by flag and by action (median and max; the targets are judged on the max: each
+answer); then one request after a cycle's records (one a flag) were
 appended. The baseline, the full read of every request, is measured on a log of ``--baseline-mb``
 (default 64 MB, the default rotation size) with the same flags, since on the 1 GB log it would take
 minutes and gigabytes a request; its pages are checked identical to the index's. ``--json`` writes
@@ -189,6 +190,7 @@ TARGETS = {
     "rollout": f"/flags/{BIG}",
     "log": "/log",
     "log_filtered": f"/log?flag={BIG}&page=3",
+    "log_by_action": "/log?action=advance&page=2",  # a filter that looks at every record
 }
 
 
@@ -266,18 +268,19 @@ def baseline(root: Path, args: argparse.Namespace, flags_path: Path) -> dict[str
 
 
 def verdicts(figures: dict[str, Any]) -> list[tuple[str, bool]]:
+    """The targets, judged on the slowest of the warm requests: each answer within the target."""
     warm_figures = figures["warm"]
     target_ms = f"{TARGET_SECONDS * 1000:.0f} ms"
     return [
         (
-            f"the overview of {figures['flags']:,} flags in <= {target_ms} (median of the warm requests; "
-            f"max {warm_figures['overview']['max_seconds'] * 1000:.0f} ms)",
-            warm_figures["overview"]["median_seconds"] <= TARGET_SECONDS,
+            f"the overview of {figures['flags']:,} flags in <= {target_ms} (every warm request; "
+            f"median {warm_figures['overview']['median_seconds'] * 1000:.0f} ms)",
+            warm_figures["overview"]["max_seconds"] <= TARGET_SECONDS,
         ),
         (
-            f"the rollout page of {figures['big_flag_records']:,} records in <= {target_ms} (median; "
-            f"max {warm_figures['rollout']['max_seconds'] * 1000:.0f} ms)",
-            warm_figures["rollout"]["median_seconds"] <= TARGET_SECONDS,
+            f"the rollout page of {figures['big_flag_records']:,} records in <= {target_ms} (every warm "
+            f"request; median {warm_figures['rollout']['median_seconds'] * 1000:.0f} ms)",
+            warm_figures["rollout"]["max_seconds"] <= TARGET_SECONDS,
         ),
         ("the pages from the index equal the full read's", figures["baseline"]["pages_identical"]),
     ]
