@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import socket
 import threading
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 
@@ -73,6 +74,11 @@ class Endpoints:
                 send(self, not_allowed(self.command), head=False)
 
             do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _not_allowed
+
+            def __getattr__(self, name: str) -> Callable[[], None]:
+                if name.startswith("do_"):  # any other method (TRACE, PROPFIND…): 405 too, not 501
+                    return self._not_allowed
+                raise AttributeError(name)
 
             def do_GET(self) -> None:
                 self.head = False

@@ -314,6 +314,11 @@ class UIServer:
 
             do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _answer
 
+            def __getattr__(self, name: str) -> Callable[[], None]:
+                if name.startswith("do_"):  # any other method (TRACE, PROPFIND…): 405 too, not 501
+                    return self._answer
+                raise AttributeError(name)
+
             def log_message(self, format: str, *args: object) -> None:
                 pass
 

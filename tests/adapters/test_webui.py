@@ -95,13 +95,15 @@ def test_every_page_answers_get_and_head(server: str, request: pytest.FixtureReq
 
 
 @pytest.mark.parametrize("server", ["standalone", "beside"])
-@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH"])
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "PROPFIND"])
 def test_nothing_but_get_and_head(server: str, method: str, request: pytest.FixtureRequest) -> None:
     base = request.getfixturevalue(server)
-    for path in ["/", flag_href("calm"), "/log"]:
+    paths = ["/", flag_href("calm"), "/log", "/healthz"] + (["/metrics"] if server == "beside" else [])
+    for path in paths:
         got = httpx.request(method, base + path, content=b"{}")
-        assert got.status_code == 405
+        assert got.status_code == 405, (method, path)
         assert got.headers["allow"] == "GET, HEAD"
+        assert "default-src 'none'" in got.headers["content-security-policy"]
 
 
 @pytest.mark.parametrize("server", ["standalone", "beside"])
