@@ -224,13 +224,18 @@ def _newest_backwards(
         end = start
 
 
+def _needles(flags: Iterable[str]) -> list[bytes]:
+    """Each flag's key as JSON writes it, with non-ASCII characters as they are and as escapes."""
+    return sorted({json.dumps(f, ensure_ascii=ascii).encode() for f in flags for ascii in (False, True)})
+
+
 def _newest_forwards(file: LogFile, found: dict[str, Record], wanted: set[str] | None, where: Where) -> None:
     """Read a compressed generation from its start (it cannot be read backwards), noting the newest
     record of each wanted flag not noted already; a damaged one is read as far as it can be. A line
     that does not hold a missing flag's key as JSON (as it was written) is not parsed."""
     newest: dict[str, Record] = {}
     missing = None if wanted is None else wanted - set(found)
-    needles = None if missing is None else [json.dumps(f, ensure_ascii=False).encode() for f in missing]
+    needles = None if missing is None else _needles(missing)
     try:
         for line in file.lines():
             if needles is not None and not any(needle in line for needle in needles):
@@ -239,7 +244,9 @@ def _newest_forwards(file: LogFile, found: dict[str, Record], wanted: set[str] |
             if record is None or record_problem(record) is not None:
                 continue
             flag = record.get("flag")
-            if isinstance(flag, str) and flag not in found and (where is None or where(record)):
+            if not isinstance(flag, str) or (missing is not None and flag not in missing):
+                continue
+            if flag not in found and (where is None or where(record)):
                 newest[flag] = record
     except (OSError, EOFError, zlib.error):
         pass

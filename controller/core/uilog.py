@@ -75,7 +75,11 @@ def parse_filters(query: Mapping[str, Sequence[str]]) -> LogFilter:
             raise BadParameter(f"unknown parameter {name!r}: the log takes {', '.join(PARAMETERS)}")
         if len(values) > 1:
             raise BadParameter(f"parameter {name!r} is given {len(values)} times: give it once")
-    given = {name: values[0].strip() for name, values in query.items() if values and values[0].strip()}
+    given = {  # a flag key is taken as it is (" a" is not "a"); the other values without spaces around
+        name: values[0] if name == "flag" else values[0].strip()
+        for name, values in query.items()
+        if values and values[0].strip()
+    }
     action = given.get("action")
     if action is not None and action not in ACTIONS:
         raise BadParameter(f"action {action!r} is not one of {', '.join(ACTIONS)}")

@@ -313,3 +313,13 @@ def test_last_by_flag_finds_a_key_that_json_escapes_in_an_old_generation(tmp_pat
     last = last_by_flag(path, [odd, "b"])
     assert last[odd] == {"flag": odd, "n": 0}
     assert last["b"] == {"flag": "b", "n": 1, "note": odd[:-2]}
+
+
+def test_last_by_flag_finds_a_key_written_with_ascii_escapes_in_an_old_generation(tmp_path: Path) -> None:
+    """Another writer (a tool, a hand) may escape non-ASCII characters: the key is the same key."""
+    path = tmp_path / "decisions.jsonl"
+    escaped = (json.dumps({"flag": "müsli", "n": 0}, ensure_ascii=True) + "\n").encode()
+    assert b"\\u00fc" in escaped
+    path.with_name(path.name + ".1.gz").write_bytes(gzip.compress(escaped))
+    path.write_text(json.dumps({"flag": "other", "n": 1}) + "\n")
+    assert last_by_flag(path, ["müsli"])["müsli"] == {"flag": "müsli", "n": 0}

@@ -327,3 +327,9 @@ def test_no_page_holds_a_script_or_a_control_character() -> None:
         assert not any(ch in html for ch in "\x1b\x07\x00")
     assert "</td><script>x</script>" in Page(pages[0]).all_text()
     assert 'value="&lt;script&gt;"' in pages[1]  # the filter form shows the flag it filters by
+
+
+def test_a_flag_filter_is_the_key_as_given_spaces_and_all() -> None:
+    assert parse_filters({"flag": [" a"]}).flag == " a"
+    assert parse_filters({"flag": ["  "]}).flag is None
+    assert parse_filters({"action": [" rollback "]}).action == "rollback"
