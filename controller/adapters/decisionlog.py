@@ -14,8 +14,9 @@ import json
 import os
 import time
 import zlib
+from array import array
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
@@ -305,28 +306,68 @@ class _Fingerprint:
 
 @dataclass
 class _Tail:
-    """The file being followed, read as it grows: a partial last line waits to complete."""
+    """The file being followed, read as it grows: a partial last line waits to complete. Each line's
+    end and checksum are kept, so that a file cut back (a failed append undone) and perhaps written
+    again is read on from its last line still there, not again from its start nor from a stale
+    offset."""
 
     file: LogFile
     position: int = 0
     pending: bytes = b""
     number: int = 0  # lines read so far
+    ends: array[int] = field(default_factory=lambda: array("q"))  # where each line read ends
+    sums: array[int] = field(default_factory=lambda: array("L"))  # each line's crc32
 
     def lines(self) -> list[tuple[int, bytes]]:
         handle = self.file.handle
-        if os.fstat(handle.fileno()).st_size < self.position:  # truncated in place: start again
-            self.position, self.pending, self.number = 0, b"", 0
+        size = os.fstat(handle.fileno()).st_size
+        if not self._intact(size):
+            self._back_to(self._last_intact(size))
         handle.seek(self.position)
         data = handle.read()
-        self.position = handle.tell()
         if not data:
             return []
+        start = self.position - len(self.pending)
+        self.position = handle.tell()
         *complete, self.pending = (self.pending + data).split(b"\n")
         numbered = []
         for line in complete:
+            start += len(line) + 1
+            self.ends.append(start)
+            self.sums.append(zlib.crc32(line + b"\n"))
             self.number += 1
             numbered.append((self.number, line))
         return numbered
+
+    def _line_there(self, index: int, size: int) -> bool:
+        start = self.ends[index - 1] if index else 0
+        end = self.ends[index]
+        return (
+            end <= size
+            and zlib.crc32(os.pread(self.file.handle.fileno(), end - start, start)) == (self.sums[index])
+        )
+
+    def _intact(self, size: int) -> bool:
+        if size < self.position:
+            return False
+        if self.ends and not self._line_there(len(self.ends) - 1, size):
+            return False
+        start = self.position - len(self.pending)
+        return os.pread(self.file.handle.fileno(), len(self.pending), start) == self.pending
+
+    def _last_intact(self, size: int) -> int:
+        """How many of the lines read are still there, as they were."""
+        for index in range(len(self.ends) - 1, -1, -1):
+            if self._line_there(index, size):
+                return index + 1
+        return 0
+
+    def _back_to(self, lines: int) -> None:
+        del self.ends[lines:]
+        del self.sums[lines:]
+        self.number = lines
+        self.position = self.ends[-1] if lines else 0
+        self.pending = b""
 
     def moved_on(self, path: Path) -> bool:
         """Whether ``path`` is no longer this file (rotated away, or not there)."""
@@ -351,15 +392,19 @@ def _lines_records(file: LogFile, lines: Iterable[tuple[int, bytes]], warn: Warn
             yield record
 
 
-def _newer_than(generations: list[LogFile], anchor: _Fingerprint | None) -> list[LogFile]:
-    """The generations written after the one ``anchor`` identifies: all of them if it is not among
-    them (retention deleted it, the oldest, so every one there is newer)."""
+def _newer_than(
+    generations: list[LogFile], anchor: _Fingerprint | None, seen: set[_Fingerprint]
+) -> list[LogFile]:
+    """The generations written after the one ``anchor`` identifies; if it is not among them
+    (retention deleted it, or it was a live file deleted rather than rotated), those not ``seen``
+    (read already)."""
     if anchor is None:
         return generations
+    prints = [_Fingerprint.of(file) for file in generations]
     for index in range(len(generations) - 1, -1, -1):
-        if _Fingerprint.of(generations[index]) == anchor:
+        if prints[index] == anchor:
             return generations[index + 1 :]
-    return generations
+    return [file for file, found in zip(generations, prints, strict=True) if found not in seen]
 
 
 def follow(
@@ -375,7 +420,9 @@ def follow(
     line waits to complete. When the live file is rotated away, the rest of it is read from the file
     still open, then every generation rotated after it (found by its fingerprint, whatever its number
     now), then the new live file: no record is skipped or shown twice, however many rotations came
-    between two polls. ``where``: only the records it accepts; ``last``: of those already in the log,
+    between two polls. A live file cut back (a failed append undone) is read on from its last line
+    still there (a record of the undone batch shows again when it is retried); a live file deleted
+    rather than rotated does not make the generations read again. ``where``: only the records it accepts; ``last``: of those already in the log,
     only the newest ``last`` (None: all of them)."""
     tail: _Tail | None = None
     anchor: _Fingerprint | None = None  # the last file read to its end, when no live file is followed
@@ -387,9 +434,10 @@ def follow(
                 live = _lines_records(tail.file, tail.lines(), warn)
             older = (record for file in first.generations for record in _records(file, warn))
             yield from _newest(itertools.chain(older, live), where, last)
+            seen = {_Fingerprint.of(file) for file in first.generations}  # read: never again
             if first.generations:
                 anchor = _Fingerprint.of(first.generations[-1])
-        followed = _followed(path, tail, anchor, poll_seconds, stop, warn)
+        followed = _followed(path, tail, anchor, seen, poll_seconds, stop, warn)
         try:
             yield from _chosen(followed, where)
         finally:
@@ -414,6 +462,7 @@ def _followed(
     path: Path,
     tail: _Tail | None,
     anchor: _Fingerprint | None,
+    seen: set[_Fingerprint],
     poll_seconds: float,
     stop: Callable[[], bool],
     warn: Warn | None,
@@ -433,15 +482,17 @@ def _followed(
                 if tail.pending.strip() and warn is not None:
                     warn(f"{tail.file.path}:{tail.number + 1}: skipped an unreadable record (torn last line)")
                 anchor = _Fingerprint.of(tail.file)
+                seen.add(anchor)
                 tail.file.handle.close()
                 tail = None
             elif not path.exists():
                 time.sleep(poll_seconds)
                 continue
             with opened(path) as files:
-                newer = _newer_than(files.generations, anchor)
+                newer = _newer_than(files.generations, anchor, seen)
                 for file in newer:
                     yield from _records(file, warn)
+                    seen.add(_Fingerprint.of(file))
                 if newer:
                     anchor = _Fingerprint.of(newer[-1])
                 if files.live is not None:

@@ -10,13 +10,20 @@ from __future__ import annotations
 import gzip
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from controller.adapters import logrotation
-from controller.adapters.decisionlog import DecisionLog, PartialAppendError, last_by_flag, read_records
+from controller.adapters.decisionlog import (
+    DecisionLog,
+    PartialAppendError,
+    follow,
+    last_by_flag,
+    read_records,
+)
 from controller.adapters.logrotation import rotation_steps, writer_lock
 from controller.core.errors import WriteError
 from controller.core.records import Record
@@ -323,3 +330,68 @@ def test_last_by_flag_finds_a_key_written_with_ascii_escapes_in_an_old_generatio
     path.with_name(path.name + ".1.gz").write_bytes(gzip.compress(escaped))
     path.write_text(json.dumps({"flag": "other", "n": 1}) + "\n")
     assert last_by_flag(path, ["müsli"])["müsli"] == {"flag": "müsli", "n": 0}
+
+
+def _scripted(*steps: Callable[[], object], polls_after: int = 3) -> Callable[[], bool]:
+    """A ``stop`` for follow that runs one step at each poll, then lets it poll a few more times."""
+    queue = list(steps)
+    left = [polls_after]
+
+    def stop() -> bool:
+        if queue:
+            queue.pop(0)()
+            return False
+        left[0] -= 1
+        return left[0] < 0
+
+    return stop
+
+
+def _line(reason: str, flag: str = "a") -> bytes:
+    return (
+        json.dumps({"time": "2026-11-21T12:00:00.000Z", "flag": flag, "action": "hold", "reason": reason})
+        + "\n"
+    ).encode()
+
+
+def _add(path: Path, data: bytes) -> None:
+    with path.open("ab") as handle:
+        handle.write(data)
+
+
+def test_follow_reads_on_from_the_last_line_still_there_after_a_cut_back(tmp_path: Path) -> None:
+    """A failed append undone (DecisionLog._cut_back), a human's record, then the retried batch, all
+    between two polls: the human's record is shown, the log is not shown again from its start."""
+    path = tmp_path / "decisions.jsonl"
+    _add(path, b"".join(_line(f"r{n}") for n in range(3)))
+    kept = path.stat().st_size
+    batch = b"".join(_line(f"r{n}") for n in (3, 4, 5))
+
+    def cut_back_and_write_again() -> None:
+        os.truncate(path, kept)
+        _add(path, _line("alice pauses") + batch)
+
+    stop = _scripted(lambda: _add(path, batch[: len(_line("r3")) + 10]), cut_back_and_write_again)
+    shown = [r["reason"] for r in follow(path, poll_seconds=0.001, stop=stop)]
+    assert shown == ["r0", "r1", "r2", "r3", "alice pauses", "r3", "r4", "r5"]  # r3 was shown, then undone
+
+
+def test_follow_shows_a_cut_back_batch_again_at_most_not_the_whole_file(tmp_path: Path) -> None:
+    path = tmp_path / "decisions.jsonl"
+    _add(path, b"".join(_line(f"r{n}") for n in range(3)))
+    kept = path.stat().st_size
+    batch = _line("r3") + _line("r4")
+    stop = _scripted(lambda: _add(path, batch), lambda: os.truncate(path, kept), lambda: _add(path, batch))
+    shown = [r["reason"] for r in follow(path, poll_seconds=0.001, stop=stop)]
+    assert shown == ["r0", "r1", "r2", "r3", "r4", "r3", "r4"]
+
+
+def test_follow_does_not_read_the_generations_again_when_the_live_file_is_deleted(tmp_path: Path) -> None:
+    path = tmp_path / "decisions.jsonl"
+    log = DecisionLog(path, max_bytes=300, keep=5)
+    for n in range(8):
+        log.append([{"time": "2026-11-21T12:00:00.000Z", "flag": "a", "action": "hold", "reason": f"r{n}"}])
+    assert len(list(tmp_path.glob("decisions.jsonl.*.gz"))) >= 2
+    stop = _scripted(lambda: path.unlink(), lambda: log.append([json.loads(_line("new"))]))
+    shown = [r["reason"] for r in follow(path, poll_seconds=0.001, stop=stop, last=1)]
+    assert shown == ["r7", "new"]
