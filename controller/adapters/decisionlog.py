@@ -422,8 +422,8 @@ def follow(
     now), then the new live file: no record is skipped or shown twice, however many rotations came
     between two polls. A live file cut back (a failed append undone) is read on from its last line
     still there (a record of the undone batch shows again when it is retried); a live file deleted
-    rather than rotated does not make the generations read again. ``where``: only the records it accepts; ``last``: of those already in the log,
-    only the newest ``last`` (None: all of them)."""
+    rather than rotated does not make the generations read again. ``where``: only the records it
+    accepts; ``last``: of those already in the log, only the newest ``last`` (None: all of them)."""
     tail: _Tail | None = None
     anchor: _Fingerprint | None = None  # the last file read to its end, when no live file is followed
     try:
