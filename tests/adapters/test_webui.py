@@ -192,16 +192,23 @@ def test_with_policies_the_files_say_who_is_unguarded_and_what_the_aim_is(tmp_pa
         assert "an older aim" not in rollout.all_text()
 
 
-def test_the_policies_are_loaded_again_only_when_their_files_change(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _one_policy(tmp_path: Path, aim: str) -> tuple[Path, Path, Path, Path]:
+    """A policy directory with one policy for flag ``demo`` (its aim ``aim``), its flag file and a log
+    with one record: the directory, the policy file, the flag file and the log."""
     policies = tmp_path / "policies"
     policies.mkdir()
     policy = policies / "demo.yaml"
-    policy.write_text(edit(("Cut p95 from 450ms to 250ms.", "'the first aim'")))
+    policy.write_text(edit(("Cut p95 from 450ms to 250ms.", aim)))
     flags, log = tmp_path / "flags.json", tmp_path / "decisions.jsonl"
     flags.write_text(json.dumps(document([("demo", state("demo", policy="demo"))])))
     log.write_text(json.dumps(record("demo", NOW - timedelta(minutes=1))) + "\n")
+    return policies, policy, flags, log
+
+
+def test_the_policies_are_loaded_again_only_when_their_files_change(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    policies, policy, flags, log = _one_policy(tmp_path, "'the first aim'")
     loads: list[int] = []
     real = policyfile.load_paths
 
@@ -235,13 +242,7 @@ def test_a_process_serving_only_pages_collects_young_garbage_less_often() -> Non
 
 
 def test_a_policy_edit_that_keeps_size_and_modification_time_is_seen(tmp_path: Path) -> None:
-    policies = tmp_path / "policies"
-    policies.mkdir()
-    policy = policies / "demo.yaml"
-    policy.write_text(edit(("Cut p95 from 450ms to 250ms.", "'the first aim'")))
-    flags, log = tmp_path / "flags.json", tmp_path / "decisions.jsonl"
-    flags.write_text(json.dumps(document([("demo", state("demo", policy="demo"))])))
-    log.write_text(json.dumps(record("demo", NOW - timedelta(minutes=1))) + "\n")
+    policies, policy, flags, log = _one_policy(tmp_path, "'the first aim'")
     ui = WebUI(FileFlagStore(flags), log, lambda: NOW, policies=policies)
     assert "the first aim" in ui.reply("GET", "/flags/demo").body.decode()
     stamp = policy.stat()
