@@ -37,6 +37,7 @@ from typing import Any
 import httpx
 
 from bench.history import Shape, backfill, shop_policy, write_openmetrics
+from bench.targets import finish
 from controller.adapters.policyfile import load_paths
 from controller.adapters.promserver import PrometheusServer
 from controller.core.backtest import MAX_POINTS_PER_CHUNK, chunks, evaluation_times, fetched_promqls
@@ -236,10 +237,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     results = verdicts(figures)
     for text, met in results:
         print(f"target {text}: {'met' if met else 'NOT MET'}")
-    if args.json is not None:
-        document = {"figures": asdict(figures), "targets": [{"target": t, "met": m} for t, m in results]}
-        args.json.write_text(json.dumps(document, indent=2) + "\n")
-    return 0 if all(met for _, met in results) else 1
+    return finish(args.json, asdict(figures), results)
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from bench.targets import finish
 from controller.adapters.decisionlog import DecisionLog, read_records
 from controller.adapters.policyfile import load_text
 from controller.core.compaction import Run, compacted, hold_key, is_heartbeat, is_plain_hold
@@ -336,10 +337,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     figures.rows = list(rows(figures, SIZES))
     print(report(figures))
     results = verdicts(figures)
-    if args.json is not None:
-        document = {"figures": asdict(figures), "targets": [{"target": t, "met": m} for t, m in results]}
-        args.json.write_text(json.dumps(document, indent=2) + "\n")
-    return 0 if all(met for _, met in results) else 1
+    return finish(args.json, asdict(figures), results)
 
 
 if __name__ == "__main__":

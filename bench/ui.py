@@ -38,6 +38,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from bench.targets import finish
 from controller.adapters.flagstore import FileFlagStore
 from controller.adapters.logindex import index_size_bytes
 from controller.adapters.webui import WebUI, tune_collector
@@ -344,10 +345,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         gc.set_threshold(*threshold)  # measure tunes it as `flagroll ui` does
     print(report(figures))
     results = verdicts(figures)
-    if args.json is not None:
-        document = {"figures": figures, "targets": [{"target": t, "met": m} for t, m in results]}
-        args.json.write_text(json.dumps(document, indent=2) + "\n")
-    return 0 if all(met for _, met in results) else 1
+    return finish(args.json, figures, results)
 
 
 if __name__ == "__main__":
